@@ -1,0 +1,27 @@
+"""``instore-cart-mapping``: run the cart-mapping service (Kafka subscriber + health port)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from instore_cart_mapping.app import create_app
+from instore_cart_mapping.settings import CartMappingSettings
+from instore_shared.logging import configure_logging
+
+
+def main() -> None:
+    """Read settings from the environment, configure logging, serve until SIGTERM/SIGINT."""
+    settings = CartMappingSettings()
+    configure_logging("cart-mapping", settings.log_level, settings.log_json)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Assembly of the cart-mapping service: the FastStream broker, its subscriber, health routes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from faststream import AckPolicy, FastStream
+from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.message import StreamMessage
+
+from instore_cart_mapping.handler import CommerceReader, handle_cart_lookup
+from instore_cart_mapping.settings import CartMappingSettings
+from instore_shared.commercetools import CommercetoolsClient
+from instore_shared.contract import cart_lookup as contract
+from instore_shared.kafka import headers as h
+from instore_shared.kafka.admin import ensure_topics
+from instore_shared.kafka.topics import ALL_TOPICS, CART_REPLIES, CART_REQUESTS
+from instore_shared.logging import correlation_scope, get_logger
+from instore_shared.settings import CommercetoolsSettings
+
+log = get_logger(__name__)
+
+
+def create_broker(settings: CartMappingSettings, commerce: CommerceReader) -> KafkaBroker:
+    """The Kafka broker with the cart lookup subscriber.
+
+    The subscriber answers on the request's ``reply_to`` topic with the request's
+    ``correlation_id`` (published explicitly, so an expired request gets no reply). Offsets
+    are committed after the reply is published (at-least-once; a lookup is a read, so a
+    repeat is harmless). A request whose ``deadline-ms`` has passed is not answered:
+    nobody waits for it any more.
+    """
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"{settings.kafka_client_id_prefix}-cart-mapping",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=0,
+    )
+    limiter = asyncio.Semaphore(settings.max_concurrent_lookups)
+
+    @broker.subscriber(
+        CART_REQUESTS.name,
+        group_id=settings.consumer_group,
+        ack_policy=AckPolicy.ACK,
+        no_reply=True,  # we publish the reply ourselves: an expired request gets none
+        max_workers=settings.max_concurrent_lookups,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+        decoder=_raw_body,
+        title="cart-lookup",
+        description="Answers cart lookups from the gateway on the request's reply_to topic.",
+    )
+    async def on_cart_request(body: bytes, message: KafkaMessage) -> None:
+        cid = message.correlation_id or ""
+        with correlation_scope(cid):
+            deadline = message.headers.get(h.DEADLINE)
+            if deadline and deadline.isdigit() and int(deadline) < _now_ms():
+                log.info("cart_lookup.expired", topic=CART_REQUESTS.name)
+                return
+            try:
+                request = contract.decode_request(body)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("cart_lookup.bad_request", error=str(exc))
+                reply = contract.CartLookupReply(
+                    status=contract.LookupStatus.UPSTREAM_ERROR, reason="bad-request", detail=str(exc)
+                )
+            else:
+                async with limiter:
+                    reply = await handle_cart_lookup(request, commerce, settings)
+                log.info("cart_lookup.answered", cart_ref=request.cart_ref, kind=request.kind.value,
+                         status=reply.status.value)
+            if not message.reply_to:
+                log.warning("cart_lookup.no_reply_to")
+                return
+            await broker.publish(
+                contract.encode(reply),
+                message.reply_to,
+                key=message.raw_message.key or None,
+                correlation_id=cid,
+                headers={h.MESSAGE_TYPE: contract.REPLY_TYPE, h.CONTENT_TYPE: h.JSON},
+            )
+
+    _ = CART_REPLIES  # replies go to the request's reply_to, which the gateway sets to this topic
+    return broker
+
+
+async def _raw_body(message: StreamMessage[Any]) -> bytes:
+    """Hand the handler the value's bytes; msgspec decodes them (FastStream would guess JSON)."""
+    return message.body
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def create_app(
+    settings: CartMappingSettings | None = None,
+    commerce_settings: CommercetoolsSettings | None = None,
+    commerce: CommerceReader | None = None,
+) -> AsgiFastStream:
+    """The cart-mapping application: broker + ``/healthz`` and ``/readyz`` (Kafka ping) routes."""
+    settings = settings or CartMappingSettings()
+    commerce_settings = commerce_settings or CommercetoolsSettings()
+    client = commerce or CommercetoolsClient(commerce_settings)
+    broker = create_broker(settings, client)
+
+    @asynccontextmanager
+    async def lifespan(*_: object) -> AsyncIterator[None]:
+        if settings.kafka_create_topics:
+            await ensure_topics(
+                settings.kafka_bootstrap_servers, ALL_TOPICS,
+                settings.kafka_topic_partitions, settings.kafka_topic_replication_factor,
+            )
+        try:
+            yield
+        finally:
+            if isinstance(client, CommercetoolsClient):
+                await client.aclose()
+            log.info("cart_mapping.stopped")
+
+    @get
+    async def healthz(scope: object) -> AsgiResponse:
+        return AsgiResponse(json.dumps({"status": "ok"}).encode(), 200, headers={"content-type": "application/json"})
+
+    app = AsgiFastStream(
+        broker,
+        lifespan=lifespan,
+        asgi_routes=[
+            ("/healthz", healthz),
+            ("/readyz", make_ping_asgi(broker, timeout=2.0)),
+        ],
+    )
+    return app

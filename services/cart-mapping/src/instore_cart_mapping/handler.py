@@ -1,0 +1,88 @@
+"""Answer one cart lookup: read, check, reply. Transport-free: the commerce port is passed in."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import msgspec
+
+from instore_cart_mapping import rules
+from instore_cart_mapping.model import Order, cart_decoder, order_decoder
+from instore_cart_mapping.settings import CartMappingSettings
+from instore_shared.commercetools.client import ApiResponse
+from instore_shared.commercetools.errors import CommercetoolsError, NotFound
+from instore_shared.contract.cart_lookup import CartKind, CartLookupReply, CartLookupRequest, LookupStatus
+from instore_shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class CommerceReader(Protocol):
+    """What the handler needs from Composable Commerce (``CommercetoolsClient`` implements it)."""
+
+    async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse:
+        """The cart by id, else by key. Raises ``NotFound``."""
+        ...
+
+    async def find_order(self, ref: str) -> ApiResponse:
+        """The order by id, else by order number. Raises ``NotFound``."""
+        ...
+
+
+def _refused(refusal: rules.Refusal) -> CartLookupReply:
+    return CartLookupReply(status=refusal.status, reason=refusal.reason, detail=refusal.detail)
+
+
+async def handle_cart_lookup(
+    request: CartLookupRequest,
+    commerce: CommerceReader,
+    settings: CartMappingSettings,
+) -> CartLookupReply:
+    """Look up ``request.cart_ref`` and decide whether InStore may take it.
+
+    Returns ``found`` with the Cart bytes exactly as Composable Commerce sent them, or a
+    refusal (``not_found``, ``conflict``, ``invalid``), or ``upstream_error`` when Composable
+    Commerce could not be read after the client's bounded retries. Never raises for
+    Composable Commerce errors.
+    """
+    try:
+        response = await commerce.find_cart(request.cart_ref)
+    except NotFound:
+        return CartLookupReply(status=LookupStatus.NOT_FOUND, reason="cart-not-found",
+                               detail=f"no cart with id or key {request.cart_ref!r}")
+    except CommercetoolsError as exc:
+        log.warning("cart_lookup.upstream_error", status=exc.status, code=exc.code)
+        return CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="commerce-unavailable",
+                               detail=f"Composable Commerce answered {exc.status} {exc.code}")
+    try:
+        cart = cart_decoder.decode(response.content)
+    except msgspec.ValidationError as exc:
+        return CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="unexpected-cart-shape", detail=str(exc))
+
+    if request.kind is CartKind.SALE:
+        refusal = rules.check_sale_cart(cart, settings.currency)
+    else:
+        refs, refusal = rules.purchase_refs(cart, settings.purchase_order_field, settings.purchase_line_item_field)
+        if refusal is None:
+            try:
+                orders = await _load_orders({r.order_ref for r in refs}, commerce)
+            except CommercetoolsError as exc:
+                log.warning("cart_lookup.upstream_error", status=exc.status, code=exc.code)
+                return CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="commerce-unavailable",
+                                       detail=f"Composable Commerce answered {exc.status} {exc.code}")
+            refusal = rules.check_return_cart(cart, refs, orders, settings.currency)
+    if refusal is not None:
+        log.info("cart_lookup.refused", cart_id=cart.id, kind=request.kind.value, reason=refusal.reason)
+        return _refused(refusal)
+    return CartLookupReply(status=LookupStatus.FOUND, cart=msgspec.Raw(response.content))
+
+
+async def _load_orders(refs: set[str], commerce: CommerceReader) -> dict[str, Order | None]:
+    async def one(ref: str) -> tuple[str, Order | None]:
+        try:
+            return ref, order_decoder.decode((await commerce.find_order(ref)).content)
+        except NotFound:
+            return ref, None
+
+    return dict(await asyncio.gather(*(one(r) for r in sorted(refs))))

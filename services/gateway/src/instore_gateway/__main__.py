@@ -1,0 +1,34 @@
+"""``instore-gateway``: run the gateway HTTP server."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from instore_gateway.app import create_app
+from instore_gateway.settings import GatewaySettings
+from instore_shared.logging import configure_logging
+
+
+def main() -> None:
+    """Read settings from the environment, configure logging, serve until SIGTERM/SIGINT."""
+    try:
+        settings = GatewaySettings()
+    except ValidationError as exc:
+        print(f"instore-gateway: invalid settings:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging("gateway", settings.log_level, settings.log_json)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

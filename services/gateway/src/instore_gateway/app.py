@@ -1,0 +1,240 @@
+"""Assembly of the gateway: the Litestar app, its routes, guard, middleware and lifespan."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from instore_gateway.lookups import CartLookups, KafkaCartLookups
+from instore_gateway.problems import (
+    Problem,
+    ProblemError,
+    handle_http_exception,
+    handle_problem,
+    handle_unexpected,
+)
+from instore_gateway.settings import GatewaySettings
+from instore_shared.contract.cart_lookup import CartKind, CartLookupReply, LookupStatus
+from instore_shared.kafka.admin import ensure_topics
+from instore_shared.kafka.rpc import BrokerUnavailable, ReplyTimeout, RequestReplyClient
+from instore_shared.kafka.topics import ALL_TOPICS, CART_REPLIES
+from instore_shared.logging import get_logger, new_correlation_id
+
+log = get_logger(__name__)
+
+CART_REF = re.compile(r"^[A-Za-z0-9_-]{2,256}$")
+"""A commercetools Cart id (UUID) or key: 2-256 of ``A-Za-z0-9_-``
+(https://docs.commercetools.com/api/projects/carts#cart — ``key`` pattern)."""
+
+API_KEY_HEADER = "x-api-key"
+
+
+# -- middleware -----------------------------------------------------------------------
+def correlation_middleware(app: ASGIApp) -> ASGIApp:
+    """Give every request a correlation id (state, log context, ``X-Correlation-Id`` header) and log one access line."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        cid = new_correlation_id()
+        scope.setdefault("state", {})["correlation_id"] = cid
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-correlation-id", cid.encode())]
+            await send(message)
+
+        import structlog
+
+        with structlog.contextvars.bound_contextvars(correlation_id=cid):
+            try:
+                await app(scope, receive, send_wrapper)
+            finally:
+                if scope["path"] not in ("/healthz", "/readyz"):
+                    log.info("http.request", method=scope["method"], path=scope["path"], status=status,
+                             ms=round((time.perf_counter() - started) * 1000, 2))
+
+    return middleware
+
+
+# -- guard ----------------------------------------------------------------------------
+def callback_api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Let through only requests whose ``X-Api-Key`` equals the Callback API Key (constant-time compare).
+
+    Source: https://docs.commercetools.com/instore/integration/callbacks (the key is sent as X-Api-Key).
+    Raises :class:`ProblemError` 401 otherwise.
+    """
+    expected: bytes = connection.app.state.callback_api_key
+    given = connection.headers.get(API_KEY_HEADER, "").encode()
+    if not hmac.compare_digest(given, expected):
+        raise ProblemError(401, "unauthorized", "Unauthorized", "missing or wrong X-Api-Key",
+                           headers={"WWW-Authenticate": 'ApiKey header="X-Api-Key"'})
+
+
+# -- routes ---------------------------------------------------------------------------
+_CART_RESPONSES = {
+    400: ResponseSpec(data_container=Problem, description="cartId is not a commercetools id or key", media_type="application/problem+json"),
+    401: ResponseSpec(data_container=Problem, description="missing or wrong X-Api-Key", media_type="application/problem+json"),
+    404: ResponseSpec(data_container=Problem, description="no cart with that id or key", media_type="application/problem+json"),
+    409: ResponseSpec(data_container=Problem, description="the cart's state forbids taking it (e.g. not Active)", media_type="application/problem+json"),
+    422: ResponseSpec(data_container=Problem, description="the cart's content forbids taking it (empty, wrong currency, bad return line)", media_type="application/problem+json"),
+    502: ResponseSpec(data_container=Problem, description="Composable Commerce could not be read", media_type="application/problem+json"),
+    503: ResponseSpec(data_container=Problem, description="Kafka is unreachable; retry later", media_type="application/problem+json"),
+    504: ResponseSpec(data_container=Problem, description="cart-mapping did not answer in time", media_type="application/problem+json"),
+}
+
+_STATUS_OF = {
+    LookupStatus.NOT_FOUND: (404, "Cart not found"),
+    LookupStatus.CONFLICT: (409, "Cart may not be taken"),
+    LookupStatus.INVALID: (422, "Cart may not be taken"),
+    LookupStatus.UPSTREAM_ERROR: (502, "Composable Commerce unavailable"),
+}
+
+
+async def _cart_callback(request: Request[Any, Any, State], kind: CartKind, cart_id: str) -> Response[bytes]:
+    if not CART_REF.match(cart_id):
+        raise ProblemError(400, "invalid-cart-id", "Invalid cart id",
+                           "cartId must be a commercetools cart id or key: 2-256 characters of A-Z a-z 0-9 _ -")
+    lookups: CartLookups = request.app.state.cart_lookups
+    cid = request.scope["state"]["correlation_id"]
+    try:
+        reply: CartLookupReply = await lookups.lookup(kind, cart_id, cid)
+    except BrokerUnavailable as exc:
+        raise ProblemError(503, "broker-unavailable", "Service unavailable",
+                           "the message broker cannot be reached; retry later", headers={"Retry-After": "5"}) from exc
+    except ReplyTimeout as exc:
+        raise ProblemError(504, "cart-lookup-timeout", "Cart lookup timed out",
+                           "the cart service did not answer in time") from exc
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.error("cart_lookup.bad_reply", error=str(exc))
+        raise ProblemError(502, "bad-reply", "Bad reply from the cart service") from exc
+    cart = reply.cart_json()
+    if reply.status is LookupStatus.FOUND and cart is not None:
+        return Response(content=cart, media_type="application/json", status_code=200)
+    status, title = _STATUS_OF.get(reply.status, (502, "Bad reply from the cart service"))
+    raise ProblemError(status, reply.reason or reply.status.value, title, reply.detail, reason=reply.reason)
+
+
+@get(
+    "/instore/callbacks/carts/{cart_id:str}",
+    guards=[callback_api_key_guard],
+    summary="Sale cart callback",
+    description="InStore asks for the Cart to collect payment for. Answers the Composable Commerce Cart "
+    "as the commerce API returns it, after checks (Active, not empty, environment currency).",
+    responses=_CART_RESPONSES,
+    tags=["InStore callbacks"],
+    operation_id="getSaleCart",
+    media_type="application/json",
+)
+async def sale_cart(request: Request[Any, Any, State], cart_id: str) -> Response[bytes]:
+    """``GET /instore/callbacks/carts/{cartId}`` — cartId is a cart id or key (assumed — see docs)."""
+    return await _cart_callback(request, CartKind.SALE, cart_id)
+
+
+@get(
+    "/instore/callbacks/return-carts/{cart_id:str}",
+    guards=[callback_api_key_guard],
+    summary="Return cart callback",
+    description="InStore asks for the return Cart to refund. Every line must point at a purchased line "
+    "with enough quantity not yet returned.",
+    responses=_CART_RESPONSES,
+    tags=["InStore callbacks"],
+    operation_id="getReturnCart",
+    media_type="application/json",
+)
+async def return_cart(request: Request[Any, Any, State], cart_id: str) -> Response[bytes]:
+    """``GET /instore/callbacks/return-carts/{cartId}`` (assumed — see docs)."""
+    return await _cart_callback(request, CartKind.RETURN, cart_id)
+
+
+@get("/healthz", tags=["Operations"], summary="Liveness: the process is up")
+async def healthz() -> dict[str, str]:
+    """Always 200 while the process serves HTTP."""
+    return {"status": "ok"}
+
+
+@get("/readyz", tags=["Operations"], summary="Readiness: connected to Kafka",
+     responses={503: ResponseSpec(data_container=Problem, description="not connected to Kafka")})
+async def readyz(request: Request[Any, Any, State]) -> dict[str, str]:
+    """200 when Kafka answers now, else a 503 problem body."""
+    if await request.app.state.cart_lookups.ready():
+        return {"status": "ready"}
+    raise ProblemError(503, "not-ready", "Not ready", "not connected to Kafka", headers={"Retry-After": "2"})
+
+
+# -- assembly -------------------------------------------------------------------------
+def create_app(settings: GatewaySettings | None = None, cart_lookups: CartLookups | None = None) -> Litestar:
+    """The gateway application.
+
+    Args:
+        settings: read from the environment when omitted.
+        cart_lookups: the cart lookup port; when omitted, a Kafka request/reply client is
+            started and stopped with the app (topics are created when missing).
+    """
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if cart_lookups is not None:
+            app.state.cart_lookups = cart_lookups
+            yield
+            return
+        if settings.kafka_create_topics:
+            try:
+                await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS,
+                                    settings.kafka_topic_partitions, settings.kafka_topic_replication_factor,
+                                    timeout=max(settings.kafka_connect_wait_seconds, 5.0))
+            except TimeoutError as exc:
+                log.warning("kafka.topics_not_checked", error=str(exc))
+        client = RequestReplyClient(
+            settings.kafka_bootstrap_servers, CART_REPLIES.name, f"{settings.kafka_client_id_prefix}-gateway"
+        )
+        await client.start()
+        if settings.kafka_connect_wait_seconds:
+            await client.wait_connected(settings.kafka_connect_wait_seconds)
+        app.state.cart_lookups = KafkaCartLookups(client, settings.cart_lookup_timeout_seconds)
+        log.info("gateway.started", port=settings.http_port)
+        try:
+            yield
+        finally:
+            await client.stop()
+            log.info("gateway.stopped")
+
+    return Litestar(
+        route_handlers=[sale_cart, return_cart, healthz, readyz],
+        lifespan=[lifespan],
+        state=State({"callback_api_key": settings.instore_callback_api_key.get_secret_value().encode()}),
+        exception_handlers={
+            ProblemError: handle_problem,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        middleware=[correlation_middleware],
+        openapi_config=OpenAPIConfig(
+            title="InStore integration gateway",
+            version="0.1.0",
+            description="The HTTP face of the commercetools InStore integration server: callbacks "
+            "(guarded by the Callback API Key) and operations endpoints.",
+            path="/schema",
+        ),
+        debug=False,
+        logging_config=None,  # logging is structlog's, configured in __main__
+    )

@@ -1,0 +1,108 @@
+"""RFC 9457 problem details: every error the gateway answers.
+
+Body (``application/problem+json``): ``{"type", "title", "status", "detail"?, "instance"?}``
+plus extension members (``reason`` for refused carts, ``correlationId``). ``type`` is a
+stable URI per kind of problem; clients switch on it, never on the text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from instore_shared.logging import get_logger
+
+log = get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "urn:instore-integration:problem:"
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """An RFC 9457 problem details body (https://www.rfc-editor.org/rfc/rfc9457)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    reason: str | None = None
+    correlationId: str | None = None  # noqa: N815
+
+
+class ProblemError(Exception):
+    """Raise from a handler to answer with a problem body.
+
+    ``slug`` becomes the ``type`` (``urn:instore-integration:problem:<slug>``).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str | None = None,
+        *,
+        reason: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {slug}: {detail or title}")
+        self.status = status
+        self.slug = slug
+        self.title = title
+        self.detail = detail
+        self.reason = reason
+        self.headers = headers or {}
+
+
+def problem_response(request: Request[Any, Any, Any], problem: Problem, headers: dict[str, str] | None = None) -> Response[bytes]:
+    """A Litestar response carrying ``problem`` as ``application/problem+json``."""
+    problem.instance = problem.instance or request.url.path
+    problem.correlationId = request.scope.get("state", {}).get("correlation_id")
+    return Response(
+        content=msgspec.json.encode(problem),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def handle_problem(request: Request[Any, Any, Any], exc: ProblemError) -> Response[bytes]:
+    """Exception handler for :class:`ProblemError`."""
+    return problem_response(
+        request,
+        Problem(type=TYPE_BASE + exc.slug, title=exc.title, status=exc.status, detail=exc.detail, reason=exc.reason),
+        exc.headers,
+    )
+
+
+_HTTP_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Unauthorized"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("payload-too-large", "Payload too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    429: ("too-many-requests", "Too many requests"),
+}
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """Litestar's own errors (unknown route, wrong method, validation) as problem bodies."""
+    slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+    detail = exc.detail if exc.status_code < 500 else None
+    return problem_response(request, Problem(type=TYPE_BASE + slug, title=title, status=exc.status_code, detail=detail),
+                            dict(exc.headers or {}))
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Anything else: logged with its stack, answered 500 with no internals."""
+    log.exception("gateway.unhandled_error", error=type(exc).__name__)
+    return problem_response(
+        request,
+        Problem(type=TYPE_BASE + "internal-error", title="Internal error", status=500,
+                detail="The gateway failed to handle this request; it was logged under the correlation id."),
+    )

@@ -1,0 +1,208 @@
+"""Async Composable Commerce client on httpx.
+
+- OAuth 2.0 client credentials by Authlib's ``AsyncOAuth2Client`` (a well-kept library):
+  the token is cached and fetched again ``leeway`` seconds before it expires; on a 401 the
+  client fetches a new token once and repeats the call.
+- Bounded retries with exponential backoff and full jitter (tenacity) on 429, 5xx and
+  network errors; every other error is raised at once as a typed error.
+- Answers are returned as raw bytes too, so a Cart can be passed on exactly as the API
+  represented it.
+
+Docs: https://docs.commercetools.com/api/authorization, https://docs.commercetools.com/api/errors
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import warnings
+
+import httpx
+import msgspec
+
+import authlib.deprecate  # installs an "always" filter for its own warning; ours must come after
+
+with warnings.catch_warnings():
+    # Authlib >= 1.7 prefers the "httpx2" fork and warns when it falls back to httpx, which
+    # this project uses everywhere; the httpx integration is the same code path.
+    warnings.simplefilter("ignore", authlib.deprecate.AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from instore_shared.commercetools.errors import AuthenticationFailed, NotFound, TransientError, error_from_response
+from instore_shared.logging import get_logger
+from instore_shared.settings import CommercetoolsSettings
+
+log = get_logger(__name__)
+
+RequestHook = Callable[[httpx.Request], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResponse:
+    """One successful answer: status, raw JSON bytes, and the decoded JSON."""
+
+    status: int
+    content: bytes
+
+    def json(self) -> Any:
+        """The body decoded as JSON (dicts and lists)."""
+        return msgspec.json.decode(self.content)
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+class CommercetoolsClient:
+    """Composable Commerce HTTP API client for one project.
+
+    Args:
+        settings: URLs, credentials, timeouts and retry bounds.
+        transport: an httpx transport (tests pass ``httpx.MockTransport``).
+        request_hooks: async callables run on every outgoing request (contract tests record them).
+
+    Raises (from every call): :class:`~instore_shared.commercetools.errors.NotFound`,
+    ``ConcurrentModification``, ``DuplicateField``, ``InvalidInput``, and
+    ``TransientError`` once the bounded retries are spent.
+    """
+
+    def __init__(
+        self,
+        settings: CommercetoolsSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        request_hooks: list[RequestHook] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._base = f"{settings.api_url.rstrip('/')}/{settings.project_key}"
+        self._http = AsyncOAuth2Client(
+            client_id=settings.client_id,
+            client_secret=settings.client_secret.get_secret_value(),
+            scope=settings.effective_scopes(),
+            token_endpoint=f"{settings.auth_url.rstrip('/')}/oauth/token",
+            token_endpoint_auth_method="client_secret_basic",
+            grant_type="client_credentials",
+            leeway=60,
+            timeout=settings.timeout_seconds,
+            transport=transport,
+            event_hooks={"request": list(request_hooks or [])},
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> CommercetoolsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- resources -------------------------------------------------------------------
+    async def get_cart(self, cart_id: str, expand: tuple[str, ...] = ()) -> ApiResponse:
+        """``GET /carts/{id}``. Raises :class:`NotFound` when there is no such cart."""
+        return await self.request("GET", f"/carts/{quote(cart_id, safe='')}", params=_expand(expand))
+
+    async def get_cart_by_key(self, key: str, expand: tuple[str, ...] = ()) -> ApiResponse:
+        """``GET /carts/key={key}``. Raises :class:`NotFound` when there is no such cart."""
+        return await self.request("GET", f"/carts/key={quote(key, safe='')}", params=_expand(expand))
+
+    async def get_order(self, order_id: str) -> ApiResponse:
+        """``GET /orders/{id}``. Raises :class:`NotFound`."""
+        return await self.request("GET", f"/orders/{quote(order_id, safe='')}")
+
+    async def get_order_by_order_number(self, order_number: str) -> ApiResponse:
+        """``GET /orders/order-number={orderNumber}``. Raises :class:`NotFound`."""
+        return await self.request("GET", f"/orders/order-number={quote(order_number, safe='')}")
+
+    async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse:
+        """The cart whose id is ``ref``, else the cart whose key is ``ref``. Raises :class:`NotFound`."""
+        try:
+            return await self.get_cart(ref, expand)
+        except NotFound:
+            return await self.get_cart_by_key(ref, expand)
+
+    async def find_order(self, ref: str) -> ApiResponse:
+        """The order whose id is ``ref``, else the one whose ``orderNumber`` is ``ref``. Raises :class:`NotFound`."""
+        try:
+            return await self.get_order(ref)
+        except NotFound:
+            return await self.get_order_by_order_number(ref)
+
+    # -- transport -------------------------------------------------------------------
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | list[str]] | None = None,
+        json: Any = None,
+    ) -> ApiResponse:
+        """One API call relative to ``{api_url}/{project_key}``, with auth and bounded retries.
+
+        Returns the 2xx answer; raises a typed :class:`CommercetoolsError` otherwise.
+        """
+        url = f"{self._base}{path}"
+        content = msgspec.json.encode(json) if json is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        s = self._settings
+        started = time.perf_counter()
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(s.max_attempts),
+                wait=wait_random_exponential(multiplier=s.backoff_initial_seconds, max=s.backoff_max_seconds),
+                retry=retry_if_exception_type((httpx.TransportError, _RetryableStatus)),
+                reraise=True,
+            ):
+                with attempt:
+                    response = await self._send(method, url, params, content, headers)
+                    if response.status_code == 429 or response.status_code >= 500:
+                        raise _RetryableStatus(response)
+        except _RetryableStatus as exc:
+            raise error_from_response(exc.response.status_code, exc.response.content) from None
+        except httpx.TransportError as exc:
+            raise TransientError(0, type(exc).__name__, f"{method} {path}: {exc!s}") from exc
+        log.debug(
+            "commercetools.call", method=method, path=path, status=response.status_code,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        if response.is_success:
+            return ApiResponse(response.status_code, response.content)
+        raise error_from_response(response.status_code, response.content)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        content: bytes | None,
+        headers: dict[str, str] | None,
+    ) -> httpx.Response:
+        if not self._http.token:
+            await self._fetch_token()
+        response = await self._http.request(method, url, params=params, content=content, headers=headers)
+        if response.status_code == 401:
+            # The token was revoked or the server restarted: fetch a new one, once.
+            await self._fetch_token()
+            response = await self._http.request(method, url, params=params, content=content, headers=headers)
+        return response
+
+    async def _fetch_token(self) -> None:
+        try:
+            await self._http.fetch_token()
+        except httpx.TransportError:
+            raise
+        except Exception as exc:  # authlib raises OAuthError (or a decode error) for a refused token request
+            raise AuthenticationFailed(401, "invalid_client", f"token request refused: {type(exc).__name__}") from exc
+
+
+def _expand(expand: tuple[str, ...]) -> dict[str, list[str]] | None:
+    return {"expand": list(expand)} if expand else None

@@ -1,0 +1,1 @@
+"""Wire schemas between our own services (msgspec Structs, JSON on Kafka)."""

@@ -1,0 +1,45 @@
+"""The Kafka topic registry: every topic the services use, with a versioned name.
+
+A topic name is ``<domain>.<name>.v<major>``; a breaking change of a message schema gets a
+new major version and a new topic, so old and new consumers can run side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A Kafka topic: its versioned ``name``, who writes it and what its messages are.
+
+    ``key`` says what the Kafka message key is (it decides the partition, and so the
+    order in which one entity's messages are seen).
+    """
+
+    name: str
+    key: str
+    schema: str
+    description: str
+    compacted: bool = False
+
+
+CART_REQUESTS = Topic(
+    name="instore.cart-requests.v1",
+    key="the cart id or key InStore asked for",
+    schema="instore_shared.contract.cart_lookup.CartLookupRequest",
+    description="Cart lookups published by the gateway, answered by cart-mapping.",
+)
+
+CART_REPLIES = Topic(
+    name="instore.cart-replies.v1",
+    key="the cart id or key of the request",
+    schema="instore_shared.contract.cart_lookup.CartLookupReply",
+    description=(
+        "Replies to cart lookups. Every gateway replica reads all partitions without a "
+        "consumer group and keeps only the correlation ids it is waiting for."
+    ),
+)
+
+ALL_TOPICS: tuple[Topic, ...] = (CART_REQUESTS, CART_REPLIES)
+"""Every topic of this release, in the order they are created."""
