@@ -22,3 +22,25 @@ def load_example(name: str) -> dict[str, Any]:
     if not path.is_file():
         pytest.fail(f"reference example {path} is missing: ../shared must sit beside the repository")
     return json.loads(path.read_text())
+
+
+# -- real parts (started only by the tests that ask for them) -------------------------
+from collections.abc import Iterator  # noqa: E402
+
+from tests.support.processes import CtMock, Kafka, start_ct_mock, start_kafka  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[Kafka]:
+    """A real Kafka broker: ``KAFKA_BOOTSTRAP_SERVERS``, else a local KRaft node for this run."""
+    broker = start_kafka()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def ct_mock() -> Iterator[CtMock]:
+    """The seeded commercetools mock server, one for the whole run."""
+    mock = start_ct_mock()
+    yield mock
+    mock.process.stop()

@@ -14,7 +14,7 @@ from instore_shared.commercetools.fake import InMemoryCommerce
 from instore_shared.contract.cart_lookup import CartKind, CartLookupRequest, LookupStatus
 from tests.conftest import load_example
 
-SETTINGS = CartMappingSettings(currency="EUR")
+SETTINGS = CartMappingSettings(instore_currency="EUR")
 
 
 def _sale_cart() -> dict[str, Any]:

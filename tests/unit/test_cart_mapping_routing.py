@@ -7,7 +7,7 @@ import time
 
 from faststream.kafka import KafkaMessage, TestKafkaBroker
 
-from instore_cart_mapping.app import create_broker
+from instore_cart_mapping.app import _the_message, create_broker
 from instore_cart_mapping.settings import CartMappingSettings
 from instore_shared.commercetools.fake import InMemoryCommerce
 from instore_shared.contract import cart_lookup as c
@@ -33,7 +33,7 @@ async def test_request_is_answered_on_reply_to_with_the_correlation_id() -> None
     broker = create_broker(CartMappingSettings(), _commerce())
     replies: list[tuple[str | None, bytes]] = []
 
-    @broker.subscriber(CART_REPLIES.name)
+    @broker.subscriber(CART_REPLIES.name, decoder=_the_message)
     async def collect(message: KafkaMessage) -> None:
         replies.append((message.correlation_id, message.body))
 
@@ -50,7 +50,7 @@ async def test_expired_request_is_not_answered_and_bad_body_gets_a_reply() -> No
     broker = create_broker(CartMappingSettings(), _commerce())
     replies: list[bytes] = []
 
-    @broker.subscriber(CART_REPLIES.name)
+    @broker.subscriber(CART_REPLIES.name, decoder=_the_message)
     async def collect(message: KafkaMessage) -> None:
         replies.append(message.body)
 

@@ -158,9 +158,15 @@ async def test_find_cart_falls_back_from_id_to_key() -> None:
         return _err(404, code="ResourceNotFound")
 
     server = Server(api)
+    uuid_key = "0f8fad5b-d9cb-469f-a165-70867728950e"
     async with _client(server) as client:
         assert (await client.find_cart("my-cart")).json()["id"] == CART["id"]
-    assert [c.url.path for c in server.api_calls] == ["/p/carts/my-cart", "/p/carts/key=my-cart"]
+        with pytest.raises(NotFound):
+            await client.find_cart(uuid_key)
+    assert [c.url.path for c in server.api_calls] == [
+        "/p/carts/key=my-cart",  # not a UUID: it can only be a key
+        f"/p/carts/{uuid_key}", f"/p/carts/key={uuid_key}",  # a UUID: id first, then key
+    ]
 
 
 def test_secret_is_not_printed() -> None:

@@ -15,8 +15,8 @@ def main() -> None:
     configure_logging("cart-mapping", settings.log_level, settings.log_json)
     uvicorn.run(
         create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
+        host=settings.cart_mapping_http_host,
+        port=settings.cart_mapping_http_port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,

@@ -61,9 +61,9 @@ async def handle_cart_lookup(
         return CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="unexpected-cart-shape", detail=str(exc))
 
     if request.kind is CartKind.SALE:
-        refusal = rules.check_sale_cart(cart, settings.currency)
+        refusal = rules.check_sale_cart(cart, settings.instore_currency)
     else:
-        refs, refusal = rules.purchase_refs(cart, settings.purchase_order_field, settings.purchase_line_item_field)
+        refs, refusal = rules.purchase_refs(cart, settings.instore_field_purchase_order_id, settings.instore_field_purchase_line_item_id)
         if refusal is None:
             try:
                 orders = await _load_orders({r.order_ref for r in refs}, commerce)
@@ -71,7 +71,7 @@ async def handle_cart_lookup(
                 log.warning("cart_lookup.upstream_error", status=exc.status, code=exc.code)
                 return CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="commerce-unavailable",
                                        detail=f"Composable Commerce answered {exc.status} {exc.code}")
-            refusal = rules.check_return_cart(cart, refs, orders, settings.currency)
+            refusal = rules.check_return_cart(cart, refs, orders, settings.instore_currency)
     if refusal is not None:
         log.info("cart_lookup.refused", cart_id=cart.id, kind=request.kind.value, reason=refusal.reason)
         return _refused(refusal)

@@ -15,23 +15,23 @@ class CartMappingSettings(BaseServiceSettings):
     https://docs.commercetools.com/instore/ — never hard-coded in the rules).
     """
 
-    consumer_group: str = "cart-mapping"
+    cart_mapping_consumer_group: str = "cart-mapping"
     """Kafka consumer group of the cart lookup subscriber."""
 
-    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    instore_currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     """ISO 4217 currency of this InStore environment; a sale cart in another currency is refused."""
 
-    purchase_order_field: str = "purchaseOrderId"
+    instore_field_purchase_order_id: str = "purchaseOrderId"
     """Line item Custom Field naming the original Order (id, or orderNumber) of a returned line (LINEITEM_PURCHASEORDERID_FIELD)."""
 
-    purchase_line_item_field: str = "purchaseLineItemId"
+    instore_field_purchase_line_item_id: str = "purchaseLineItemId"
     """Line item Custom Field naming the original line item id of a returned line (LINEITEM_PURCHASELINEITEM_ID_FIELD)."""
 
-    http_host: str = "127.0.0.1"
+    cart_mapping_http_host: str = "127.0.0.1"
     """Address of the health endpoints (/healthz, /readyz)."""
 
-    http_port: int = Field(default=8081, ge=0, le=65535)
+    cart_mapping_http_port: int = Field(default=8081, ge=0, le=65535)
     """Port of the health endpoints."""
 
-    max_concurrent_lookups: int = Field(default=32, ge=1)
+    cart_mapping_max_concurrent_lookups: int = Field(default=32, ge=1)
     """Cart lookups handled at once by this process."""

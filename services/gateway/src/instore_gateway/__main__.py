@@ -22,8 +22,8 @@ def main() -> None:
     configure_logging("gateway", settings.log_level, settings.log_json)
     uvicorn.run(
         create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
+        host=settings.gateway_http_host,
+        port=settings.gateway_http_port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,

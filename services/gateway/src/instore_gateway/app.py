@@ -201,17 +201,17 @@ def create_app(settings: GatewaySettings | None = None, cart_lookups: CartLookup
             try:
                 await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS,
                                     settings.kafka_topic_partitions, settings.kafka_topic_replication_factor,
-                                    timeout=max(settings.kafka_connect_wait_seconds, 5.0))
+                                    timeout=max(settings.gateway_kafka_connect_wait_seconds, 5.0))
             except TimeoutError as exc:
                 log.warning("kafka.topics_not_checked", error=str(exc))
         client = RequestReplyClient(
             settings.kafka_bootstrap_servers, CART_REPLIES.name, f"{settings.kafka_client_id_prefix}-gateway"
         )
         await client.start()
-        if settings.kafka_connect_wait_seconds:
-            await client.wait_connected(settings.kafka_connect_wait_seconds)
-        app.state.cart_lookups = KafkaCartLookups(client, settings.cart_lookup_timeout_seconds)
-        log.info("gateway.started", port=settings.http_port)
+        if settings.gateway_kafka_connect_wait_seconds:
+            await client.wait_connected(settings.gateway_kafka_connect_wait_seconds)
+        app.state.cart_lookups = KafkaCartLookups(client, settings.gateway_cart_lookup_timeout_seconds)
+        log.info("gateway.started", port=settings.gateway_http_port)
         try:
             yield
         finally:

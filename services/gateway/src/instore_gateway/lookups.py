@@ -28,11 +28,13 @@ class KafkaCartLookups:
     Args:
         client: the started request/reply client.
         timeout: seconds to wait for the reply, publish included.
+        topic: the request topic (``instore.cart-requests.v1``).
     """
 
-    def __init__(self, client: RequestReplyClient, timeout: float) -> None:
+    def __init__(self, client: RequestReplyClient, timeout: float, topic: str = CART_REQUESTS.name) -> None:
         self._client = client
         self._timeout = timeout
+        self._topic = topic
 
     async def lookup(self, kind: contract.CartKind, cart_ref: str, correlation_id: str) -> contract.CartLookupReply:
         """Publish a :class:`CartLookupRequest` to ``instore.cart-requests.v1`` and decode its reply.
@@ -44,7 +46,7 @@ class KafkaCartLookups:
             cart_ref=cart_ref, kind=kind, requested_at=datetime.now(UTC).isoformat(timespec="milliseconds")
         )
         reply = await self._client.request(
-            CART_REQUESTS.name,
+            self._topic,
             key=cart_ref,
             value=contract.encode(request),
             timeout=self._timeout,

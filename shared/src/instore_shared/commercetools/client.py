@@ -13,6 +13,7 @@ Docs: https://docs.commercetools.com/api/authorization, https://docs.commercetoo
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import warnings
 
 import httpx
 import msgspec
+from httpx_aiohttp import AiohttpTransport
 
 import authlib.deprecate  # installs an "always" filter for its own warning; ours must come after
 
@@ -38,6 +40,8 @@ from instore_shared.logging import get_logger
 from instore_shared.settings import CommercetoolsSettings
 
 log = get_logger(__name__)
+
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=50)
 
 RequestHook = Callable[[httpx.Request], Awaitable[None]]
 
@@ -91,9 +95,11 @@ class CommercetoolsClient:
             grant_type="client_credentials",
             leeway=60,
             timeout=settings.timeout_seconds,
-            transport=transport,
+            # aiohttp does the socket-level HTTP under httpx's API: httpx's own pool costs ~9x the
+            # CPU per call under concurrency (2.8 vs 0.3 ms measured, bench/), the gap that decides
+            # callback throughput on two cores.
+            transport=transport or AiohttpTransport(limits=_LIMITS),
             event_hooks={"request": list(request_hooks or [])},
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
         )
 
     async def aclose(self) -> None:
@@ -124,18 +130,25 @@ class CommercetoolsClient:
         return await self.request("GET", f"/orders/order-number={quote(order_number, safe='')}")
 
     async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse:
-        """The cart whose id is ``ref``, else the cart whose key is ``ref``. Raises :class:`NotFound`."""
-        try:
-            return await self.get_cart(ref, expand)
-        except NotFound:
-            return await self.get_cart_by_key(ref, expand)
+        """The cart whose id is ``ref``, else the cart whose key is ``ref``. Raises :class:`NotFound`.
+
+        Resource ids are UUIDs, so a ``ref`` that is not one is looked up by key only (one call).
+        """
+        if looks_like_id(ref):
+            try:
+                return await self.get_cart(ref, expand)
+            except NotFound:
+                pass
+        return await self.get_cart_by_key(ref, expand)
 
     async def find_order(self, ref: str) -> ApiResponse:
         """The order whose id is ``ref``, else the one whose ``orderNumber`` is ``ref``. Raises :class:`NotFound`."""
-        try:
-            return await self.get_order(ref)
-        except NotFound:
-            return await self.get_order_by_order_number(ref)
+        if looks_like_id(ref):
+            try:
+                return await self.get_order(ref)
+            except NotFound:
+                pass
+        return await self.get_order_by_order_number(ref)
 
     # -- transport -------------------------------------------------------------------
     async def request(
@@ -202,6 +215,14 @@ class CommercetoolsClient:
             raise
         except Exception as exc:  # authlib raises OAuthError (or a decode error) for a refused token request
             raise AuthenticationFailed(401, "invalid_client", f"token request refused: {type(exc).__name__}") from exc
+
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def looks_like_id(ref: str) -> bool:
+    """True when ``ref`` has the form of a resource id (a UUID); keys and order numbers may too, rarely."""
+    return bool(_UUID.match(ref))
 
 
 def _expand(expand: tuple[str, ...]) -> dict[str, list[str]] | None:

@@ -1,0 +1,191 @@
+"""Benchmark: InStore's sale cart callback through the whole stack vs. a direct GET of the Cart.
+
+Starts a real stack (Apache Kafka, the seeded commercetools mock, cart-mapping, the
+gateway — as processes, like ``make run``) and measures, for the same cart:
+
+- latency p50/p99 of sequential requests: the callback, and a direct ``GET /carts/key=``
+  on the mock; their difference is what the Kafka round trip adds;
+- throughput and p50/p99 at N concurrent clients (default 32);
+- peak RSS of the gateway and cart-mapping processes during the run.
+
+Prints a table and each figure beside its target. Targets (2-core machine): added
+latency ≤ 5 ms p50 and ≤ 25 ms p99; ≥ 400 callbacks/s at 32 clients; each service < 150 MB RSS.
+
+Usage: ``make bench`` or ``uv run python -m bench.cart_callback [--sequential N] [--seconds S] [--concurrency C]``.
+Honours ``KAFKA_BOOTSTRAP_SERVERS`` (else starts a local broker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+import psutil
+
+from tests.support.processes import Service, free_port, start_ct_mock, start_kafka, start_service
+
+API_KEY = "bench-callback-key-" + uuid.uuid4().hex
+
+
+@dataclass
+class Figures:
+    """Latency (ms) and throughput (requests/s) of one target."""
+
+    name: str
+    seq_p50: float
+    seq_p99: float
+    conc_rps: float
+    conc_p50: float
+    conc_p99: float
+    errors: int
+
+
+def _pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def _measure(name: str, url: str, headers: dict[str, str], sequential: int, seconds: float,
+                   concurrency: int, warmup: float) -> Figures:
+    connector = aiohttp.TCPConnector(limit=concurrency + 4)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+        errors = 0
+
+        async def once() -> float:
+            nonlocal errors
+            started = time.perf_counter()
+            async with session.get(url) as response:
+                await response.read()
+                if response.status != 200:
+                    errors += 1
+            return (time.perf_counter() - started) * 1000
+
+        async def load(until: float, into: list[float]) -> None:
+            while time.perf_counter() < until:
+                into.append(await once())
+
+        # Warm-up, not measured: connection pools, OAuth token, and the Kafka broker's JIT
+        # (a cold JVM answers a produce in ~3 ms, a warm one in ~1 ms).
+        until = time.perf_counter() + warmup
+        await asyncio.gather(*(load(until, []) for _ in range(concurrency)))
+        seq = [await once() for _ in range(sequential)]
+
+        conc: list[float] = []
+        started = time.perf_counter()
+        until = started + seconds
+        await asyncio.gather(*(load(until, conc) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return Figures(name, _pct(seq, 0.5), _pct(seq, 0.99), len(conc) / elapsed, _pct(conc, 0.5), _pct(conc, 0.99),
+                   errors)
+
+
+class RssSampler:
+    """Samples the RSS of some processes every 0.2 s in a thread; keeps the peak (MB)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.peak = {name: 0.0 for name in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for name, proc in self.procs.items():
+                try:
+                    self.peak[name] = max(self.peak[name], proc.memory_info().rss / 2**20)
+                except psutil.Error:
+                    pass
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+async def _token(mock_url: str) -> str:
+    basic = base64.b64encode(b"bench:bench").decode()
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{mock_url}/oauth/token", data={"grant_type": "client_credentials"},
+                                headers={"Authorization": f"Basic {basic}"}) as response:
+            return (await response.json())["access_token"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sequential", type=int, default=1000, help="sequential requests per target")
+    parser.add_argument("--seconds", type=float, default=10, help="length of the concurrent run per target")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--warmup", type=float, default=5, help="seconds of unmeasured load per target first")
+    args = parser.parse_args(argv)
+
+    step: Callable[[str], None] = lambda s: print(f"bench: {s}", flush=True)  # noqa: E731
+    step("starting Kafka, the commercetools mock, cart-mapping and the gateway …")
+    kafka = start_kafka()
+    mock = start_ct_mock()
+    services: list[Service] = []
+    try:
+        common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "LOG_LEVEL": "INFO"}
+        cm_port, gw_port = free_port(), free_port()
+        services.append(start_service("cart-mapping", "instore_cart_mapping",
+                                      {**common, **mock.settings_env(), "CART_MAPPING_HTTP_PORT": str(cm_port),
+                                       "CART_MAPPING_CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:8]}"}, cm_port))
+        services.append(start_service("gateway", "instore_gateway",
+                                      {**common, "GATEWAY_HTTP_PORT": str(gw_port),
+                                       "INSTORE_CALLBACK_API_KEY": API_KEY}, gw_port))
+        cart_key = mock.seed["saleCartKey"]
+        token = asyncio.run(_token(mock.url))
+        direct_url = f"{mock.url}/{mock.seed['projectKey']}/carts/key={cart_key}"
+        callback_url = f"{services[1].url}/instore/callbacks/carts/{cart_key}"
+        pids = {"gateway": services[1].process.proc.pid, "cart-mapping": services[0].process.proc.pid}
+        with RssSampler(pids) as rss:
+            step(f"direct GET of the cart from the mock: {args.sequential} sequential, "
+                 f"{args.seconds:g} s at {args.concurrency} clients …")
+            direct = asyncio.run(_measure("direct GET (mock)", direct_url, {"Authorization": f"Bearer {token}"},
+                                          args.sequential, args.seconds, args.concurrency, args.warmup))
+            step("sale cart callback through gateway → Kafka → cart-mapping → mock …")
+            callback = asyncio.run(_measure("callback (gateway)", callback_url, {"X-Api-Key": API_KEY},
+                                            args.sequential, args.seconds, args.concurrency, args.warmup))
+    finally:
+        for service in services:
+            service.stop()
+        mock.process.stop()
+        kafka.stop()
+
+    print()
+    print(f"{'target':<22}{'seq p50 ms':>12}{'seq p99 ms':>12}{f'rps @{args.concurrency}':>12}"
+          f"{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for f in (direct, callback):
+        print(f"{f.name:<22}{f.seq_p50:>12.2f}{f.seq_p99:>12.2f}{f.conc_rps:>12.0f}{f.conc_p50:>10.2f}"
+              f"{f.conc_p99:>10.2f}{f.errors:>8}")
+    added50, added99 = callback.seq_p50 - direct.seq_p50, callback.seq_p99 - direct.seq_p99
+    print()
+    print(f"added by the Kafka round trip, p50: {added50:6.2f} ms   (target ≤ 5 ms)   {_mark(added50 <= 5)}")
+    print(f"added by the Kafka round trip, p99: {added99:6.2f} ms   (target ≤ 25 ms)  {_mark(added99 <= 25)}")
+    print(f"callbacks/s at {args.concurrency} clients:      {callback.conc_rps:6.0f}      (target ≥ 400)    "
+          f"{_mark(callback.conc_rps >= 400)}")
+    print(f"throughput ratio callback/direct:   {callback.conc_rps / direct.conc_rps:6.2f}")
+    print(f"latency ratio callback/direct, p50: {callback.seq_p50 / direct.seq_p50:6.2f}")
+    for name, peak in rss.peak.items():
+        print(f"peak RSS {name:<13}            {peak:6.0f} MB   (target < 150 MB) {_mark(peak < 150)}")
+    if direct.errors or callback.errors:
+        raise SystemExit(f"bench: {direct.errors + callback.errors} requests failed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# `make run`: the whole stack on this machine, no Docker.
+#
+# Starts, unless told otherwise by the environment:
+#   - Apache Kafka 4 (one KRaft node on 127.0.0.1:$KAFKA_PORT)       — skipped when KAFKA_BOOTSTRAP_SERVERS is set
+#   - the commercetools mock, seeded (127.0.0.1:$CTP_MOCK_PORT)       — skipped when CTP_CLIENT_ID is set (real project)
+#   - cart-mapping (health on $CART_MAPPING_HTTP_PORT) and the gateway ($GATEWAY_HTTP_PORT)
+# then prints a curl for each callback. Ctrl-C stops every process it started.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+RUN_DIR="$REPO/.local/run"
+PY="$REPO/.venv/bin/python"
+
+export GATEWAY_HTTP_PORT="${GATEWAY_HTTP_PORT:-8080}"
+export CART_MAPPING_HTTP_PORT="${CART_MAPPING_HTTP_PORT:-8081}"
+export INSTORE_CALLBACK_API_KEY="${INSTORE_CALLBACK_API_KEY:-local-dev-callback-key}"
+export KAFKA_PORT="${KAFKA_PORT:-9092}"
+export KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+export CTP_MOCK_PORT="${CTP_MOCK_PORT:-8989}"
+export LOG_JSON="${LOG_JSON:-false}"
+
+say() { printf '\033[1m[run]\033[0m %s\n' "$*"; }
+die() { printf '[run] error: %s\n' "$*" >&2; exit 1; }
+
+[[ -x "$PY" ]] || die "no virtual environment: run 'make install' first"
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+need_port() { port_free "$1" || die "port $1 ($2) is taken; stop what uses it or set $3=<another port>"; }
+
+need_port "$GATEWAY_HTTP_PORT" gateway GATEWAY_HTTP_PORT
+need_port "$CART_MAPPING_HTTP_PORT" "cart-mapping health" CART_MAPPING_HTTP_PORT
+
+PIDS=()
+KAFKA_STARTED=0
+cleanup() {
+  trap - INT TERM EXIT
+  say "stopping…"
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [[ $KAFKA_STARTED == 1 ]]; then
+    KAFKA_HOME="$RUN_DIR/kafka" KAFKA_LIBS="$REPO/.local/kafka/libs" bash scripts/kafka.sh stop >/dev/null 2>&1 || true
+  fi
+  say "stopped"
+}
+trap 'cleanup; exit 130' INT TERM
+trap cleanup EXIT
+
+mkdir -p "$RUN_DIR"
+
+# -- Kafka ------------------------------------------------------------------------------
+if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
+  say "Kafka: using KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS"
+else
+  need_port "$KAFKA_PORT" Kafka KAFKA_PORT
+  need_port "$KAFKA_CONTROLLER_PORT" "Kafka controller" KAFKA_CONTROLLER_PORT
+  say "Kafka: starting a local KRaft node on 127.0.0.1:$KAFKA_PORT (log: .local/run/kafka/kafka.log)"
+  rm -rf "$RUN_DIR/kafka/data"
+  KAFKA_STARTED=1
+  KAFKA_HOME="$RUN_DIR/kafka" KAFKA_LIBS="$REPO/.local/kafka/libs" bash scripts/kafka.sh start
+  export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT"
+fi
+
+# -- Composable Commerce ----------------------------------------------------------------
+if [[ -n "${CTP_CLIENT_ID:-}" ]]; then
+  say "Composable Commerce: project ${CTP_PROJECT_KEY:-?} at ${CTP_API_URL:-?}"
+else
+  need_port "$CTP_MOCK_PORT" "commercetools mock" CTP_MOCK_PORT
+  say "Composable Commerce: starting the seeded commercetools mock on 127.0.0.1:$CTP_MOCK_PORT"
+  node tools/ct-mock/server.mjs --port "$CTP_MOCK_PORT" --seed >"$RUN_DIR/ct-mock.out" 2>"$RUN_DIR/ct-mock.err" &
+  PIDS+=($!)
+  for _ in $(seq 1 300); do
+    grep -q '^ct-mock ready' "$RUN_DIR/ct-mock.out" 2>/dev/null && break
+    kill -0 "${PIDS[-1]}" 2>/dev/null || die "the commercetools mock exited: $(tail -5 "$RUN_DIR/ct-mock.err")"
+    sleep 0.1
+  done
+  grep -q '^ct-mock ready' "$RUN_DIR/ct-mock.out" || die "the commercetools mock did not start in 30 s"
+  export CTP_PROJECT_KEY="${CTP_PROJECT_KEY:-instore-demo}"
+  export CTP_CLIENT_ID="local-client" CTP_CLIENT_SECRET="local-secret"
+  export CTP_AUTH_URL="http://127.0.0.1:$CTP_MOCK_PORT" CTP_API_URL="http://127.0.0.1:$CTP_MOCK_PORT"
+fi
+
+# -- our services ---------------------------------------------------------------------
+say "cart-mapping: starting (health on 127.0.0.1:$CART_MAPPING_HTTP_PORT)"
+"$PY" -m instore_cart_mapping &
+PIDS+=($!)
+say "gateway: starting on 127.0.0.1:$GATEWAY_HTTP_PORT"
+"$PY" -m instore_gateway &
+PIDS+=($!)
+
+ready() { [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz")" == 200 ]]; }
+for _ in $(seq 1 600); do
+  ready "$GATEWAY_HTTP_PORT" && ready "$CART_MAPPING_HTTP_PORT" && break
+  for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "a process exited during start-up (see its lines above)"; done
+  sleep 0.1
+done
+ready "$GATEWAY_HTTP_PORT" && ready "$CART_MAPPING_HTTP_PORT" || die "the services did not become ready in 60 s"
+
+GW="http://127.0.0.1:$GATEWAY_HTTP_PORT"
+cat <<MSG
+
+  The InStore integration stack is up.  Ctrl-C stops everything.
+
+  Sale cart callback:
+    curl -s -H 'X-Api-Key: $INSTORE_CALLBACK_API_KEY' $GW/instore/callbacks/carts/demo-sale-cart
+
+  Return cart callback:
+    curl -s -H 'X-Api-Key: $INSTORE_CALLBACK_API_KEY' $GW/instore/callbacks/return-carts/demo-return-cart
+
+  Health, readiness, OpenAPI:
+    curl -s $GW/healthz;  curl -s $GW/readyz;  open $GW/schema (or $GW/schema/openapi.json)
+
+  Defaults in use (override by environment): GATEWAY_HTTP_PORT=$GATEWAY_HTTP_PORT
+  INSTORE_CALLBACK_API_KEY=$INSTORE_CALLBACK_API_KEY KAFKA_PORT=$KAFKA_PORT CTP_MOCK_PORT=$CTP_MOCK_PORT
+  CART_MAPPING_HTTP_PORT=$CART_MAPPING_HTTP_PORT
+
+MSG
+
+# Wait for any child to exit (or Ctrl-C); then the trap stops the rest.
+set +e
+wait -n "${PIDS[@]}"
+say "a process exited; stopping the stack"

@@ -1,0 +1,67 @@
+"""Contract: every request the Composable Commerce client sends validates against the official OpenAPI.
+
+The client runs against the commercetools mock; an httpx request hook records each
+request, and each is checked against ``../shared/commercetools/openapi.yaml`` (path,
+method, query parameters, body).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from instore_cart_mapping.handler import handle_cart_lookup
+from instore_cart_mapping.settings import CartMappingSettings
+from instore_shared.commercetools import CommercetoolsClient, NotFound
+from instore_shared.contract.cart_lookup import CartKind, CartLookupRequest, LookupStatus
+from instore_shared.settings import CommercetoolsSettings
+from tests.contract.openapi_contract import RequestRecorder, validate_request
+from tests.support.processes import CtMock
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(mock: CtMock) -> CommercetoolsSettings:
+    return CommercetoolsSettings(**{k.removeprefix("CTP_").lower(): v for k, v in mock.settings_env().items()})
+
+
+async def test_cart_lookups_send_only_valid_requests(ct_mock: CtMock) -> None:
+    recorder = RequestRecorder()
+    seed = ct_mock.seed
+    async with CommercetoolsClient(_settings(ct_mock), request_hooks=[recorder]) as client:
+        settings = CartMappingSettings()
+        for ref, kind in [
+            (seed["saleCartKey"], CartKind.SALE),
+            (seed["saleCartId"], CartKind.SALE),
+            (seed["returnCartKey"], CartKind.RETURN),
+            ("no-such-cart", CartKind.SALE),
+        ]:
+            await handle_cart_lookup(CartLookupRequest(cart_ref=ref, kind=kind, requested_at="t"), client, settings)
+        await client.get_cart(seed["saleCartId"], expand=("paymentInfo.payments[*]",))
+        await client.find_order(seed["orderNumber"])
+        with pytest.raises(NotFound):
+            await client.get_order_by_order_number("no-such-order")
+    methods_paths = {(r.method, r.url.split("?")[0].split("/instore-demo")[-1]) for r in recorder.requests}
+    assert ("GET", f"/carts/key={seed['saleCartKey']}") in methods_paths
+    assert any(p.startswith("/orders/") for _, p in methods_paths)
+    assert len(recorder.requests) >= 8
+    recorder.assert_all_valid()
+
+
+def test_the_validator_rejects_what_we_must_not_send() -> None:
+    """Guard against a validator that accepts everything: a wrong path and a bad body fail."""
+    with pytest.raises(AssertionError):
+        validate_request("GET", "http://x/instore-demo/cart/abc", None)
+    with pytest.raises(AssertionError):
+        validate_request("POST", "http://x/instore-demo/orders",
+                         {"version": 1, "cart": {"typeId": "cart", "id": "c"}, "paymentState": "Settled"})
+
+
+async def test_lookup_of_seeded_carts_against_the_mock(ct_mock: CtMock) -> None:
+    async with CommercetoolsClient(_settings(ct_mock)) as client:
+        settings = CartMappingSettings()
+        sale = await handle_cart_lookup(
+            CartLookupRequest(cart_ref=ct_mock.seed["saleCartKey"], kind=CartKind.SALE, requested_at="t"), client, settings)
+        ret = await handle_cart_lookup(
+            CartLookupRequest(cart_ref=ct_mock.seed["returnCartKey"], kind=CartKind.RETURN, requested_at="t"), client, settings)
+    assert sale.status is LookupStatus.FOUND, sale
+    assert ret.status is LookupStatus.FOUND, ret

@@ -1,0 +1,218 @@
+"""End to end: InStore's cart callbacks over HTTP → gateway → Kafka → cart-mapping → commercetools mock, and back.
+
+Every part is a real process: two gateway replicas, one cart-mapping, Apache Kafka and
+the npm commercetools mock, wired only by environment variables as in production.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from instore_shared.commercetools import CommercetoolsClient
+from instore_shared.settings import CommercetoolsSettings
+from tests.support.processes import CtMock, Kafka, Service, free_port, start_service
+
+pytestmark = pytest.mark.e2e
+
+API_KEY = "e2e-callback-key-" + uuid.uuid4().hex
+PROBLEM = "urn:instore-integration:problem:"
+
+
+@dataclass
+class Stack:
+    """The running processes."""
+
+    gateways: list[Service]
+    cart_mapping: Service
+    mock: CtMock
+
+
+@pytest.fixture(scope="module")
+def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
+    common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "KAFKA_TOPIC_PARTITIONS": "3"}
+    port = free_port()
+    cart_mapping = start_service(
+        "cart-mapping", "instore_cart_mapping",
+        {**common, **ct_mock.settings_env(), "CART_MAPPING_HTTP_PORT": str(port),
+         "CART_MAPPING_CONSUMER_GROUP": f"cart-mapping-e2e-{uuid.uuid4().hex[:8]}"},
+        port,
+    )
+    gateways = []
+    try:
+        for name in ("gateway-a", "gateway-b"):
+            port = free_port()
+            gateways.append(start_service(
+                name, "instore_gateway",
+                {**common, "GATEWAY_HTTP_PORT": str(port), "INSTORE_CALLBACK_API_KEY": API_KEY,
+                 "GATEWAY_CART_LOOKUP_TIMEOUT_SECONDS": "2"},
+                port,
+            ))
+        yield Stack(gateways, cart_mapping, ct_mock)
+    finally:
+        for service in [*gateways, cart_mapping]:
+            service.stop()
+
+
+def _get(service: Service, path: str, key: str | None = API_KEY) -> httpx.Response:
+    headers = {"X-Api-Key": key} if key is not None else {}
+    return httpx.get(service.url + path, headers=headers, timeout=10)
+
+
+def _assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["type"] == PROBLEM + slug and body["status"] == status
+    assert "Traceback" not in response.text
+    return body
+
+
+def _assert_clean_stop(service: Service, last_event: str) -> None:
+    """SIGTERM ends the process through its shutdown path (uvicorn re-raises the signal after it)."""
+    code = service.stop(signal.SIGTERM)
+    assert code in (0, -signal.SIGTERM), service.process.describe()
+    assert f'"event": "{last_event}"' in service.process.output(), service.process.describe()
+    assert "Traceback" not in service.process.output(), service.process.describe()
+
+
+async def _commerce(mock: CtMock) -> CommercetoolsClient:
+    env = mock.settings_env()
+    return CommercetoolsClient(CommercetoolsSettings(**{k.removeprefix("CTP_").lower(): v for k, v in env.items()}))
+
+
+async def test_sale_cart_is_served_by_every_replica_exactly_as_commerce_has_it(stack: Stack) -> None:
+    seed = stack.mock.seed
+    async with await _commerce(stack.mock) as commerce:
+        direct = (await commerce.get_cart(seed["saleCartId"])).json()
+    for gateway in stack.gateways:
+        for ref in (seed["saleCartKey"], seed["saleCartId"]):
+            response = _get(gateway, f"/instore/callbacks/carts/{ref}")
+            assert response.status_code == 200, response.text
+            assert response.headers["content-type"].startswith("application/json")
+            assert response.json() == direct
+
+
+async def test_return_cart_is_served(stack: Stack) -> None:
+    seed = stack.mock.seed
+    response = _get(stack.gateways[0], f"/instore/callbacks/return-carts/{seed['returnCartKey']}")
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == seed["returnCartId"]
+
+
+def test_unknown_cart_is_404(stack: Stack) -> None:
+    body = _assert_problem(_get(stack.gateways[1], "/instore/callbacks/carts/no-such-cart"), 404, "cart-not-found")
+    assert body["reason"] == "cart-not-found"
+
+
+@pytest.mark.parametrize("key", [None, "wrong-key", API_KEY + "x", ""])
+def test_missing_or_wrong_api_key_is_401(stack: Stack, key: str | None) -> None:
+    _assert_problem(_get(stack.gateways[0], f"/instore/callbacks/carts/{stack.mock.seed['saleCartKey']}", key),
+                    401, "unauthorized")
+
+
+@pytest.mark.parametrize("ref", ["a", "x" * 257, "bad%20id", "semi%3Bcolon", "%C3%A9t%C3%A9", "dots.in.key"])
+def test_cart_id_that_cannot_be_an_id_or_key_is_400(stack: Stack, ref: str) -> None:
+    _assert_problem(_get(stack.gateways[0], f"/instore/callbacks/carts/{ref}"), 400, "invalid-cart-id")
+
+
+async def _create_cart(mock: CtMock, draft: dict[str, Any]) -> dict[str, Any]:
+    async with await _commerce(mock) as commerce:
+        return (await commerce.request("POST", "/carts", json=draft)).json()
+
+
+async def test_cart_in_another_currency_is_422(stack: Stack) -> None:
+    cart = await _create_cart(stack.mock, {
+        "currency": "USD", "country": "US", "key": f"usd-{uuid.uuid4().hex[:8]}",
+        "customLineItems": [{"name": {"en": "Gift card"}, "quantity": 1, "slug": "gift-card",
+                             "money": {"currencyCode": "USD", "centAmount": 2500},
+                             "taxCategory": {"typeId": "tax-category", "key": "standard"}}],
+    })
+    body = _assert_problem(_get(stack.gateways[0], f"/instore/callbacks/carts/{cart['key']}"), 422, "wrong-currency")
+    assert body["reason"] == "wrong-currency" and "USD" in body["detail"]
+
+
+async def test_empty_cart_is_422(stack: Stack) -> None:
+    cart = await _create_cart(stack.mock, {"currency": "EUR", "country": "DE", "key": f"empty-{uuid.uuid4().hex[:8]}"})
+    _assert_problem(_get(stack.gateways[1], f"/instore/callbacks/carts/{cart['id']}"), 422, "cart-empty")
+
+
+async def test_frozen_cart_is_409(stack: Stack) -> None:
+    cart = await _create_cart(stack.mock, {
+        "currency": "EUR", "country": "DE", "key": f"frozen-{uuid.uuid4().hex[:8]}",
+        "lineItems": [{"sku": "SKU-MUG", "quantity": 1}],
+    })
+    async with await _commerce(stack.mock) as commerce:
+        await commerce.request("POST", f"/carts/{cart['id']}",
+                               json={"version": cart["version"], "actions": [{"action": "freezeCart"}]})
+    body = _assert_problem(_get(stack.gateways[0], f"/instore/callbacks/carts/{cart['key']}"), 409, "cart-not-active")
+    assert "Frozen" in body["detail"]
+
+
+async def test_return_of_more_than_was_bought_is_422(stack: Stack) -> None:
+    seed = stack.mock.seed
+    cart = await _create_cart(stack.mock, {
+        "currency": "EUR", "country": "DE", "key": f"over-return-{uuid.uuid4().hex[:8]}",
+        "lineItems": [{
+            "sku": "SKU-TSHIRT-M", "quantity": 3,  # two were bought
+            "custom": {"type": {"typeId": "type", "key": "instore-line-item"},
+                       "fields": {"purchaseOrderId": seed["orderId"],
+                                  "purchaseLineItemId": seed["orderLineItemIds"]["SKU-TSHIRT-M"]}},
+        }],
+    })
+    body = _assert_problem(_get(stack.gateways[0], f"/instore/callbacks/return-carts/{cart['key']}"),
+                           422, "return-quantity-exceeded")
+    assert "3 asked back, 2 bought" in body["detail"]
+
+
+def test_correlation_id_follows_the_lookup_through_kafka(stack: Stack) -> None:
+    response = _get(stack.gateways[1], f"/instore/callbacks/carts/{stack.mock.seed['saleCartKey']}")
+    cid = response.headers["x-correlation-id"]
+    lines = [json.loads(line) for line in stack.cart_mapping.process.output().splitlines() if line.startswith("{")]
+    answered = [line for line in lines if line.get("event") == "cart_lookup.answered" and line.get("correlation_id") == cid]
+    assert answered and answered[0]["status"] == "found"
+
+
+def test_no_secret_in_any_log_line(stack: Stack) -> None:
+    for service in [*stack.gateways, stack.cart_mapping]:
+        output = service.process.output()
+        assert API_KEY not in output
+        assert "test-secret" not in output
+
+
+def test_health_readiness_and_openapi(stack: Stack) -> None:
+    gateway = stack.gateways[0]
+    assert httpx.get(gateway.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(gateway.url + "/readyz").json() == {"status": "ready"}
+    spec = httpx.get(gateway.url + "/schema/openapi.json").json()
+    assert "/instore/callbacks/carts/{cart_id}" in spec["paths"]
+    assert httpx.get(stack.cart_mapping.url + "/healthz").status_code == 200
+    assert httpx.get(stack.cart_mapping.url + "/readyz").json() == {"status": "ready"}
+
+
+def test_unreachable_broker_is_503_and_not_ready() -> None:
+    port = free_port()
+    gateway = start_service("gateway-no-kafka", "instore_gateway",
+                            {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "GATEWAY_HTTP_PORT": str(port),
+                             "INSTORE_CALLBACK_API_KEY": API_KEY}, port, ready_path="/healthz")
+    try:
+        _assert_problem(httpx.get(gateway.url + "/readyz"), 503, "not-ready")
+        response = _get(gateway, "/instore/callbacks/carts/demo-sale-cart")
+        _assert_problem(response, 503, "broker-unavailable")
+        assert response.headers["retry-after"] == "5"
+    finally:
+        _assert_clean_stop(gateway, "gateway.stopped")
+
+
+def test_cart_mapping_down_is_504_and_it_shuts_down_cleanly(stack: Stack) -> None:
+    """Last on purpose: stops cart-mapping (SIGTERM must end it cleanly), then lookups time out."""
+    _assert_clean_stop(stack.cart_mapping, "cart_mapping.stopped")
+    response = _get(stack.gateways[0], f"/instore/callbacks/carts/{stack.mock.seed['saleCartKey']}")
+    _assert_problem(response, 504, "cart-lookup-timeout")

@@ -1,0 +1,235 @@
+"""Real parts for integration and end-to-end tests, started as processes.
+
+- Apache Kafka: ``KAFKA_BOOTSTRAP_SERVERS`` when set (CI starts one broker for the whole
+  run), else a single KRaft node started by ``scripts/kafka.sh`` on free ports.
+- Composable Commerce: the npm ``@labdigital/commercetools-mock`` server
+  (``tools/ct-mock/server.mjs``), seeded, on a free port.
+- Our services, as ``python -m`` processes with their settings in the environment.
+
+Every wait is on a condition with a deadline; nothing sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``condition`` until it is true; raise ``TimeoutError`` naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class LoggedProcess:
+    """A child process whose combined output is kept (and mirrored to a file) for assertions."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> None:
+        self.name = name
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self.log_path = Path(tempfile.gettempdir()) / f"instore-test-{name}-{os.getpid()}-{time.monotonic_ns()}.log"
+        self.proc = subprocess.Popen(
+            args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1, start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        with self.log_path.open("w") as f:
+            for line in self.proc.stdout:
+                f.write(line)
+                f.flush()
+                with self._lock:
+                    self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        """Everything the process printed so far."""
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def find_line(self, predicate: Callable[[str], bool]) -> str | None:
+        """The first printed line for which ``predicate`` is true."""
+        with self._lock:
+            return next((line for line in self.lines if predicate(line)), None)
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        """Send ``sig`` and wait for the exit (SIGKILL after ``timeout`` s); return the exit code."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._reader.join(5)
+        return self.proc.returncode
+
+    def describe(self, tail: int = 40) -> str:
+        """The last ``tail`` lines, for failure messages."""
+        with self._lock:
+            return f"--- {self.name} (exit {self.proc.poll()}) ---\n" + "\n".join(self.lines[-tail:])
+
+
+@dataclass
+class Kafka:
+    """A reachable Kafka broker; ``stop`` ends it when this run started it."""
+
+    bootstrap_servers: str
+    home: Path | None = None
+
+    def stop(self) -> None:
+        """Stop and delete the broker this test run started (no-op for an external one)."""
+        if self.home is not None:
+            subprocess.run(["bash", str(REPO_ROOT / "scripts" / "kafka.sh"), "stop"],
+                           env=_kafka_env(self.home, self.bootstrap_servers), check=False, capture_output=True)
+            shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _kafka_env(home: Path, bootstrap: str, controller_port: int | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["KAFKA_HOME"] = str(home)
+    env["KAFKA_LIBS"] = str(REPO_ROOT / ".local" / "kafka" / "libs")
+    env["KAFKA_PORT"] = bootstrap.rsplit(":", 1)[1]
+    if controller_port:
+        env["KAFKA_CONTROLLER_PORT"] = str(controller_port)
+    return env
+
+
+def start_kafka() -> Kafka:
+    """The broker named by ``KAFKA_BOOTSTRAP_SERVERS``, else a fresh local KRaft node.
+
+    Raises ``RuntimeError`` with the script's output when the local broker cannot start
+    (no Java 17, jars not installed: run ``make install``).
+    """
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        return Kafka(external)
+    port, controller = free_port(), free_port()
+    home = Path(tempfile.mkdtemp(prefix="instore-kafka-"))
+    bootstrap = f"127.0.0.1:{port}"
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "kafka.sh"), "start"],
+        env=_kafka_env(home, bootstrap, controller), capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"local Kafka did not start:\n{result.stdout}\n{result.stderr}")
+    return Kafka(bootstrap, home)
+
+
+@dataclass
+class CtMock:
+    """A running commercetools mock server and what its seed created."""
+
+    process: LoggedProcess
+    url: str
+    seed: dict[str, Any] = field(default_factory=dict)
+
+    def settings_env(self) -> dict[str, str]:
+        """The ``CTP_*`` environment that points a service at this server."""
+        return {
+            "CTP_PROJECT_KEY": self.seed.get("projectKey", "instore-demo"),
+            "CTP_CLIENT_ID": "test-client",
+            "CTP_CLIENT_SECRET": "test-secret",
+            "CTP_AUTH_URL": self.url,
+            "CTP_API_URL": self.url,
+        }
+
+
+def start_ct_mock(project_key: str = "instore-demo", timeout: float = 60) -> CtMock:
+    """Start ``tools/ct-mock/server.mjs --seed`` on a free port and wait for its ready line."""
+    if not (REPO_ROOT / "tools" / "ct-mock" / "node_modules").is_dir():
+        raise RuntimeError("tools/ct-mock/node_modules is missing: run `make install`")
+    port = free_port()
+    env = dict(os.environ, CTP_PROJECT_KEY=project_key)
+    process = LoggedProcess("ct-mock", ["node", "tools/ct-mock/server.mjs", "--port", str(port), "--seed"], env)
+    try:
+        wait_until(lambda: process.find_line(lambda s: s.startswith("ct-mock ready")) is not None or not process.alive(),
+                   timeout, "the commercetools mock")
+    except TimeoutError:
+        process.stop()
+        raise
+    if not process.alive():
+        raise RuntimeError(process.describe())
+    seed_line = process.find_line(lambda s: s.startswith("SEED "))
+    seed = json.loads(seed_line[5:]) if seed_line else {}
+    return CtMock(process, f"http://127.0.0.1:{port}", seed)
+
+
+def service_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a service process: ours, plus ``extra``, logging as JSON."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CTP_", "INSTORE_", "CART_MAPPING_"))}
+    env.update({"LOG_JSON": "true", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Service:
+    """A service process and its HTTP base URL."""
+
+    process: LoggedProcess
+    url: str
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop the process; return its exit code."""
+        return self.process.stop(sig)
+
+
+def start_service(name: str, module: str, env: dict[str, str], port: int, ready_path: str = "/readyz",
+                  timeout: float = 60) -> Service:
+    """Run ``python -m module`` and wait until ``GET ready_path`` answers 200."""
+    process = LoggedProcess(name, [sys.executable, "-m", module], service_env(env))
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if not process.alive():
+            raise RuntimeError(process.describe())
+        try:
+            return httpx.get(url + ready_path, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, timeout, f"{name} to be ready", interval=0.1)
+    except BaseException:
+        process.stop()
+        raise
+    return Service(process, url)
