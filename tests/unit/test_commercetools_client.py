@@ -75,12 +75,27 @@ async def test_cart_bytes_are_passed_on_unchanged() -> None:
         assert (await client.get_cart(CART["id"])).content == raw
 
 
-async def test_expiring_token_is_refetched_before_expiry() -> None:
-    server = Server(lambda r: httpx.Response(200, json=CART), expires_in=30)  # inside the 60 s leeway
+async def test_token_is_refetched_a_minute_before_expiry() -> None:
+    now = [1000.0]
+    server = Server(lambda r: httpx.Response(200, json=CART), expires_in=3600)
+    async with CommercetoolsClient(SETTINGS, transport=httpx.MockTransport(server), clock=lambda: now[0]) as client:
+        await client.get_cart("a")
+        now[0] += 3600 - 61  # still valid for 61 s: kept
+        await client.get_cart("a")
+        assert server.tokens_issued == 1
+        now[0] += 2  # 59 s left: inside the leeway, fetched anew
+        await client.get_cart("a")
+    assert server.tokens_issued == 2
+    assert [c.headers["authorization"] for c in server.api_calls] == ["Bearer tok1", "Bearer tok1", "Bearer tok2"]
+
+
+async def test_concurrent_calls_share_one_token_fetch() -> None:
+    import asyncio
+
+    server = Server(lambda r: httpx.Response(200, json=CART))
     async with _client(server) as client:
-        await client.get_cart("a")
-        await client.get_cart("a")
-    assert server.tokens_issued >= 2
+        await asyncio.gather(*(client.get_cart("a") for _ in range(20)))
+    assert server.tokens_issued == 1
 
 
 async def test_401_fetches_a_new_token_once_and_repeats() -> None:

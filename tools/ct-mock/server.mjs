@@ -4,7 +4,7 @@
 //
 //   node server.mjs [--port N] [--seed]
 //
-// env: CTP_MOCK_PORT (default 8989; 0 = pick a free port), CTP_PROJECT_KEY
+// env: CTP_MOCK_HOST (default 127.0.0.1), CTP_MOCK_PORT (default 8989; 0 = pick a free port), CTP_PROJECT_KEY
 // (default instore-demo), CTP_MOCK_SEED=1 (same as --seed), CTP_MOCK_SHIMS=0
 // (disable the draft-field shims below; raw mock behaviour).
 //
@@ -17,7 +17,8 @@
 // `ct-mock ready on http://127.0.0.1:PORT`. Diagnostics go to stderr.
 import { CommercetoolsMock } from "@labdigital/commercetools-mock";
 
-const HOST = "127.0.0.1";
+// CTP_MOCK_HOST: the address to bind (0.0.0.0 in a container); loopback by default.
+const HOST = process.env.CTP_MOCK_HOST || "127.0.0.1";
 
 function parseArgs(argv) {
   const out = { port: undefined, seed: false };

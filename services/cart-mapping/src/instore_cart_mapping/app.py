@@ -11,6 +11,8 @@ from typing import Any
 import msgspec
 from faststream import AckPolicy, FastStream
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.asgi.factories.asyncapi.route import AsyncAPIRoute
+from faststream.specification import AsyncAPI
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 
@@ -63,7 +65,12 @@ def create_broker(settings: CartMappingSettings, commerce: CommerceReader) -> Ka
         fetch_max_wait_ms=50,
         decoder=_the_message,
         title="cart-lookup",
-        description="Answers cart lookups from the gateway on the request's reply_to topic.",
+        description=(
+            "Answers cart lookups from the gateway on the request's reply_to topic "
+            "(instore.cart-replies.v1). Payloads are msgspec Structs: CartLookupRequest in "
+            "(JSON Schema: GET /schemas/cart-lookup-request.json), CartLookupReply out "
+            "(GET /schemas/cart-lookup-reply.json). Headers: correlation_id, reply_to, deadline-ms."
+        ),
     )
     async def on_cart_request(message: KafkaMessage) -> None:
         body = message.body
@@ -147,12 +154,31 @@ def create_app(
                    "detail": "not connected to Kafka"}
         return AsgiResponse(json.dumps(problem).encode(), 503, headers={"content-type": "application/problem+json"})
 
+    def schema_route(struct: type) -> Any:
+        body = msgspec.json.encode(msgspec.json.schema(struct))
+
+        @get
+        async def route(scope: object) -> AsgiResponse:
+            return AsgiResponse(body, 200, headers={"content-type": "application/schema+json"})
+
+        return route
+
     app = AsgiFastStream(
         broker,
         lifespan=lifespan,
+        specification=AsyncAPI(
+            broker,
+            title="cart-mapping",
+            version="0.1.0",
+            description="Answers InStore cart lookups from the gateway over Kafka request/reply.",
+        ),
+        # The document only: FastStream's "try it out" would publish to Kafka over HTTP.
+        asyncapi_path=AsyncAPIRoute("/asyncapi", try_it_out_path=None),
         asgi_routes=[
             ("/healthz", healthz),
             ("/readyz", readyz),
+            ("/schemas/cart-lookup-request.json", schema_route(contract.CartLookupRequest)),
+            ("/schemas/cart-lookup-reply.json", schema_route(contract.CartLookupReplySchema)),
         ],
     )
     return app

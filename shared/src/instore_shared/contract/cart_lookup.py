@@ -9,6 +9,7 @@ field, Custom Fields included.
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import msgspec
 
@@ -72,6 +73,15 @@ class CartLookupReply(msgspec.Struct, frozen=True, kw_only=True, rename="camel",
         """The Cart's JSON bytes, or None when the reply carries no cart."""
         raw = bytes(self.cart)
         return None if raw in (b"", b"null") else raw
+
+
+class CartLookupReplySchema(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    """:class:`CartLookupReply` for JSON Schema generation only (msgspec cannot describe ``Raw``)."""
+
+    status: LookupStatus
+    cart: dict[str, Any] | None = None
+    reason: str | None = None
+    detail: str | None = None
 
 
 REQUEST_TYPE = "cart-lookup-request.v1"

@@ -1,0 +1,27 @@
+"""cart-mapping's documentation routes: AsyncAPI (without try-it-out) and the message JSON Schemas."""
+
+from __future__ import annotations
+
+import httpx
+
+from instore_cart_mapping.app import create_app
+from instore_shared.commercetools.fake import InMemoryCommerce
+
+
+async def test_asyncapi_and_schemas_are_served_and_nothing_publishes_over_http() -> None:
+    app = create_app(commerce=InMemoryCommerce())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cm") as client:
+        doc = (await client.get("/asyncapi.json")).json()
+        request_schema = (await client.get("/schemas/cart-lookup-request.json")).json()
+        reply_schema = (await client.get("/schemas/cart-lookup-reply.json")).json()
+        try_it = await client.post("/asyncapi/try", json={"channelName": "cart-lookup", "message": {}})
+    assert doc["channels"]["cart-lookup"]["address"] == "instore.cart-requests.v1"
+    assert "cartRef" in request_schema["$defs"]["CartLookupRequest"]["properties"]
+    assert set(reply_schema["$defs"]["CartLookupReplySchema"]["properties"]) == {"status", "cart", "reason", "detail"}
+    assert try_it.status_code == 404
+
+
+def test_reply_schema_mirror_has_the_fields_of_the_reply() -> None:
+    from instore_shared.contract.cart_lookup import CartLookupReply, CartLookupReplySchema
+
+    assert CartLookupReply.__struct_fields__ == CartLookupReplySchema.__struct_fields__

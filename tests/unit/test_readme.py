@@ -1,0 +1,22 @@
+"""The README's configuration table is the one the settings classes generate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from instore_shared.settings_doc import render
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_settings_table_matches_the_settings_classes() -> None:
+    text = README.read_text()
+    begin, end = "<!-- settings:begin -->\n", "<!-- settings:end -->"
+    block = text[text.index(begin) + len(begin):text.index(end)]
+    assert block == render(), "README.md is stale: paste `uv run python -m instore_shared.settings_doc` between the markers"
+
+
+def test_readme_names_the_two_commands_ci_uses() -> None:
+    text = README.read_text()
+    assert "make install run" in text and "make install test" in text
+    assert "make install test" in (README.parent / ".ci" / "run").read_text()
