@@ -100,6 +100,26 @@ async def test_sale_cart_is_served_by_every_replica_exactly_as_commerce_has_it(s
             assert response.json() == direct
 
 
+async def test_concurrent_lookups_on_both_replicas_each_get_their_own_cart(stack: Stack) -> None:
+    """Both gateway replicas read every reply; each answers only its own requests, with the right cart."""
+    import asyncio
+
+    seed = stack.mock.seed
+    wanted = {seed["saleCartKey"]: seed["saleCartId"], seed["returnCartKey"]: seed["returnCartId"]}
+    async with httpx.AsyncClient(headers={"X-Api-Key": API_KEY}, timeout=10) as client:
+
+        async def ask(i: int) -> tuple[str, int, str]:
+            key = list(wanted)[i % 2]
+            gateway = stack.gateways[(i // 2) % 2]
+            kind = "carts" if key == seed["saleCartKey"] else "return-carts"
+            response = await client.get(f"{gateway.url}/instore/callbacks/{kind}/{key}")
+            return key, response.status_code, response.json().get("id", "")
+
+        results = await asyncio.gather(*(ask(i) for i in range(80)))
+    assert [r for r in results if r[1] != 200] == []
+    assert all(wanted[key] == cart_id for key, _, cart_id in results)
+
+
 async def test_return_cart_is_served(stack: Stack) -> None:
     seed = stack.mock.seed
     response = _get(stack.gateways[0], f"/instore/callbacks/return-carts/{seed['returnCartKey']}")
