@@ -123,3 +123,36 @@ async def test_unreachable_broker_is_reported_not_awaited() -> None:
         assert time.monotonic() - started < 0.5
     finally:
         await client.stop()
+
+
+async def test_gateway_client_connects_and_creates_topics_when_kafka_comes_later() -> None:
+    """The gateway may start before Kafka: it keeps trying, then sets up the topics and serves."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from tests.support.processes import start_kafka
+
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+
+    async def create_topics() -> None:
+        await ensure_topics(bootstrap, ALL_TOPICS, 1, 1, timeout=2)
+
+    client = RequestReplyClient(bootstrap, CART_REPLIES.name, "late-kafka", connect_backoff_max=0.5,
+                                prepare=create_topics)
+    await client.start()
+    late = None
+    try:
+        assert not await client.wait_connected(1.0)
+        late = await asyncio.to_thread(start_kafka, port)
+        assert await client.wait_connected(60), "did not connect once Kafka was up"
+        assert await client.ready()
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            assert {t.name for t in ALL_TOPICS} <= set(await admin.list_topics())
+        finally:
+            await admin.close()
+    finally:
+        await client.stop()
+        if late is not None:
+            late.stop()

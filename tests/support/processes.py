@@ -133,16 +133,17 @@ def _kafka_env(home: Path, bootstrap: str, controller_port: int | None = None) -
     return env
 
 
-def start_kafka() -> Kafka:
+def start_kafka(port: int | None = None) -> Kafka:
     """The broker named by ``KAFKA_BOOTSTRAP_SERVERS``, else a fresh local KRaft node.
 
-    Raises ``RuntimeError`` with the script's output when the local broker cannot start
-    (no Java 17, jars not installed: run ``make install``).
+    With ``port``, always a fresh local node on that port (for tests that need their own
+    broker). Raises ``RuntimeError`` with the script's output when the local broker cannot
+    start (no Java 17, jars not installed: run ``make install``).
     """
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
+    if external and port is None:
         return Kafka(external)
-    port, controller = free_port(), free_port()
+    port, controller = port or free_port(), free_port()
     home = Path(tempfile.mkdtemp(prefix="instore-kafka-"))
     bootstrap = f"127.0.0.1:{port}"
     result = subprocess.run(

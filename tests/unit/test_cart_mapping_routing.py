@@ -60,3 +60,22 @@ async def test_expired_request_is_not_answered_and_bad_body_gets_a_reply() -> No
         assert replies == []
         await br.publish(b"{not json", CART_REQUESTS.name, correlation_id="bad", reply_to=CART_REPLIES.name)
     assert len(replies) == 1 and c.decode_reply(replies[0]).reason == "bad-request"
+
+
+async def test_a_failing_lookup_is_answered_at_once_not_left_to_time_out() -> None:
+    class Broken(InMemoryCommerce):
+        async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> object:
+            raise RuntimeError("bug")
+
+    broker = create_broker(CartMappingSettings(), Broken())
+    replies: list[bytes] = []
+
+    @broker.subscriber(CART_REPLIES.name, decoder=_the_message)
+    async def collect(message: KafkaMessage) -> None:
+        replies.append(message.body)
+
+    async with TestKafkaBroker(broker) as br:
+        await br.publish(_request("sale-1"), CART_REQUESTS.name, correlation_id="c", reply_to=CART_REPLIES.name)
+    reply = c.decode_reply(replies[0])
+    assert (reply.status, reply.reason) == (c.LookupStatus.UPSTREAM_ERROR, "lookup-failed")
+    assert "bug" not in (reply.detail or "")

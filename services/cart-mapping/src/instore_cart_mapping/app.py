@@ -20,9 +20,9 @@ from instore_cart_mapping.handler import CommerceReader, handle_cart_lookup
 from instore_cart_mapping.settings import CartMappingSettings
 from instore_shared.commercetools import CommercetoolsClient
 from instore_shared.contract import cart_lookup as contract
-from instore_shared.kafka import headers as h
 from instore_shared.kafka.admin import ensure_topics
-from instore_shared.kafka.topics import ALL_TOPICS, CART_REPLIES, CART_REQUESTS
+from instore_shared.kafka.rpc import publish_reply, request_expired
+from instore_shared.kafka.topics import ALL_TOPICS, CART_REQUESTS
 from instore_shared.logging import correlation_scope, get_logger
 from instore_shared.settings import CommercetoolsSettings
 
@@ -73,48 +73,37 @@ def create_broker(settings: CartMappingSettings, commerce: CommerceReader) -> Ka
         ),
     )
     async def on_cart_request(message: KafkaMessage) -> None:
-        body = message.body
-        cid = message.correlation_id or ""
-        with correlation_scope(cid):
-            deadline = message.headers.get(h.DEADLINE)
-            if deadline and deadline.isdigit() and int(deadline) < _now_ms():
+        with correlation_scope(message.correlation_id or ""):
+            if request_expired(message.headers):
                 log.info("cart_lookup.expired", topic=CART_REQUESTS.name)
                 return
             try:
-                request = contract.decode_request(body)
+                request = contract.decode_request(message.body)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 log.warning("cart_lookup.bad_request", error=str(exc))
                 reply = contract.CartLookupReply(
                     status=contract.LookupStatus.UPSTREAM_ERROR, reason="bad-request", detail=str(exc)
                 )
             else:
-                reply = await handle_cart_lookup(request, commerce, settings)
+                try:
+                    reply = await handle_cart_lookup(request, commerce, settings)
+                except Exception:  # a bug must cost one 502, not a 504 after the gateway's timeout
+                    log.exception("cart_lookup.failed", cart_ref=request.cart_ref)
+                    reply = contract.CartLookupReply(
+                        status=contract.LookupStatus.UPSTREAM_ERROR, reason="lookup-failed",
+                        detail="the cart service failed on this cart; it was logged under the correlation id",
+                    )
                 log.info("cart_lookup.answered", cart_ref=request.cart_ref, kind=request.kind.value,
                          status=reply.status.value)
-            if not message.reply_to:
+            if not await publish_reply(broker, message, contract.encode(reply), contract.REPLY_TYPE):
                 log.warning("cart_lookup.no_reply_to")
-                return
-            await broker.publish(
-                contract.encode(reply),
-                message.reply_to,
-                key=message.raw_message.key or None,
-                correlation_id=cid,
-                headers={h.MESSAGE_TYPE: contract.REPLY_TYPE, h.CONTENT_TYPE: h.JSON},
-            )
 
-    _ = CART_REPLIES  # replies go to the request's reply_to, which the gateway sets to this topic
     return broker
 
 
 async def _the_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
     """Hand the handler the message itself (headers, key, raw bytes); msgspec decodes the body."""
     return message
-
-
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)
 
 
 def create_app(

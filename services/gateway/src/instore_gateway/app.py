@@ -197,15 +197,15 @@ def create_app(settings: GatewaySettings | None = None, cart_lookups: CartLookup
             app.state.cart_lookups = cart_lookups
             yield
             return
-        if settings.kafka_create_topics:
-            try:
-                await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS,
-                                    settings.kafka_topic_partitions, settings.kafka_topic_replication_factor,
-                                    timeout=max(settings.gateway_kafka_connect_wait_seconds, 5.0))
-            except TimeoutError as exc:
-                log.warning("kafka.topics_not_checked", error=str(exc))
+
+        async def create_topics() -> None:
+            await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS,
+                                settings.kafka_topic_partitions, settings.kafka_topic_replication_factor,
+                                timeout=5.0)
+
         client = RequestReplyClient(
-            settings.kafka_bootstrap_servers, CART_REPLIES.name, f"{settings.kafka_client_id_prefix}-gateway"
+            settings.kafka_bootstrap_servers, CART_REPLIES.name, f"{settings.kafka_client_id_prefix}-gateway",
+            prepare=create_topics if settings.kafka_create_topics else None,
         )
         await client.start()
         if settings.gateway_kafka_connect_wait_seconds:

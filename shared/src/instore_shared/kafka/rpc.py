@@ -1,4 +1,4 @@
-"""Request/reply over Kafka: the asking side (the gateway's cart lookups).
+"""Request/reply over Kafka: the asking side (the gateway's cart lookups) and the answering side's helpers.
 
 Why our own code and not ``KafkaBroker.request()``: FastStream's request only works under
 ``TestKafkaBroker`` and raises on a real broker. The answering side stays plain FastStream:
@@ -23,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from faststream.kafka import KafkaBroker, KafkaMessage
 
 from instore_shared.kafka import headers as h
 from instore_shared.logging import get_logger
@@ -34,6 +36,33 @@ from instore_shared.logging import get_logger
 log = get_logger(__name__)
 
 
+# -- the answering side ----------------------------------------------------------------
+def request_expired(headers: Mapping[str, str], now_ms: int | None = None) -> bool:
+    """True when the request's ``deadline-ms`` header lies in the past: nobody waits for the reply."""
+    deadline = headers.get(h.DEADLINE, "")
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    return deadline.isdigit() and int(deadline) < now
+
+
+async def publish_reply(broker: KafkaBroker, request: KafkaMessage, value: bytes, message_type: str) -> bool:
+    """Publish ``value`` to the request's ``reply_to`` topic, keyed like the request, with its ``correlation_id``.
+
+    Returns False (and publishes nothing) when the request named no ``reply_to``. Raises
+    what ``KafkaBroker.publish`` raises when Kafka does not take the reply.
+    """
+    if not request.reply_to:
+        return False
+    await broker.publish(
+        value,
+        request.reply_to,
+        key=request.raw_message.key or None,
+        correlation_id=request.correlation_id,
+        headers={h.MESSAGE_TYPE: message_type, h.CONTENT_TYPE: h.JSON},
+    )
+    return True
+
+
+# -- the asking side -----------------------------------------------------------------
 class BrokerUnavailable(Exception):
     """Kafka could not take the request (not connected, or the publish did not complete)."""
 
@@ -58,6 +87,8 @@ class RequestReplyClient:
         reply_topic: the topic replies come back on (every replica reads all of it).
         client_id: Kafka client id of this process.
         connect_backoff_max: longest pause, in seconds, between attempts to connect.
+        prepare: awaited before each connection attempt (e.g. create missing topics), so a
+            broker that comes up after this process is set up too.
 
     Usage: ``await client.start()`` (returns at once; connects in the background, see
     :meth:`ready`), ``await client.request(...)``, ``await client.stop()``.
@@ -69,7 +100,9 @@ class RequestReplyClient:
         reply_topic: str,
         client_id: str,
         connect_backoff_max: float = 5.0,
+        prepare: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
+        self._prepare = prepare
         self._bootstrap = bootstrap_servers
         self._reply_topic = reply_topic
         self._client_id = client_id
@@ -135,13 +168,15 @@ class RequestReplyClient:
                 await self._connect()
                 log.info("kafka.connected", bootstrap_servers=self._bootstrap, reply_topic=self._reply_topic)
                 return
-            except (KafkaError, OSError, RuntimeError) as exc:
+            except (KafkaError, OSError, RuntimeError, TimeoutError) as exc:
                 log.warning("kafka.connect_failed", error=type(exc).__name__, retry_in_s=round(delay, 2))
                 await self._close_quietly()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._backoff_max)
 
     async def _connect(self) -> None:
+        if self._prepare is not None:
+            await self._prepare()
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             client_id=f"{self._client_id}-producer",
