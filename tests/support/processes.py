@@ -133,7 +133,7 @@ def _kafka_env(home: Path, bootstrap: str, controller_port: int | None = None) -
     return env
 
 
-def start_kafka(port: int | None = None) -> Kafka:
+def start_kafka(port: int | None = None, controller_port: int | None = None) -> Kafka:
     """The broker named by ``KAFKA_BOOTSTRAP_SERVERS``, else a fresh local KRaft node.
 
     With ``port``, always a fresh local node on that port (for tests that need their own
@@ -143,7 +143,7 @@ def start_kafka(port: int | None = None) -> Kafka:
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external and port is None:
         return Kafka(external)
-    port, controller = port or free_port(), free_port()
+    port, controller = port or free_port(), controller_port or free_port()
     home = Path(tempfile.mkdtemp(prefix="instore-kafka-"))
     bootstrap = f"127.0.0.1:{port}"
     result = subprocess.run(

@@ -7,8 +7,34 @@ Secrets are :class:`pydantic.SecretStr`: they print as ``**********``.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+import sys
+from typing import Any, Literal, Self, TypeVar
+
+from aiokafka.helpers import create_ssl_context
+from faststream.kafka.security import parse_security
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+def load_settings(cls: type[_S], program: str) -> _S:
+    """``cls()`` from the environment, or exit 2 naming each bad variable — never echoing values.
+
+    pydantic's own message repeats every input (secrets included), so it is not printed.
+    """
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", "")).upper()
+        lines = [f"{program}: invalid settings:"]
+        for error in exc.errors(include_input=False, include_url=False):
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            lines.append(f"  {prefix}{name}: {error['msg']}" if name else f"  {error['msg']}")
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 class BaseServiceSettings(BaseSettings):
@@ -37,11 +63,69 @@ class BaseServiceSettings(BaseSettings):
     kafka_topic_replication_factor: int = Field(default=1, ge=1)
     """Replication factor of a topic this process creates (3 in production)."""
 
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """How to reach Kafka: PLAINTEXT, SSL (TLS, optionally with a client certificate), SASL_PLAINTEXT or SASL_SSL."""
+
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    """SASL mechanism when the protocol is SASL_*."""
+
+    kafka_sasl_username: str = ""
+    """SASL user name (required with SASL_*)."""
+
+    kafka_sasl_password: SecretStr = SecretStr("")
+    """SASL password (required with SASL_*)."""
+
+    kafka_ssl_cafile: str = ""
+    """PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL); empty: the system's CAs."""
+
+    kafka_ssl_certfile: str = ""
+    """PEM client certificate for TLS client authentication (e.g. a Strimzi KafkaUser); empty: none."""
+
+    kafka_ssl_keyfile: str = ""
+    """PEM private key of ``KAFKA_SSL_CERTFILE``."""
+
     log_level: str = "INFO"
     """Log level: DEBUG, INFO, WARNING or ERROR."""
 
     log_json: bool = True
     """Log one JSON object per line (false: coloured console lines for development)."""
+
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Self:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise ValueError("KAFKA_SECURITY_PROTOCOL=SASL_* needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
+        return self
+
+    def kafka_security(self) -> BaseSecurity | None:
+        """The Kafka security settings as FastStream's security object (None for PLAINTEXT)."""
+        protocol = self.kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return None
+        ssl_context = None
+        if protocol.endswith("SSL"):
+            ssl_context = create_ssl_context(
+                cafile=self.kafka_ssl_cafile or None,
+                certfile=self.kafka_ssl_certfile or None,
+                keyfile=self.kafka_ssl_keyfile or None,
+            )
+        if protocol == "SSL":
+            return BaseSecurity(ssl_context=ssl_context)
+        kind = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+        return kind[self.kafka_sasl_mechanism](
+            username=self.kafka_sasl_username,
+            password=self.kafka_sasl_password.get_secret_value(),
+            ssl_context=ssl_context,
+            use_ssl=protocol == "SASL_SSL",
+        )
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """The same settings as aiokafka client keyword arguments (for our own producers and consumers)."""
+        return parse_security(self.kafka_security())
 
 
 class CommercetoolsSettings(BaseSettings):

@@ -7,11 +7,12 @@ import uvicorn
 from instore_cart_mapping.app import create_app
 from instore_cart_mapping.settings import CartMappingSettings
 from instore_shared.logging import configure_logging
+from instore_shared.settings import load_settings
 
 
 def main() -> None:
     """Read settings from the environment, configure logging, serve until SIGTERM/SIGINT."""
-    settings = CartMappingSettings()
+    settings = load_settings(CartMappingSettings, "instore-cart-mapping")
     configure_logging("cart-mapping", settings.log_level, settings.log_json)
     uvicorn.run(
         create_app(settings),

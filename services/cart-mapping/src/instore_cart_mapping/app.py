@@ -24,7 +24,7 @@ from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.rpc import publish_reply, request_expired
 from instore_shared.kafka.topics import ALL_TOPICS, CART_REQUESTS
 from instore_shared.logging import correlation_scope, get_logger
-from instore_shared.settings import CommercetoolsSettings
+from instore_shared.settings import CommercetoolsSettings, load_settings
 
 log = get_logger(__name__)
 
@@ -40,6 +40,7 @@ def create_broker(settings: CartMappingSettings, commerce: CommerceReader) -> Ka
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"{settings.kafka_client_id_prefix}-cart-mapping",
+        security=settings.kafka_security(),
         acks="all",
         enable_idempotence=True,
         linger_ms=0,
@@ -113,7 +114,7 @@ def create_app(
 ) -> AsgiFastStream:
     """The cart-mapping application: broker + ``/healthz`` and ``/readyz`` (Kafka ping) routes."""
     settings = settings or CartMappingSettings()
-    commerce_settings = commerce_settings or CommercetoolsSettings()
+    commerce_settings = commerce_settings or load_settings(CommercetoolsSettings, "instore-cart-mapping")
     client = commerce or CommercetoolsClient(commerce_settings)
     broker = create_broker(settings, client)
 
@@ -123,6 +124,7 @@ def create_app(
             await ensure_topics(
                 settings.kafka_bootstrap_servers, ALL_TOPICS,
                 settings.kafka_topic_partitions, settings.kafka_topic_replication_factor,
+                client_options=settings.kafka_client_options(),
             )
         try:
             yield

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-
 import uvicorn
-from pydantic import ValidationError
 
 from instore_gateway.app import create_app
 from instore_gateway.settings import GatewaySettings
 from instore_shared.logging import configure_logging
+from instore_shared.settings import load_settings
 
 
 def main() -> None:
     """Read settings from the environment, configure logging, serve until SIGTERM/SIGINT."""
-    try:
-        settings = GatewaySettings()
-    except ValidationError as exc:
-        print(f"instore-gateway: invalid settings:\n{exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = load_settings(GatewaySettings, "instore-gateway")
     configure_logging("gateway", settings.log_level, settings.log_json)
     uvicorn.run(
         create_app(settings),

@@ -201,11 +201,12 @@ def create_app(settings: GatewaySettings | None = None, cart_lookups: CartLookup
         async def create_topics() -> None:
             await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS,
                                 settings.kafka_topic_partitions, settings.kafka_topic_replication_factor,
-                                timeout=5.0)
+                                timeout=5.0, client_options=settings.kafka_client_options())
 
         client = RequestReplyClient(
             settings.kafka_bootstrap_servers, CART_REPLIES.name, f"{settings.kafka_client_id_prefix}-gateway",
             prepare=create_topics if settings.kafka_create_topics else None,
+            client_options=settings.kafka_client_options(),
         )
         await client.start()
         if settings.gateway_kafka_connect_wait_seconds:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -20,17 +21,20 @@ async def ensure_topics(
     partitions: int,
     replication_factor: int,
     timeout: float = 30.0,
+    client_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create each topic of ``topics`` that does not exist yet; return the names created.
 
     Retries the connection until ``timeout`` seconds have passed (Kafka may still be
-    starting). Raises :class:`TimeoutError` when Kafka never answered.
+    starting). ``client_options`` are more aiokafka keyword arguments (security). Raises
+    :class:`TimeoutError` when Kafka never answered.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     delay = 0.2
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="instore-admin")
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="instore-admin",
+                                    **dict(client_options or {}))
         try:
             await admin.start()
             existing = set(await admin.list_topics())

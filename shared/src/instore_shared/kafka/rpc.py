@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -89,6 +90,8 @@ class RequestReplyClient:
         connect_backoff_max: longest pause, in seconds, between attempts to connect.
         prepare: awaited before each connection attempt (e.g. create missing topics), so a
             broker that comes up after this process is set up too.
+        client_options: more aiokafka keyword arguments, e.g. security
+            (``BaseServiceSettings.kafka_client_options()``).
 
     Usage: ``await client.start()`` (returns at once; connects in the background, see
     :meth:`ready`), ``await client.request(...)``, ``await client.stop()``.
@@ -101,7 +104,9 @@ class RequestReplyClient:
         client_id: str,
         connect_backoff_max: float = 5.0,
         prepare: Callable[[], Awaitable[object]] | None = None,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
+        self._options = dict(client_options or {})
         self._prepare = prepare
         self._bootstrap = bootstrap_servers
         self._reply_topic = reply_topic
@@ -183,6 +188,7 @@ class RequestReplyClient:
             acks="all",
             enable_idempotence=True,
             linger_ms=0,
+            **self._options,
         )
         self._producer = producer
         await producer.start()
@@ -193,6 +199,7 @@ class RequestReplyClient:
             enable_auto_commit=False,
             auto_offset_reset="latest",
             fetch_max_wait_ms=100,
+            **self._options,
         )
         self._consumer = consumer
         await consumer.start()
