@@ -5,19 +5,22 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.local/uv/bin/uv)
 UV_VERSION := 0.13.9
 
-.PHONY: help install run test test-unit test-integration test-e2e test-contract bench lint clean
+.PHONY: help install run test test-unit test-contract test-integration test-e2e bench settings-doc clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
 install: ## set up everything on a fresh machine: uv, Python deps, the commercetools mock, Kafka jars
-	@command -v java >/dev/null || { echo "install: Java 17+ is needed for the local Kafka (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@command -v node >/dev/null && command -v npm >/dev/null || { echo "install: Node.js 20+ and npm are needed for the commercetools mock"; exit 1; }
-	@command -v mvn >/dev/null || { echo "install: Maven is needed to fetch the Kafka jars (e.g. apt-get install maven)"; exit 1; }
-	@test -x "$(UV)" || { python3 -m venv .local/uv && .local/uv/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; }
+	@test -x "$(UV)" || { python3 -m venv .local/uv && .local/uv/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; } \
+	  || { echo "install: could not install uv (on Debian/Ubuntu: apt-get install python3-venv)"; exit 1; }
 	$(UV) sync --frozen --all-packages
-	npm ci --prefix tools/ct-mock --no-audit --no-fund --loglevel=error
-	bash scripts/kafka.sh install
+	@# npm ci only when the lock file changed since the last install
+	@test tools/ct-mock/node_modules/.package-lock.json -nt tools/ct-mock/package-lock.json \
+	  || npm ci --prefix tools/ct-mock --no-audit --no-fund --loglevel=error
+	@# the Kafka jars (needs Java 17+ and Maven); skipped with an external broker in KAFKA_BOOTSTRAP_SERVERS
+	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then echo "install: KAFKA_BOOTSTRAP_SERVERS is set: no local Kafka jars"; \
+	else bash scripts/kafka.sh install; fi
 	@echo "install: done"
 
 run: ## start Kafka, the seeded commercetools mock, cart-mapping and the gateway; Ctrl-C stops all
@@ -29,14 +32,20 @@ test: ## every test tier: unit, contract, integration (real Kafka + mock), end-t
 test-unit: ## unit tests only (no network)
 	$(UV) run --frozen pytest -ra tests/unit
 
-test-integration: ## integration and contract tests (real Kafka, commercetools mock)
-	$(UV) run --frozen pytest -ra tests/integration tests/contract
+test-contract: ## contract tests: what we send to Composable Commerce against its OpenAPI file
+	$(UV) run --frozen pytest -ra tests/contract
+
+test-integration: ## integration tests (real Kafka, commercetools mock)
+	$(UV) run --frozen pytest -ra tests/integration
 
 test-e2e: ## end-to-end tests (all services as processes)
 	$(UV) run --frozen pytest -ra tests/e2e
 
-bench: ## cart-callback latency and throughput against a direct GET of the mock
-	$(UV) run --frozen python -m bench.cart_callback
+bench: ## cart-callback latency and throughput against a direct GET of the mock (ARGS="--help")
+	$(UV) run --frozen python -m bench.cart_callback $(ARGS)
+
+settings-doc: ## print the settings table the README holds
+	@$(UV) run --frozen python -m instore_shared.settings_doc
 
 clean: ## remove local state (Kafka data, logs, caches); keeps installed jars and packages
 	rm -rf .local/run .local/openapi-cache .pytest_cache

@@ -35,6 +35,7 @@ PIDS=()
 KAFKA_STARTED=0
 cleanup() {
   trap - INT TERM EXIT
+  [[ ${#PIDS[@]} -gt 0 || $KAFKA_STARTED == 1 ]] || return 0
   say "stopping…"
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -43,7 +44,8 @@ cleanup() {
   fi
   say "stopped"
 }
-trap 'cleanup; exit 130' INT TERM
+trap 'cleanup; exit 0' INT      # Ctrl-C is how this is meant to end
+trap 'cleanup; exit 143' TERM
 trap cleanup EXIT
 
 mkdir -p "$RUN_DIR"
@@ -63,7 +65,10 @@ fi
 
 # -- Composable Commerce ----------------------------------------------------------------
 if [[ -n "${CTP_CLIENT_ID:-}" ]]; then
-  say "Composable Commerce: project ${CTP_PROJECT_KEY:-?} at ${CTP_API_URL:-?}"
+  for var in CTP_CLIENT_SECRET CTP_PROJECT_KEY CTP_AUTH_URL CTP_API_URL; do
+    [[ -n "${!var:-}" ]] || die "CTP_CLIENT_ID is set, so a real Composable Commerce project is used: set $var too (or unset CTP_CLIENT_ID for the local mock)"
+  done
+  say "Composable Commerce: project $CTP_PROJECT_KEY at $CTP_API_URL"
 else
   need_port "$CTP_MOCK_PORT" "commercetools mock" CTP_MOCK_PORT
   say "Composable Commerce: starting the seeded commercetools mock on 127.0.0.1:$CTP_MOCK_PORT"
@@ -97,21 +102,26 @@ done
 ready "$GATEWAY_HTTP_PORT" && ready "$CART_MAPPING_HTTP_PORT" || die "the services did not become ready in 60 s"
 
 GW="http://127.0.0.1:$GATEWAY_HTTP_PORT"
+# The development default key is printed so the curls paste as they are; a key of your own is not.
+if [[ "$INSTORE_CALLBACK_API_KEY" == local-dev-callback-key ]]; then KEY_SHOWN="$INSTORE_CALLBACK_API_KEY"
+else KEY_SHOWN='$INSTORE_CALLBACK_API_KEY'; fi
 cat <<MSG
 
   The InStore integration stack is up.  Ctrl-C stops everything.
 
   Sale cart callback:
-    curl -s -H 'X-Api-Key: $INSTORE_CALLBACK_API_KEY' $GW/instore/callbacks/carts/demo-sale-cart
+    curl -s -H "X-Api-Key: $KEY_SHOWN" $GW/instore/callbacks/carts/demo-sale-cart
 
   Return cart callback:
-    curl -s -H 'X-Api-Key: $INSTORE_CALLBACK_API_KEY' $GW/instore/callbacks/return-carts/demo-return-cart
+    curl -s -H "X-Api-Key: $KEY_SHOWN" $GW/instore/callbacks/return-carts/demo-return-cart
 
-  Health, readiness, OpenAPI:
-    curl -s $GW/healthz;  curl -s $GW/readyz;  open $GW/schema (or $GW/schema/openapi.json)
+  Health, readiness, API documents:
+    curl -s $GW/healthz;  curl -s $GW/readyz
+    OpenAPI: $GW/schema/openapi.json (browse: $GW/schema)
+    cart-mapping AsyncAPI: http://127.0.0.1:$CART_MAPPING_HTTP_PORT/asyncapi.json (browse: /asyncapi)
 
-  Defaults in use (override by environment): GATEWAY_HTTP_PORT=$GATEWAY_HTTP_PORT
-  INSTORE_CALLBACK_API_KEY=$INSTORE_CALLBACK_API_KEY KAFKA_PORT=$KAFKA_PORT CTP_MOCK_PORT=$CTP_MOCK_PORT
+  In use (override by environment): GATEWAY_HTTP_PORT=$GATEWAY_HTTP_PORT
+  INSTORE_CALLBACK_API_KEY=$KEY_SHOWN KAFKA_PORT=$KAFKA_PORT CTP_MOCK_PORT=$CTP_MOCK_PORT
   CART_MAPPING_HTTP_PORT=$CART_MAPPING_HTTP_PORT
 
 MSG

@@ -127,6 +127,39 @@ async def test_return_cart_is_served(stack: Stack) -> None:
     assert response.json()["id"] == seed["returnCartId"]
 
 
+def test_two_api_key_headers_are_refused_even_if_one_is_right(stack: Stack) -> None:
+    for keys in ([API_KEY, "x"], ["x", API_KEY], [API_KEY, API_KEY]):
+        response = httpx.get(f"{stack.gateways[0].url}/instore/callbacks/carts/{stack.mock.seed['saleCartKey']}",
+                             headers=[("X-Api-Key", k) for k in keys])
+        _assert_problem(response, 401, "unauthorized")
+
+
+@pytest.mark.parametrize("path", [
+    "/instore%2Fcallbacks/carts/demo-sale-cart", "/instore/callbacks/carts/demo%2Fsale",
+    "//instore/callbacks/carts/demo-sale-cart", "/instore/callbacks/carts/..%2F..%2Fhealthz",
+])
+def test_encoded_slashes_and_empty_segments_are_400(stack: Stack, path: str) -> None:
+    response = httpx.get(stack.gateways[0].url + path, headers={"X-Api-Key": API_KEY})
+    _assert_problem(response, 400, "invalid-path")
+
+
+@pytest.mark.parametrize(("method", "path", "status", "slug"), [
+    ("GET", "/nope", 404, "not-found"),
+    ("POST", "/instore/callbacks/carts/demo-sale-cart", 405, "method-not-allowed"),
+])
+def test_routing_errors_carry_a_correlation_id_too(stack: Stack, method: str, path: str, status: int,
+                                                    slug: str) -> None:
+    response = httpx.request(method, stack.gateways[0].url + path)
+    body = _assert_problem(response, status, slug)
+    assert body["correlationId"] == response.headers["x-correlation-id"]
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_return_cart_on_the_sale_path_is_422(stack: Stack) -> None:
+    _assert_problem(_get(stack.gateways[0], f"/instore/callbacks/carts/{stack.mock.seed['returnCartKey']}"),
+                    422, "cart-is-a-return")
+
+
 def test_unknown_cart_is_404(stack: Stack) -> None:
     body = _assert_problem(_get(stack.gateways[1], "/instore/callbacks/carts/no-such-cart"), 404, "cart-not-found")
     assert body["reason"] == "cart-not-found"
@@ -200,11 +233,13 @@ def test_correlation_id_follows_the_lookup_through_kafka(stack: Stack) -> None:
     assert answered and answered[0]["status"] == "found"
 
 
-def test_no_secret_in_any_log_line(stack: Stack) -> None:
+def test_no_secret_in_any_log_line_and_every_line_is_json(stack: Stack) -> None:
     for service in [*stack.gateways, stack.cart_mapping]:
         output = service.process.output()
         assert API_KEY not in output
         assert "test-secret" not in output
+        for line in output.splitlines():
+            assert isinstance(json.loads(line), dict), f"{service.process.name}: not a JSON line: {line!r}"
 
 
 def test_health_readiness_and_openapi(stack: Stack) -> None:
@@ -212,7 +247,7 @@ def test_health_readiness_and_openapi(stack: Stack) -> None:
     assert httpx.get(gateway.url + "/healthz").json() == {"status": "ok"}
     assert httpx.get(gateway.url + "/readyz").json() == {"status": "ready"}
     spec = httpx.get(gateway.url + "/schema/openapi.json").json()
-    assert "/instore/callbacks/carts/{cart_id}" in spec["paths"]
+    assert "/instore/callbacks/carts/{cartId}" in spec["paths"]
     assert httpx.get(stack.cart_mapping.url + "/healthz").status_code == 200
     assert httpx.get(stack.cart_mapping.url + "/readyz").json() == {"status": "ready"}
 

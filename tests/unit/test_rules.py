@@ -42,27 +42,27 @@ def _order(lines: list[dict[str, Any]], returned: list[dict[str, Any]] | None = 
 
 def test_official_example_cart_decodes_and_empty_cart_is_refused() -> None:
     cart = msgspec.convert(load_example("cart.example.json"), Cart)
-    refusal = rules.check_sale_cart(cart, "EUR")
+    refusal = rules.check_sale_cart(cart, "EUR", ORDER_FIELD)
     assert refusal is not None and refusal.reason == "cart-empty" and refusal.status is LookupStatus.INVALID
 
 
 def test_active_nonempty_cart_in_currency_is_accepted() -> None:
-    assert rules.check_sale_cart(_cart(), "EUR") is None
+    assert rules.check_sale_cart(_cart(), "EUR", ORDER_FIELD) is None
 
 
 def test_custom_line_items_alone_make_a_cart_nonempty() -> None:
     cart = _cart(lineItems=[], customLineItems=[{"id": "c1", "quantity": 1, "slug": "gift-wrap"}])
-    assert rules.check_sale_cart(cart, "EUR") is None
+    assert rules.check_sale_cart(cart, "EUR", ORDER_FIELD) is None
 
 
 @pytest.mark.parametrize("state", ["Ordered", "Merged", "Frozen"])
 def test_cart_not_active_is_a_conflict(state: str) -> None:
-    refusal = rules.check_sale_cart(_cart(cartState=state), "EUR")
+    refusal = rules.check_sale_cart(_cart(cartState=state), "EUR", ORDER_FIELD)
     assert refusal is not None and refusal.status is LookupStatus.CONFLICT and refusal.reason == "cart-not-active"
 
 
 def test_wrong_currency_is_refused() -> None:
-    refusal = rules.check_sale_cart(_cart(), "USD")
+    refusal = rules.check_sale_cart(_cart(), "USD", ORDER_FIELD)
     assert refusal is not None and refusal.reason == "wrong-currency"
 
 
@@ -110,3 +110,9 @@ def test_other_product_or_currency_is_refused() -> None:
     assert _check(cart, {"o1": _order([_line("ol1", 3)])}).reason == "return-product-mismatch"  # type: ignore[union-attr]
     same = _return_cart([_line("r1", 1, custom={ORDER_FIELD: "o1", LINE_FIELD: "ol1"})])
     assert _check(same, {"o1": _order([_line("ol1", 3)], currency="USD")}).reason == "purchase-currency-mismatch"  # type: ignore[union-attr]
+
+
+def test_return_cart_is_refused_on_the_sale_path() -> None:
+    cart = _return_cart([_line("r1", 1, custom={ORDER_FIELD: "o1", LINE_FIELD: "ol1"})])
+    refusal = rules.check_sale_cart(cart, "EUR", ORDER_FIELD)
+    assert refusal is not None and refusal.reason == "cart-is-a-return"

@@ -21,6 +21,7 @@ def main() -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        server_header=False,
     )
 
 

@@ -44,7 +44,8 @@ def create_broker(settings: CartMappingSettings, commerce: CommerceReader) -> Ka
         acks="all",
         enable_idempotence=True,
         linger_ms=0,
-        logger=get_logger("faststream"),
+        # Not "faststream": FastStream gives that stdlib logger a coloured handler of its own.
+        logger=get_logger("instore_cart_mapping.kafka"),
         # No dependency injection: the handler takes the message itself. FastStream's DI
         # resolves a Context parameter in a worker thread per message (a third of this
         # service's CPU under load, measured with py-spy); msgspec does the decoding.
@@ -157,6 +158,7 @@ def create_app(
     app = AsgiFastStream(
         broker,
         lifespan=lifespan,
+        logger=get_logger("instore_cart_mapping.app"),
         specification=AsyncAPI(
             broker,
             title="cart-mapping",

@@ -52,30 +52,40 @@ async def handle_cart_lookup(
         return CartLookupReply(status=LookupStatus.NOT_FOUND, reason="cart-not-found",
                                detail=f"no cart with id or key {request.cart_ref!r}")
     except CommercetoolsError as exc:
-        log.warning("cart_lookup.upstream_error", status=exc.status, code=exc.code)
-        return CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="commerce-unavailable",
-                               detail=f"Composable Commerce answered {exc.status} {exc.code}")
+        return _upstream_error(exc)
     try:
         cart = cart_decoder.decode(response.content)
-    except msgspec.ValidationError as exc:
-        return CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="unexpected-cart-shape", detail=str(exc))
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        log.error("cart_lookup.unexpected_cart_shape", error=str(exc))
+        return CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="unexpected-cart-shape",
+                               detail="Composable Commerce returned a cart this service cannot read")
 
     if request.kind is CartKind.SALE:
-        refusal = rules.check_sale_cart(cart, settings.instore_currency)
+        refusal = rules.check_sale_cart(cart, settings.instore_currency, settings.instore_field_purchase_order_id)
     else:
         refs, refusal = rules.purchase_refs(cart, settings.instore_field_purchase_order_id, settings.instore_field_purchase_line_item_id)
         if refusal is None:
             try:
                 orders = await _load_orders({r.order_ref for r in refs}, commerce)
-            except CommercetoolsError as exc:
-                log.warning("cart_lookup.upstream_error", status=exc.status, code=exc.code)
-                return CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="commerce-unavailable",
-                                       detail=f"Composable Commerce answered {exc.status} {exc.code}")
+            except (CommercetoolsError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+                return _upstream_error(exc)
             refusal = rules.check_return_cart(cart, refs, orders, settings.instore_currency)
     if refusal is not None:
         log.info("cart_lookup.refused", cart_id=cart.id, kind=request.kind.value, reason=refusal.reason)
         return _refused(refusal)
     return CartLookupReply(status=LookupStatus.FOUND, cart=msgspec.Raw(response.content))
+
+
+def _upstream_error(exc: Exception) -> CartLookupReply:
+    """Composable Commerce could not be read: logged in full, answered without internals."""
+    if isinstance(exc, CommercetoolsError):
+        log.warning("cart_lookup.upstream_error", status=exc.status, code=exc.code, message=exc.message)
+        what = f"answered {exc.status}" if exc.status else "could not be reached"
+    else:
+        log.error("cart_lookup.unexpected_order_shape", error=str(exc))
+        what = "returned an order this service cannot read"
+    return CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="commerce-unavailable",
+                           detail=f"Composable Commerce {what}")
 
 
 async def _load_orders(refs: set[str], commerce: CommerceReader) -> dict[str, Order | None]:

@@ -59,12 +59,21 @@ def _common_checks(cart: Cart, currency: str) -> Refusal | None:
     return None
 
 
-def check_sale_cart(cart: Cart, currency: str) -> Refusal | None:
+def check_sale_cart(cart: Cart, currency: str, order_field: str) -> Refusal | None:
     """None when InStore may collect payment for ``cart``, else the :class:`Refusal`.
 
-    ``currency`` is the environment's ISO 4217 code.
+    ``currency`` is the environment's ISO 4217 code; ``order_field`` the line item Custom
+    Field that marks a returned line (LINEITEM_PURCHASEORDERID_FIELD): a cart with such a
+    line is a return cart and is refused on the sale path (assumed — see docs).
     """
-    return _common_checks(cart, currency)
+    refused = _common_checks(cart, currency)
+    if refused:
+        return refused
+    lines = [*cart.lineItems, *cart.customLineItems]
+    if any(_field(line.custom, order_field) for line in lines):
+        return Refusal(LookupStatus.INVALID, "cart-is-a-return",
+                       f"cart {cart.id} has returned lines ({order_field!r} set): use the return cart callback")
+    return None
 
 
 def _field(custom: CustomFields | None, name: str) -> Any:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
+import structlog
 from litestar import Litestar, Request, Response, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
@@ -20,6 +21,8 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from instore_gateway.lookups import CartLookups, KafkaCartLookups
 from instore_gateway.problems import (
+    PROBLEM_JSON,
+    TYPE_BASE,
     Problem,
     ProblemError,
     handle_http_exception,
@@ -43,8 +46,19 @@ API_KEY_HEADER = "x-api-key"
 
 
 # -- middleware -----------------------------------------------------------------------
-def correlation_middleware(app: ASGIApp) -> ASGIApp:
-    """Give every request a correlation id (state, log context, ``X-Correlation-Id`` header) and log one access line."""
+_AMBIGUOUS_PATH = re.compile(rb"%2f|%5c|//", re.IGNORECASE)
+
+
+def edge_middleware(app: ASGIApp) -> ASGIApp:
+    """The outermost layer of the gateway, around routing and error handling.
+
+    - gives every request a correlation id (scope state, log context, ``X-Correlation-Id``
+      header, ``correlationId`` in problem bodies) — unknown routes and 405s included;
+    - refuses a path whose raw form holds an encoded ``/`` or ``\\`` or an empty segment
+      (400): after decoding it could route differently than a proxy in front decided;
+    - marks every answer ``Cache-Control: no-store`` (carts carry customer data);
+    - logs one access line per request (not for the probes).
+    """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,20 +73,35 @@ def correlation_middleware(app: ASGIApp) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-correlation-id", cid.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-correlation-id", cid.encode()),
+                    (b"cache-control", b"no-store"),
+                ]
             await send(message)
-
-        import structlog
 
         with structlog.contextvars.bound_contextvars(correlation_id=cid):
             try:
-                await app(scope, receive, send_wrapper)
+                if _AMBIGUOUS_PATH.search(scope.get("raw_path") or b""):
+                    await _send_problem(send_wrapper, Problem(
+                        type=TYPE_BASE + "invalid-path", title="Invalid path", status=400,
+                        detail="encoded slashes and empty path segments are not accepted",
+                        instance=None, correlationId=cid))
+                else:
+                    await app(scope, receive, send_wrapper)
             finally:
                 if scope["path"] not in ("/healthz", "/readyz"):
                     log.info("http.request", method=scope["method"], path=scope["path"], status=status,
                              ms=round((time.perf_counter() - started) * 1000, 2))
 
     return middleware
+
+
+async def _send_problem(send: Send, problem: Problem) -> None:
+    body = msgspec.json.encode(problem)
+    await send({"type": "http.response.start", "status": problem.status,
+                "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 # -- guard ----------------------------------------------------------------------------
@@ -83,8 +112,9 @@ def callback_api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: Ba
     Raises :class:`ProblemError` 401 otherwise.
     """
     expected: bytes = connection.app.state.callback_api_key
-    given = connection.headers.get(API_KEY_HEADER, "").encode()
-    if not hmac.compare_digest(given, expected):
+    given = connection.headers.getall(API_KEY_HEADER, [])
+    # Exactly one header: with two, a proxy and this guard could each read a different one.
+    if len(given) != 1 or not hmac.compare_digest(given[0].encode(errors="surrogateescape"), expected):
         raise ProblemError(401, "unauthorized", "Unauthorized", "missing or wrong X-Api-Key",
                            headers={"WWW-Authenticate": 'ApiKey header="X-Api-Key"'})
 
@@ -134,7 +164,7 @@ async def _cart_callback(request: Request[Any, Any, State], kind: CartKind, cart
 
 
 @get(
-    "/instore/callbacks/carts/{cart_id:str}",
+    "/instore/callbacks/carts/{cartId:str}",
     guards=[callback_api_key_guard],
     summary="Sale cart callback",
     description="InStore asks for the Cart to collect payment for. Answers the Composable Commerce Cart "
@@ -144,13 +174,13 @@ async def _cart_callback(request: Request[Any, Any, State], kind: CartKind, cart
     operation_id="getSaleCart",
     media_type="application/json",
 )
-async def sale_cart(request: Request[Any, Any, State], cart_id: str) -> Response[bytes]:
+async def sale_cart(request: Request[Any, Any, State], cartId: str) -> Response[bytes]:  # noqa: N803 - the contract's name
     """``GET /instore/callbacks/carts/{cartId}`` — cartId is a cart id or key (assumed — see docs)."""
-    return await _cart_callback(request, CartKind.SALE, cart_id)
+    return await _cart_callback(request, CartKind.SALE, cartId)
 
 
 @get(
-    "/instore/callbacks/return-carts/{cart_id:str}",
+    "/instore/callbacks/return-carts/{cartId:str}",
     guards=[callback_api_key_guard],
     summary="Return cart callback",
     description="InStore asks for the return Cart to refund. Every line must point at a purchased line "
@@ -160,9 +190,9 @@ async def sale_cart(request: Request[Any, Any, State], cart_id: str) -> Response
     operation_id="getReturnCart",
     media_type="application/json",
 )
-async def return_cart(request: Request[Any, Any, State], cart_id: str) -> Response[bytes]:
+async def return_cart(request: Request[Any, Any, State], cartId: str) -> Response[bytes]:  # noqa: N803
     """``GET /instore/callbacks/return-carts/{cartId}`` (assumed — see docs)."""
-    return await _cart_callback(request, CartKind.RETURN, cart_id)
+    return await _cart_callback(request, CartKind.RETURN, cartId)
 
 
 @get("/healthz", tags=["Operations"], summary="Liveness: the process is up")
@@ -219,7 +249,7 @@ def create_app(settings: GatewaySettings | None = None, cart_lookups: CartLookup
             await client.stop()
             log.info("gateway.stopped")
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[sale_cart, return_cart, healthz, readyz],
         lifespan=[lifespan],
         state=State({"callback_api_key": settings.instore_callback_api_key.get_secret_value().encode()}),
@@ -228,7 +258,6 @@ def create_app(settings: GatewaySettings | None = None, cart_lookups: CartLookup
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },
-        middleware=[correlation_middleware],
         openapi_config=OpenAPIConfig(
             title="InStore integration gateway",
             version="0.1.0",
@@ -239,3 +268,6 @@ def create_app(settings: GatewaySettings | None = None, cart_lookups: CartLookup
         debug=False,
         logging_config=None,  # logging is structlog's, configured in __main__
     )
+    # Around Litestar's router and exception handling, so 404 and 405 answers get it too.
+    app.asgi_handler = edge_middleware(app.asgi_handler)
+    return app

@@ -60,7 +60,7 @@ class ProblemError(Exception):
 
 def problem_response(request: Request[Any, Any, Any], problem: Problem, headers: dict[str, str] | None = None) -> Response[bytes]:
     """A Litestar response carrying ``problem`` as ``application/problem+json``."""
-    problem.instance = problem.instance or request.url.path
+    problem.instance = problem.instance or request.scope["path"]
     problem.correlationId = request.scope.get("state", {}).get("correlation_id")
     return Response(
         content=msgspec.json.encode(problem),
