@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,16 +34,18 @@ class Stack:
     gateways: list[Service]
     cart_mapping: Service
     mock: CtMock
+    cart_mapping_group: str
 
 
 @pytest.fixture(scope="module")
 def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
     common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "KAFKA_TOPIC_PARTITIONS": "3"}
     port = free_port()
+    group = f"cart-mapping-e2e-{uuid.uuid4().hex[:8]}"
     cart_mapping = start_service(
         "cart-mapping", "instore_cart_mapping",
         {**common, **ct_mock.settings_env(), "CART_MAPPING_HTTP_PORT": str(port),
-         "CART_MAPPING_CONSUMER_GROUP": f"cart-mapping-e2e-{uuid.uuid4().hex[:8]}"},
+         "CART_MAPPING_CONSUMER_GROUP": group},
         port,
     )
     gateways = []
@@ -55,7 +58,7 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
                  "GATEWAY_CART_LOOKUP_TIMEOUT_SECONDS": "2"},
                 port,
             ))
-        yield Stack(gateways, cart_mapping, ct_mock)
+        yield Stack(gateways, cart_mapping, ct_mock, group)
     finally:
         for service in [*gateways, cart_mapping]:
             service.stop()
@@ -266,8 +269,26 @@ def test_unreachable_broker_is_503_and_not_ready() -> None:
         _assert_clean_stop(gateway, "gateway.stopped")
 
 
-def test_cart_mapping_down_is_504_and_it_shuts_down_cleanly(stack: Stack) -> None:
-    """Last on purpose: stops cart-mapping (SIGTERM must end it cleanly), then lookups time out."""
+def test_cart_mapping_down_is_504_and_a_restart_serves_again(stack: Stack, kafka: Kafka) -> None:
+    """Last on purpose: stops cart-mapping (SIGTERM must end it cleanly), lookups time out,
+    then a new cart-mapping process in the same consumer group serves the running gateways."""
     _assert_clean_stop(stack.cart_mapping, "cart_mapping.stopped")
-    response = _get(stack.gateways[0], f"/instore/callbacks/carts/{stack.mock.seed['saleCartKey']}")
-    _assert_problem(response, 504, "cart-lookup-timeout")
+    path = f"/instore/callbacks/carts/{stack.mock.seed['saleCartKey']}"
+    _assert_problem(_get(stack.gateways[0], path), 504, "cart-lookup-timeout")
+
+    port = free_port()
+    restarted = start_service(
+        "cart-mapping-restarted", "instore_cart_mapping",
+        {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **stack.mock.settings_env(),
+         "CART_MAPPING_HTTP_PORT": str(port), "CART_MAPPING_CONSUMER_GROUP": stack.cart_mapping_group},
+        port,
+    )
+    try:
+        deadline = time.monotonic() + 30  # the group rebalance hands it the partitions
+        while True:
+            response = _get(stack.gateways[1], path)
+            if response.status_code == 200 or time.monotonic() > deadline:
+                break
+        assert response.status_code == 200, response.text
+    finally:
+        _assert_clean_stop(restarted, "cart_mapping.stopped")
