@@ -37,7 +37,7 @@ API_KEY = "bench-callback-key-" + uuid.uuid4().hex
 
 @dataclass
 class Figures:
-    """Latency (ms) and throughput (requests/s) of one target."""
+    """Latency (ms), throughput (requests/s) and CPU ms per request (by process) of one target."""
 
     name: str
     seq_p50: float
@@ -46,6 +46,18 @@ class Figures:
     conc_p50: float
     conc_p99: float
     errors: int
+    cpu_ms: dict[str, float]
+
+
+def _cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:
+    out = {}
+    for name, proc in procs.items():
+        try:
+            times = proc.cpu_times()
+            out[name] = times.user + times.system
+        except psutil.Error:
+            out[name] = 0.0
+    return out
 
 
 def _pct(samples: list[float], q: float) -> float:
@@ -54,7 +66,7 @@ def _pct(samples: list[float], q: float) -> float:
 
 
 async def _measure(name: str, url: str, headers: dict[str, str], sequential: int, seconds: float,
-                   concurrency: int, warmup: float) -> Figures:
+                   concurrency: int, warmup: float, procs: dict[str, psutil.Process]) -> Figures:
     connector = aiohttp.TCPConnector(limit=concurrency + 4)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
         errors = 0
@@ -79,12 +91,15 @@ async def _measure(name: str, url: str, headers: dict[str, str], sequential: int
         seq = [await once() for _ in range(sequential)]
 
         conc: list[float] = []
+        cpu_before = _cpu_seconds(procs)
         started = time.perf_counter()
         until = started + seconds
         await asyncio.gather(*(load(until, conc) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+        cpu_after = _cpu_seconds(procs)
+    cpu_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / max(1, len(conc)) for k in procs}
     return Figures(name, _pct(seq, 0.5), _pct(seq, 0.99), len(conc) / elapsed, _pct(conc, 0.5), _pct(conc, 0.99),
-                   errors)
+                   errors, cpu_ms)
 
 
 class RssSampler:
@@ -153,14 +168,19 @@ def main(argv: list[str] | None = None) -> None:
         direct_url = f"{mock.url}/{mock.seed['projectKey']}/carts/key={cart_key}"
         callback_url = f"{services[1].url}/instore/callbacks/carts/{cart_key}"
         pids = {"gateway": services[1].process.proc.pid, "cart-mapping": services[0].process.proc.pid}
+        procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        procs["mock"] = psutil.Process(mock.process.proc.pid)
+        if kafka.home is not None:
+            procs["kafka"] = psutil.Process(int((kafka.home / "kafka.pid").read_text()))
+        procs["load generator"] = psutil.Process()
         with RssSampler(pids) as rss:
             step(f"direct GET of the cart from the mock: {args.sequential} sequential, "
                  f"{args.seconds:g} s at {args.concurrency} clients …")
             direct = asyncio.run(_measure("direct GET (mock)", direct_url, {"Authorization": f"Bearer {token}"},
-                                          args.sequential, args.seconds, args.concurrency, args.warmup))
+                                          args.sequential, args.seconds, args.concurrency, args.warmup, procs))
             step("sale cart callback through gateway → Kafka → cart-mapping → mock …")
             callback = asyncio.run(_measure("callback (gateway)", callback_url, {"X-Api-Key": API_KEY},
-                                            args.sequential, args.seconds, args.concurrency, args.warmup))
+                                            args.sequential, args.seconds, args.concurrency, args.warmup, procs))
     finally:
         for service in services:
             service.stop()
@@ -183,6 +203,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"latency ratio callback/direct, p50: {callback.seq_p50 / direct.seq_p50:6.2f}")
     for name, peak in rss.peak.items():
         print(f"peak RSS {name:<13}            {peak:6.0f} MB   (target < 150 MB) {_mark(peak < 150)}")
+    print()
+    print(f"CPU ms per request at {args.concurrency} clients (2 cores = 2,000 ms/s shared by all):")
+    for f in (direct, callback):
+        parts = ", ".join(f"{name} {ms:.2f}" for name, ms in f.cpu_ms.items() if ms > 0.005)
+        print(f"  {f.name:<20} {sum(f.cpu_ms.values()):5.2f}  ({parts})")
     if direct.errors or callback.errors:
         raise SystemExit(f"bench: {direct.errors + callback.errors} requests failed")
 
