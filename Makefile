@@ -5,12 +5,12 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.local/uv/bin/uv)
 UV_VERSION := 0.13.9
 
-.PHONY: help install run test test-unit test-contract test-integration test-e2e bench settings-doc clean
+.PHONY: help install run token test test-unit test-contract test-integration test-e2e bench settings-doc clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
-install: ## set up everything on a fresh machine: uv, Python deps, the commercetools mock, Kafka jars
+install: ## set up everything on a fresh machine: uv, Python deps, the commercetools mock, Kafka jars, redis-server
 	@command -v node >/dev/null && command -v npm >/dev/null || { echo "install: Node.js 20+ and npm are needed for the commercetools mock"; exit 1; }
 	@test -x "$(UV)" || { python3 -m venv .local/uv && .local/uv/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; } \
 	  || { echo "install: could not install uv (on Debian/Ubuntu: apt-get install python3-venv)"; exit 1; }
@@ -21,10 +21,20 @@ install: ## set up everything on a fresh machine: uv, Python deps, the commercet
 	@# the Kafka jars (needs Java 17+ and Maven); skipped with an external broker in KAFKA_BOOTSTRAP_SERVERS
 	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then echo "install: KAFKA_BOOTSTRAP_SERVERS is set: no local Kafka jars"; \
 	else bash scripts/kafka.sh install; fi
+	@# redis-server for the token-vault tests (Debian/Ubuntu package); skipped with an external Redis in REDIS_URL
+	@if [ -n "$$REDIS_URL" ] || command -v redis-server >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "install: installing redis-server (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+	  || echo "install: apt-get could not install redis-server (the token-vault tests need it)"; \
+	else echo "install: redis-server is missing (the token-vault tests need it): sudo apt-get install redis-server, or set REDIS_URL"; fi
 	@echo "install: done"
 
 run: ## start Kafka, the seeded commercetools mock, cart-mapping and the gateway; Ctrl-C stops all
 	bash scripts/run-local.sh
+
+token: ## mint a colleague token from the local IMS (make -s token USER_ID=colleague-42)
+	@$(UV) run --frozen python -m instore_devfakes token --user $(or $(USER_ID),colleague-42)
 
 test: ## every test tier: unit, contract, integration (real Kafka + mock), end-to-end
 	$(UV) run --frozen pytest -ra

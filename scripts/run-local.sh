@@ -4,6 +4,8 @@
 # Starts, unless told otherwise by the environment:
 #   - Apache Kafka 4 (one KRaft node on 127.0.0.1:$KAFKA_PORT)       — skipped when KAFKA_BOOTSTRAP_SERVERS is set
 #   - the commercetools mock, seeded (127.0.0.1:$CTP_MOCK_PORT)       — skipped when CTP_CLIENT_ID is set (real project)
+#   - the dev fakes: a local IMS and a fake InStore auth API (127.0.0.1:$DEVFAKES_HTTP_PORT)
+#                                                                     — skipped when INSTORE_AUTH_BASE_URL is set
 #   - cart-mapping (health on $CART_MAPPING_HTTP_PORT) and the gateway ($GATEWAY_HTTP_PORT)
 # then prints a curl for each callback. Ctrl-C stops every process it started.
 set -euo pipefail
@@ -19,6 +21,7 @@ export INSTORE_CALLBACK_API_KEY="${INSTORE_CALLBACK_API_KEY:-local-dev-callback-
 export KAFKA_PORT="${KAFKA_PORT:-9092}"
 export KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 export CTP_MOCK_PORT="${CTP_MOCK_PORT:-8989}"
+export DEVFAKES_HTTP_PORT="${DEVFAKES_HTTP_PORT:-8090}"
 export LOG_JSON="${LOG_JSON:-false}"
 
 say() { printf '\033[1m[run]\033[0m %s\n' "$*"; }
@@ -30,6 +33,8 @@ need_port() { port_free "$1" || die "port $1 ($2) is taken; stop what uses it or
 
 need_port "$GATEWAY_HTTP_PORT" gateway GATEWAY_HTTP_PORT
 need_port "$CART_MAPPING_HTTP_PORT" "cart-mapping health" CART_MAPPING_HTTP_PORT
+[[ -n "${INSTORE_AUTH_BASE_URL:-}" ]] \
+  || need_port "$DEVFAKES_HTTP_PORT" "dev fakes: local IMS, fake InStore auth" DEVFAKES_HTTP_PORT
 
 PIDS=()
 KAFKA_STARTED=0
@@ -83,6 +88,22 @@ else
   export CTP_PROJECT_KEY="${CTP_PROJECT_KEY:-instore-demo}"
   export CTP_CLIENT_ID="local-client" CTP_CLIENT_SECRET="local-secret"
   export CTP_AUTH_URL="http://127.0.0.1:$CTP_MOCK_PORT" CTP_API_URL="http://127.0.0.1:$CTP_MOCK_PORT"
+fi
+
+# -- dev fakes: local IMS + fake InStore auth API ---------------------------------------
+if [[ -n "${INSTORE_AUTH_BASE_URL:-}" ]]; then
+  say "InStore auth: using INSTORE_AUTH_BASE_URL=$INSTORE_AUTH_BASE_URL (no dev fakes)"
+else
+  say "dev fakes: starting the local IMS and the fake InStore auth API on 127.0.0.1:$DEVFAKES_HTTP_PORT"
+  "$PY" -m instore_devfakes &
+  PIDS+=($!)
+  for _ in $(seq 1 300); do
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$DEVFAKES_HTTP_PORT/healthz")" == 200 ]] && break
+    kill -0 "${PIDS[-1]}" 2>/dev/null || die "the dev fakes exited (see their lines above)"
+    sleep 0.1
+  done
+  [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$DEVFAKES_HTTP_PORT/healthz")" == 200 ]] \
+    || die "the dev fakes did not start in 30 s"
 fi
 
 # -- our services ---------------------------------------------------------------------

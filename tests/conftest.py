@@ -27,7 +27,7 @@ def load_example(name: str) -> dict[str, Any]:
 # -- real parts (started only by the tests that ask for them) -------------------------
 from collections.abc import Iterator  # noqa: E402
 
-from tests.support.processes import CtMock, Kafka, start_ct_mock, start_kafka  # noqa: E402
+from tests.support.processes import CtMock, Kafka, RedisServer, start_ct_mock, start_kafka, start_redis  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +36,14 @@ def kafka() -> Iterator[Kafka]:
     broker = start_kafka()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[RedisServer]:
+    """A real Redis: ``REDIS_URL``, else a local ``redis-server`` for this run (nothing persisted)."""
+    server = start_redis()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 - Apache Kafka: ``KAFKA_BOOTSTRAP_SERVERS`` when set (CI starts one broker for the whole
   run), else a single KRaft node started by ``scripts/kafka.sh`` on free ports.
+- Redis (the gateway's token vault): ``REDIS_URL`` when set, else ``redis-server`` from
+  the distribution (``apt-get install redis-server``) on a free port, nothing persisted.
 - Composable Commerce: the npm ``@labdigital/commercetools-mock`` server
   (``tools/ct-mock/server.mjs``), seeded, on a free port.
 - Our services, as ``python -m`` processes with their settings in the environment.
@@ -153,6 +155,60 @@ def start_kafka(port: int | None = None, controller_port: int | None = None) -> 
     if result.returncode != 0:
         raise RuntimeError(f"local Kafka did not start:\n{result.stdout}\n{result.stderr}")
     return Kafka(bootstrap, home)
+
+
+@dataclass
+class RedisServer:
+    """A reachable Redis; ``stop`` ends it when this run started it."""
+
+    url: str
+    process: LoggedProcess | None = None
+
+    def stop(self) -> None:
+        """Stop the server this test run started (no-op for an external one)."""
+        if self.process is not None:
+            self.process.stop()
+
+
+def _redis_answers(port: int) -> bool:
+    """True when a Redis on 127.0.0.1:``port`` answers PING (raw RESP, no client library)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(timeout: float = 20) -> RedisServer:
+    """The Redis named by ``REDIS_URL``, else a fresh ``redis-server`` on a free port.
+
+    The local one binds 127.0.0.1, persists nothing (``--save '' --appendonly no``) and is
+    ready when it answers PING. Raises ``RuntimeError`` when ``redis-server`` is not
+    installed or exits, ``TimeoutError`` after ``timeout`` s without a PONG.
+    """
+    external = os.environ.get("REDIS_URL")
+    if external:
+        return RedisServer(external)
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: run `make install` as root, "
+                           "or `apt-get install redis-server` (or set REDIS_URL to a Redis)")
+    port = free_port()
+    process = LoggedProcess("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no"], dict(os.environ))
+
+    def ready() -> bool:
+        if not process.alive():
+            raise RuntimeError(process.describe())
+        return _redis_answers(port)
+
+    try:
+        wait_until(ready, timeout, "redis-server to answer PING")
+    except BaseException:
+        process.stop()
+        raise
+    return RedisServer(f"redis://127.0.0.1:{port}/0", process)
 
 
 @dataclass

@@ -7,18 +7,23 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import structlog
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Request, Response, Router, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.params import FromPath
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from instore_gateway.identity import ImsVerifier
+from instore_gateway.instore_auth import InStoreAuthClient
 from instore_gateway.lookups import CartLookups, KafkaCartLookups
 from instore_gateway.problems import (
     PROBLEM_JSON,
@@ -28,8 +33,11 @@ from instore_gateway.problems import (
     handle_http_exception,
     handle_problem,
     handle_unexpected,
+    redact_path,
 )
+from instore_gateway.sessions import EventPublisher, create_session, token_callback_handler
 from instore_gateway.settings import GatewaySettings
+from instore_gateway.vault import TokenVault, create_vault
 from instore_shared.contract.cart_lookup import CartKind, CartLookupReply, LookupStatus
 from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.rpc import BrokerUnavailable, ReplyTimeout, RequestReplyClient
@@ -91,7 +99,7 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
                     await app(scope, receive, send_wrapper)
             finally:
                 if scope["path"] not in ("/healthz", "/readyz"):
-                    log.info("http.request", method=scope["method"], path=scope["path"], status=status,
+                    log.info("http.request", method=scope["method"], path=redact_path(scope["path"]), status=status,
                              ms=round((time.perf_counter() - started) * 1000, 2))
 
     return middleware
@@ -174,7 +182,7 @@ async def _cart_callback(request: Request[Any, Any, State], kind: CartKind, cart
     operation_id="getSaleCart",
     media_type="application/json",
 )
-async def sale_cart(request: Request[Any, Any, State], cartId: str) -> Response[bytes]:  # noqa: N803 - the contract's name
+async def sale_cart(request: Request[Any, Any, State], cartId: FromPath[str]) -> Response[bytes]:  # noqa: N803 - the contract's name
     """``GET /instore/callbacks/carts/{cartId}`` — cartId is a cart id or key (assumed — see docs)."""
     return await _cart_callback(request, CartKind.SALE, cartId)
 
@@ -190,7 +198,7 @@ async def sale_cart(request: Request[Any, Any, State], cartId: str) -> Response[
     operation_id="getReturnCart",
     media_type="application/json",
 )
-async def return_cart(request: Request[Any, Any, State], cartId: str) -> Response[bytes]:  # noqa: N803
+async def return_cart(request: Request[Any, Any, State], cartId: FromPath[str]) -> Response[bytes]:  # noqa: N803
     """``GET /instore/callbacks/return-carts/{cartId}`` (assumed — see docs)."""
     return await _cart_callback(request, CartKind.RETURN, cartId)
 
@@ -201,56 +209,103 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", tags=["Operations"], summary="Readiness: connected to Kafka",
+@get("/readyz", tags=["Operations"], summary="Readiness: Kafka and the token vault answer",
      responses={503: ResponseSpec(data_container=Problem, description="not connected to Kafka")})
 async def readyz(request: Request[Any, Any, State]) -> dict[str, str]:
-    """200 when Kafka answers now, else a 503 problem body."""
-    if await request.app.state.cart_lookups.ready():
-        return {"status": "ready"}
-    raise ProblemError(503, "not-ready", "Not ready", "not connected to Kafka", headers={"Retry-After": "2"})
+    """200 when Kafka and the token vault answer now, else a 503 problem body."""
+    if not await request.app.state.cart_lookups.ready():
+        raise ProblemError(503, "not-ready", "Not ready", "not connected to Kafka", headers={"Retry-After": "2"})
+    if not await request.app.state.vault.ready():
+        raise ProblemError(503, "not-ready", "Not ready", "the token vault cannot be reached",
+                           headers={"Retry-After": "2"})
+    return {"status": "ready"}
 
 
 # -- assembly -------------------------------------------------------------------------
-def create_app(settings: GatewaySettings | None = None, cart_lookups: CartLookups | None = None) -> Litestar:
+@dataclass
+class Ports:
+    """What the gateway talks to; each left None is built from settings and closed with the app.
+
+    Tests pass fakes: ``cart_lookups`` (:class:`CartLookups`), ``events``
+    (:class:`~instore_gateway.sessions.EventPublisher`), ``vault``
+    (:class:`~instore_gateway.vault.TokenVault`), ``ims`` (:class:`ImsVerifier`),
+    ``instore_auth`` (:class:`InStoreAuthClient`).
+    """
+
+    cart_lookups: CartLookups | None = None
+    events: EventPublisher | None = None
+    vault: TokenVault | None = None
+    ims: ImsVerifier | None = None
+    instore_auth: InStoreAuthClient | None = None
+
+
+def create_app(settings: GatewaySettings | None = None, ports: Ports | None = None) -> Litestar:
     """The gateway application.
 
     Args:
         settings: read from the environment when omitted.
-        cart_lookups: the cart lookup port; when omitted, a Kafka request/reply client is
-            started and stopped with the app (topics are created when missing).
+        ports: fakes for tests; what is missing is built from ``settings`` (a Kafka
+            request/reply client that also publishes events — topics created when missing —,
+            the token vault, the IMS verifier, the InStore auth client).
     """
     settings = settings or GatewaySettings()
+    given = ports or Ports()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        if cart_lookups is not None:
-            app.state.cart_lookups = cart_lookups
-            yield
-            return
+        closers: list[Any] = []
+        client: RequestReplyClient | None = None
+        if given.cart_lookups is None or given.events is None:
 
-        async def create_topics() -> None:
-            await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS,
-                                settings.kafka_topic_partitions, settings.kafka_topic_replication_factor,
-                                timeout=5.0, client_options=settings.kafka_client_options())
+            async def create_topics() -> None:
+                await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS,
+                                    settings.kafka_topic_partitions, settings.kafka_topic_replication_factor,
+                                    timeout=5.0, client_options=settings.kafka_client_options())
 
-        client = RequestReplyClient(
-            settings.kafka_bootstrap_servers, CART_REPLIES.name, f"{settings.kafka_client_id_prefix}-gateway",
-            prepare=create_topics if settings.kafka_create_topics else None,
-            client_options=settings.kafka_client_options(),
+            client = RequestReplyClient(
+                settings.kafka_bootstrap_servers, CART_REPLIES.name, f"{settings.kafka_client_id_prefix}-gateway",
+                prepare=create_topics if settings.kafka_create_topics else None,
+                client_options=settings.kafka_client_options(),
+            )
+            await client.start()
+            if settings.gateway_kafka_connect_wait_seconds:
+                await client.wait_connected(settings.gateway_kafka_connect_wait_seconds)
+        # "is None", not "or": an empty in-memory vault is falsy (it has a length).
+        app.state.cart_lookups = given.cart_lookups if given.cart_lookups is not None else KafkaCartLookups(
+            client, settings.gateway_cart_lookup_timeout_seconds)  # type: ignore[arg-type]
+        app.state.events = given.events if given.events is not None else client
+        app.state.vault = given.vault if given.vault is not None else create_vault(settings)
+        app.state.ims = given.ims if given.ims is not None else ImsVerifier(
+            settings.ims_jwks_url, settings.ims_issuer, settings.ims_audience,
+            [a.strip() for a in settings.ims_algorithms.split(",") if a.strip()],
+            leeway_seconds=settings.ims_leeway_seconds,
         )
-        await client.start()
-        if settings.gateway_kafka_connect_wait_seconds:
-            await client.wait_connected(settings.gateway_kafka_connect_wait_seconds)
-        app.state.cart_lookups = KafkaCartLookups(client, settings.gateway_cart_lookup_timeout_seconds)
-        log.info("gateway.started", port=settings.gateway_http_port)
+        app.state.instore_auth = given.instore_auth if given.instore_auth is not None else InStoreAuthClient(
+            settings.instore_auth_base_url, settings.instore_auth_token_path, settings.instore_auth_request_body,
+            settings.instore_tenant_id, settings.instore_connection_key.get_secret_value(),
+            settings.instore_auth_scopes.split(), settings.instore_auth_timeout_seconds,
+        )
+        closers += [x for x, g in ((app.state.vault, given.vault), (app.state.ims, given.ims),
+                                   (app.state.instore_auth, given.instore_auth)) if g is None]
+        log.info("gateway.started", port=settings.gateway_http_port, vault=settings.token_vault_backend)
         try:
             yield
         finally:
-            await client.stop()
+            if client is not None:
+                await client.stop()
+            for closer in closers:
+                await closer.aclose()
             log.info("gateway.stopped")
 
     app = Litestar(
-        route_handlers=[sale_cart, return_cart, healthz, readyz],
+        route_handlers=[
+            sale_cart, return_cart, token_callback_handler(callback_api_key_guard), healthz, readyz,
+            # POST /sessions alone is rate-limited, per client address (in this replica's memory).
+            Router("/", route_handlers=[create_session], middleware=[
+                RateLimitConfig(rate_limit=("minute", settings.sessions_rate_limit_per_minute),
+                                set_rate_limit_headers=True).middleware,
+            ]),
+        ],
         lifespan=[lifespan],
         state=State({"callback_api_key": settings.instore_callback_api_key.get_secret_value().encode()}),
         exception_handlers={
@@ -262,7 +317,7 @@ def create_app(settings: GatewaySettings | None = None, cart_lookups: CartLookup
             title="InStore integration gateway",
             version="0.1.0",
             description="The HTTP face of the commercetools InStore integration server: callbacks "
-            "(guarded by the Callback API Key) and operations endpoints.",
+            "(guarded by the Callback API Key), colleague sessions for the host app, operations endpoints.",
             path="/schema",
         ),
         debug=False,

@@ -7,6 +7,7 @@ stable URI per kind of problem; clients switch on it, never on the text.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -18,6 +19,13 @@ from instore_shared.logging import get_logger
 log = get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+
+_TOKEN_PATH = re.compile(r"^(/instore/callbacks/tokens/)[^/]*")
+
+
+def redact_path(path: str) -> str:
+    """``path`` fit for logs and problem bodies: a user key in the token callback becomes ``***``."""
+    return _TOKEN_PATH.sub(r"\1***", path)
 TYPE_BASE = "urn:instore-integration:problem:"
 
 
@@ -60,7 +68,7 @@ class ProblemError(Exception):
 
 def problem_response(request: Request[Any, Any, Any], problem: Problem, headers: dict[str, str] | None = None) -> Response[bytes]:
     """A Litestar response carrying ``problem`` as ``application/problem+json``."""
-    problem.instance = problem.instance or request.scope["path"]
+    problem.instance = problem.instance or redact_path(request.scope["path"])
     problem.correlationId = request.scope.get("state", {}).get("correlation_id")
     return Response(
         content=msgspec.json.encode(problem),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Literal, Self
 
+from pydantic import Field, SecretStr, model_validator
+
+from instore_gateway.session_settings import SessionSettings
 from instore_shared.settings import BaseServiceSettings
 
 
-class GatewaySettings(BaseServiceSettings):
+class GatewaySettings(BaseServiceSettings, SessionSettings):
     """Settings of the gateway, the only HTTP face of the integration."""
 
     gateway_http_host: str = "127.0.0.1"
@@ -24,3 +27,28 @@ class GatewaySettings(BaseServiceSettings):
 
     gateway_kafka_connect_wait_seconds: float = Field(default=0.0, ge=0)
     """At start-up, wait this long for Kafka before serving (0: serve at once and answer 503 until connected)."""
+
+    token_vault_backend: Literal["memory", "redis"] = "memory"
+    """Where user access tokens wait for InStore under their user keys: memory (one replica only) or redis (shared by every replica)."""
+
+    token_vault_redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    """Redis URL of the token vault (redis:// or rediss:// for TLS; may hold a password) when the backend is redis."""
+
+    token_vault_encryption_keys: SecretStr = SecretStr("")
+    """Comma-separated Fernet keys encrypting tokens in Redis; the first encrypts, all decrypt (rotation). Required with redis."""
+
+    @model_validator(mode="after")
+    def _token_vault_is_complete(self) -> Self:
+        keys = self.token_vault_keys()
+        if self.token_vault_backend == "redis" and not keys:
+            raise ValueError("TOKEN_VAULT_BACKEND=redis needs TOKEN_VAULT_ENCRYPTION_KEYS (comma-separated Fernet keys)")
+        if keys:
+            from instore_gateway.vault import fernets_from_keys  # raises ValueError naming the variable, not the key
+
+            fernets_from_keys(keys)
+        return self
+
+    def token_vault_keys(self) -> list[str]:
+        """``TOKEN_VAULT_ENCRYPTION_KEYS`` split at commas, blanks dropped (first one encrypts)."""
+        raw = self.token_vault_encryption_keys.get_secret_value()
+        return [key.strip() for key in raw.split(",") if key.strip()]

@@ -299,6 +299,22 @@ class RequestReplyClient:
         finally:
             self._pending.pop(cid, None)
 
+    async def publish(self, topic: str, key: str, value: bytes, *, message_type: str, timeout: float) -> None:
+        """Publish one event (acks=all, idempotent) on this client's connection.
+
+        Raises :class:`BrokerUnavailable` when not connected or not acknowledged within ``timeout`` s.
+        """
+        if not self._connected.is_set() or self._producer is None:
+            raise BrokerUnavailable("not connected to Kafka")
+        headers = {h.CONTENT_TYPE: h.JSON, h.MESSAGE_TYPE: message_type}
+        try:
+            await asyncio.wait_for(
+                self._producer.send_and_wait(topic, value, key=key.encode(), headers=h.encode_headers(headers)),
+                timeout,
+            )
+        except (TimeoutError, KafkaError) as exc:
+            raise BrokerUnavailable(f"publish to {topic} failed: {type(exc).__name__}") from exc
+
     @property
     def pending(self) -> int:
         """Requests waiting for a reply now."""

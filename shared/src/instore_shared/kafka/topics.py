@@ -41,5 +41,12 @@ CART_REPLIES = Topic(
     ),
 )
 
-ALL_TOPICS: tuple[Topic, ...] = (CART_REQUESTS, CART_REPLIES)
+SESSION_EVENTS = Topic(
+    name="instore.session-events.v1",
+    key="the colleague's user id",
+    schema="instore_shared.contract.sessions.SessionStarted",
+    description="Audit trail of colleague sessions the gateway opened (no tokens, no keys).",
+)
+
+ALL_TOPICS: tuple[Topic, ...] = (CART_REQUESTS, CART_REPLIES, SESSION_EVENTS)
 """Every topic of this release, in the order they are created."""

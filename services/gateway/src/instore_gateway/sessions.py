@@ -1,0 +1,216 @@
+"""Colleague sessions: ``POST /sessions`` for the host app and InStore's token callback.
+
+Flow (https://docs.commercetools.com/instore/ — the user access token never travels
+through the browser; shapes assumed — see ../shared/reference/instore-contract.md §2–3):
+
+1. The host app sends ``Authorization: Bearer <IMS token>`` and
+   ``{"locationId", "workstationId"}``. The IMS token is verified (:mod:`identity`).
+2. The gateway asks InStore for the colleague's user access token (:mod:`instore_auth`),
+   draws a user key (256 bits from ``secrets``, URL-safe, 43 characters), keeps the token
+   under it in the vault until the token expires, publishes a ``session-started`` audit
+   event (no secrets), and answers ``201 {"userAccessToken", "userKey", "expiresAt"}``.
+3. InStore calls ``GET /instore/callbacks/tokens/{userKey}`` with the Callback API Key and
+   gets ``{"access_token", "token_type": "Bearer", "expires_in"}`` (RFC 6749 §5.1).
+
+Nothing else — tenant id, connection key, commerce tokens — ever reaches the client.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Protocol
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, JSONBody
+
+from instore_gateway.identity import IdentityProviderUnavailable, ImsVerifier, InvalidIdentity
+from instore_gateway.instore_auth import InStoreAuthClient, InStoreAuthTimeout, InStoreAuthUnavailable
+from instore_gateway.problems import Problem, ProblemError
+from instore_gateway.vault import StoredToken, TokenVault, VaultUnavailable
+from instore_shared.contract import sessions as contract
+from instore_shared.kafka.rpc import BrokerUnavailable
+from instore_shared.kafka.topics import SESSION_EVENTS
+from instore_shared.logging import get_logger
+
+log = get_logger(__name__)
+
+USER_KEY = re.compile(r"^[A-Za-z0-9_-]{43}$")
+"""A user key as :func:`new_user_key` draws them: 32 random bytes, URL-safe base64, no padding."""
+
+_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+PROBLEM_JSON = "application/problem+json"
+
+
+def new_user_key() -> str:
+    """A fresh user key: 256 bits from the OS CSPRNG, URL-safe (43 characters of ``A-Za-z0-9_-``)."""
+    return secrets.token_urlsafe(32)
+
+
+class SessionRequest(msgspec.Struct, kw_only=True, rename="camel"):
+    """Body of ``POST /sessions``: where the colleague works (InStore location and workstation ids)."""
+
+    location_id: Annotated[str, msgspec.Meta(pattern=_ID, description="InStore location id")]
+    workstation_id: Annotated[str, msgspec.Meta(pattern=_ID, description="InStore workstation id")]
+
+
+class SessionResponse(msgspec.Struct, kw_only=True, rename="camel"):
+    """Answer of ``POST /sessions``: the user access token for the host app, its user key, its expiry (RFC 3339)."""
+
+    user_access_token: str
+    user_key: str
+    expires_at: str
+
+
+class TokenResponse(msgspec.Struct, kw_only=True):
+    """Answer of the token callback (OAuth 2.0 shape, RFC 6749 §5.1); ``expires_in`` in seconds."""
+
+    access_token: str
+    expires_in: int
+    token_type: str = "Bearer"
+
+
+class EventPublisher(Protocol):
+    """Publishes one event to Kafka (``RequestReplyClient.publish``). Raises ``BrokerUnavailable``."""
+
+    async def publish(self, topic: str, key: str, value: bytes, *, message_type: str, timeout: float) -> None:
+        """Publish ``value`` keyed by ``key``."""
+        ...
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def colleague_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Let through only a request with a valid IMS bearer token; the colleague goes to ``scope["state"]``.
+
+    Raises :class:`ProblemError` 401 (invalid token) or 502 (the IMS's keys cannot be fetched).
+    """
+    header = connection.headers.getall("authorization", [])
+    scheme, _, token = header[0].partition(" ") if len(header) == 1 else ("", "", "")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ProblemError(401, "unauthorized", "Unauthorized", "an IMS bearer token is required",
+                           headers={"WWW-Authenticate": 'Bearer realm="instore-integration"'})
+    verifier: ImsVerifier = connection.app.state.ims
+    try:
+        colleague = await verifier.verify(token.strip())
+    except InvalidIdentity as exc:
+        log.info("session.refused", reason=exc.reason)
+        raise ProblemError(401, "unauthorized", "Unauthorized", "the IMS token is not valid",
+                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc
+    except IdentityProviderUnavailable as exc:
+        raise ProblemError(502, "identity-provider-unavailable", "Identity provider unavailable",
+                           "the identity system's keys could not be fetched") from exc
+    connection.scope["state"]["colleague"] = colleague
+
+
+_PROBLEM = {"media_type": PROBLEM_JSON, "data_container": Problem}
+
+
+@post(
+    "/sessions",
+    guards=[colleague_guard],
+    status_code=201,
+    summary="Open a colleague session (host app)",
+    description="Needs `Authorization: Bearer <IMS token>`. Answers the InStore user access token and "
+    "the user key InStore will present to the token callback.",
+    tags=["Host app"],
+    operation_id="createSession",
+    responses={
+        400: ResponseSpec(description="body is not {locationId, workstationId}", **_PROBLEM),
+        401: ResponseSpec(description="missing or invalid IMS token", **_PROBLEM),
+        429: ResponseSpec(description="too many sessions from this client", **_PROBLEM),
+        502: ResponseSpec(description="the IMS or InStore's auth API failed", **_PROBLEM),
+        503: ResponseSpec(description="token vault or Kafka unavailable", **_PROBLEM),
+        504: ResponseSpec(description="InStore's auth API timed out", **_PROBLEM),
+    },
+)
+async def create_session(request: Request[Any, Any, State], data: JSONBody[SessionRequest]) -> SessionResponse:
+    """``POST /sessions`` (assumed — see docs)."""
+    state = request.app.state
+    colleague = request.scope["state"]["colleague"]
+    auth: InStoreAuthClient = state.instore_auth
+    try:
+        issued = await auth.user_access_token(colleague.user_id, data.location_id, data.workstation_id)
+    except InStoreAuthTimeout as exc:
+        raise ProblemError(504, "instore-auth-timeout", "InStore auth timed out",
+                           "InStore did not issue the user access token in time") from exc
+    except InStoreAuthUnavailable as exc:
+        raise ProblemError(502, "instore-auth-unavailable", "InStore auth unavailable",
+                           "InStore did not issue a user access token") from exc
+    user_key = new_user_key()
+    vault: TokenVault = state.vault
+    try:
+        await vault.put(user_key, StoredToken(
+            access_token=issued.access_token, expires_at=issued.expires_at, user_id=colleague.user_id,
+            location_id=data.location_id, workstation_id=data.workstation_id,
+        ))
+    except VaultUnavailable as exc:
+        raise ProblemError(503, "vault-unavailable", "Service unavailable", "the token vault cannot be reached",
+                           headers={"Retry-After": "2"}) from exc
+    event = contract.SessionStarted(
+        event_id=str(uuid.uuid4()), user_id=colleague.user_id, location_id=data.location_id,
+        workstation_id=data.workstation_id, occurred_at=_rfc3339(time.time()), expires_at=_rfc3339(issued.expires_at),
+    )
+    events: EventPublisher = state.events
+    try:
+        await events.publish(SESSION_EVENTS.name, colleague.user_id, contract.encode(event),
+                             message_type=contract.MESSAGE_TYPE, timeout=3.0)
+    except BrokerUnavailable as exc:
+        # No audit record, no session: the user key stays unknown to everyone and expires.
+        raise ProblemError(503, "broker-unavailable", "Service unavailable",
+                           "the session could not be recorded; retry later", headers={"Retry-After": "5"}) from exc
+    log.info("session.started", user_id=colleague.user_id, location_id=data.location_id,
+             workstation_id=data.workstation_id, expires_in_s=int(issued.expires_at - time.time()))
+    return SessionResponse(user_access_token=issued.access_token, user_key=user_key,
+                           expires_at=_rfc3339(issued.expires_at))
+
+
+def _token_guard_and_key(request: Request[Any, Any, State], user_key: str) -> str:
+    if not USER_KEY.match(user_key):
+        raise ProblemError(400, "invalid-user-key", "Invalid user key", "a user key is 43 characters of A-Z a-z 0-9 _ -")
+    return user_key
+
+
+def token_callback_handler(api_key_guard: Any) -> Any:
+    """The ``GET /instore/callbacks/tokens/{userKey}`` route, guarded by ``api_key_guard`` (the Callback API Key)."""
+
+    @get(
+        "/instore/callbacks/tokens/{userKey:str}",
+        guards=[api_key_guard],
+        summary="User token callback",
+        description="InStore fetches the colleague's user access token by the user key the host app got.",
+        tags=["InStore callbacks"],
+        operation_id="getUserToken",
+        responses={
+            400: ResponseSpec(description="not a user key", **_PROBLEM),
+            401: ResponseSpec(description="missing or wrong X-Api-Key", **_PROBLEM),
+            404: ResponseSpec(description="unknown or expired user key", **_PROBLEM),
+            503: ResponseSpec(description="token vault unavailable", **_PROBLEM),
+        },
+    )
+    async def user_token(request: Request[Any, Any, State], userKey: FromPath[str]) -> Response[bytes]:  # noqa: N803
+        """``GET /instore/callbacks/tokens/{userKey}`` (assumed — see docs)."""
+        key = _token_guard_and_key(request, userKey)
+        vault: TokenVault = request.app.state.vault
+        try:
+            stored = await vault.get(key)
+        except VaultUnavailable as exc:
+            raise ProblemError(503, "vault-unavailable", "Service unavailable", "the token vault cannot be reached",
+                               headers={"Retry-After": "2"}) from exc
+        expires_in = int(stored.expires_at - time.time()) if stored else 0
+        if stored is None or expires_in <= 0:
+            raise ProblemError(404, "user-key-not-found", "User key not found", "unknown or expired user key")
+        body = msgspec.json.encode(TokenResponse(access_token=stored.access_token, expires_in=expires_in))
+        return Response(content=body, media_type="application/json", headers={"Pragma": "no-cache"})
+
+    return user_token
