@@ -95,6 +95,10 @@ if [[ -n "${INSTORE_AUTH_BASE_URL:-}" ]]; then
   say "InStore auth: using INSTORE_AUTH_BASE_URL=$INSTORE_AUTH_BASE_URL (no dev fakes)"
 else
   say "dev fakes: starting the local IMS and the fake InStore auth API on 127.0.0.1:$DEVFAKES_HTTP_PORT"
+  FAKES="http://127.0.0.1:$DEVFAKES_HTTP_PORT"
+  export DEVFAKES_ISSUER="${DEVFAKES_ISSUER:-$FAKES/ims}"
+  export IMS_ISSUER="${IMS_ISSUER:-$DEVFAKES_ISSUER}" IMS_JWKS_URL="${IMS_JWKS_URL:-$FAKES/ims/.well-known/jwks.json}"
+  export INSTORE_AUTH_BASE_URL="$FAKES/instore-auth"
   "$PY" -m instore_devfakes &
   PIDS+=($!)
   for _ in $(seq 1 300); do
@@ -135,6 +139,13 @@ cat <<MSG
 
   Return cart callback:
     curl -s -H "X-Api-Key: $KEY_SHOWN" $GW/instore/callbacks/return-carts/demo-return-cart
+
+  A colleague session (host app → gateway), then InStore's token callback:
+    TOKEN=\$(make -s token USER_ID=colleague-42)
+    USER_KEY=\$(curl -s -X POST -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
+      -d '{"locationId":"store-berlin-01","workstationId":"pos-3"}' $GW/sessions \\
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["userKey"])')
+    curl -s -H "X-Api-Key: $KEY_SHOWN" $GW/instore/callbacks/tokens/\$USER_KEY
 
   Health, readiness, API documents:
     curl -s $GW/healthz;  curl -s $GW/readyz
