@@ -1,8 +1,9 @@
-"""The deployment files (deploy/k8s/*.yaml, docker-compose.yml) agree with the settings classes.
+"""The deployment files (deploy/k8s/*.yaml, docker-compose.yml, Dockerfiles) agree with the settings classes.
 
 Every environment variable handed to a service must be a field of its settings class: the
 settings ignore unknown names (``extra="ignore"``), so a misspelled variable would be
-silently dropped at run time. These tests catch it instead.
+silently dropped at run time. These tests catch it instead. The dev fakes
+(``services/dev-fakes``) run in docker compose only, never in Kubernetes.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import SecretStr
+from pydantic import AliasChoices, SecretStr
 
 from instore_cart_mapping.settings import CartMappingSettings
+from instore_devfakes.settings import DevFakesSettings
+from instore_gateway.session_settings import SessionSettings
 from instore_gateway.settings import GatewaySettings
 from instore_shared.settings import BaseServiceSettings, CommercetoolsSettings
 
@@ -24,25 +27,64 @@ COMPOSE = ROOT / "docker-compose.yml"
 PLACEHOLDER = "CHANGE-ME"
 
 
+def _env_names(model: type, name: str, prefix: str) -> set[str]:
+    """The variables that set field ``name``: prefix + NAME, or the aliases (no prefix) if it has any."""
+    alias = model.model_fields[name].validation_alias
+    if alias is None:
+        return {prefix + name.upper()}
+    choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+    assert all(isinstance(c, str) for c in choices), f"{model.__name__}.{name}: alias paths are not env vars"
+    return {c.upper() for c in choices}
+
+
 def _names(model: type, prefix: str = "") -> set[str]:
-    return {prefix + name.upper() for name in model.model_fields}
+    return {var for name in model.model_fields for var in _env_names(model, name, prefix)}
 
 
 def _secret_names(model: type, prefix: str = "") -> set[str]:
-    return {prefix + name.upper() for name, f in model.model_fields.items() if f.annotation is SecretStr}
+    return {var for name, f in model.model_fields.items() if f.annotation is SecretStr
+            for var in _env_names(model, name, prefix)}
 
 
 BASE_VARS = _names(BaseServiceSettings)
 CTP_VARS = _names(CommercetoolsSettings, "CTP_")
 GATEWAY_VARS = _names(GatewaySettings)
 CART_MAPPING_VARS = _names(CartMappingSettings) | CTP_VARS
+DEVFAKES_PREFIX = "DEVFAKES_"
+DEVFAKES_VARS = _names(DevFakesSettings, DEVFAKES_PREFIX)
 # Values that must never be written into a manifest: SecretStr fields, plus the API client id.
-SECRET_VARS = _secret_names(GatewaySettings) | _secret_names(CommercetoolsSettings, "CTP_") | {"CTP_CLIENT_ID"}
+SECRET_VARS = (_secret_names(GatewaySettings) | _secret_names(CommercetoolsSettings, "CTP_") | {"CTP_CLIENT_ID"}
+               | _secret_names(DevFakesSettings, DEVFAKES_PREFIX))
+# Secrets only the gateway reads (cart-mapping must never get them).
+GATEWAY_SECRET_VARS = _secret_names(GatewaySettings) - CART_MAPPING_VARS
 
 # service name (Deployment / compose service) -> allowed variables, probe port
 SERVICES: dict[str, tuple[set[str], int]] = {
     "gateway": (GATEWAY_VARS, GatewaySettings.model_fields["gateway_http_port"].default),
     "cart-mapping": (CART_MAPPING_VARS, CartMappingSettings.model_fields["cart_mapping_http_port"].default),
+}
+
+# docker compose services built from this repository -> allowed variables (the Deployments, plus the dev fakes)
+COMPOSE_SERVICES: dict[str, set[str]] = {name: allowed for name, (allowed, _) in SERVICES.items()} | {
+    "dev-fakes": DEVFAKES_VARS,
+}
+
+
+class Image:
+    """What a service's Dockerfile must say."""
+
+    def __init__(self, package: str, module: str, env_prefix: str, allowed: set[str], port: int, health: str) -> None:
+        self.package, self.module, self.env_prefix = package, module, env_prefix
+        self.allowed, self.port, self.health = allowed, port, health
+
+
+# directory under services/ -> its image
+IMAGES: dict[str, Image] = {
+    "gateway": Image("instore-gateway", "instore_gateway", "GATEWAY_", GATEWAY_VARS, SERVICES["gateway"][1], "/readyz"),
+    "cart-mapping": Image("instore-cart-mapping", "instore_cart_mapping", "CART_MAPPING_", CART_MAPPING_VARS,
+                          SERVICES["cart-mapping"][1], "/readyz"),
+    "dev-fakes": Image("instore-devfakes", "instore_devfakes", DEVFAKES_PREFIX, DEVFAKES_VARS,
+                       DevFakesSettings.model_fields["http_port"].default, "/healthz"),
 }
 
 
@@ -121,6 +163,17 @@ def test_the_field_name_sets_are_what_the_tests_assume() -> None:
     assert "INSTORE_CALLBACK_API_KEY" in GATEWAY_VARS - CART_MAPPING_VARS
     assert {"CTP_PROJECT_KEY", "CTP_CLIENT_SECRET", "INSTORE_CURRENCY"} <= CART_MAPPING_VARS - GATEWAY_VARS
     assert {"INSTORE_CALLBACK_API_KEY", "CTP_CLIENT_SECRET"} <= SECRET_VARS
+    session_vars = {"IMS_JWKS_URL", "IMS_ISSUER", "IMS_AUDIENCE", "INSTORE_AUTH_BASE_URL", "INSTORE_AUTH_TOKEN_PATH",
+                    "INSTORE_TENANT_ID", "INSTORE_CONNECTION_KEY"}
+    assert session_vars == _names(SessionSettings) & session_vars
+    vault_vars = {"TOKEN_VAULT_BACKEND", "TOKEN_VAULT_REDIS_URL", "TOKEN_VAULT_ENCRYPTION_KEYS"}
+    assert session_vars | vault_vars <= GATEWAY_VARS - CART_MAPPING_VARS
+    assert {"INSTORE_CALLBACK_API_KEY", "INSTORE_CONNECTION_KEY", "TOKEN_VAULT_REDIS_URL",
+            "TOKEN_VAULT_ENCRYPTION_KEYS"} <= GATEWAY_SECRET_VARS
+    assert DevFakesSettings.model_config["env_prefix"] == DEVFAKES_PREFIX
+    assert {"DEVFAKES_HTTP_HOST", "DEVFAKES_HTTP_PORT", "DEVFAKES_ISSUER", "LOG_LEVEL", "LOG_JSON"} <= DEVFAKES_VARS
+    assert "DEVFAKES_LOG_LEVEL" not in DEVFAKES_VARS  # an aliased field is read without the prefix
+    assert "DEVFAKES_CONNECTION_KEY" in SECRET_VARS
 
 
 # -- kustomization ----------------------------------------------------------------------------
@@ -168,7 +221,43 @@ def test_gateway_gets_no_commercetools_settings() -> None:
 def test_cart_mapping_gets_the_commercetools_credentials() -> None:
     names = _container_env_names(_container(_deployments()["cart-mapping"]))
     assert {"CTP_PROJECT_KEY", "CTP_CLIENT_ID", "CTP_CLIENT_SECRET", "CTP_AUTH_URL", "CTP_API_URL"} <= names
-    assert "INSTORE_CALLBACK_API_KEY" not in names
+    assert not names & GATEWAY_SECRET_VARS, f"cart-mapping gets gateway secrets {sorted(names & GATEWAY_SECRET_VARS)}"
+
+
+def test_gateway_gets_the_session_and_token_vault_settings() -> None:
+    container = _container(_deployments()["gateway"])
+    names = _container_env_names(container)
+    assert {"TOKEN_VAULT_BACKEND", "TOKEN_VAULT_REDIS_URL", "TOKEN_VAULT_ENCRYPTION_KEYS", "IMS_JWKS_URL", "IMS_ISSUER",
+            "IMS_AUDIENCE", "INSTORE_AUTH_BASE_URL", "INSTORE_AUTH_TOKEN_PATH", "INSTORE_TENANT_ID",
+            "INSTORE_CONNECTION_KEY"} <= names
+    secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in container.get("env", [])
+                   if "secretKeyRef" in e.get("valueFrom", {})}
+    for name in ("INSTORE_CALLBACK_API_KEY", "INSTORE_CONNECTION_KEY", "TOKEN_VAULT_REDIS_URL",
+                 "TOKEN_VAULT_ENCRYPTION_KEYS"):
+        assert secret_refs.get(name) == name, f"gateway: {name} must come from the Secret key {name}"
+    config = _of_kind(_resources(), "ConfigMap")["instore-gateway-config"]["data"]
+    # Two replicas need the shared vault: the in-memory one would lose tokens between pods.
+    assert config["TOKEN_VAULT_BACKEND"] == "redis"
+    assert _deployments()["gateway"]["spec"]["replicas"] > 1
+    assert set(config) <= GATEWAY_VARS - CART_MAPPING_VARS, "instore-gateway-config is for gateway-only settings"
+    # The sample values are obviously placeholders, never the dev fakes' loopback defaults.
+    for key in ("IMS_JWKS_URL", "IMS_ISSUER", "INSTORE_AUTH_BASE_URL"):
+        assert config[key].startswith("https://"), key
+        assert "example" in config[key], f"{key} should be an obvious placeholder"
+        assert "127.0.0.1" not in config[key] and "dev-fakes" not in config[key], key
+
+
+def test_only_the_gateway_reads_the_gateway_config() -> None:
+    for service, deployment in _deployments().items():
+        refs = {s["configMapRef"]["name"] for s in _container(deployment).get("envFrom", []) if "configMapRef" in s}
+        assert ("instore-gateway-config" in refs) == (service == "gateway"), service
+
+
+def test_dev_fakes_are_not_deployed_to_kubernetes() -> None:
+    for file_name, docs in _k8s_docs().items():
+        for doc in docs:
+            text = yaml.safe_dump(doc)
+            assert "devfakes" not in text and "dev-fakes" not in text, f"{file_name} mentions the dev fakes"
 
 
 def test_configmaps_hold_only_settings_fields_and_no_secrets() -> None:
@@ -204,7 +293,9 @@ def test_example_secret_holds_only_placeholders() -> None:
     secret = _example_secret()
     assert secret["kind"] == "Secret"
     assert "data" not in secret, "use stringData with CHANGE-ME placeholders"
-    assert set(secret["stringData"]) == {"INSTORE_CALLBACK_API_KEY", "CTP_CLIENT_ID", "CTP_CLIENT_SECRET"}
+    assert set(secret["stringData"]) == {"INSTORE_CALLBACK_API_KEY", "INSTORE_CONNECTION_KEY", "TOKEN_VAULT_REDIS_URL",
+                                         "TOKEN_VAULT_ENCRYPTION_KEYS", "CTP_CLIENT_ID", "CTP_CLIENT_SECRET"}
+    assert set(secret["stringData"]) <= SECRET_VARS
     assert all(v == PLACEHOLDER for v in secret["stringData"].values())
 
 
@@ -290,13 +381,15 @@ def _compose_environment(service: str) -> dict[str, Any]:
     return env
 
 
-@pytest.mark.parametrize("service", sorted(SERVICES))
+@pytest.mark.parametrize("service", sorted(COMPOSE_SERVICES))
 def test_compose_env_vars_are_settings_fields(service: str) -> None:
-    allowed, _ = SERVICES[service]
+    allowed = COMPOSE_SERVICES[service]
     env = _compose_environment(service)
+    assert env, f"compose {service} has no environment"
     unknown = set(env) - allowed
     assert not unknown, f"compose {service} gets variables that are no settings field: {sorted(unknown)}"
-    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    if service in SERVICES:
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     for name in set(env) & SECRET_VARS:
         assert str(env[name]).startswith("${"), f"compose {service}: {name} must be overridable from the shell"
 
@@ -312,26 +405,85 @@ def test_compose_wiring() -> None:
     assert cart_env["CTP_API_URL"] == cart_env["CTP_AUTH_URL"] == "http://ct-mock:8989"
     assert services["ct-mock"]["environment"]["CTP_MOCK_HOST"] == "0.0.0.0"
     assert "8080:8080" in services["gateway"]["ports"]
-    for service, needs in {"gateway": {"kafka", "cart-mapping"}, "cart-mapping": {"kafka", "ct-mock"}}.items():
+    for service, needs in {"gateway": {"kafka", "cart-mapping", "redis", "dev-fakes"},
+                           "cart-mapping": {"kafka", "ct-mock"}}.items():
         depends = services[service]["depends_on"]
         assert set(depends) == needs
         assert all(d["condition"] == "service_healthy" for d in depends.values())
+    for service in COMPOSE_SERVICES:
+        assert services[service]["build"]["dockerfile"] == f"services/{service}/Dockerfile"
         assert (ROOT / services[service]["build"]["dockerfile"]).is_file()
         assert services[service]["build"]["context"] == "."
-    for name in ("kafka", "ct-mock"):
+    for name in ("kafka", "ct-mock", "redis"):
         assert "healthcheck" in services[name]
 
 
+def test_compose_redis_and_token_vault() -> None:
+    (compose,) = _load(COMPOSE)
+    redis = compose["services"]["redis"]
+    assert redis["image"] == "redis:7-alpine"
+    command = redis["command"] if isinstance(redis["command"], str) else " ".join(
+        f'"{a}"' if a == "" else a for a in redis["command"])
+    assert '--save ""' in command and "--appendonly no" in command, "the dev Redis keeps no data"
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "ports" not in redis
+    env = _compose_environment("gateway")
+    assert env["TOKEN_VAULT_BACKEND"] == "redis"
+    assert env["TOKEN_VAULT_REDIS_URL"] == "${TOKEN_VAULT_REDIS_URL:-redis://redis:6379/0}"
+    # No key committed: compose refuses to start without one from the shell.
+    assert env["TOKEN_VAULT_ENCRYPTION_KEYS"].startswith("${TOKEN_VAULT_ENCRYPTION_KEYS:?")
+
+
+def test_compose_gateway_trusts_the_dev_fakes() -> None:
+    (compose,) = _load(COMPOSE)
+    fakes = compose["services"]["dev-fakes"]
+    fakes_env = _compose_environment("dev-fakes")
+    gateway_env = _compose_environment("gateway")
+    base = f"http://dev-fakes:{IMAGES['dev-fakes'].port}"
+    assert fakes_env["DEVFAKES_ISSUER"] == gateway_env["IMS_ISSUER"] == f"{base}/ims"
+    assert gateway_env["IMS_JWKS_URL"] == f"{base}/ims/.well-known/jwks.json"
+    assert gateway_env["INSTORE_AUTH_BASE_URL"] == f"{base}/instore-auth"
+    assert any(str(p).endswith("8090:8090") for p in fakes["ports"]), "publish 8090 to mint tokens with curl"
+    # What compose leaves to the defaults must agree on both sides (audience, tenant, connection key).
+    gateway_defaults, fakes_defaults = SessionSettings.model_fields, DevFakesSettings.model_fields
+    for gateway_field, fakes_field in (("ims_audience", "audience"), ("instore_tenant_id", "tenant_id"),
+                                       ("instore_connection_key", "connection_key")):
+        gateway_var, fakes_var = gateway_field.upper(), DEVFAKES_PREFIX + fakes_field.upper()
+        if gateway_var in gateway_env or fakes_var in fakes_env:
+            assert gateway_env.get(gateway_var) == fakes_env.get(fakes_var), f"{gateway_var} != {fakes_var}"
+            continue
+        gateway_default, fakes_default = gateway_defaults[gateway_field].default, fakes_defaults[fakes_field].default
+        if isinstance(gateway_default, SecretStr):
+            gateway_default, fakes_default = gateway_default.get_secret_value(), fakes_default.get_secret_value()
+        assert gateway_default == fakes_default, f"defaults of {gateway_var} and {fakes_var} differ"
+
+
 # -- Dockerfiles ------------------------------------------------------------------------------
-@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_every_service_has_an_image_entry() -> None:
+    assert set(IMAGES) == {p.parent.name for p in (ROOT / "services").glob("*/Dockerfile")}
+    assert set(COMPOSE_SERVICES) <= set(IMAGES)
+
+
+@pytest.mark.parametrize("service", sorted(IMAGES))
 def test_dockerfile_env_and_ports(service: str) -> None:
-    allowed, default_port = SERVICES[service]
+    image = IMAGES[service]
     text = (ROOT / "services" / service / "Dockerfile").read_text(encoding="utf-8")
-    module = "instore_" + service.replace("-", "_")
-    assert f'ENTRYPOINT ["/app/.venv/bin/python", "-m", "{module}"]' in text
-    assert f"--package instore-{service}" in text
-    assert f"EXPOSE {default_port}" in text
-    prefix = service.upper().replace("-", "_")
-    assert f"{prefix}_HTTP_HOST=0.0.0.0" in text
-    assert f"{prefix}_HTTP_PORT" in allowed
+    assert f'ENTRYPOINT ["/app/.venv/bin/python", "-m", "{image.module}"]' in text
+    assert (ROOT / "services" / service / "src" / image.module / "__main__.py").is_file()
+    assert f'name = "{image.package}"' in (ROOT / "services" / service / "pyproject.toml").read_text(encoding="utf-8")
+    assert text.count(f"--package {image.package}") == 2
+    assert f"COPY services/{service}/ services/{service}/" in text
+    assert f"EXPOSE {image.port}" in text
+    assert f"{image.env_prefix}HTTP_HOST=0.0.0.0" in text
+    assert f"{image.env_prefix}HTTP_PORT={image.port}" in text
+    assert {f"{image.env_prefix}HTTP_HOST", f"{image.env_prefix}HTTP_PORT"} <= image.allowed
+    # Every VAR=value the Dockerfile sets for the service is a settings field.
+    for line in text.splitlines():
+        stripped = line.strip().rstrip("\\").strip()
+        if stripped.startswith("ENV "):
+            stripped = stripped[4:].strip()
+        name = stripped.split("=", 1)[0]
+        if name.startswith(image.env_prefix):
+            assert name in image.allowed, f"{service}/Dockerfile sets {name}, no settings field"
+    assert "HEALTHCHECK" in text and f"'http://127.0.0.1:%s{image.health}'" in text
     assert "USER 10001" in text
