@@ -155,6 +155,13 @@ def test_bad_body_is_400_and_asks_nothing(world: tuple[World, TestClient[Any]], 
     assert w.auth.calls == []
 
 
+def test_bad_body_names_the_field_not_the_value(world: tuple[World, TestClient[Any]]) -> None:
+    _, client = world
+    body = _problem(_session(client, body={"locationId": "has space", "workstationId": "w"}), 400, "bad-request")
+    assert body["errors"][0]["key"] == "locationId"
+    assert "has space" not in str(body)
+
+
 def test_bad_body_without_token_is_401_first(world: tuple[World, TestClient[Any]]) -> None:
     _, client = world
     _problem(_session(client, token=None, body={}), 401, "unauthorized")

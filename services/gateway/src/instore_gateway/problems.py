@@ -39,6 +39,8 @@ class Problem(msgspec.Struct, omit_defaults=True):
     instance: str | None = None
     reason: str | None = None
     correlationId: str | None = None  # noqa: N815
+    errors: list[dict[str, str]] | None = None
+    """For 400 validation errors: ``[{"key": field, "message": what is wrong}]`` (never the value sent)."""
 
 
 class ProblemError(Exception):
@@ -102,8 +104,16 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     """Litestar's own errors (unknown route, wrong method, validation) as problem bodies."""
     slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if exc.status_code < 500 else None
-    return problem_response(request, Problem(type=TYPE_BASE + slug, title=title, status=exc.status_code, detail=detail),
-                            dict(exc.headers or {}))
+    errors = None
+    if exc.status_code == 400 and isinstance(exc.extra, list):
+        errors = [
+            {"key": str(e.get("key", "")), "message": str(e.get("message", ""))[:200]}
+            for e in exc.extra if isinstance(e, dict)
+        ] or None
+    return problem_response(
+        request, Problem(type=TYPE_BASE + slug, title=title, status=exc.status_code, detail=detail, errors=errors),
+        dict(exc.headers or {}),
+    )
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

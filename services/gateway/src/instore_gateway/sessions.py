@@ -175,7 +175,7 @@ async def create_session(request: Request[Any, Any, State], data: JSONBody[Sessi
                            expires_at=_rfc3339(issued.expires_at))
 
 
-def _token_guard_and_key(request: Request[Any, Any, State], user_key: str) -> str:
+def _valid_user_key(user_key: str) -> str:
     if not USER_KEY.match(user_key):
         raise ProblemError(400, "invalid-user-key", "Invalid user key", "a user key is 43 characters of A-Z a-z 0-9 _ -")
     return user_key
@@ -200,7 +200,7 @@ def token_callback_handler(api_key_guard: Any) -> Any:
     )
     async def user_token(request: Request[Any, Any, State], userKey: FromPath[str]) -> Response[bytes]:  # noqa: N803
         """``GET /instore/callbacks/tokens/{userKey}`` (assumed — see docs)."""
-        key = _token_guard_and_key(request, userKey)
+        key = _valid_user_key(userKey)
         vault: TokenVault = request.app.state.vault
         try:
             stored = await vault.get(key)
