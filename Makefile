@@ -33,8 +33,8 @@ install: ## set up everything on a fresh machine: uv, Python deps, the commercet
 run: ## start Kafka, the seeded commercetools mock, cart-mapping and the gateway; Ctrl-C stops all
 	bash scripts/run-local.sh
 
-token: ## mint a colleague token from the local IMS (make -s token USER_ID=colleague-42)
-	@$(UV) run --frozen python -m instore_devfakes token --user $(or $(USER_ID),colleague-42)
+token: ## mint a colleague token from the local IMS (make -s token USER_ID=colleague-42 ARGS="--ttl -120")
+	@$(UV) run --frozen python -m instore_devfakes token --user $(or $(USER_ID),colleague-42) $(ARGS)
 
 test: ## every test tier: unit, contract, integration (real Kafka + mock), end-to-end
 	$(UV) run --frozen pytest -ra

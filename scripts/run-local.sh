@@ -92,6 +92,9 @@ fi
 
 # -- dev fakes: local IMS + fake InStore auth API ---------------------------------------
 if [[ -n "${INSTORE_AUTH_BASE_URL:-}" ]]; then
+  for var in INSTORE_TENANT_ID INSTORE_CONNECTION_KEY IMS_JWKS_URL IMS_ISSUER; do
+    [[ -n "${!var:-}" ]] || die "INSTORE_AUTH_BASE_URL is set, so real InStore auth and a real IMS are used: set $var too (or unset INSTORE_AUTH_BASE_URL for the dev fakes)"
+  done
   say "InStore auth: using INSTORE_AUTH_BASE_URL=$INSTORE_AUTH_BASE_URL (no dev fakes)"
 else
   say "dev fakes: starting the local IMS and the fake InStore auth API on 127.0.0.1:$DEVFAKES_HTTP_PORT"
@@ -141,10 +144,10 @@ cat <<MSG
     curl -s -H "X-Api-Key: $KEY_SHOWN" $GW/instore/callbacks/return-carts/demo-return-cart
 
   A colleague session (host app → gateway), then InStore's token callback:
-    TOKEN=\$(make -s token USER_ID=colleague-42)
+    TOKEN=\$(make -s token USER_ID=colleague-42 DEVFAKES_HTTP_PORT=$DEVFAKES_HTTP_PORT)
     USER_KEY=\$(curl -s -X POST -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
       -d '{"locationId":"store-berlin-01","workstationId":"pos-3"}' $GW/sessions \\
-      | python3 -c 'import json,sys; print(json.load(sys.stdin)["userKey"])')
+      | python3 -c 'import json,sys; b=json.load(sys.stdin); print(b.get("userKey") or sys.exit(json.dumps(b)))')
     curl -s -H "X-Api-Key: $KEY_SHOWN" $GW/instore/callbacks/tokens/\$USER_KEY
 
   Health, readiness, API documents:
@@ -153,8 +156,8 @@ cat <<MSG
     cart-mapping AsyncAPI: http://127.0.0.1:$CART_MAPPING_HTTP_PORT/asyncapi.json (browse: /asyncapi)
 
   In use (override by environment): GATEWAY_HTTP_PORT=$GATEWAY_HTTP_PORT
-  INSTORE_CALLBACK_API_KEY=$KEY_SHOWN KAFKA_PORT=$KAFKA_PORT CTP_MOCK_PORT=$CTP_MOCK_PORT
-  CART_MAPPING_HTTP_PORT=$CART_MAPPING_HTTP_PORT
+  INSTORE_CALLBACK_API_KEY=$KEY_SHOWN KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT
+  CTP_MOCK_PORT=$CTP_MOCK_PORT CART_MAPPING_HTTP_PORT=$CART_MAPPING_HTTP_PORT DEVFAKES_HTTP_PORT=$DEVFAKES_HTTP_PORT
 
 MSG
 

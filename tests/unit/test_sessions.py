@@ -132,8 +132,10 @@ def test_every_session_gets_a_new_user_key(world: tuple[World, TestClient[Any]])
 def test_no_or_bad_ims_token_is_401(world: tuple[World, TestClient[Any]], token: str | None) -> None:
     w, client = world
     response = _session(client, token)
-    _problem(response, 401, "unauthorized")
+    body = _problem(response, 401, "unauthorized")
     assert response.headers["www-authenticate"].startswith("Bearer")
+    if token == "wrong":
+        assert body["reason"] == "bad-signature"
     assert w.auth.calls == [] and w.events.published == []
 
 
@@ -212,3 +214,4 @@ def test_sessions_are_rate_limited_per_client() -> None:
         assert client.get("/healthz").status_code == 200
     assert codes[:3] == [201, 201, 201] and codes[3] == 429
     _problem(limited, 429, "too-many-requests")
+    assert int(limited.headers["retry-after"]) > 0

@@ -104,6 +104,10 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     """Litestar's own errors (unknown route, wrong method, validation) as problem bodies."""
     slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if exc.status_code < 500 else None
+    headers = dict(exc.headers or {})
+    if exc.status_code == 429 and "retry-after" not in {k.lower() for k in headers}:
+        reset = {k.lower(): v for k, v in headers.items()}.get("ratelimit-reset", "60")
+        headers["Retry-After"] = str(reset)
     errors = None
     if exc.status_code == 400 and isinstance(exc.extra, list):
         errors = [
@@ -112,7 +116,7 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         ] or None
     return problem_response(
         request, Problem(type=TYPE_BASE + slug, title=title, status=exc.status_code, detail=detail, errors=errors),
-        dict(exc.headers or {}),
+        headers,
     )
 
 

@@ -105,8 +105,11 @@ async def colleague_guard(connection: ASGIConnection[Any, Any, Any, Any], _: Bas
         colleague = await verifier.verify(token.strip())
     except InvalidIdentity as exc:
         log.info("session.refused", reason=exc.reason)
-        raise ProblemError(401, "unauthorized", "Unauthorized", "the IMS token is not valid",
-                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc
+        # The reason code (expired, wrong-audience, ...) helps the host app's developers and
+        # tells an attacker nothing the token's own claims don't; the token is never echoed.
+        raise ProblemError(401, "unauthorized", "Unauthorized", f"the IMS token is not valid: {exc.reason}",
+                           reason=exc.reason,
+                           headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.reason}"'}) from exc
     except IdentityProviderUnavailable as exc:
         raise ProblemError(502, "identity-provider-unavailable", "Identity provider unavailable",
                            "the identity system's keys could not be fetched") from exc
