@@ -71,6 +71,9 @@ async def test_a_valid_token_names_the_colleague() -> None:
     ({"aud": "someone-else"}, "wrong-audience"),
     ({"iss": "https://evil.example/"}, "wrong-issuer"),
     ({"sub": None}, "invalid"),
+    ({"sub": "x" * 257}, "bad-subject"),
+    ({"sub": "  u  "}, "bad-subject"),
+    ({"sub": "a\nb"}, "bad-subject"),
     ({"exp": None}, "invalid"),
 ])
 async def test_wrong_claims_are_refused(claims: dict[str, Any], reason: str) -> None:
@@ -146,3 +149,19 @@ async def test_ims_down_before_any_key_is_a_provider_error() -> None:
     ims.down = True
     with pytest.raises(IdentityProviderUnavailable):
         await _verifier(ims).verify(_token())
+
+
+async def test_ims_down_is_asked_once_per_interval_and_old_keys_expire() -> None:
+    ims = Ims()
+    now = [0.0]
+    verifier = _verifier(ims, cache_seconds=300, refetch_interval=30, max_stale_seconds=3600,
+                         clock=lambda: now[0])
+    await verifier.verify(_token())
+    ims.down = True
+    now[0] = 400.0  # cache stale, IMS down: one fetch, then the cached key serves
+    for _ in range(10):
+        await verifier.verify(_token())
+    assert ims.fetches == 2
+    now[0] = 3700.0  # keys older than max_stale: refused
+    with pytest.raises(IdentityProviderUnavailable):
+        await verifier.verify(_token())

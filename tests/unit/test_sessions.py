@@ -150,6 +150,7 @@ def test_basic_auth_or_two_authorization_headers_are_401(world: tuple[World, Tes
 @pytest.mark.parametrize("body", [
     {}, {"locationId": "l"}, {"locationId": 1, "workstationId": "w"}, {"locationId": "", "workstationId": "w"},
     {"locationId": "x" * 129, "workstationId": "w"}, {"locationId": "a b", "workstationId": "w"}, [], "text",
+    {"locationId": "l\n", "workstationId": "w"},
 ])
 def test_bad_body_is_400_and_asks_nothing(world: tuple[World, TestClient[Any]], body: Any) -> None:
     w, client = world
@@ -194,7 +195,7 @@ def test_token_callback_errors(world: tuple[World, TestClient[Any]]) -> None:
     key = _session(client).json()["userKey"]
     _problem(client.get(f"/instore/callbacks/tokens/{key}"), 401, "unauthorized")
     _problem(client.get(f"/instore/callbacks/tokens/{key}", headers={"X-Api-Key": "nope"}), 401, "unauthorized")
-    for bad in ("short", key + "x", key[:-1] + "!", "x" * 43 + "%20"):
+    for bad in ("short", key + "x", key[:-1] + "!", "x" * 43 + "%20", key + "%0A"):
         _problem(client.get(f"/instore/callbacks/tokens/{bad}", headers={"X-Api-Key": API_KEY}), 400,
                  "invalid-user-key")
     unknown = _problem(client.get(f"/instore/callbacks/tokens/{'A' * 43}", headers={"X-Api-Key": API_KEY}), 404,
@@ -215,3 +216,32 @@ def test_sessions_are_rate_limited_per_client() -> None:
     assert codes[:3] == [201, 201, 201] and codes[3] == 429
     _problem(limited, 429, "too-many-requests")
     assert int(limited.headers["retry-after"]) > 0
+
+
+def test_rate_limit_ignores_a_forged_x_forwarded_for() -> None:
+    w = World(rate_limit=2)
+    with TestClient(w.app) as client:
+        codes = [client.post("/sessions", headers={"Authorization": f"Bearer {GOOD}", "X-Forwarded-For": f"203.0.113.{i}"},
+                             json={"locationId": "l", "workstationId": "w"}).status_code for i in range(3)]
+    assert codes == [201, 201, 429]
+
+
+def test_a_deeply_nested_body_is_400_not_500(world: tuple[World, TestClient[Any]]) -> None:
+    _, client = world
+    nested = "[" * 100_000 + "]" * 100_000
+    response = client.post("/sessions", headers={"Authorization": f"Bearer {GOOD}", "Content-Type": "application/json"},
+                           content=f'{{"locationId":"l","workstationId":"w","x":{nested}}}')
+    _problem(response, 400, "bad-request")
+
+
+@pytest.mark.parametrize(("path", "logged"), [
+    ("/instore/callbacks/tokens/" + "k" * 43, "/instore/callbacks/tokens/***"),
+    ("/instore/callbacks//tokens/" + "k" * 43, "/instore/callbacks//tokens/***"),
+    ("/INSTORE/CALLBACKS/TOKENS/" + "k" * 43 + "/x", "/INSTORE/CALLBACKS/TOKENS/***"),
+    ("/instore/callbacks/carts/" + "k" * 43, "/instore/callbacks/carts/***"),
+    ("/instore/callbacks/carts/demo-sale-cart", "/instore/callbacks/carts/demo-sale-cart"),
+])
+def test_user_keys_never_reach_logs_or_problem_bodies(path: str, logged: str) -> None:
+    from instore_gateway.problems import redact_path
+
+    assert redact_path(path) == logged

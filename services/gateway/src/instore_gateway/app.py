@@ -32,6 +32,7 @@ from instore_gateway.problems import (
     ProblemError,
     handle_http_exception,
     handle_problem,
+    handle_too_deep,
     handle_unexpected,
     redact_path,
 )
@@ -46,7 +47,7 @@ from instore_shared.logging import get_logger, new_correlation_id
 
 log = get_logger(__name__)
 
-CART_REF = re.compile(r"^[A-Za-z0-9_-]{2,256}$")
+CART_REF = re.compile(r"[A-Za-z0-9_-]{2,256}")
 """A commercetools Cart id (UUID) or key: 2-256 of ``A-Za-z0-9_-``
 (https://docs.commercetools.com/api/projects/carts#cart — ``key`` pattern)."""
 
@@ -112,6 +113,11 @@ async def _send_problem(send: Send, problem: Problem) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def client_address(request: Request[Any, Any, Any]) -> str:
+    """The TCP peer's address: the rate-limit bucket. ``X-Forwarded-For`` is not trusted (anyone can set it)."""
+    return request.client.host if request.client else "unknown"
+
+
 # -- guard ----------------------------------------------------------------------------
 def callback_api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Let through only requests whose ``X-Api-Key`` equals the Callback API Key (constant-time compare).
@@ -148,7 +154,7 @@ _STATUS_OF = {
 
 
 async def _cart_callback(request: Request[Any, Any, State], kind: CartKind, cart_id: str) -> Response[bytes]:
-    if not CART_REF.match(cart_id):
+    if not CART_REF.fullmatch(cart_id):
         raise ProblemError(400, "invalid-cart-id", "Invalid cart id",
                            "cartId must be a commercetools cart id or key: 2-256 characters of A-Z a-z 0-9 _ -")
     lookups: CartLookups = request.app.state.cart_lookups
@@ -303,7 +309,8 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             # POST /sessions alone is rate-limited, per client address (in this replica's memory).
             Router("/", route_handlers=[create_session], middleware=[
                 RateLimitConfig(rate_limit=("minute", settings.sessions_rate_limit_per_minute),
-                                set_rate_limit_headers=True).middleware,
+                                set_rate_limit_headers=True,
+                                identifier_for_request=client_address).middleware,
             ]),
         ],
         lifespan=[lifespan],
@@ -311,6 +318,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
         exception_handlers={
             ProblemError: handle_problem,
             HTTPException: handle_http_exception,
+            RecursionError: handle_too_deep,
             Exception: handle_unexpected,
         },
         openapi_config=OpenAPIConfig(

@@ -15,7 +15,9 @@ every ``refetch_interval`` seconds when a token names an unknown ``kid`` (key ro
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,8 @@ import jwt
 from instore_shared.logging import get_logger
 
 log = get_logger(__name__)
+
+_SUBJECT = re.compile(r"[^\s\x00-\x1f\x7f]{1,256}")
 
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 
@@ -61,7 +65,9 @@ class ImsVerifier:
         algorithms: allowed ``alg`` values; symmetric ones and ``none`` are refused at construction.
         leeway_seconds: clock skew allowed on ``exp``, ``nbf``, ``iat``.
         cache_seconds: how long a fetched JWKS is trusted.
-        refetch_interval: the least time between two fetches forced by an unknown ``kid``.
+        refetch_interval: the least time between two fetches (failed ones included).
+        max_stale_seconds: keys not refreshed for this long are no longer trusted (IMS down).
+        clock: monotonic seconds (tests pass a fake).
         transport: httpx transport (tests).
     """
 
@@ -75,6 +81,8 @@ class ImsVerifier:
         cache_seconds: float = 300,
         refetch_interval: float = 30,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_stale_seconds: float = 3600,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         bad = [a for a in algorithms if a not in ASYMMETRIC_ALGORITHMS]
         if bad or not algorithms:
@@ -88,7 +96,10 @@ class ImsVerifier:
         self._refetch_interval = refetch_interval
         self._http = httpx.AsyncClient(timeout=5.0, transport=transport)
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._clock = clock
         self._fetched_at = float("-inf")
+        self._attempted_at = float("-inf")
+        self._max_stale_seconds = max_stale_seconds
         self._lock = asyncio.Lock()
 
     async def aclose(self) -> None:
@@ -130,28 +141,35 @@ class ImsVerifier:
         except jwt.PyJWTError as exc:
             raise InvalidIdentity("invalid") from exc
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.strip():
-            raise InvalidIdentity("no-subject")
+        if not isinstance(sub, str) or not _SUBJECT.fullmatch(sub):
+            # It becomes InStore's user id, a Kafka key and a log field: printable, no spaces, bounded.
+            raise InvalidIdentity("bad-subject")
         name = claims.get("name")
         return Colleague(user_id=sub, name=name if isinstance(name, str) else None)
 
     async def _key(self, kid: str) -> jwt.PyJWK:
-        now = time.monotonic()
         key = self._keys.get(kid)
-        if key is not None and now - self._fetched_at < self._cache_seconds:
+        if key is not None and self._clock() - self._fetched_at < self._cache_seconds:
             return key
         async with self._lock:
+            now = self._clock()
             key = self._keys.get(kid)
-            stale = time.monotonic() - self._fetched_at >= self._cache_seconds
-            may_refetch = time.monotonic() - self._fetched_at >= self._refetch_interval
-            if (key is None and may_refetch) or stale:
+            # At most one fetch per refetch_interval, failed ones included: an IMS that is
+            # down or hanging is not asked again by every request.
+            may_fetch = now - self._attempted_at >= self._refetch_interval
+            stale = now - self._fetched_at >= self._cache_seconds
+            if may_fetch and (key is None or stale):
                 await self._fetch()
                 key = self._keys.get(kid)
+            if self._clock() - self._fetched_at > self._max_stale_seconds:
+                # keys this old may have been revoked: refuse rather than trust them
+                raise IdentityProviderUnavailable("IMS keys are too old and cannot be refreshed")
         if key is None:
             raise InvalidIdentity("unknown-key")
         return key
 
     async def _fetch(self) -> None:
+        self._attempted_at = self._clock()
         try:
             response = await self._http.get(self._jwks_url)
             response.raise_for_status()
@@ -160,7 +178,7 @@ class ImsVerifier:
             log.warning("ims.jwks_unavailable", url=self._jwks_url, error=type(exc).__name__)
             if not self._keys:
                 raise IdentityProviderUnavailable(f"JWKS at {self._jwks_url} unavailable") from exc
-            return  # keep serving with the keys we have
+            return  # keep serving with the keys we have, up to max_stale_seconds
         self._keys = {k.key_id: k for k in jwks.keys if k.key_id}
-        self._fetched_at = time.monotonic()
+        self._fetched_at = self._clock()
         log.info("ims.jwks_fetched", keys=len(self._keys))

@@ -17,6 +17,7 @@ in one place when a retailer confirms the real contract:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -107,6 +108,7 @@ class InStoreAuthClient:
         self._tenant_id = tenant_id
         self._connection_key = connection_key
         self._scopes = scopes
+        self._timeout = timeout
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
 
     async def aclose(self) -> None:
@@ -125,8 +127,10 @@ class InStoreAuthClient:
         })
         started = time.perf_counter()
         try:
-            response = await self._http.post(self._url, content=body, headers={"Content-Type": "application/json"})
-        except httpx.TimeoutException as exc:
+            # httpx's timeout is per read/write step; this bounds the whole call.
+            async with asyncio.timeout(self._timeout):
+                response = await self._http.post(self._url, content=body, headers={"Content-Type": "application/json"})
+        except (httpx.TimeoutException, TimeoutError) as exc:
             log.warning("instore_auth.timeout", url=self._url)
             raise InStoreAuthTimeout("InStore auth API timed out") from exc
         except httpx.HTTPError as exc:

@@ -20,12 +20,14 @@ log = get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
-_TOKEN_PATH = re.compile(r"^(/instore/callbacks/tokens/)[^/]*")
+_AFTER_TOKENS = re.compile(r"(/tokens/+).*", re.IGNORECASE)
+_KEY_SHAPED = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def redact_path(path: str) -> str:
-    """``path`` fit for logs and problem bodies: a user key in the token callback becomes ``***``."""
-    return _TOKEN_PATH.sub(r"\1***", path)
+    """``path`` fit for logs and problem bodies: everything after a ``tokens/`` segment, and any
+    segment shaped like a user key (43 of ``A-Za-z0-9_-``) anywhere, becomes ``***``."""
+    return _KEY_SHAPED.sub("***", _AFTER_TOKENS.sub(r"\1***", path))
 TYPE_BASE = "urn:instore-integration:problem:"
 
 
@@ -118,6 +120,12 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         request, Problem(type=TYPE_BASE + slug, title=title, status=exc.status_code, detail=detail, errors=errors),
         headers,
     )
+
+
+def handle_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[bytes]:
+    """A body nested too deeply to parse: 400, not a 500."""
+    return problem_response(request, Problem(type=TYPE_BASE + "bad-request", title="Bad request", status=400,
+                                             detail="the body is nested too deeply"))
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

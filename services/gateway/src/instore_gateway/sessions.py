@@ -43,10 +43,10 @@ from instore_shared.logging import get_logger
 
 log = get_logger(__name__)
 
-USER_KEY = re.compile(r"^[A-Za-z0-9_-]{43}$")
+USER_KEY = re.compile(r"[A-Za-z0-9_-]{43}")
 """A user key as :func:`new_user_key` draws them: 32 random bytes, URL-safe base64, no padding."""
 
-_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+_ID = r"^[A-Za-z0-9._:-]{1,128}\Z"  # \Z: "$" would let a trailing newline through
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -179,7 +179,7 @@ async def create_session(request: Request[Any, Any, State], data: JSONBody[Sessi
 
 
 def _valid_user_key(user_key: str) -> str:
-    if not USER_KEY.match(user_key):
+    if not USER_KEY.fullmatch(user_key):
         raise ProblemError(400, "invalid-user-key", "Invalid user key", "a user key is 43 characters of A-Z a-z 0-9 _ -")
     return user_key
 
