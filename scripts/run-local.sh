@@ -18,6 +18,7 @@ PY="$REPO/.venv/bin/python"
 export GATEWAY_HTTP_PORT="${GATEWAY_HTTP_PORT:-8080}"
 export CART_MAPPING_HTTP_PORT="${CART_MAPPING_HTTP_PORT:-8081}"
 export INSTORE_CALLBACK_API_KEY="${INSTORE_CALLBACK_API_KEY:-local-dev-callback-key}"
+export INSTORE_WEBHOOK_SECRET="${INSTORE_WEBHOOK_SECRET:-local-dev-webhook-secret}"
 export KAFKA_PORT="${KAFKA_PORT:-9092}"
 export KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 export CTP_MOCK_PORT="${CTP_MOCK_PORT:-8989}"
@@ -133,6 +134,8 @@ GW="http://127.0.0.1:$GATEWAY_HTTP_PORT"
 # The development default key is printed so the curls paste as they are; a key of your own is not.
 if [[ "$INSTORE_CALLBACK_API_KEY" == local-dev-callback-key ]]; then KEY_SHOWN="$INSTORE_CALLBACK_API_KEY"
 else KEY_SHOWN='$INSTORE_CALLBACK_API_KEY'; fi
+if [[ "$INSTORE_WEBHOOK_SECRET" == local-dev-webhook-secret ]]; then WEBHOOK_SECRET_SHOWN="$INSTORE_WEBHOOK_SECRET"
+else WEBHOOK_SECRET_SHOWN='$INSTORE_WEBHOOK_SECRET'; fi
 cat <<MSG
 
   The InStore integration stack is up.  Ctrl-C stops everything.
@@ -149,6 +152,11 @@ cat <<MSG
       -d '{"locationId":"store-berlin-01","workstationId":"pos-3"}' $GW/sessions \\
       | python3 -c 'import json,sys; b=json.load(sys.stdin); print(b.get("userKey") or sys.exit(json.dumps(b)))')
     curl -s -H "X-Api-Key: $KEY_SHOWN" $GW/instore/callbacks/tokens/\$USER_KEY
+
+  A signed webhook (stored durably in Kafka, instore.webhooks.v1; processing comes with order-finalization):
+    BODY='{"id":"evt-1","type":"payment.completed","cartId":"demo-sale-cart"}'
+    SIG=\$(printf %s "\$BODY" | python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), sys.stdin.buffer.read(), hashlib.sha256).hexdigest())' "$WEBHOOK_SECRET_SHOWN")
+    curl -s -X POST -H "X-Signature: \$SIG" -H 'Content-Type: application/json' --data-binary "\$BODY" $GW/instore/webhooks
 
   Health, readiness, API documents:
     curl -s $GW/healthz;  curl -s $GW/readyz

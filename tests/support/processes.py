@@ -116,6 +116,21 @@ class Kafka:
 
     bootstrap_servers: str
     home: Path | None = None
+    controller_port: int | None = None
+
+    def pause(self) -> None:
+        """Stop the broker this run started, keeping its data (``resume`` starts it again)."""
+        assert self.home is not None, "only a broker this run started can be paused"
+        subprocess.run(["bash", str(REPO_ROOT / "scripts" / "kafka.sh"), "stop"], check=True, capture_output=True,
+                       env=_kafka_env(self.home, self.bootstrap_servers, self.controller_port))
+
+    def resume(self) -> None:
+        """Start a paused broker again on the same ports and data; returns once it is ready."""
+        assert self.home is not None
+        result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "kafka.sh"), "start"], capture_output=True,
+                                text=True, env=_kafka_env(self.home, self.bootstrap_servers, self.controller_port))
+        if result.returncode != 0:
+            raise RuntimeError(f"Kafka did not restart:\n{result.stdout}\n{result.stderr}")
 
     def stop(self) -> None:
         """Stop and delete the broker this test run started (no-op for an external one)."""
@@ -154,7 +169,7 @@ def start_kafka(port: int | None = None, controller_port: int | None = None) -> 
     )
     if result.returncode != 0:
         raise RuntimeError(f"local Kafka did not start:\n{result.stdout}\n{result.stderr}")
-    return Kafka(bootstrap, home)
+    return Kafka(bootstrap, home, controller)
 
 
 @dataclass

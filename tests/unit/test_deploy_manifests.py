@@ -232,8 +232,8 @@ def test_gateway_gets_the_session_and_token_vault_settings() -> None:
             "INSTORE_CONNECTION_KEY"} <= names
     secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in container.get("env", [])
                    if "secretKeyRef" in e.get("valueFrom", {})}
-    for name in ("INSTORE_CALLBACK_API_KEY", "INSTORE_CONNECTION_KEY", "TOKEN_VAULT_REDIS_URL",
-                 "TOKEN_VAULT_ENCRYPTION_KEYS"):
+    for name in ("INSTORE_CALLBACK_API_KEY", "INSTORE_CONNECTION_KEY", "INSTORE_WEBHOOK_SECRET",
+                 "TOKEN_VAULT_REDIS_URL", "TOKEN_VAULT_ENCRYPTION_KEYS"):
         assert secret_refs.get(name) == name, f"gateway: {name} must come from the Secret key {name}"
     config = _of_kind(_resources(), "ConfigMap")["instore-gateway-config"]["data"]
     # Two replicas need the shared vault: the in-memory one would lose tokens between pods.
@@ -293,7 +293,7 @@ def test_example_secret_holds_only_placeholders() -> None:
     secret = _example_secret()
     assert secret["kind"] == "Secret"
     assert "data" not in secret, "use stringData with CHANGE-ME placeholders"
-    assert set(secret["stringData"]) == {"INSTORE_CALLBACK_API_KEY", "INSTORE_CONNECTION_KEY", "TOKEN_VAULT_REDIS_URL",
+    assert set(secret["stringData"]) == {"INSTORE_CALLBACK_API_KEY", "INSTORE_CONNECTION_KEY", "INSTORE_WEBHOOK_SECRET", "TOKEN_VAULT_REDIS_URL",
                                          "TOKEN_VAULT_ENCRYPTION_KEYS", "CTP_CLIENT_ID", "CTP_CLIENT_SECRET"}
     assert set(secret["stringData"]) <= SECRET_VARS
     assert all(v == PLACEHOLDER for v in secret["stringData"].values())

@@ -39,6 +39,7 @@ from instore_gateway.problems import (
 from instore_gateway.sessions import EventPublisher, create_session, token_callback_handler
 from instore_gateway.settings import GatewaySettings
 from instore_gateway.vault import TokenVault, create_vault
+from instore_gateway.webhooks import webhook_handler
 from instore_shared.contract.cart_lookup import CartKind, CartLookupReply, LookupStatus
 from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.rpc import BrokerUnavailable, ReplyTimeout, RequestReplyClient
@@ -306,6 +307,8 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
     app = Litestar(
         route_handlers=[
             sale_cart, return_cart, token_callback_handler(callback_api_key_guard), healthz, readyz,
+            webhook_handler(settings.webhook_max_body_bytes, settings.instore_webhook_signature_headers.split(","),
+                            settings.webhook_publish_timeout_seconds),
             # POST /sessions alone is rate-limited, per client address (in this replica's memory).
             Router("/", route_handlers=[create_session], middleware=[
                 RateLimitConfig(rate_limit=("minute", settings.sessions_rate_limit_per_minute),
@@ -314,7 +317,10 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             ]),
         ],
         lifespan=[lifespan],
-        state=State({"callback_api_key": settings.instore_callback_api_key.get_secret_value().encode()}),
+        state=State({
+            "callback_api_key": settings.instore_callback_api_key.get_secret_value().encode(),
+            "webhook_secret": settings.instore_webhook_secret.get_secret_value().encode(),
+        }),
         exception_handlers={
             ProblemError: handle_problem,
             HTTPException: handle_http_exception,

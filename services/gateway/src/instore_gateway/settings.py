@@ -28,6 +28,18 @@ class GatewaySettings(BaseServiceSettings, SessionSettings):
     gateway_kafka_connect_wait_seconds: float = Field(default=0.0, ge=0)
     """At start-up, wait this long for Kafka before serving (0: serve at once and answer 503 until connected)."""
 
+    instore_webhook_secret: SecretStr = SecretStr("")
+    """Shared secret of InStore's webhook signatures (HMAC-SHA256). Empty: every webhook is refused with 401."""
+
+    instore_webhook_signature_headers: str = "X-Signature,verification-signature"
+    """Comma-separated headers that may carry the webhook signature, tried in order."""
+
+    webhook_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=50_000_000)
+    """Largest webhook body accepted, in bytes (413 beyond)."""
+
+    webhook_publish_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    """How long a webhook waits for Kafka's acknowledgement before the gateway answers 503."""
+
     token_vault_backend: Literal["memory", "redis"] = "memory"
     """Where user access tokens wait for InStore under their user keys: memory (one replica only) or redis (shared by every replica)."""
 

@@ -22,6 +22,12 @@ MESSAGE_TYPE = "message-type"
 DEADLINE = "deadline-ms"
 """Unix time in milliseconds after which nobody waits for the answer any more."""
 
+WEBHOOK_ID = "webhook-id"
+"""A webhook's stable id (InStore's event id, else the SHA-256 of its body)."""
+
+RECEIVED_AT = "received-at"
+"""RFC 3339 UTC time the gateway received the webhook."""
+
 JSON = "application/json"
 
 

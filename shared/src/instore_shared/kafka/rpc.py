@@ -299,17 +299,29 @@ class RequestReplyClient:
         finally:
             self._pending.pop(cid, None)
 
-    async def publish(self, topic: str, key: str, value: bytes, *, message_type: str, timeout: float) -> None:
-        """Publish one event (acks=all, idempotent) on this client's connection.
+    async def publish(
+        self,
+        topic: str,
+        key: str | None,
+        value: bytes,
+        *,
+        message_type: str,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Publish one message (acks=all, idempotent) on this client's connection; returns once Kafka acknowledged it.
 
-        Raises :class:`BrokerUnavailable` when not connected or not acknowledged within ``timeout`` s.
+        ``key`` None lets the producer pick the partition; ``headers`` are added to
+        ``content-type`` (JSON) and ``message-type``. Raises :class:`BrokerUnavailable` when
+        not connected or not acknowledged within ``timeout`` s.
         """
         if not self._connected.is_set() or self._producer is None:
             raise BrokerUnavailable("not connected to Kafka")
-        headers = {h.CONTENT_TYPE: h.JSON, h.MESSAGE_TYPE: message_type}
+        all_headers = {h.CONTENT_TYPE: h.JSON, h.MESSAGE_TYPE: message_type, **(headers or {})}
         try:
             await asyncio.wait_for(
-                self._producer.send_and_wait(topic, value, key=key.encode(), headers=h.encode_headers(headers)),
+                self._producer.send_and_wait(topic, value, key=key.encode() if key is not None else None,
+                                             headers=h.encode_headers(all_headers)),
                 timeout,
             )
         except (TimeoutError, KafkaError) as exc:

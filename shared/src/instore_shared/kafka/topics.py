@@ -48,5 +48,12 @@ SESSION_EVENTS = Topic(
     description="Audit trail of colleague sessions the gateway opened (no tokens, no keys).",
 )
 
-ALL_TOPICS: tuple[Topic, ...] = (CART_REQUESTS, CART_REPLIES, SESSION_EVENTS)
+WEBHOOKS = Topic(
+    name="instore.webhooks.v1",
+    key="the cart id, return cart id or order number the webhook names (none when it names none)",
+    schema="the webhook's raw bytes; headers webhook-id, received-at, content-type",
+    description="Every signed InStore webhook the gateway accepted, as received (durable before acknowledged).",
+)
+
+ALL_TOPICS: tuple[Topic, ...] = (CART_REQUESTS, CART_REPLIES, SESSION_EVENTS, WEBHOOKS)
 """Every topic of this release, in the order they are created."""

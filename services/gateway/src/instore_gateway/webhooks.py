@@ -1,0 +1,92 @@
+"""``POST /instore/webhooks``: InStore's signed webhooks, durable in Kafka before acknowledged.
+
+Principles (../shared/reference/architecture.md 1, 4, 7): the HMAC is checked over the raw
+bytes as received, never a re-serialisation; the raw bytes go to ``instore.webhooks.v1``
+untouched, with the received time and a stable webhook id in headers, keyed by the cart
+id / return cart id / order number the webhook names; the answer is 2xx only after Kafka
+acknowledged the write (acks=all, idempotent producer), else 503 with ``Retry-After`` so
+InStore retries. What the payload means is the consumers' business.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
+
+from instore_gateway.problems import Problem, ProblemError
+from instore_shared.contract import instore_webhooks as contract
+from instore_shared.kafka import headers as h
+from instore_shared.kafka.rpc import BrokerUnavailable
+from instore_shared.kafka.topics import WEBHOOKS
+from instore_shared.logging import get_logger
+
+log = get_logger(__name__)
+
+MESSAGE_TYPE = "instore-webhook.v1"
+_PROBLEM = {"media_type": "application/problem+json", "data_container": Problem}
+
+
+class WebhookAccepted(msgspec.Struct, rename="camel"):
+    """Answer of an accepted webhook: its stable id (InStore's ``id``, else ``sha256:<body hash>``)."""
+
+    webhook_id: str
+
+
+def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_timeout: float) -> Any:
+    """The route, built from settings (body limit, signature header names, Kafka acknowledgement timeout)."""
+    names = [name.strip().lower() for name in signature_headers if name.strip()]
+
+    @post(
+        "/instore/webhooks",
+        status_code=202,
+        request_max_body_size=max_body_bytes,
+        summary="InStore webhook",
+        description="A signed webhook from InStore (HMAC-SHA256 of the raw body in X-Signature or "
+        "verification-signature). Answered 202 only once it is durably in Kafka.",
+        tags=["InStore webhooks"],
+        operation_id="receiveWebhook",
+        responses={
+            400: ResponseSpec(description="signed, but not JSON", **_PROBLEM),
+            401: ResponseSpec(description="signature missing or wrong", **_PROBLEM),
+            413: ResponseSpec(description="body larger than WEBHOOK_MAX_BODY_BYTES", **_PROBLEM),
+            503: ResponseSpec(description="Kafka did not take it; retry (Retry-After)", **_PROBLEM),
+        },
+    )
+    async def receive_webhook(request: Request[Any, Any, State]) -> Response[bytes]:
+        """``POST /instore/webhooks`` (header names and signature encodings assumed — see docs)."""
+        received_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        body = await request.body()
+        secret: bytes = request.app.state.webhook_secret
+        given = [value for name in names for value in request.headers.getall(name, [])]
+        if not any(contract.signature_valid(body, value, secret) for value in given):
+            log.warning("webhook.refused", reason="no-signature" if not given else "bad-signature", bytes=len(body))
+            raise ProblemError(401, "invalid-signature", "Invalid signature",
+                               "the webhook signature is missing or does not match the body")
+        try:
+            payload = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ProblemError(400, "not-json", "Not JSON", "a signed webhook must be a JSON document") from exc
+        webhook_id = contract.webhook_id(body, payload)
+        key = contract.routing_key(payload)
+        headers = {
+            h.WEBHOOK_ID: webhook_id,
+            h.RECEIVED_AT: received_at,
+            h.CORRELATION_ID: request.scope["state"]["correlation_id"],
+        }
+        try:
+            await request.app.state.events.publish(WEBHOOKS.name, key, body, message_type=MESSAGE_TYPE,
+                                                   timeout=publish_timeout, headers=headers)
+        except BrokerUnavailable as exc:
+            log.error("webhook.not_stored", webhook_id=webhook_id, error=str(exc))
+            raise ProblemError(503, "broker-unavailable", "Service unavailable",
+                               "the webhook could not be stored; retry later", headers={"Retry-After": "5"}) from exc
+        log.info("webhook.accepted", webhook_id=webhook_id, key=key, bytes=len(body))
+        return Response(msgspec.json.encode(WebhookAccepted(webhook_id=webhook_id)), status_code=202,
+                        media_type="application/json")
+
+    return receive_webhook

@@ -1,0 +1,82 @@
+"""InStore's webhooks, inbound: the signature and the few fields we route by.
+
+Documented (https://docs.commercetools.com/instore/integration/webhooks): InStore POSTs the
+results of its processes as JSON to one URL and signs each; the newest page names the
+header ``X-Signature`` with an HMAC-SHA256 of the body and a shared secret, older pages
+``verification-signature``. Not documented — ASSUMED, see
+../shared/reference/instore-contract.md §4: the encoding of the signature (we accept hex in
+either case and standard or URL-safe base64, with or without a ``sha256=`` prefix) and the
+payload fields. A webhook is a trigger: we read only what identifies the work — ``id``,
+``type``, and one of ``cartId``, ``returnCartId``, ``orderNumber`` (top level or under
+``data``) — and pass the raw bytes on untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from typing import Any
+
+ROUTING_FIELDS = ("cartId", "returnCartId", "orderNumber")
+"""Fields that name the entity a webhook is about, in order of preference (assumed)."""
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _decode_signature(given: str) -> bytes | None:
+    value = given.strip()
+    if value[:7].lower() == "sha256=":
+        value = value[7:]
+    if _HEX.fullmatch(value):
+        return bytes.fromhex(value)
+    for decode in (base64.b64decode, base64.urlsafe_b64decode):
+        try:
+            raw = decode(value + "=" * (-len(value) % 4))
+        except (binascii.Error, ValueError):
+            continue
+        if len(raw) == hashlib.sha256().digest_size:
+            return raw
+    return None
+
+
+def signature_valid(body: bytes, given: str, secret: bytes) -> bool:
+    """True when ``given`` is the HMAC-SHA256 of exactly ``body`` under ``secret``.
+
+    ``given`` may be hex (any case) or base64 (standard or URL-safe, padding optional),
+    with an optional ``sha256=`` prefix. The comparison is constant-time. An empty secret
+    never validates.
+    """
+    if not secret:
+        return False
+    decoded = _decode_signature(given)
+    expected = hmac.new(secret, body, hashlib.sha256).digest()
+    return decoded is not None and hmac.compare_digest(decoded, expected)
+
+
+def routing_key(payload: Any) -> str | None:
+    """The cart id, return cart id or order number the webhook is about (the Kafka key), if any."""
+    if not isinstance(payload, dict):
+        return None
+    for scope in (payload, payload.get("data")):
+        if isinstance(scope, dict):
+            for field in ROUTING_FIELDS:
+                value = scope.get(field)
+                if isinstance(value, str) and _SAFE_ID.fullmatch(value):
+                    return value
+    return None
+
+
+def webhook_id(body: bytes, payload: Any) -> str:
+    """A stable id for this webhook: InStore's ``id`` when it sends a sane one, else ``sha256:<hex of the body>``.
+
+    Deterministic, so a redelivered webhook carries the same id downstream.
+    """
+    if isinstance(payload, dict):
+        value = payload.get("id")
+        if isinstance(value, str) and _SAFE_ID.fullmatch(value):
+            return value
+    return "sha256:" + hashlib.sha256(body).hexdigest()

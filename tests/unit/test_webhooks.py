@@ -1,0 +1,149 @@
+"""Webhook intake: signatures over the raw bytes, size and JSON checks, durable before acknowledged."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from instore_gateway.app import Ports, create_app
+from instore_gateway.settings import GatewaySettings
+from instore_gateway.vault import InMemoryTokenVault
+from instore_shared.contract.instore_webhooks import routing_key, signature_valid, webhook_id
+from instore_shared.kafka.rpc import BrokerUnavailable
+
+SECRET = b"webhook-shared-secret-for-tests"
+PROBLEM = "urn:instore-integration:problem:"
+BODY = json.dumps({"id": "evt-1", "type": "payment.completed", "cartId": "cart-123",
+                   "data": {"amount": {"centAmount": 1999, "currencyCode": "EUR"}}}, indent=2).encode()
+
+
+def sign(body: bytes, secret: bytes = SECRET) -> str:
+    return hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.published: list[dict[str, Any]] = []
+        self.fail = False
+
+    async def publish(self, topic: str, key: str | None, value: bytes, *, message_type: str, timeout: float,
+                      headers: dict[str, str] | None = None) -> None:
+        if self.fail:
+            raise BrokerUnavailable("down")
+        self.published.append({"topic": topic, "key": key, "value": value, "headers": headers or {}})
+
+
+class Lookups:
+    async def lookup(self, *a: Any) -> Any:
+        raise AssertionError
+
+    async def ready(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def gateway() -> Iterator[tuple[Recorder, TestClient[Any]]]:
+    events = Recorder()
+    settings = GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret=SECRET.decode(),
+                               webhook_max_body_bytes=4096)
+    app = create_app(settings, Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()))  # type: ignore[arg-type]
+    with TestClient(app) as client:
+        yield events, client
+
+
+def _post(client: TestClient[Any], body: bytes, headers: dict[str, str]) -> Any:
+    return client.post("/instore/webhooks", content=body, headers={"Content-Type": "application/json", **headers})
+
+
+def _problem(response: Any, status: int, slug: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["type"] == PROBLEM + slug
+
+
+@pytest.mark.parametrize("encode", [
+    lambda b: sign(b),
+    lambda b: sign(b).upper(),
+    lambda b: "sha256=" + sign(b),
+    lambda b: base64.b64encode(hmac.new(SECRET, b, hashlib.sha256).digest()).decode(),
+    lambda b: base64.urlsafe_b64encode(hmac.new(SECRET, b, hashlib.sha256).digest()).decode().rstrip("="),
+])
+@pytest.mark.parametrize("header", ["X-Signature", "verification-signature"])
+def test_signed_webhook_is_published_raw_then_acknowledged(gateway: tuple[Recorder, TestClient[Any]],
+                                                           encode: Any, header: str) -> None:
+    events, client = gateway
+    response = _post(client, BODY, {header: encode(BODY)})
+    assert response.status_code == 202, response.text
+    assert response.json() == {"webhookId": "evt-1"}
+    (message,) = events.published
+    assert message["topic"] == "instore.webhooks.v1" and message["key"] == "cart-123"
+    assert message["value"] == BODY  # the bytes as received: whitespace, order and all
+    assert message["headers"]["webhook-id"] == "evt-1" and message["headers"]["received-at"].endswith("Z")
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda b: b[:-1],  # truncated
+    lambda b: json.dumps(json.loads(b)).encode(),  # re-serialised: same JSON, other bytes
+    lambda b: b.replace(b"1999", b"1"),  # forged amount
+])
+def test_forged_truncated_and_reserialised_bodies_are_refused(gateway: tuple[Recorder, TestClient[Any]],
+                                                              mutate: Any) -> None:
+    events, client = gateway
+    _problem(_post(client, mutate(BODY), {"X-Signature": sign(BODY)}), 401, "invalid-signature")
+    assert events.published == []
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-Signature": ""}, {"X-Signature": "not-a-signature"},
+                                     {"X-Signature": sign(BODY, b"other-secret")}])
+def test_missing_or_wrong_signature_is_401_and_nothing_published(gateway: tuple[Recorder, TestClient[Any]],
+                                                                 headers: dict[str, str]) -> None:
+    events, client = gateway
+    _problem(_post(client, BODY, headers), 401, "invalid-signature")
+    assert events.published == []
+
+
+def test_signed_but_not_json_is_400(gateway: tuple[Recorder, TestClient[Any]]) -> None:
+    events, client = gateway
+    body = b"definitely not json"
+    _problem(_post(client, body, {"X-Signature": sign(body)}), 400, "not-json")
+    assert events.published == []
+
+
+def test_too_large_is_413(gateway: tuple[Recorder, TestClient[Any]]) -> None:
+    events, client = gateway
+    body = json.dumps({"pad": "x" * 5000}).encode()
+    _problem(_post(client, body, {"X-Signature": sign(body)}), 413, "payload-too-large")
+    assert events.published == []
+
+
+def test_kafka_down_is_503_with_retry_after(gateway: tuple[Recorder, TestClient[Any]]) -> None:
+    events, client = gateway
+    events.fail = True
+    response = _post(client, BODY, {"X-Signature": sign(BODY)})
+    _problem(response, 503, "broker-unavailable")
+    assert response.headers["retry-after"] == "5"
+
+
+def test_no_secret_configured_refuses_everything() -> None:
+    events = Recorder()
+    app = create_app(GatewaySettings(instore_callback_api_key="k" * 20),
+                     Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()))  # type: ignore[arg-type]
+    with TestClient(app) as client:
+        _problem(_post(client, BODY, {"X-Signature": sign(BODY, b"")}), 401, "invalid-signature")
+    assert events.published == []
+
+
+def test_routing_key_and_webhook_id_rules() -> None:
+    assert routing_key({"returnCartId": "r-1"}) == "r-1"
+    assert routing_key({"data": {"orderNumber": "store-1-000001"}}) == "store-1-000001"
+    assert routing_key({"cartId": "bad key with spaces"}) is None
+    assert routing_key(["not", "an", "object"]) is None
+    assert webhook_id(b"{}", {}) == "sha256:" + hashlib.sha256(b"{}").hexdigest()
+    assert webhook_id(b"{}", {"id": "evt-9"}) == "evt-9"
+    assert not signature_valid(BODY, sign(BODY), b"")
