@@ -65,3 +65,18 @@ async def test_lookup_of_seeded_carts_against_the_mock(ct_mock: CtMock) -> None:
             CartLookupRequest(cart_ref=ct_mock.seed["returnCartKey"], kind=CartKind.RETURN, requested_at="t"), client, settings)
     assert sale.status is LookupStatus.FOUND, sale
     assert ret.status is LookupStatus.FOUND, ret
+
+
+async def test_order_finalization_sends_only_valid_requests(ct_mock: CtMock) -> None:
+    recorder = RequestRecorder()
+    async with CommercetoolsClient(_settings(ct_mock), request_hooks=[recorder]) as client:
+        cart = (await client.request("POST", "/carts", json={
+            "currency": "EUR", "country": "DE", "lineItems": [{"sku": "SKU-MUG", "quantity": 1}],
+        })).json()
+        await client.find_cart(cart["id"], expand=("paymentInfo.payments[*]",))
+        assert await client.find_order_by_cart(cart["id"]) is None
+        order = (await client.create_order_from_cart(cart["id"], cart["version"], f"contract-{cart['id']}", "Paid")).json()
+        found = await client.find_order_by_cart(cart["id"])
+        assert found is not None and found.json()["id"] == order["id"]
+    assert any(r.method == "POST" and r.url.endswith("/orders") for r in recorder.requests)
+    recorder.assert_all_valid()

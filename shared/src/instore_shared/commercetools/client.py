@@ -147,6 +147,27 @@ class CommercetoolsClient:
         """``GET /orders/order-number={orderNumber}``. Raises :class:`NotFound`."""
         return await self.request("GET", f"/orders/order-number={quote(order_number, safe='')}")
 
+    async def create_order_from_cart(
+        self, cart_id: str, cart_version: int, order_number: str, payment_state: str
+    ) -> ApiResponse:
+        """``POST /orders`` with an ``OrderFromCartDraft`` (https://docs.commercetools.com/api/projects/orders#create-order-from-cart).
+
+        ``payment_state`` is ``BalanceDue|Failed|Pending|CreditOwed|Paid``. Raises
+        :class:`DuplicateField` when ``order_number`` is taken, ``ConcurrentModification``
+        when ``cart_version`` is not the cart's, ``InvalidInput`` e.g. for a cart already ordered.
+        """
+        draft = {"cart": {"typeId": "cart", "id": cart_id}, "version": cart_version,
+                 "orderNumber": order_number, "paymentState": payment_state}
+        return await self.request("POST", "/orders", json=draft)
+
+    async def find_order_by_cart(self, cart_id: str) -> ApiResponse | None:
+        """The Order created from cart ``cart_id`` (``GET /orders?where=cart(id="…")``), or None."""
+        response = await self.request(
+            "GET", "/orders", params={"where": f'cart(id="{cart_id}")', "limit": "1", "withTotal": "false"}
+        )
+        results = response.json().get("results") or []
+        return ApiResponse(200, msgspec.json.encode(results[0])) if results else None
+
     async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse:
         """The cart whose id is ``ref``, else the cart whose key is ``ref``. Raises :class:`NotFound`.
 

@@ -1,7 +1,11 @@
-"""An in-memory stand-in for the read side of :class:`CommercetoolsClient`, for unit tests.
+"""An in-memory stand-in for :class:`CommercetoolsClient`, for unit tests.
 
 It answers by id or key exactly like the real client (raw JSON bytes), and can be told
-to fail, so handlers are tested without a network.
+to fail, so handlers are tested without a network. Creating an Order from a Cart enforces
+the rules the npm mock does not (https://docs.commercetools.com/api/projects/orders#create-order-from-cart):
+the cart's version must match (409 with the current version), the cart must be Active
+(400 InvalidOperation), an ``orderNumber`` is unique (400 DuplicateField); the cart becomes
+``Ordered``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,15 @@ from typing import Any
 import msgspec
 
 from instore_shared.commercetools.client import ApiResponse
-from instore_shared.commercetools.errors import CommercetoolsError, NotFound
+import uuid
+
+from instore_shared.commercetools.errors import (
+    CommercetoolsError,
+    ConcurrentModification,
+    DuplicateField,
+    InvalidInput,
+    NotFound,
+)
 
 
 class InMemoryCommerce:
@@ -22,6 +34,8 @@ class InMemoryCommerce:
         self.orders: dict[str, bytes] = {}
         self.fail_with: CommercetoolsError | None = None
         self.calls: list[tuple[str, str]] = []
+        self.payments: dict[str, dict[str, Any]] = {}
+        self.orders_created = 0
 
     def add_cart(self, cart: dict[str, Any]) -> None:
         """Store a Cart under its ``id`` and, when it has one, its ``key``."""
@@ -37,15 +51,70 @@ class InMemoryCommerce:
         if order.get("orderNumber"):
             self.orders[f"order-number={order['orderNumber']}"] = raw
 
+    def add_payment(self, payment: dict[str, Any]) -> None:
+        """Store a Payment (referenced from carts' ``paymentInfo``)."""
+        self.payments[payment["id"]] = payment
+
+    def cart(self, ref: str) -> dict[str, Any]:
+        """The stored cart as a dict (by id or key). Raises :class:`NotFound`."""
+        raw = self.carts.get(ref) or self.carts.get(f"key={ref}")
+        if raw is None:
+            raise NotFound(404, "ResourceNotFound", f"cart {ref} not found")
+        return msgspec.json.decode(raw)
+
     async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse:
-        """The cart by id, else by key. Raises :class:`NotFound`."""
+        """The cart by id, else by key, Payments inlined when ``expand`` asks. Raises :class:`NotFound`."""
         self.calls.append(("find_cart", ref))
         if self.fail_with:
             raise self.fail_with
         raw = self.carts.get(ref) or self.carts.get(f"key={ref}")
         if raw is None:
             raise NotFound(404, "ResourceNotFound", f"cart {ref} not found")
+        if "paymentInfo.payments[*]" in expand:
+            cart = msgspec.json.decode(raw)
+            for ref_ in (cart.get("paymentInfo") or {}).get("payments", []):
+                ref_["obj"] = self.payments[ref_["id"]]
+            raw = msgspec.json.encode(cart)
         return ApiResponse(200, raw)
+
+    async def get_order_by_order_number(self, order_number: str) -> ApiResponse:
+        """The order whose ``orderNumber`` is ``order_number``. Raises :class:`NotFound`."""
+        raw = self.orders.get(f"order-number={order_number}")
+        if raw is None:
+            raise NotFound(404, "ResourceNotFound", f"order {order_number} not found")
+        return ApiResponse(200, raw)
+
+    async def find_order_by_cart(self, cart_id: str) -> ApiResponse | None:
+        """The order made from cart ``cart_id``, or None."""
+        for key, raw in self.orders.items():
+            if not key.startswith("order-number=") and msgspec.json.decode(raw).get("cart", {}).get("id") == cart_id:
+                return ApiResponse(200, raw)
+        return None
+
+    async def create_order_from_cart(
+        self, cart_id: str, cart_version: int, order_number: str, payment_state: str
+    ) -> ApiResponse:
+        """Create an Order from the cart, enforcing version, state and unique order numbers (see module doc)."""
+        self.calls.append(("create_order_from_cart", cart_id))
+        if self.fail_with:
+            raise self.fail_with
+        cart = self.cart(cart_id)
+        if cart["version"] != cart_version:
+            raise ConcurrentModification(409, "ConcurrentModification", "version mismatch",
+                                         current_version=cart["version"])
+        if cart["cartState"] != "Active":
+            raise InvalidInput(400, "InvalidOperation", f"cart {cart_id} is {cart['cartState']}")
+        if f"order-number={order_number}" in self.orders:
+            raise DuplicateField(400, "DuplicateField", "orderNumber taken", field="orderNumber",
+                                 duplicate_value=order_number)
+        order = {"id": str(uuid.uuid4()), "version": 1, "orderNumber": order_number, "paymentState": payment_state,
+                 "cart": {"typeId": "cart", "id": cart_id}, "totalPrice": cart["totalPrice"],
+                 "lineItems": cart.get("lineItems", []), "paymentInfo": cart.get("paymentInfo")}
+        self.add_order(order)
+        cart["cartState"], cart["version"] = "Ordered", cart["version"] + 1
+        self.add_cart(cart)
+        self.orders_created += 1
+        return ApiResponse(201, msgspec.json.encode(order))
 
     async def find_order(self, ref: str) -> ApiResponse:
         """The order by id, else by order number. Raises :class:`NotFound`."""

@@ -1,0 +1,150 @@
+"""Decide and apply: one payment webhook → at most one Order for its Cart.
+
+The webhook is only a trigger (architecture principle 2): the cart id comes from it, the
+state from Composable Commerce. Exactly one Order per cart: the ``orderNumber`` is
+deterministic, the Order is looked up (by number, then by cart) before it is created, and a
+duplicate number or an already-ordered cart counts as success. A 409 re-reads the cart and
+tries again (bounded). Errors that can never succeed raise :class:`PermanentFailure` for
+the caller to dead-letter.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+
+from instore_order_finalization import rules
+from instore_order_finalization.model import Cart, OrderRef, cart_decoder, order_decoder
+from instore_shared.commercetools.client import ApiResponse
+from instore_shared.commercetools.errors import ConcurrentModification, DuplicateField, InvalidInput, NotFound
+from instore_shared.logging import get_logger
+
+log = get_logger(__name__)
+
+EXPAND_PAYMENTS = ("paymentInfo.payments[*]",)
+PAYMENT_WEBHOOK_TYPES = frozenset({"payment.completed", "payment.succeeded", "payment.updated"})
+"""Webhook ``type`` values that may complete a sale (assumed — see instore-contract.md §4)."""
+
+
+class OrderCommerce(Protocol):
+    """What finalization needs from Composable Commerce (``CommercetoolsClient`` implements it)."""
+
+    async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse: ...  # noqa: D102
+    async def get_order_by_order_number(self, order_number: str) -> ApiResponse: ...  # noqa: D102
+    async def find_order_by_cart(self, cart_id: str) -> ApiResponse | None: ...  # noqa: D102
+    async def create_order_from_cart(  # noqa: D102
+        self, cart_id: str, cart_version: int, order_number: str, payment_state: str
+    ) -> ApiResponse: ...
+
+
+class Outcome(enum.Enum):
+    """What a webhook led to."""
+
+    ORDER_CREATED = "order-created"
+    ALREADY_ORDERED = "already-ordered"
+    AWAITING_PAYMENT = "awaiting-payment"
+    NOT_A_PAYMENT = "not-a-payment"
+
+
+class PermanentFailure(Exception):
+    """This webhook can never be processed as it is (no cart id, cart unknown, bad body…): dead-letter it."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The outcome, and for an ordered cart the Cart (as read) and the Order."""
+
+    outcome: Outcome
+    cart: Cart | None = None
+    order: OrderRef | None = None
+
+
+class PaymentWebhook(msgspec.Struct, frozen=True):
+    """The fields of an InStore payment webhook we act on (assumed — see instore-contract.md §4)."""
+
+    type: str
+    cartId: str | None = None  # noqa: N815
+    data: dict[str, object] = {}
+
+
+def parse_webhook(body: bytes) -> PaymentWebhook:
+    """The webhook's routing fields. Raises :class:`PermanentFailure` for a body that is not such a JSON object."""
+    try:
+        return msgspec.json.decode(body, type=PaymentWebhook)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise PermanentFailure("bad-body", str(exc)) from exc
+
+
+async def finalize(body: bytes, commerce: OrderCommerce, order_number_field: str, max_conflicts: int = 5) -> Result:
+    """Process one webhook's raw ``body``.
+
+    Returns the :class:`Result`; raises :class:`PermanentFailure` for what must be
+    dead-lettered, and lets ``TransientError`` (Composable Commerce unavailable after the
+    client's bounded retries) through for the caller to dead-letter or retry.
+    """
+    webhook = parse_webhook(body)
+    if webhook.type not in PAYMENT_WEBHOOK_TYPES:
+        return Result(Outcome.NOT_A_PAYMENT)
+    cart_ref = webhook.cartId or (webhook.data.get("cartId") if isinstance(webhook.data.get("cartId"), str) else None)
+    if not cart_ref:
+        raise PermanentFailure("no-cart-id", f"a {webhook.type} webhook without cartId")
+    for _ in range(max_conflicts):
+        cart = await _read_cart(commerce, str(cart_ref))
+        number = rules.order_number(cart, order_number_field)
+        existing = await _existing_order(commerce, cart, number)
+        if existing is not None:
+            return Result(Outcome.ALREADY_ORDERED, cart, existing)
+        if cart.cartState != "Active":
+            raise PermanentFailure("cart-not-active", f"cart {cart.id} is {cart.cartState} and has no Order")
+        cover = rules.coverage(cart)
+        if not cover.covered:
+            log.info("finalize.awaiting_payment", cart_id=cart.id, charged=cover.charged, total=cover.total,
+                     currency=cover.currency)
+            return Result(Outcome.AWAITING_PAYMENT, cart)
+        try:
+            created = await commerce.create_order_from_cart(cart.id, cart.version, number, "Paid")
+        except ConcurrentModification:
+            log.info("finalize.conflict", cart_id=cart.id)
+            continue  # the cart changed meanwhile: read it again and decide again
+        except DuplicateField:
+            found = await _existing_order(commerce, cart, number)
+            if found is not None:
+                return Result(Outcome.ALREADY_ORDERED, cart, found)
+            raise
+        except InvalidInput as exc:
+            found = await _existing_order(commerce, cart, number)
+            if found is not None:  # e.g. "already ordered" by a concurrent worker
+                return Result(Outcome.ALREADY_ORDERED, cart, found)
+            raise PermanentFailure("order-refused", f"{exc.code}: {exc.message}") from exc
+        order = order_decoder.decode(created.content)
+        log.info("finalize.order_created", cart_id=cart.id, order_id=order.id, order_number=order.orderNumber)
+        return Result(Outcome.ORDER_CREATED, cart, order)
+    raise PermanentFailure("too-many-conflicts", f"cart {cart_ref} kept changing")
+
+
+async def _read_cart(commerce: OrderCommerce, ref: str) -> Cart:
+    try:
+        response = await commerce.find_cart(ref, EXPAND_PAYMENTS)
+    except NotFound as exc:
+        raise PermanentFailure("cart-not-found", f"no cart with id or key {ref!r}") from exc
+    try:
+        return cart_decoder.decode(response.content)
+    except msgspec.ValidationError as exc:
+        raise PermanentFailure("unexpected-cart-shape", str(exc)) from exc
+
+
+async def _existing_order(commerce: OrderCommerce, cart: Cart, number: str) -> OrderRef | None:
+    try:
+        return order_decoder.decode((await commerce.get_order_by_order_number(number)).content)
+    except NotFound:
+        pass
+    by_cart = await commerce.find_order_by_cart(cart.id)
+    return order_decoder.decode(by_cart.content) if by_cart is not None else None

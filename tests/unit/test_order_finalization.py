@@ -1,0 +1,141 @@
+"""order-finalization's decision core with the rule-enforcing in-memory Composable Commerce.
+
+Exactly one Order per cart however often the webhook comes; a split tender waits for its
+last charge; permanent problems are named for the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from instore_order_finalization.finalize import Outcome, PermanentFailure, finalize
+from instore_order_finalization.rules import order_number
+from instore_order_finalization.model import cart_decoder
+from instore_shared.commercetools.errors import ConcurrentModification
+from instore_shared.commercetools.fake import InMemoryCommerce
+from tests.conftest import load_example
+
+FIELD = "orderNumber"
+
+
+def _payment(pid: str, cents: int, state: str = "Success", kind: str = "Charge", method: str = "CREDIT_CARD",
+             currency: str = "EUR") -> dict[str, Any]:
+    payment = copy.deepcopy(load_example("payment.example.json"))
+    payment.update(id=pid, key=f"key-{pid}")
+    payment["amountPlanned"].update(currencyCode=currency, centAmount=cents)
+    payment["paymentMethodInfo"]["method"] = method
+    payment["transactions"] = [{"id": f"t-{pid}", "type": kind, "state": state, "timestamp": "2026-11-30T00:00:00Z",
+                                "amount": {"type": "centPrecision", "fractionDigits": 2, "currencyCode": currency,
+                                           "centAmount": cents}}]
+    return payment
+
+
+def _world(total: int = 3499, payments: list[dict[str, Any]] | None = None,
+           custom_number: str | None = None) -> InMemoryCommerce:
+    commerce = InMemoryCommerce()
+    cart = copy.deepcopy(load_example("cart.example.json"))
+    cart.update(key="sale-1", lineItems=[{"id": "l1", "quantity": 1}])
+    cart["totalPrice"].update(currencyCode="EUR", centAmount=total)
+    for p in payments or []:
+        commerce.add_payment(p)
+    cart["paymentInfo"] = {"payments": [{"typeId": "payment", "id": p["id"]} for p in payments or []]}
+    if custom_number:
+        cart["custom"] = {"type": {"typeId": "type", "id": "t"}, "fields": {FIELD: custom_number}}
+    commerce.add_cart(cart)
+    return commerce
+
+
+def _webhook(cart_ref: str = "sale-1", kind: str = "payment.completed") -> bytes:
+    return json.dumps({"id": "evt-1", "type": kind, "cartId": cart_ref}).encode()
+
+
+async def test_a_paid_cart_becomes_one_order_with_a_derived_number() -> None:
+    commerce = _world(payments=[_payment("p1", 3499)])
+    result = await finalize(_webhook(), commerce, FIELD)
+    assert result.outcome is Outcome.ORDER_CREATED
+    cart_id = result.cart.id  # type: ignore[union-attr]
+    assert result.order.orderNumber == f"instore-{cart_id}"  # type: ignore[union-attr]
+    assert commerce.cart(cart_id)["cartState"] == "Ordered"
+
+
+async def test_the_order_number_instore_set_is_used() -> None:
+    commerce = _world(payments=[_payment("p1", 3499)], custom_number="store-berlin-01-000042")
+    result = await finalize(_webhook(), commerce, FIELD)
+    assert result.order.orderNumber == "store-berlin-01-000042"  # type: ignore[union-attr]
+
+
+async def test_the_same_webhook_ten_times_makes_one_order() -> None:
+    commerce = _world(payments=[_payment("p1", 3499)])
+    outcomes = [(await finalize(_webhook(), commerce, FIELD)).outcome for _ in range(10)]
+    assert outcomes == [Outcome.ORDER_CREATED] + [Outcome.ALREADY_ORDERED] * 9
+    assert commerce.orders_created == 1
+
+
+async def test_concurrent_deliveries_make_one_order() -> None:
+    commerce = _world(payments=[_payment("p1", 3499)])
+    results = await asyncio.gather(*(finalize(_webhook(), commerce, FIELD) for _ in range(5)))
+    assert commerce.orders_created == 1
+    assert len({r.order.id for r in results}) == 1  # type: ignore[union-attr]
+
+
+async def test_split_tender_waits_for_the_last_charge() -> None:
+    commerce = _world(payments=[_payment("card", 2000), _payment("cash", 1499, state="Pending", method="CASH")])
+    assert (await finalize(_webhook(), commerce, FIELD)).outcome is Outcome.AWAITING_PAYMENT
+    assert commerce.orders_created == 0
+    commerce.add_payment(_payment("cash", 1499, method="CASH"))  # the cash charge succeeded
+    assert (await finalize(_webhook(), commerce, FIELD)).outcome is Outcome.ORDER_CREATED
+
+
+@pytest.mark.parametrize("payment", [
+    _payment("p1", 3499, kind="Authorization"),
+    _payment("p1", 3499, state="Failure"),
+    _payment("p1", 3499, currency="USD"),
+    _payment("p1", 3498),
+])
+async def test_what_does_not_cover_the_total_is_left_waiting(payment: dict[str, Any]) -> None:
+    commerce = _world(payments=[payment])
+    assert (await finalize(_webhook(), commerce, FIELD)).outcome is Outcome.AWAITING_PAYMENT
+
+
+async def test_a_conflict_rereads_the_cart_and_tries_again() -> None:
+    commerce = _world(payments=[_payment("p1", 3499)])
+    real = commerce.create_order_from_cart
+    calls = 0
+
+    async def once_conflicting(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConcurrentModification(409, "ConcurrentModification", "changed", current_version=2)
+        return await real(*args)
+
+    commerce.create_order_from_cart = once_conflicting  # type: ignore[method-assign]
+    assert (await finalize(_webhook(), commerce, FIELD)).outcome is Outcome.ORDER_CREATED
+    assert calls == 2
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"not json", "bad-body"),
+    (json.dumps({"id": "e", "type": "payment.completed"}).encode(), "no-cart-id"),
+    (_webhook("no-such-cart"), "cart-not-found"),
+])
+async def test_permanent_failures_are_named(body: bytes, reason: str) -> None:
+    with pytest.raises(PermanentFailure) as info:
+        await finalize(body, _world(payments=[_payment("p1", 3499)]), FIELD)
+    assert info.value.reason == reason
+
+
+async def test_other_webhook_types_change_nothing() -> None:
+    commerce = _world(payments=[_payment("p1", 3499)])
+    assert (await finalize(_webhook(kind="refund.completed"), commerce, FIELD)).outcome is Outcome.NOT_A_PAYMENT
+    assert commerce.calls == []
+
+
+def test_order_number_rule_on_the_official_example_cart() -> None:
+    cart = cart_decoder.decode(json.dumps(load_example("cart.example.json")).encode())
+    assert order_number(cart, FIELD) == "instore-27b39077-aa57-48a5-b504-914f68fa44dc"
