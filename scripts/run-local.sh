@@ -17,6 +17,7 @@ PY="$REPO/.venv/bin/python"
 
 export GATEWAY_HTTP_PORT="${GATEWAY_HTTP_PORT:-8080}"
 export CART_MAPPING_HTTP_PORT="${CART_MAPPING_HTTP_PORT:-8081}"
+export ORDER_FINALIZATION_HTTP_PORT="${ORDER_FINALIZATION_HTTP_PORT:-8082}"
 export INSTORE_CALLBACK_API_KEY="${INSTORE_CALLBACK_API_KEY:-local-dev-callback-key}"
 export INSTORE_WEBHOOK_SECRET="${INSTORE_WEBHOOK_SECRET:-local-dev-webhook-secret}"
 export KAFKA_PORT="${KAFKA_PORT:-9092}"
@@ -34,6 +35,7 @@ need_port() { port_free "$1" || die "port $1 ($2) is taken; stop what uses it or
 
 need_port "$GATEWAY_HTTP_PORT" gateway GATEWAY_HTTP_PORT
 need_port "$CART_MAPPING_HTTP_PORT" "cart-mapping health" CART_MAPPING_HTTP_PORT
+need_port "$ORDER_FINALIZATION_HTTP_PORT" "order-finalization health" ORDER_FINALIZATION_HTTP_PORT
 [[ -n "${INSTORE_AUTH_BASE_URL:-}" ]] \
   || need_port "$DEVFAKES_HTTP_PORT" "dev fakes: local IMS, fake InStore auth" DEVFAKES_HTTP_PORT
 
@@ -118,17 +120,21 @@ fi
 say "cart-mapping: starting (health on 127.0.0.1:$CART_MAPPING_HTTP_PORT)"
 "$PY" -m instore_cart_mapping &
 PIDS+=($!)
+say "order-finalization: starting (health on 127.0.0.1:$ORDER_FINALIZATION_HTTP_PORT)"
+"$PY" -m instore_order_finalization &
+PIDS+=($!)
 say "gateway: starting on 127.0.0.1:$GATEWAY_HTTP_PORT"
 "$PY" -m instore_gateway &
 PIDS+=($!)
 
 ready() { [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz")" == 200 ]]; }
 for _ in $(seq 1 600); do
-  ready "$GATEWAY_HTTP_PORT" && ready "$CART_MAPPING_HTTP_PORT" && break
+  ready "$GATEWAY_HTTP_PORT" && ready "$CART_MAPPING_HTTP_PORT" && ready "$ORDER_FINALIZATION_HTTP_PORT" && break
   for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "a process exited during start-up (see its lines above)"; done
   sleep 0.1
 done
-ready "$GATEWAY_HTTP_PORT" && ready "$CART_MAPPING_HTTP_PORT" || die "the services did not become ready in 60 s"
+ready "$GATEWAY_HTTP_PORT" && ready "$CART_MAPPING_HTTP_PORT" && ready "$ORDER_FINALIZATION_HTTP_PORT" \
+  || die "the services did not become ready in 60 s"
 
 GW="http://127.0.0.1:$GATEWAY_HTTP_PORT"
 # The development default key is printed so the curls paste as they are; a key of your own is not.
@@ -153,7 +159,8 @@ cat <<MSG
       | python3 -c 'import json,sys; b=json.load(sys.stdin); print(b.get("userKey") or sys.exit(json.dumps(b)))')
     curl -s -H "X-Api-Key: $KEY_SHOWN" $GW/instore/callbacks/tokens/\$USER_KEY
 
-  A signed webhook (stored durably in Kafka, instore.webhooks.v1; processing comes with order-finalization):
+  A signed payment webhook: the seeded sale cart (charged by card) becomes Order store-berlin-01-000002
+  and one event on commerce.payments.completed.v1:
     BODY='{"id":"evt-1","type":"payment.completed","cartId":"demo-sale-cart"}'
     SIG=\$(printf %s "\$BODY" | python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), sys.stdin.buffer.read(), hashlib.sha256).hexdigest())' "$WEBHOOK_SECRET_SHOWN")
     curl -s -X POST -H "X-Signature: \$SIG" -H 'Content-Type: application/json' --data-binary "\$BODY" $GW/instore/webhooks
@@ -166,6 +173,7 @@ cat <<MSG
   In use (override by environment): GATEWAY_HTTP_PORT=$GATEWAY_HTTP_PORT
   INSTORE_CALLBACK_API_KEY=$KEY_SHOWN KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT
   CTP_MOCK_PORT=$CTP_MOCK_PORT CART_MAPPING_HTTP_PORT=$CART_MAPPING_HTTP_PORT DEVFAKES_HTTP_PORT=$DEVFAKES_HTTP_PORT
+  ORDER_FINALIZATION_HTTP_PORT=$ORDER_FINALIZATION_HTTP_PORT
 
 MSG
 

@@ -311,14 +311,35 @@ async function seedProject(baseUrl) {
     custom: { type: ref("type", "instore-order"), fields: { ...store, ...fields } },
   });
 
-  const saleCart = await api(
+  let saleCart = await api(
     "POST",
     "/carts",
-    cartBase("demo-sale-cart", { orderType: "sale" }, [
+    cartBase("demo-sale-cart", { orderType: "sale", sequenceNumber: "000002", orderNumber: "store-berlin-01-000002" }, [
       { sku: "SKU-TSHIRT-M", quantity: 1 },
       { sku: "SKU-CAP", quantity: 1 },
     ]),
   );
+  // The sale cart as InStore leaves it once the card payment succeeded: a charged Payment
+  // covering the total. A payment webhook for it then makes Order store-berlin-01-000002.
+  const salePayment = await api("POST", "/payments", {
+    key: "store-berlin-01-000002-card",
+    interfaceId: "psp-demo-000002",
+    amountPlanned: EUR(saleCart.totalPrice.centAmount),
+    paymentMethodInfo: { paymentInterface: "instore-pos", method: "CARD", name: { en: "Card" } },
+    transactions: [
+      {
+        type: "Charge",
+        amount: EUR(saleCart.totalPrice.centAmount),
+        state: "Success",
+        interactionId: "psp-demo-000002",
+        timestamp: new Date().toISOString(),
+      },
+    ],
+  });
+  saleCart = await api("POST", `/carts/${saleCart.id}`, {
+    version: saleCart.version,
+    actions: [{ action: "addPayment", payment: { typeId: "payment", id: salePayment.id } }],
+  });
 
   const orderNumber = "store-berlin-01-000001";
   let purchaseCart = await api(
@@ -392,6 +413,8 @@ async function seedProject(baseUrl) {
   return {
     projectKey,
     saleCartId: saleCart.id,
+    salePaymentId: salePayment.id,
+    saleOrderNumber: "store-berlin-01-000002",
     saleCartKey: saleCart.key,
     purchaseCartId: purchaseCart.id,
     purchaseCartKey: purchaseCart.key,

@@ -18,7 +18,8 @@ SETTINGS_CLASSES: list[tuple[str, str]] = [
     ("Every service (Kafka, logging)", "instore_shared.settings:BaseServiceSettings"),
     ("gateway", "instore_gateway.settings:GatewaySettings"),
     ("cart-mapping", "instore_cart_mapping.settings:CartMappingSettings"),
-    ("cart-mapping: Composable Commerce API client", "instore_shared.settings:CommercetoolsSettings"),
+    ("order-finalization", "instore_order_finalization.settings:OrderFinalizationSettings"),
+    ("cart-mapping and order-finalization: Composable Commerce API client", "instore_shared.settings:CommercetoolsSettings"),
 ]
 
 

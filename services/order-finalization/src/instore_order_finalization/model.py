@@ -78,11 +78,12 @@ class Cart(msgspec.Struct, frozen=True):
 
 
 class OrderRef(msgspec.Struct, frozen=True):
-    """An Order's identity: ``id`` and ``orderNumber``."""
+    """An Order's identity (``id``, ``version``, ``orderNumber``) and ``orderState`` (``Confirmed`` = announced downstream)."""
 
     id: str
     version: int
     orderNumber: str | None = None  # noqa: N815
+    orderState: str = "Open"  # noqa: N815
 
 
 cart_decoder = msgspec.json.Decoder(Cart)

@@ -160,6 +160,14 @@ class CommercetoolsClient:
                  "orderNumber": order_number, "paymentState": payment_state}
         return await self.request("POST", "/orders", json=draft)
 
+    async def change_order_state(self, order_id: str, version: int, order_state: str) -> ApiResponse:
+        """``POST /orders/{id}`` with ``changeOrderState`` (``Open|Confirmed|Complete|Cancelled``).
+
+        Raises ``ConcurrentModification`` when ``version`` is stale, ``NotFound``.
+        """
+        body = {"version": version, "actions": [{"action": "changeOrderState", "orderState": order_state}]}
+        return await self.request("POST", f"/orders/{quote(order_id, safe='')}", json=body)
+
     async def find_order_by_cart(self, cart_id: str) -> ApiResponse | None:
         """The Order created from cart ``cart_id`` (``GET /orders?where=cart(id="…")``), or None."""
         response = await self.request(

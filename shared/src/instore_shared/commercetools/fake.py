@@ -91,6 +91,19 @@ class InMemoryCommerce:
                 return ApiResponse(200, raw)
         return None
 
+    async def change_order_state(self, order_id: str, version: int, order_state: str) -> ApiResponse:
+        """``changeOrderState`` on a stored Order, with the version check."""
+        raw = self.orders.get(order_id)
+        if raw is None:
+            raise NotFound(404, "ResourceNotFound", f"order {order_id} not found")
+        order = msgspec.json.decode(raw)
+        if order["version"] != version:
+            raise ConcurrentModification(409, "ConcurrentModification", "version mismatch",
+                                         current_version=order["version"])
+        order["orderState"], order["version"] = order_state, order["version"] + 1
+        self.add_order(order)
+        return ApiResponse(200, msgspec.json.encode(order))
+
     async def create_order_from_cart(
         self, cart_id: str, cart_version: int, order_number: str, payment_state: str
     ) -> ApiResponse:
@@ -108,6 +121,7 @@ class InMemoryCommerce:
             raise DuplicateField(400, "DuplicateField", "orderNumber taken", field="orderNumber",
                                  duplicate_value=order_number)
         order = {"id": str(uuid.uuid4()), "version": 1, "orderNumber": order_number, "paymentState": payment_state,
+                 "orderState": "Open",
                  "cart": {"typeId": "cart", "id": cart_id}, "totalPrice": cart["totalPrice"],
                  "lineItems": cart.get("lineItems", []), "paymentInfo": cart.get("paymentInfo")}
         self.add_order(order)

@@ -55,5 +55,22 @@ WEBHOOKS = Topic(
     description="Every signed InStore webhook the gateway accepted, as received (durable before acknowledged).",
 )
 
-ALL_TOPICS: tuple[Topic, ...] = (CART_REQUESTS, CART_REPLIES, SESSION_EVENTS, WEBHOOKS)
+PAYMENTS_COMPLETED = Topic(
+    name="commerce.payments.completed.v1",
+    key="the Order id",
+    schema="instore_shared.contract.payments_completed.PaymentsCompleted",
+    description="A sale is paid and its Order exists; eventId is derived from the Order id (deduplicate by it).",
+)
+
+WEBHOOKS_DLQ = Topic(
+    name="instore.webhooks.v1.dlq",
+    key="as the source message",
+    schema="the source message's bytes; dlq-* headers name the error",
+    description=(
+        "Webhooks a consumer could not process after bounded retries, with their original bytes, key "
+        "and headers (see instore_shared.kafka.dlq); `make replay-dlq` puts them back on instore.webhooks.v1."
+    ),
+)
+
+ALL_TOPICS: tuple[Topic, ...] = (CART_REQUESTS, CART_REPLIES, SESSION_EVENTS, WEBHOOKS, WEBHOOKS_DLQ, PAYMENTS_COMPLETED)
 """Every topic of this release, in the order they are created."""

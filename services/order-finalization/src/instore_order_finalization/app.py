@@ -1,0 +1,169 @@
+"""Assembly of order-finalization: the FastStream subscriber on ``instore.webhooks.v1``, health routes.
+
+Per webhook, in order: decide and apply (:func:`finalize`), publish
+``commerce.payments.completed.v1`` when an Order exists, then commit the offset
+(architecture principle 1: a consumer commits only after its effects are done). A webhook
+that can never be processed, or still fails after the client's bounded retries, goes to
+``instore.webhooks.v1.dlq`` with its original bytes, key and headers plus ``dlq-*`` headers
+naming the error, and its offset is committed. When Kafka cannot take the event or the
+dead letter, nothing is committed and the webhook is processed again — the Order is found,
+not created twice, and the event keeps its id.
+
+Exactly one event per Order, however often the webhook comes: the Order is created
+``Open`` and set ``Confirmed`` once its event is published; a redelivered or duplicate
+webhook finds it ``Confirmed`` and publishes nothing, one that finds it ``Open`` (a crash
+after creating it) publishes the event then. Only a crash between publishing and
+confirming repeats the event — with the same deterministic ``eventId``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.message import StreamMessage
+
+from instore_order_finalization.events import payments_completed
+from instore_order_finalization.finalize import (
+    OrderCommerce,
+    Outcome,
+    PermanentFailure,
+    finalize,
+    mark_announced,
+    needs_announcement,
+)
+from instore_order_finalization.settings import OrderFinalizationSettings
+from instore_shared.commercetools import CommercetoolsClient, TransientError
+from instore_shared.contract import payments_completed as event_contract
+from instore_shared.kafka import headers as h
+from instore_shared.kafka.admin import ensure_topics
+from instore_shared.kafka.dlq import dead_letter_headers, dlq_topic
+from instore_shared.kafka.topics import ALL_TOPICS, PAYMENTS_COMPLETED, WEBHOOKS
+from instore_shared.logging import correlation_scope, get_logger
+from instore_shared.settings import CommercetoolsSettings, load_settings
+
+log = get_logger(__name__)
+
+
+async def _the_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
+    return message
+
+
+def create_broker(settings: OrderFinalizationSettings, commerce: OrderCommerce, attempts: int = 1) -> KafkaBroker:
+    """The broker with the webhook subscriber. ``attempts`` is what the Composable Commerce client
+    tries per call (reported in the dead letter)."""
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"{settings.kafka_client_id_prefix}-order-finalization",
+        security=settings.kafka_security(),
+        acks="all",
+        enable_idempotence=True,
+        logger=get_logger("instore_order_finalization.kafka"),
+        apply_types=False,
+        log_level=logging.DEBUG,
+    )
+    group = settings.order_finalization_consumer_group
+
+    @broker.subscriber(
+        WEBHOOKS.name,
+        group_id=group,
+        # Commit after the handler returned; an exception (Kafka could not take the event or
+        # the dead letter) leaves the offset where it was and the webhook comes again.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        auto_offset_reset="earliest",
+        decoder=_the_message,
+        title="order-finalization",
+        description="Payment webhooks → exactly one Order per Cart → commerce.payments.completed.v1.",
+    )
+    async def on_webhook(message: KafkaMessage) -> None:
+        record = message.raw_message
+        headers = dict(message.headers)
+        webhook_id = headers.get(h.WEBHOOK_ID)
+        with correlation_scope(headers.get(h.CORRELATION_ID) or webhook_id or ""):
+            try:
+                result = await finalize(message.body, commerce, settings.instore_field_order_number)
+            except (PermanentFailure, TransientError) as exc:
+                reason = exc.reason if isinstance(exc, PermanentFailure) else "commerce-unavailable"
+                detail = exc.detail if isinstance(exc, PermanentFailure) else str(exc)
+                log.warning("webhook.dead_lettered", webhook_id=webhook_id, reason=reason, offset=record.offset)
+                await broker.publish(
+                    message.body, dlq_topic(WEBHOOKS.name), key=record.key,
+                    headers=dead_letter_headers(
+                        headers, reason=reason, detail=detail,
+                        attempts=1 if isinstance(exc, PermanentFailure) else attempts,
+                        source_topic=record.topic, partition=record.partition, offset=record.offset,
+                        consumer_group=group,
+                    ),
+                )
+                return
+            log.info("webhook.processed", webhook_id=webhook_id, outcome=result.outcome.value)
+            if result.order is None or result.cart is None:
+                return
+            if result.outcome is Outcome.ORDER_CREATED and settings.order_finalization_crash_after_order_created:
+                log.warning("order_finalization.crash_for_test")
+                os._exit(3)  # crash-recovery tests: the Order exists, the event and the commit do not
+            if not needs_announcement(result.order):
+                log.info("payments_completed.already_announced", order_id=result.order.id)
+                return
+            event = payments_completed(result.cart, result.order, webhook_id, settings)
+            await broker.publish(
+                event_contract.encode(event), PAYMENTS_COMPLETED.name, key=result.order.id.encode(),
+                headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON,
+                         "event-id": event.event_id},
+            )
+            log.info("payments_completed.published", order_id=result.order.id, event_id=event.event_id)
+            await mark_announced(commerce, result.order)
+
+    return broker
+
+
+def create_app(
+    settings: OrderFinalizationSettings | None = None,
+    commerce_settings: CommercetoolsSettings | None = None,
+    commerce: OrderCommerce | None = None,
+) -> AsgiFastStream:
+    """The order-finalization application: broker + ``/healthz`` and ``/readyz`` (Kafka ping)."""
+    settings = settings or OrderFinalizationSettings()
+    commerce_settings = commerce_settings or load_settings(CommercetoolsSettings, "instore-order-finalization")
+    if commerce_settings.scopes == "":
+        commerce_settings = commerce_settings.model_copy(
+            update={"scopes": f"manage_orders:{commerce_settings.project_key} "
+                              f"view_orders:{commerce_settings.project_key} "
+                              f"view_payments:{commerce_settings.project_key}"})
+    client = commerce or CommercetoolsClient(commerce_settings)
+    broker = create_broker(settings, client, attempts=commerce_settings.max_attempts)
+
+    @asynccontextmanager
+    async def lifespan(*_: object) -> AsyncIterator[None]:
+        if settings.kafka_create_topics:
+            await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS, settings.kafka_topic_partitions,
+                                settings.kafka_topic_replication_factor,
+                                client_options=settings.kafka_client_options())
+        try:
+            yield
+        finally:
+            if isinstance(client, CommercetoolsClient):
+                await client.aclose()
+            log.info("order_finalization.stopped")
+
+    @get
+    async def healthz(scope: object) -> AsgiResponse:
+        return AsgiResponse(b'{"status":"ok"}', 200, headers={"content-type": "application/json"})
+
+    @get
+    async def readyz(scope: object) -> AsgiResponse:
+        if await broker.ping(timeout=2.0):
+            return AsgiResponse(b'{"status":"ready"}', 200, headers={"content-type": "application/json"})
+        problem = {"type": "urn:instore-integration:problem:not-ready", "title": "Not ready", "status": 503,
+                   "detail": "not connected to Kafka"}
+        return AsgiResponse(json.dumps(problem).encode(), 503, headers={"content-type": "application/problem+json"})
+
+    return AsgiFastStream(broker, lifespan=lifespan, logger=get_logger("instore_order_finalization.app"),
+                          asgi_routes=[("/healthz", healthz), ("/readyz", readyz)])

@@ -1,0 +1,76 @@
+"""order-finalization's subscriber with TestKafkaBroker: one Order and one event however often a
+webhook comes; an Order left unannounced by a crash is announced on redelivery; dead letters
+carry the original bytes and name the error."""
+
+from __future__ import annotations
+
+import json
+
+from faststream.kafka import KafkaMessage, TestKafkaBroker
+
+from instore_order_finalization.app import _the_message, create_broker
+from instore_order_finalization.settings import OrderFinalizationSettings
+from instore_shared.commercetools.fake import InMemoryCommerce
+from instore_shared.kafka.topics import PAYMENTS_COMPLETED, WEBHOOKS
+from tests.unit.test_order_finalization import _payment, _world
+
+SETTINGS = OrderFinalizationSettings()
+
+
+def _collect(broker, topic: str) -> list[KafkaMessage]:  # type: ignore[no-untyped-def]
+    seen: list[KafkaMessage] = []
+
+    @broker.subscriber(topic, decoder=_the_message)
+    async def collect(message: KafkaMessage) -> None:
+        seen.append(message)
+
+    return seen
+
+
+def _webhook(cart_ref: str = "sale-1") -> bytes:
+    return json.dumps({"id": "evt-1", "type": "payment.completed", "cartId": cart_ref}).encode()
+
+
+async def test_ten_deliveries_make_one_order_and_one_event() -> None:
+    commerce = _world(payments=[_payment("p1", 2000), _payment("p2", 1499, method="CASH")])
+    broker = create_broker(SETTINGS, commerce)
+    events = _collect(broker, PAYMENTS_COMPLETED.name)
+    async with TestKafkaBroker(broker) as br:
+        for _ in range(10):
+            await br.publish(_webhook(), WEBHOOKS.name, key=b"sale-1", headers={"webhook-id": "evt-1"})
+    assert commerce.orders_created == 1
+    assert len(events) == 1
+    event = json.loads(events[0].body)
+    order = json.loads(commerce.orders[event["orderId"]])
+    assert order["orderState"] == "Confirmed" and order["paymentState"] == "Paid"
+    assert event["eventId"] and event["sourceWebhookId"] == "evt-1" and event["type"] == "payments-completed"
+    assert event["total"] == {"centAmount": 3499, "currencyCode": "EUR"}
+    assert [(p["method"], p["amount"]["centAmount"]) for p in event["payments"]] == [("CREDIT_CARD", 2000),
+                                                                                     ("CASH", 1499)]
+    assert events[0].raw_message.key == event["orderId"].encode()
+
+
+async def test_an_order_left_unannounced_is_announced_on_redelivery() -> None:
+    commerce = _world(payments=[_payment("p1", 3499)])
+    cart = commerce.cart("sale-1")
+    # as if the service died right after creating the Order: Open, no event, offset not committed
+    await commerce.create_order_from_cart(cart["id"], cart["version"], f"instore-{cart['id']}", "Paid")
+    broker = create_broker(SETTINGS, commerce)
+    events = _collect(broker, PAYMENTS_COMPLETED.name)
+    async with TestKafkaBroker(broker) as br:
+        await br.publish(_webhook(), WEBHOOKS.name)
+        await br.publish(_webhook(), WEBHOOKS.name)
+    assert commerce.orders_created == 1 and len(events) == 1
+
+
+async def test_what_cannot_be_processed_is_dead_lettered_with_its_bytes() -> None:
+    broker = create_broker(SETTINGS, InMemoryCommerce())
+    dead = _collect(broker, "instore.webhooks.v1.dlq")
+    events = _collect(broker, PAYMENTS_COMPLETED.name)
+    async with TestKafkaBroker(broker) as br:
+        await br.publish(b"{not json", WEBHOOKS.name, key=b"k1", headers={"webhook-id": "w-1"})
+        await br.publish(_webhook("no-such-cart"), WEBHOOKS.name, headers={"webhook-id": "w-2"})
+    assert [m.body for m in dead] == [b"{not json", _webhook("no-such-cart")]
+    assert [m.headers["dlq-error-reason"] for m in dead] == ["bad-body", "cart-not-found"]
+    assert dead[0].headers["webhook-id"] == "w-1" and dead[0].headers["dlq-source-topic"] == WEBHOOKS.name
+    assert events == []
