@@ -18,7 +18,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from tests.support.processes import Kafka, Service, free_port, start_kafka, start_service
+from tests.support.processes import CtMock, Kafka, Service, free_port, start_kafka, start_service
 
 pytestmark = pytest.mark.e2e
 
@@ -84,40 +84,60 @@ def test_forged_webhook_is_401(gateway: Service) -> None:
     assert response.status_code == 401 and response.json()["type"].endswith(":invalid-signature")
 
 
-async def test_every_acknowledged_webhook_survives_a_broker_outage() -> None:
+async def test_every_acknowledged_webhook_survives_a_broker_outage_and_is_processed(ct_mock: CtMock) -> None:
+    """The broker stops while webhooks for paid sales arrive: each is answered 202 only if it is
+    in Kafka, else 503; InStore sends the refused ones again; in the end every sale is an Order."""
+    from tests.e2e.test_order_flow import _orders_of, _sale
+
+    carts = [await _sale(ct_mock, [("CREDIT_CARD", 2500, "Success")]) for _ in range(24)]
     kafka = await asyncio.to_thread(start_kafka, free_port(), free_port())
     gateway = await asyncio.to_thread(_gateway, "gateway-outage", kafka.bootstrap_servers)
-    acknowledged: list[str] = []
-    refused = 0
+    port = free_port()
+    finalizer = await asyncio.to_thread(start_service, "order-finalization-outage", "instore_order_finalization", {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **ct_mock.settings_env(),
+        "ORDER_FINALIZATION_HTTP_PORT": str(port)}, port)
+    acknowledged: dict[str, str] = {}  # webhook id -> cart id
+    refused: list[dict[str, str]] = []
     try:
         async with httpx.AsyncClient(timeout=10) as client:
 
-            async def send(n: int) -> None:
-                nonlocal refused
-                for _ in range(n):
-                    body = _webhook(f"cart-{uuid.uuid4().hex[:8]}")
-                    response = await client.post(f"{gateway.url}/instore/webhooks", content=body,
-                                                 headers={"X-Signature": _sign(body)})
-                    if response.status_code == 202:
-                        acknowledged.append(response.json()["webhookId"])
-                    else:
-                        assert response.status_code == 503, response.text
-                        assert response.headers["retry-after"]
-                        refused += 1
+            async def send(cart: dict[str, str]) -> None:
+                body = json.dumps({"id": f"evt-{uuid.uuid4().hex}", "type": "payment.completed",
+                                   "cartId": cart["id"]}).encode()
+                response = await client.post(f"{gateway.url}/instore/webhooks", content=body,
+                                             headers={"X-Signature": _sign(body)})
+                if response.status_code == 202:
+                    acknowledged[response.json()["webhookId"]] = cart["id"]
+                else:
+                    assert response.status_code == 503 and response.headers["retry-after"], response.text
+                    refused.append(cart)
 
-            await send(20)
+            for cart in carts[:12]:
+                await send(cart)
             await asyncio.to_thread(kafka.pause)
-            await send(5)  # broker down: each is answered 503, none 2xx
+            for cart in carts[12:18]:
+                await send(cart)  # broker down: answered 503, never 2xx
             await asyncio.to_thread(kafka.resume)
+            retry = carts[18:] + refused
+            refused = []
             deadline = time.monotonic() + 60
-            before = len(acknowledged)
-            while len(acknowledged) < before + 10 and time.monotonic() < deadline:
-                await send(1)  # the gateway's producer reconnects by itself
+            while retry and time.monotonic() < deadline:  # InStore retries what was refused
+                await send(retry.pop(0))
+                retry += refused
+                refused = []
         seen = await _read_all(kafka.bootstrap_servers, set(acknowledged), timeout=60)
+        assert not set(acknowledged) - set(seen), "an acknowledged webhook was lost"
+
+        async def all_ordered() -> bool:
+            return all([await _orders_of(ct_mock, c["id"]) for c in carts])
+
+        deadline = time.monotonic() + 90
+        while not await all_ordered():
+            assert time.monotonic() < deadline, "not every acknowledged sale became an Order"
+            await asyncio.sleep(0.5)  # polling the mock's state, bounded by the deadline above
     finally:
+        finalizer.stop()
         gateway.stop()
         kafka.stop()
-    assert refused >= 5
-    assert len(acknowledged) >= 30
-    missing = set(acknowledged) - set(seen)
-    assert not missing, f"{len(missing)} acknowledged webhooks were lost"
+    assert len(set(acknowledged.values())) == len(carts)
+    assert all([len(await _orders_of(ct_mock, c["id"])) == 1 for c in carts])

@@ -19,6 +19,7 @@ from instore_cart_mapping.settings import CartMappingSettings
 from instore_devfakes.settings import DevFakesSettings
 from instore_gateway.session_settings import SessionSettings
 from instore_gateway.settings import GatewaySettings
+from instore_order_finalization.settings import OrderFinalizationSettings
 from instore_shared.settings import BaseServiceSettings, CommercetoolsSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,18 +51,25 @@ BASE_VARS = _names(BaseServiceSettings)
 CTP_VARS = _names(CommercetoolsSettings, "CTP_")
 GATEWAY_VARS = _names(GatewaySettings)
 CART_MAPPING_VARS = _names(CartMappingSettings) | CTP_VARS
+ORDER_FINALIZATION_VARS = _names(OrderFinalizationSettings) | CTP_VARS
+# Composable Commerce scopes order-finalization needs (its API client must have exactly these).
+ORDER_FINALIZATION_SCOPES = ("manage_orders", "view_orders", "view_payments")
 DEVFAKES_PREFIX = "DEVFAKES_"
 DEVFAKES_VARS = _names(DevFakesSettings, DEVFAKES_PREFIX)
 # Values that must never be written into a manifest: SecretStr fields, plus the API client id.
 SECRET_VARS = (_secret_names(GatewaySettings) | _secret_names(CommercetoolsSettings, "CTP_") | {"CTP_CLIENT_ID"}
                | _secret_names(DevFakesSettings, DEVFAKES_PREFIX))
-# Secrets only the gateway reads (cart-mapping must never get them).
-GATEWAY_SECRET_VARS = _secret_names(GatewaySettings) - CART_MAPPING_VARS
+# Secrets only the gateway reads (cart-mapping and order-finalization must never get them).
+GATEWAY_SECRET_VARS = _secret_names(GatewaySettings) - CART_MAPPING_VARS - ORDER_FINALIZATION_VARS
+# The services that call Composable Commerce (and only them get CTP_*).
+COMMERCE_SERVICES = ("cart-mapping", "order-finalization")
 
 # service name (Deployment / compose service) -> allowed variables, probe port
 SERVICES: dict[str, tuple[set[str], int]] = {
     "gateway": (GATEWAY_VARS, GatewaySettings.model_fields["gateway_http_port"].default),
     "cart-mapping": (CART_MAPPING_VARS, CartMappingSettings.model_fields["cart_mapping_http_port"].default),
+    "order-finalization": (ORDER_FINALIZATION_VARS,
+                           OrderFinalizationSettings.model_fields["order_finalization_http_port"].default),
 }
 
 # docker compose services built from this repository -> allowed variables (the Deployments, plus the dev fakes)
@@ -83,6 +91,8 @@ IMAGES: dict[str, Image] = {
     "gateway": Image("instore-gateway", "instore_gateway", "GATEWAY_", GATEWAY_VARS, SERVICES["gateway"][1], "/readyz"),
     "cart-mapping": Image("instore-cart-mapping", "instore_cart_mapping", "CART_MAPPING_", CART_MAPPING_VARS,
                           SERVICES["cart-mapping"][1], "/readyz"),
+    "order-finalization": Image("instore-order-finalization", "instore_order_finalization", "ORDER_FINALIZATION_",
+                                ORDER_FINALIZATION_VARS, SERVICES["order-finalization"][1], "/readyz"),
     "dev-fakes": Image("instore-devfakes", "instore_devfakes", DEVFAKES_PREFIX, DEVFAKES_VARS,
                        DevFakesSettings.model_fields["http_port"].default, "/healthz"),
 }
@@ -149,7 +159,7 @@ def _container_env_names(container: dict[str, Any]) -> set[str]:
 def test_all_yaml_parses() -> None:
     docs = _k8s_docs()
     assert {"kustomization.yaml", "namespace.yaml", "configmap.yaml", "secret.example.yaml",
-            "kafka-topics.yaml", "gateway.yaml", "cart-mapping.yaml"} <= set(docs)
+            "kafka-topics.yaml", "gateway.yaml", "cart-mapping.yaml", "order-finalization.yaml"} <= set(docs)
     for name, file_docs in docs.items():
         assert file_docs, f"{name} is empty"
         for doc in file_docs:
@@ -159,7 +169,13 @@ def test_all_yaml_parses() -> None:
 
 def test_the_field_name_sets_are_what_the_tests_assume() -> None:
     """Guards the tests themselves: a renamed field must not make them vacuous."""
-    assert {"KAFKA_BOOTSTRAP_SERVERS", "LOG_JSON"} <= BASE_VARS <= GATEWAY_VARS & CART_MAPPING_VARS
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "LOG_JSON"} <= BASE_VARS <= GATEWAY_VARS & CART_MAPPING_VARS & ORDER_FINALIZATION_VARS
+    assert {"ORDER_FINALIZATION_CONSUMER_GROUP", "ORDER_FINALIZATION_HTTP_HOST", "ORDER_FINALIZATION_HTTP_PORT",
+            "INSTORE_FIELD_ORDER_NUMBER", "CTP_SCOPES", "CTP_CLIENT_SECRET"} <= ORDER_FINALIZATION_VARS - GATEWAY_VARS
+    # Each service's own settings are not the other's: a ConfigMap cannot be shared blindly.
+    assert "CART_MAPPING_CONSUMER_GROUP" in CART_MAPPING_VARS - ORDER_FINALIZATION_VARS
+    assert "ORDER_FINALIZATION_CONSUMER_GROUP" in ORDER_FINALIZATION_VARS - CART_MAPPING_VARS
+    assert OrderFinalizationSettings.model_fields["order_finalization_http_port"].default == 8082
     assert "INSTORE_CALLBACK_API_KEY" in GATEWAY_VARS - CART_MAPPING_VARS
     assert {"CTP_PROJECT_KEY", "CTP_CLIENT_SECRET", "INSTORE_CURRENCY"} <= CART_MAPPING_VARS - GATEWAY_VARS
     assert {"INSTORE_CALLBACK_API_KEY", "CTP_CLIENT_SECRET"} <= SECRET_VARS
@@ -218,10 +234,31 @@ def test_gateway_gets_no_commercetools_settings() -> None:
     assert "INSTORE_CALLBACK_API_KEY" in names
 
 
-def test_cart_mapping_gets_the_commercetools_credentials() -> None:
-    names = _container_env_names(_container(_deployments()["cart-mapping"]))
+@pytest.mark.parametrize("service", COMMERCE_SERVICES)
+def test_commerce_services_get_the_commercetools_credentials(service: str) -> None:
+    container = _container(_deployments()[service])
+    names = _container_env_names(container)
     assert {"CTP_PROJECT_KEY", "CTP_CLIENT_ID", "CTP_CLIENT_SECRET", "CTP_AUTH_URL", "CTP_API_URL"} <= names
-    assert not names & GATEWAY_SECRET_VARS, f"cart-mapping gets gateway secrets {sorted(names & GATEWAY_SECRET_VARS)}"
+    assert not names & GATEWAY_SECRET_VARS, f"{service} gets gateway secrets {sorted(names & GATEWAY_SECRET_VARS)}"
+    secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in container.get("env", [])
+                   if "secretKeyRef" in e.get("valueFrom", {})}
+    for name in ("CTP_CLIENT_ID", "CTP_CLIENT_SECRET"):
+        assert secret_refs.get(name) == name, f"{service}: {name} must come from the Secret key {name}"
+    assert set(secret_refs) == {"CTP_CLIENT_ID", "CTP_CLIENT_SECRET"}, f"{service} reads only the API client"
+
+
+def _scopes_are_order_finalizations(scopes: str, project_key: str) -> None:
+    assert sorted(scopes.split()) == sorted(f"{s}:{project_key}" for s in ORDER_FINALIZATION_SCOPES), scopes
+
+
+def test_order_finalization_has_its_own_config_and_scopes() -> None:
+    refs = [s["configMapRef"]["name"] for s in _container(_deployments()["order-finalization"]).get("envFrom", [])
+            if "configMapRef" in s]
+    assert refs == ["instore-integration-common", "instore-order-finalization-config"]
+    config = _of_kind(_resources(), "ConfigMap")["instore-order-finalization-config"]["data"]
+    assert set(config) <= ORDER_FINALIZATION_VARS - GATEWAY_VARS, "instore-order-finalization-config: its own settings"
+    assert {"CTP_PROJECT_KEY", "CTP_AUTH_URL", "CTP_API_URL", "CTP_SCOPES"} <= set(config)
+    _scopes_are_order_finalizations(config["CTP_SCOPES"], config["CTP_PROJECT_KEY"])
 
 
 def test_gateway_gets_the_session_and_token_vault_settings() -> None:
@@ -261,9 +298,10 @@ def test_dev_fakes_are_not_deployed_to_kubernetes() -> None:
 
 
 def test_configmaps_hold_only_settings_fields_and_no_secrets() -> None:
+    every = GATEWAY_VARS | CART_MAPPING_VARS | ORDER_FINALIZATION_VARS
     for name, configmap in _of_kind(_resources(), "ConfigMap").items():
         keys = set(configmap.get("data", {}))
-        assert not keys - (GATEWAY_VARS | CART_MAPPING_VARS), f"{name}: {sorted(keys - GATEWAY_VARS - CART_MAPPING_VARS)}"
+        assert not keys - every, f"{name}: {sorted(keys - every)}"
         assert not keys & SECRET_VARS, f"{name} holds secrets {sorted(keys & SECRET_VARS)}"
         for key, value in configmap.get("data", {}).items():
             assert isinstance(value, str), f"{name}.{key} must be a string (quote it)"
@@ -329,7 +367,7 @@ def test_k8s_probes(service: str) -> None:
     port_var = f"{service.upper().replace('-', '_')}_HTTP_PORT"
     host_var = f"{service.upper().replace('-', '_')}_HTTP_HOST"
     listening = int(env.get(port_var) or default_port)
-    assert listening == {"gateway": 8080, "cart-mapping": 8081}[service]
+    assert listening == {"gateway": 8080, "cart-mapping": 8081, "order-finalization": 8082}[service]
     assert env.get(host_var) == "0.0.0.0", f"{service} must bind all interfaces in a pod"
     assert [p["containerPort"] for p in container["ports"]] == [listening]
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
@@ -363,6 +401,14 @@ def test_k8s_hardening(service: str) -> None:
     assert resources["requests"] == {"cpu": "100m", "memory": "128Mi"}
     assert resources["limits"] == {"cpu": "1", "memory": "256Mi"}
     assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_k8s_pod_disruption_budgets(service: str) -> None:
+    pdb = _of_kind(_resources(), "PodDisruptionBudget")[service]
+    assert pdb["spec"]["minAvailable"] == 1
+    labels = _deployments()[service]["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
 def test_gateway_drains_before_sigterm() -> None:
@@ -401,12 +447,19 @@ def test_compose_wiring() -> None:
     assert services["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
     assert not {n for n in _compose_environment("gateway") if n.startswith("CTP_")}
     assert _compose_environment("gateway")["INSTORE_CALLBACK_API_KEY"] == "${INSTORE_CALLBACK_API_KEY:-local-dev-callback-key}"
-    cart_env = _compose_environment("cart-mapping")
-    assert cart_env["CTP_API_URL"] == cart_env["CTP_AUTH_URL"] == "http://ct-mock:8989"
+    assert _compose_environment("gateway")["INSTORE_WEBHOOK_SECRET"] == "${INSTORE_WEBHOOK_SECRET:-local-dev-webhook-secret}"
+    mock_project = services["ct-mock"]["environment"]["CTP_PROJECT_KEY"]
+    for service in COMMERCE_SERVICES:
+        env = _compose_environment(service)
+        assert env["CTP_API_URL"] == env["CTP_AUTH_URL"] == "http://ct-mock:8989", service
+        assert env["CTP_PROJECT_KEY"] == mock_project, service
+        assert not set(env) & GATEWAY_SECRET_VARS, f"compose {service} gets gateway secrets"
+    _scopes_are_order_finalizations(_compose_environment("order-finalization")["CTP_SCOPES"], mock_project)
     assert services["ct-mock"]["environment"]["CTP_MOCK_HOST"] == "0.0.0.0"
     assert "8080:8080" in services["gateway"]["ports"]
     for service, needs in {"gateway": {"kafka", "cart-mapping", "redis", "dev-fakes"},
-                           "cart-mapping": {"kafka", "ct-mock"}}.items():
+                           "cart-mapping": {"kafka", "ct-mock"},
+                           "order-finalization": {"kafka", "ct-mock"}}.items():
         depends = services[service]["depends_on"]
         assert set(depends) == needs
         assert all(d["condition"] == "service_healthy" for d in depends.values())
@@ -464,6 +517,32 @@ def test_every_service_has_an_image_entry() -> None:
     assert set(COMPOSE_SERVICES) <= set(IMAGES)
 
 
+# Variables a Dockerfile may set that are no settings field (besides uv's UV_*).
+TOOLING_ENV = {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
+
+
+def _dockerfile_env_names(text: str) -> set[str]:
+    """The names the ``ENV NAME=value ...`` instructions set (continuation lines included)."""
+    names: set[str] = set()
+    in_env = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            continue
+        if stripped.startswith("ENV "):
+            in_env, stripped = True, stripped[4:]
+        if in_env:
+            body = stripped.rstrip("\\").strip()
+            assert "=" in body, f"use ENV NAME=value: {line!r}"
+            names |= {part.split("=", 1)[0] for part in body.split() if "=" in part}
+            in_env = stripped.endswith("\\")
+    return names
+
+
+def test_dockerfile_env_parser() -> None:
+    assert _dockerfile_env_names("ENV A=1 \\\n    B=2\nRUN x=3\nENV C=4\n") == {"A", "B", "C"}
+
+
 @pytest.mark.parametrize("service", sorted(IMAGES))
 def test_dockerfile_env_and_ports(service: str) -> None:
     image = IMAGES[service]
@@ -477,13 +556,11 @@ def test_dockerfile_env_and_ports(service: str) -> None:
     assert f"{image.env_prefix}HTTP_HOST=0.0.0.0" in text
     assert f"{image.env_prefix}HTTP_PORT={image.port}" in text
     assert {f"{image.env_prefix}HTTP_HOST", f"{image.env_prefix}HTTP_PORT"} <= image.allowed
-    # Every VAR=value the Dockerfile sets for the service is a settings field.
-    for line in text.splitlines():
-        stripped = line.strip().rstrip("\\").strip()
-        if stripped.startswith("ENV "):
-            stripped = stripped[4:].strip()
-        name = stripped.split("=", 1)[0]
-        if name.startswith(image.env_prefix):
-            assert name in image.allowed, f"{service}/Dockerfile sets {name}, no settings field"
+    # Every variable an ENV instruction sets is a settings field, or belongs to the tooling
+    # (uv in the build stage, Python and PATH at run time): a misspelled prefix is caught too.
+    env_names = _dockerfile_env_names(text)
+    assert {f"{image.env_prefix}HTTP_HOST", f"{image.env_prefix}HTTP_PORT"} <= env_names
+    for name in env_names - image.allowed:
+        assert name in TOOLING_ENV or name.startswith("UV_"), f"{service}/Dockerfile sets {name}, no settings field"
     assert "HEALTHCHECK" in text and f"'http://127.0.0.1:%s{image.health}'" in text
     assert "USER 10001" in text

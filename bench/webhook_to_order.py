@@ -1,0 +1,289 @@
+"""Benchmark: a sale's signed payment webhook → Order in Composable Commerce → ``commerce.payments.completed.v1``.
+
+Starts Apache Kafka, the seeded commercetools mock, one gateway and one order-finalization
+process (its own consumer group), like ``make run``. Beforehand, not timed, it prepares N
+paid sales in the mock through the API (a Cart of 2 × SKU-MUG with the ``instore-order``
+custom type, a Payment whose successful Charge covers the total, ``addPayment``). A reader
+of ``commerce.payments.completed.v1`` is positioned at the end of every partition before
+the first webhook; then one signed ``payment.completed`` webhook per sale is sent (C at a
+time) and it measures:
+
+- webhook-to-event latency p50/p99/max per sale: from sending the webhook to the gateway
+  until its cart's event arrives (gateway → Kafka → order-finalization → Order created →
+  event published → confirmed);
+- sales/s through the pipeline (first send to last event);
+- events seen vs. sales sent: exactly one event per sale (a short settle after the last
+  catches duplicates);
+- CPU ms per sale by process (gateway, order-finalization, mock, Kafka, load generator).
+
+Exits non-zero when a webhook is not answered 202, or the events are not exactly one per sale.
+
+Usage: ``make bench-orders`` or ``uv run python -m bench.webhook_to_order [--sales N] [--concurrency C]``.
+Honours ``KAFKA_BOOTSTRAP_SERVERS`` (else starts a local broker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import psutil
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.cart_callback import RssSampler, _cpu_seconds, _pct
+from instore_shared.commercetools import CommercetoolsClient
+from instore_shared.logging import configure_logging
+from instore_shared.settings import CommercetoolsSettings
+from tests.support.processes import CtMock, Service, free_port, start_ct_mock, start_kafka, start_service
+
+SECRET = "bench-orders-secret-" + uuid.uuid4().hex
+API_KEY = "bench-orders-key-" + uuid.uuid4().hex
+GROUP = f"bench-orders-{uuid.uuid4().hex[:8]}"
+WEBHOOKS = "instore.webhooks.v1"
+EVENTS = "commerce.payments.completed.v1"
+
+
+def _commerce(mock: CtMock) -> CommercetoolsClient:
+    return CommercetoolsClient(CommercetoolsSettings(**{k.removeprefix("CTP_").lower(): v
+                                                        for k, v in mock.settings_env().items()}))
+
+
+async def _prepare_sales(mock: CtMock, n: int, concurrency: int = 16) -> list[str]:
+    """``n`` paid sales in the mock, like InStore leaves them; returns their cart ids."""
+    gate = asyncio.Semaphore(concurrency)
+    async with _commerce(mock) as c:
+
+        async def one() -> str:
+            async with gate:
+                cart = (await c.request("POST", "/carts", json={
+                    "currency": "EUR", "country": "DE", "key": f"bench-sale-{uuid.uuid4().hex[:12]}",
+                    "lineItems": [{"sku": "SKU-MUG", "quantity": 2}],
+                    "custom": {"type": {"typeId": "type", "key": "instore-order"},
+                               "fields": {"locationId": "store-berlin-01", "workstationId": "pos-3",
+                                          "userId": "colleague-42"}},
+                })).json()
+                total = cart["totalPrice"]["centAmount"]
+                payment = (await c.request("POST", "/payments", json={
+                    "key": f"bench-pay-{uuid.uuid4().hex[:12]}",
+                    "amountPlanned": {"currencyCode": "EUR", "centAmount": total},
+                    "paymentMethodInfo": {"method": "CREDIT_CARD", "paymentInterface": "instore"},
+                    "interfaceId": f"psp-{uuid.uuid4().hex[:8]}",
+                    "transactions": [{"type": "Charge", "state": "Success",
+                                      "amount": {"currencyCode": "EUR", "centAmount": total}}],
+                })).json()
+                await c.request("POST", f"/carts/{cart['id']}", json={
+                    "version": cart["version"],
+                    "actions": [{"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}],
+                })
+                return str(cart["id"])
+
+        return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+async def _skip_old_webhooks(bootstrap: str) -> int:
+    """Commit the end of ``instore.webhooks.v1`` for our fresh group, so a shared broker's old
+    webhooks are not replayed into this run (the service reads ``earliest``). Returns how many were skipped."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=GROUP, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 (first look at a fresh client)
+        tps = [TopicPartition(WEBHOOKS, p) for p in consumer.partitions_for_topic(WEBHOOKS) or set()]
+        if not tps:
+            return 0
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        waiting = sum(ends[tp] - starts[tp] for tp in tps)
+        if waiting:
+            consumer.assign(tps)
+            await consumer.commit({tp: ends[tp] for tp in tps})
+        return waiting
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class Run:
+    """Send times and event arrival times (perf_counter s) by cart id, and what went wrong."""
+
+    sent: dict[str, float] = field(default_factory=dict)
+    arrived: dict[str, list[float]] = field(default_factory=dict)
+    foreign_events: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    started: float = 0.0
+    last_sent: float = 0.0
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+
+
+async def _run(bootstrap: str, url: str, cart_ids: list[str], concurrency: int, timeout: float, settle: float,
+               procs: dict[str, psutil.Process]) -> Run:
+    run = Run()
+    wanted = set(cart_ids)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # noqa: SLF001
+        tps = [TopicPartition(EVENTS, p) for p in consumer.partitions_for_topic(EVENTS) or set()]
+        if not tps:
+            raise SystemExit(f"bench: topic {EVENTS} does not exist after order-finalization started")
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve the positions now, before anything is sent
+            await consumer.position(tp)
+
+        all_seen = asyncio.Event()
+
+        async def read() -> None:
+            while True:
+                batches = await consumer.getmany(timeout_ms=100)
+                now = time.perf_counter()
+                for records in batches.values():
+                    for record in records:
+                        cart_id = json.loads(record.value).get("cartId")
+                        if cart_id in wanted:
+                            run.arrived.setdefault(cart_id, []).append(now)
+                        else:
+                            run.foreign_events += 1
+                if len(run.arrived) == len(wanted):
+                    all_seen.set()
+
+        reader = asyncio.create_task(read())
+        connector = aiohttp.TCPConnector(limit=concurrency + 4)
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for cart_id in cart_ids:
+            queue.put_nowait(cart_id)
+        # Bodies and signatures are built before the clock starts: signing is not measured.
+        bodies = {}
+        for cart_id in cart_ids:
+            body = json.dumps({"id": f"evt-{uuid.uuid4().hex}", "type": "payment.completed", "cartId": cart_id,
+                               "locationId": "store-berlin-01"}, separators=(",", ":")).encode()
+            bodies[cart_id] = (body, {"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(),
+                                      "Content-Type": "application/json"})
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+                async def sender() -> None:
+                    while not queue.empty():
+                        cart_id = queue.get_nowait()
+                        body, headers = bodies[cart_id]
+                        run.sent[cart_id] = time.perf_counter()
+                        try:
+                            async with session.post(url, data=body, headers=headers) as response:
+                                await response.read()
+                                status = str(response.status)
+                        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                            status = type(exc).__name__
+                        run.statuses[status] = run.statuses.get(status, 0) + 1
+
+                cpu_before = _cpu_seconds(procs)
+                run.started = time.perf_counter()
+                await asyncio.gather(*(sender() for _ in range(concurrency)))
+                run.last_sent = time.perf_counter()
+            try:
+                await asyncio.wait_for(all_seen.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            cpu_after = _cpu_seconds(procs)
+            await asyncio.sleep(settle)  # any duplicate event would arrive now
+        finally:
+            reader.cancel()
+            try:
+                await reader
+            except asyncio.CancelledError:
+                pass
+    finally:
+        await consumer.stop()
+    run.cpu_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / max(1, len(cart_ids)) for k in procs}
+    return run
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sales", type=int, default=200, help="paid sales, one webhook each")
+    parser.add_argument("--concurrency", type=int, default=8, help="webhooks in flight at once")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for all events after the last send")
+    parser.add_argument("--settle", type=float, default=3, help="seconds to keep reading for duplicates")
+    args = parser.parse_args(argv)
+
+    configure_logging("bench", level="WARNING", json=False)  # not a debug line per API call while preparing
+    step: Callable[[str], None] = lambda s: print(f"bench: {s}", flush=True)  # noqa: E731
+    step("starting Kafka, the commercetools mock, the gateway and order-finalization …")
+    kafka = start_kafka()
+    mock = start_ct_mock()
+    services: dict[str, Service] = {}
+    try:
+        common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "LOG_LEVEL": "INFO"}
+        gw_port, of_port = free_port(), free_port()
+        services["gateway"] = start_service("gateway", "instore_gateway", {
+            **common, "GATEWAY_HTTP_PORT": str(gw_port), "INSTORE_CALLBACK_API_KEY": API_KEY,
+            "INSTORE_WEBHOOK_SECRET": SECRET,
+        }, gw_port)
+        skipped = asyncio.run(_skip_old_webhooks(kafka.bootstrap_servers))
+        if skipped:
+            step(f"{skipped} webhooks already on {WEBHOOKS}: group {GROUP} starts after them")
+        services["order-finalization"] = start_service("order-finalization", "instore_order_finalization", {
+            **common, **mock.settings_env(), "ORDER_FINALIZATION_HTTP_PORT": str(of_port),
+            "ORDER_FINALIZATION_CONSUMER_GROUP": GROUP,
+        }, of_port)
+        step(f"preparing {args.sales} paid sales in the mock (not timed) …")
+        started = time.perf_counter()
+        cart_ids = asyncio.run(_prepare_sales(mock, args.sales))
+        step(f"prepared in {time.perf_counter() - started:.1f} s")
+        pids = {name: s.process.proc.pid for name, s in services.items()}
+        procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        procs["mock"] = psutil.Process(mock.process.proc.pid)
+        if kafka.home is not None:
+            procs["kafka"] = psutil.Process(int((kafka.home / "kafka.pid").read_text()))
+        procs["load generator"] = psutil.Process()
+        with RssSampler(pids) as rss:
+            step(f"sending {args.sales} signed webhooks, {args.concurrency} at a time, reading {EVENTS} …")
+            run = asyncio.run(_run(kafka.bootstrap_servers, f"{services['gateway'].url}/instore/webhooks", cart_ids,
+                                   args.concurrency, args.timeout, args.settle, procs))
+    finally:
+        for service in services.values():
+            service.stop()
+        mock.process.stop()
+        kafka.stop()
+
+    latencies = [(times[0] - run.sent[c]) * 1000 for c, times in run.arrived.items() if c in run.sent]
+    lat = latencies or [0.0]
+    events = sum(len(times) for times in run.arrived.values())
+    duplicated = sum(1 for times in run.arrived.values() if len(times) > 1)
+    missing = args.sales - len(run.arrived)
+    last_event = max((times[0] for times in run.arrived.values()), default=run.last_sent)
+    elapsed = last_event - run.started
+    non_202 = sum(v for k, v in run.statuses.items() if k != "202")
+
+    print()
+    print(f"sales sent:                          {args.sales:7d}   ({args.concurrency} webhooks in flight)")
+    print(f"webhook-to-event latency p50:        {_pct(lat, 0.5):7.1f} ms")
+    print(f"webhook-to-event latency p99:        {_pct(lat, 0.99):7.1f} ms")
+    print(f"webhook-to-event latency max:        {max(lat):7.1f} ms")
+    print(f"sales/s through the pipeline:        {len(run.arrived) / elapsed if elapsed > 0 else 0:7.1f}   "
+          f"(first send to last event, {elapsed:.2f} s; sending took {run.last_sent - run.started:.2f} s)")
+    detail = ", ".join(f"{k}: {v}" for k, v in sorted(run.statuses.items()))
+    print(f"webhook answers:                     {detail}")
+    for name, peak in rss.peak.items():
+        print(f"peak RSS {name:<19}         {peak:7.0f} MB")
+    parts = ", ".join(f"{name} {ms:.2f}" for name, ms in run.cpu_ms.items() if ms > 0.005)
+    print(f"CPU ms per sale (2 cores = 2,000 ms/s shared by all): {sum(run.cpu_ms.values()):.2f}  ({parts})")
+    print()
+    exact = events == args.sales and not missing and not duplicated
+    print(f"events seen vs sales sent: {events} / {args.sales}  ({missing} sales without an event, "
+          f"{duplicated} with more than one; {run.foreign_events} events of other carts ignored)  "
+          f"{'ok' if exact else 'NOT EXACTLY ONE PER SALE'}")
+    if non_202 or not exact:
+        raise SystemExit(f"bench: {non_202} webhooks not answered 202, {missing} sales without an event, "
+                         f"{duplicated} sales with duplicate events")
+
+
+if __name__ == "__main__":
+    main()
