@@ -77,6 +77,9 @@ def create_broker(settings: OrderFinalizationSettings, commerce: OrderCommerce, 
         # Commit after the handler returned; an exception (Kafka could not take the event or
         # the dead letter) leaves the offset where it was and the webhook comes again.
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        # One consumer per worker in the group, each with its own partitions: partitions are
+        # processed side by side, one partition's webhooks (one cart's) strictly in order.
+        max_workers=settings.order_finalization_concurrency,
         auto_offset_reset="earliest",
         decoder=_the_message,
         title="order-finalization",

@@ -170,5 +170,7 @@ async def _existing_order(commerce: OrderCommerce, cart: Cart, number: str) -> O
         return order_decoder.decode((await commerce.get_order_by_order_number(number)).content)
     except NotFound:
         pass
+    if cart.cartState == "Active":
+        return None  # Composable Commerce turns an ordered cart Ordered: no Order under another number
     by_cart = await commerce.find_order_by_cart(cart.id)
     return order_decoder.decode(by_cart.content) if by_cart is not None else None

@@ -17,6 +17,9 @@ class OrderFinalizationSettings(BaseServiceSettings):
     order_finalization_consumer_group: str = "order-finalization"
     """Kafka consumer group reading instore.webhooks.v1."""
 
+    order_finalization_concurrency: int = Field(default=6, ge=1, le=64)
+    """Partitions processed at once (one consumer each; a partition's webhooks stay in order)."""
+
     instore_field_order_number: str = "orderNumber"
     """Cart Custom Field holding the order number InStore generated, if any (else one is derived from the cart id)."""
 
