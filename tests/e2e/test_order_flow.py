@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from instore_shared.commercetools import CommercetoolsClient
+from instore_shared.contract.instore_webhooks import payment_webhook
 from instore_shared.settings import CommercetoolsSettings
 from tests.support.processes import CtMock, Kafka, Service, free_port, start_service, wait_until
 
@@ -92,8 +93,7 @@ async def _add_payment(c: CommercetoolsClient, cart: dict[str, Any], method: str
 
 
 def _send(stack: Stack, cart: dict[str, Any], webhook_id: str | None = None) -> str:
-    body = json.dumps({"id": webhook_id or f"evt-{uuid.uuid4().hex}", "type": "payment.completed",
-                       "cartId": cart["id"], "locationId": "store-berlin-01"}).encode()
+    body = payment_webhook(cart["id"], webhook_id)
     response = httpx.post(f"{stack.gateway.url}/instore/webhooks", content=body,
                           headers={"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()})
     assert response.status_code == 202, response.text

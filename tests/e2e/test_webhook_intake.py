@@ -18,6 +18,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from instore_shared.contract.instore_webhooks import payment_webhook
 from tests.support.processes import CtMock, Kafka, Service, free_port, start_kafka, start_service
 
 pytestmark = pytest.mark.e2e
@@ -31,8 +32,7 @@ def _sign(body: bytes) -> str:
 
 
 def _webhook(cart_id: str) -> bytes:
-    return json.dumps({"id": f"evt-{uuid.uuid4().hex}", "type": "payment.completed", "cartId": cart_id,
-                       "data": {"tender": "card", "amount": {"centAmount": 3499, "currencyCode": "EUR"}}}).encode()
+    return payment_webhook(cart_id)
 
 
 def _gateway(name: str, bootstrap: str) -> Service:
@@ -102,8 +102,7 @@ async def test_every_acknowledged_webhook_survives_a_broker_outage_and_is_proces
         async with httpx.AsyncClient(timeout=10) as client:
 
             async def send(cart: dict[str, str]) -> None:
-                body = json.dumps({"id": f"evt-{uuid.uuid4().hex}", "type": "payment.completed",
-                                   "cartId": cart["id"]}).encode()
+                body = payment_webhook(cart["id"])
                 response = await client.post(f"{gateway.url}/instore/webhooks", content=body,
                                              headers={"X-Signature": _sign(body)})
                 if response.status_code == 202:

@@ -17,6 +17,7 @@ from instore_order_finalization.finalize import Outcome, PermanentFailure, final
 from instore_order_finalization.rules import order_number
 from instore_order_finalization.model import cart_decoder
 from instore_shared.commercetools.errors import ConcurrentModification
+from instore_shared.contract.instore_webhooks import payment_webhook
 from instore_shared.commercetools.fake import InMemoryCommerce
 from tests.conftest import load_example
 
@@ -51,7 +52,7 @@ def _world(total: int = 3499, payments: list[dict[str, Any]] | None = None,
 
 
 def _webhook(cart_ref: str = "sale-1", kind: str = "payment.completed") -> bytes:
-    return json.dumps({"id": "evt-1", "type": kind, "cartId": cart_ref}).encode()
+    return payment_webhook(cart_ref, "evt-1", type=kind)
 
 
 async def test_a_paid_cart_becomes_one_order_with_a_derived_number() -> None:

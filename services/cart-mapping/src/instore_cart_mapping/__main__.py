@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from instore_cart_mapping.app import create_app
 from instore_cart_mapping.settings import CartMappingSettings
 from instore_shared.logging import configure_logging
+from instore_shared.service import serve
 from instore_shared.settings import load_settings
 
 
@@ -14,15 +13,7 @@ def main() -> None:
     """Read settings from the environment, configure logging, serve until SIGTERM/SIGINT."""
     settings = load_settings(CartMappingSettings, "instore-cart-mapping")
     configure_logging("cart-mapping", settings.log_level, settings.log_json)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.cart_mapping_http_host,
-        port=settings.cart_mapping_http_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        server_header=False,
-    )
+    serve(create_app(settings), settings.cart_mapping_http_host, settings.cart_mapping_http_port)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.rpc import publish_reply, request_expired
 from instore_shared.kafka.topics import ALL_TOPICS, CART_REQUESTS
 from instore_shared.logging import correlation_scope, get_logger
+from instore_shared.service import health_routes
 from instore_shared.settings import CommercetoolsSettings, load_settings
 
 log = get_logger(__name__)
@@ -134,18 +135,6 @@ def create_app(
                 await client.aclose()
             log.info("cart_mapping.stopped")
 
-    @get
-    async def healthz(scope: object) -> AsgiResponse:
-        return AsgiResponse(json.dumps({"status": "ok"}).encode(), 200, headers={"content-type": "application/json"})
-
-    @get
-    async def readyz(scope: object) -> AsgiResponse:
-        if await broker.ping(timeout=2.0):
-            return AsgiResponse(b'{"status":"ready"}', 200, headers={"content-type": "application/json"})
-        problem = {"type": "urn:instore-integration:problem:not-ready", "title": "Not ready", "status": 503,
-                   "detail": "not connected to Kafka"}
-        return AsgiResponse(json.dumps(problem).encode(), 503, headers={"content-type": "application/problem+json"})
-
     def schema_route(struct: type) -> Any:
         body = msgspec.json.encode(msgspec.json.schema(struct))
 
@@ -168,8 +157,7 @@ def create_app(
         # The document only: FastStream's "try it out" would publish to Kafka over HTTP.
         asyncapi_path=AsyncAPIRoute("/asyncapi", try_it_out_path=None),
         asgi_routes=[
-            ("/healthz", healthz),
-            ("/readyz", readyz),
+            *health_routes(broker),
             ("/schemas/cart-lookup-request.json", schema_route(contract.CartLookupRequest)),
             ("/schemas/cart-lookup-reply.json", schema_route(contract.CartLookupReplySchema)),
         ],

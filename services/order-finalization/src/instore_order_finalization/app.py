@@ -18,7 +18,6 @@ confirming repeats the event — with the same deterministic ``eventId``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -26,7 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from faststream import AckPolicy
-from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 
@@ -47,6 +46,7 @@ from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.dlq import dead_letter_headers, dlq_topic
 from instore_shared.kafka.topics import ALL_TOPICS, PAYMENTS_COMPLETED, WEBHOOKS
 from instore_shared.logging import correlation_scope, get_logger
+from instore_shared.service import health_routes
 from instore_shared.settings import CommercetoolsSettings, load_settings
 
 log = get_logger(__name__)
@@ -156,17 +156,5 @@ def create_app(
                 await client.aclose()
             log.info("order_finalization.stopped")
 
-    @get
-    async def healthz(scope: object) -> AsgiResponse:
-        return AsgiResponse(b'{"status":"ok"}', 200, headers={"content-type": "application/json"})
-
-    @get
-    async def readyz(scope: object) -> AsgiResponse:
-        if await broker.ping(timeout=2.0):
-            return AsgiResponse(b'{"status":"ready"}', 200, headers={"content-type": "application/json"})
-        problem = {"type": "urn:instore-integration:problem:not-ready", "title": "Not ready", "status": 503,
-                   "detail": "not connected to Kafka"}
-        return AsgiResponse(json.dumps(problem).encode(), 503, headers={"content-type": "application/problem+json"})
-
     return AsgiFastStream(broker, lifespan=lifespan, logger=get_logger("instore_order_finalization.app"),
-                          asgi_routes=[("/healthz", healthz), ("/readyz", readyz)])
+                          asgi_routes=health_routes(broker))

@@ -20,13 +20,12 @@ from instore_order_finalization import rules
 from instore_order_finalization.model import Cart, OrderRef, cart_decoder, order_decoder
 from instore_shared.commercetools.client import ApiResponse
 from instore_shared.commercetools.errors import ConcurrentModification, DuplicateField, InvalidInput, NotFound
+from instore_shared.contract.instore_webhooks import PAYMENT_WEBHOOK_TYPES, PaymentWebhook
 from instore_shared.logging import get_logger
 
 log = get_logger(__name__)
 
 EXPAND_PAYMENTS = ("paymentInfo.payments[*]",)
-PAYMENT_WEBHOOK_TYPES = frozenset({"payment.completed", "payment.succeeded", "payment.updated"})
-"""Webhook ``type`` values that may complete a sale (assumed — see instore-contract.md §4)."""
 
 
 class OrderCommerce(Protocol):
@@ -68,14 +67,6 @@ class Result:
     order: OrderRef | None = None
 
 
-class PaymentWebhook(msgspec.Struct, frozen=True):
-    """The fields of an InStore payment webhook we act on (assumed — see instore-contract.md §4)."""
-
-    type: str
-    cartId: str | None = None  # noqa: N815
-    data: dict[str, object] = {}
-
-
 def parse_webhook(body: bytes) -> PaymentWebhook:
     """The webhook's routing fields. Raises :class:`PermanentFailure` for a body that is not such a JSON object."""
     try:
@@ -94,7 +85,7 @@ async def finalize(body: bytes, commerce: OrderCommerce, order_number_field: str
     webhook = parse_webhook(body)
     if webhook.type not in PAYMENT_WEBHOOK_TYPES:
         return Result(Outcome.NOT_A_PAYMENT)
-    cart_ref = webhook.cartId or (webhook.data.get("cartId") if isinstance(webhook.data.get("cartId"), str) else None)
+    cart_ref = webhook.cart_ref()
     if not cart_ref:
         raise PermanentFailure("no-cart-id", f"a {webhook.type} webhook without cartId")
     for _ in range(max_conflicts):

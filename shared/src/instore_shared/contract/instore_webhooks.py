@@ -17,8 +17,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import re
+import uuid
 from typing import Any
+
+import msgspec
 
 ROUTING_FIELDS = ("cartId", "returnCartId", "orderNumber")
 """Fields that name the entity a webhook is about, in order of preference (assumed)."""
@@ -80,3 +84,35 @@ def webhook_id(body: bytes, payload: Any) -> str:
         if isinstance(value, str) and _SAFE_ID.fullmatch(value):
             return value
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+PAYMENT_WEBHOOK_TYPES = frozenset({"payment.completed", "payment.succeeded", "payment.updated"})
+"""Webhook ``type`` values that may complete a sale (assumed)."""
+
+
+class PaymentWebhook(msgspec.Struct, frozen=True):
+    """The fields of a payment webhook order-finalization acts on (assumed); unknown fields are ignored."""
+
+    type: str
+    id: str | None = None
+    cartId: str | None = None  # noqa: N815 - InStore's name (assumed)
+    data: dict[str, object] = {}
+
+    def cart_ref(self) -> str | None:
+        """The cart id or key the webhook names, top level or under ``data``."""
+        nested = self.data.get("cartId")
+        return self.cartId or (nested if isinstance(nested, str) else None)
+
+
+def payment_webhook(cart_id: str, webhook_id: str | None = None, **extra: Any) -> bytes:
+    """An InStore-shaped payment webhook body as we assume it (for tests, demos and benchmarks):
+    ``{"id", "type": "payment.completed", "createdAt", "tenantId", "locationId", "workstationId",
+    "userId", "cartId", "data": {...}}`` — see ../shared/reference/instore-contract.md §4."""
+    body = {
+        "id": webhook_id or f"evt-{uuid.uuid4().hex}", "type": "payment.completed",
+        "createdAt": "2026-11-30T12:00:00.000Z", "tenantId": "local-tenant", "locationId": "store-berlin-01",
+        "workstationId": "pos-3", "userId": "colleague-42", "cartId": cart_id,
+        "data": {"tender": "card"},
+    }
+    body.update(extra)
+    return json.dumps(body).encode()
