@@ -57,7 +57,7 @@ def _webhook(cart_ref: str = "sale-1", kind: str = "payment.completed") -> bytes
 
 async def test_a_paid_cart_becomes_one_order_with_a_derived_number() -> None:
     commerce = _world(payments=[_payment("p1", 3499)])
-    result = await finalize(_webhook(), commerce, FIELD)
+    result = await finalize(_webhook(), commerce, FIELD, "EUR")
     assert result.outcome is Outcome.ORDER_CREATED
     cart_id = result.cart.id  # type: ignore[union-attr]
     assert result.order.orderNumber == f"instore-{cart_id}"  # type: ignore[union-attr]
@@ -66,30 +66,30 @@ async def test_a_paid_cart_becomes_one_order_with_a_derived_number() -> None:
 
 async def test_the_order_number_instore_set_is_used() -> None:
     commerce = _world(payments=[_payment("p1", 3499)], custom_number="store-berlin-01-000042")
-    result = await finalize(_webhook(), commerce, FIELD)
+    result = await finalize(_webhook(), commerce, FIELD, "EUR")
     assert result.order.orderNumber == "store-berlin-01-000042"  # type: ignore[union-attr]
 
 
 async def test_the_same_webhook_ten_times_makes_one_order() -> None:
     commerce = _world(payments=[_payment("p1", 3499)])
-    outcomes = [(await finalize(_webhook(), commerce, FIELD)).outcome for _ in range(10)]
+    outcomes = [(await finalize(_webhook(), commerce, FIELD, "EUR")).outcome for _ in range(10)]
     assert outcomes == [Outcome.ORDER_CREATED] + [Outcome.ALREADY_ORDERED] * 9
     assert commerce.orders_created == 1
 
 
 async def test_concurrent_deliveries_make_one_order() -> None:
     commerce = _world(payments=[_payment("p1", 3499)])
-    results = await asyncio.gather(*(finalize(_webhook(), commerce, FIELD) for _ in range(5)))
+    results = await asyncio.gather(*(finalize(_webhook(), commerce, FIELD, "EUR") for _ in range(5)))
     assert commerce.orders_created == 1
     assert len({r.order.id for r in results}) == 1  # type: ignore[union-attr]
 
 
 async def test_split_tender_waits_for_the_last_charge() -> None:
     commerce = _world(payments=[_payment("card", 2000), _payment("cash", 1499, state="Pending", method="CASH")])
-    assert (await finalize(_webhook(), commerce, FIELD)).outcome is Outcome.AWAITING_PAYMENT
+    assert (await finalize(_webhook(), commerce, FIELD, "EUR")).outcome is Outcome.AWAITING_PAYMENT
     assert commerce.orders_created == 0
     commerce.add_payment(_payment("cash", 1499, method="CASH"))  # the cash charge succeeded
-    assert (await finalize(_webhook(), commerce, FIELD)).outcome is Outcome.ORDER_CREATED
+    assert (await finalize(_webhook(), commerce, FIELD, "EUR")).outcome is Outcome.ORDER_CREATED
 
 
 @pytest.mark.parametrize("payment", [
@@ -100,7 +100,7 @@ async def test_split_tender_waits_for_the_last_charge() -> None:
 ])
 async def test_what_does_not_cover_the_total_is_left_waiting(payment: dict[str, Any]) -> None:
     commerce = _world(payments=[payment])
-    assert (await finalize(_webhook(), commerce, FIELD)).outcome is Outcome.AWAITING_PAYMENT
+    assert (await finalize(_webhook(), commerce, FIELD, "EUR")).outcome is Outcome.AWAITING_PAYMENT
 
 
 async def test_a_conflict_rereads_the_cart_and_tries_again() -> None:
@@ -116,7 +116,7 @@ async def test_a_conflict_rereads_the_cart_and_tries_again() -> None:
         return await real(*args)
 
     commerce.create_order_from_cart = once_conflicting  # type: ignore[method-assign]
-    assert (await finalize(_webhook(), commerce, FIELD)).outcome is Outcome.ORDER_CREATED
+    assert (await finalize(_webhook(), commerce, FIELD, "EUR")).outcome is Outcome.ORDER_CREATED
     assert calls == 2
 
 
@@ -127,13 +127,13 @@ async def test_a_conflict_rereads_the_cart_and_tries_again() -> None:
 ])
 async def test_permanent_failures_are_named(body: bytes, reason: str) -> None:
     with pytest.raises(PermanentFailure) as info:
-        await finalize(body, _world(payments=[_payment("p1", 3499)]), FIELD)
+        await finalize(body, _world(payments=[_payment("p1", 3499)]), FIELD, "EUR")
     assert info.value.reason == reason
 
 
 async def test_other_webhook_types_change_nothing() -> None:
     commerce = _world(payments=[_payment("p1", 3499)])
-    assert (await finalize(_webhook(kind="refund.completed"), commerce, FIELD)).outcome is Outcome.NOT_A_PAYMENT
+    assert (await finalize(_webhook(kind="refund.completed"), commerce, FIELD, "EUR")).outcome is Outcome.NOT_A_PAYMENT
     assert commerce.calls == []
 
 

@@ -12,6 +12,9 @@ from instore_order_finalization.app import _the_message, create_broker
 from instore_order_finalization.settings import OrderFinalizationSettings
 from instore_shared.commercetools.fake import InMemoryCommerce
 from instore_shared.kafka.topics import PAYMENTS_COMPLETED, WEBHOOKS
+from typing import Any
+
+from instore_shared.contract.instore_webhooks import payment_webhook
 from tests.unit.test_order_finalization import _payment, _world
 
 SETTINGS = OrderFinalizationSettings()
@@ -74,3 +77,67 @@ async def test_what_cannot_be_processed_is_dead_lettered_with_its_bytes() -> Non
     assert [m.headers["dlq-error-reason"] for m in dead] == ["bad-body", "cart-not-found"]
     assert dead[0].headers["webhook-id"] == "w-1" and dead[0].headers["dlq-source-topic"] == WEBHOOKS.name
     assert events == []
+
+
+async def test_nothing_blocks_the_partition() -> None:
+    """Refusals, bugs and bad input are dead-lettered and the next webhook is processed."""
+    from instore_shared.commercetools.errors import InvalidInput
+
+    class Refusing(InMemoryCommerce):
+        async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> Any:
+            if ref == "refused-cart":
+                raise InvalidInput(414, "", "URI too long")
+            if ref == "buggy-cart":
+                raise RuntimeError("a bug")
+            return await super().find_cart(ref, expand)
+
+    commerce = Refusing()
+    paid = _world(payments=[_payment("p1", 3499)])
+    commerce.carts, commerce.payments = paid.carts, paid.payments
+    broker = create_broker(SETTINGS, commerce)
+    dead = _collect(broker, "instore.webhooks.v1.dlq")
+    events = _collect(broker, PAYMENTS_COMPLETED.name)
+    async with TestKafkaBroker(broker) as br:
+        for ref in ("refused-cart", "buggy-cart", "x" * 10_000):
+            await br.publish(_webhook(ref), WEBHOOKS.name)
+        await br.publish(b"[1, 2]", WEBHOOKS.name)
+        await br.publish(payment_webhook("sale-1", type="refund.completed", cartId={"weird": 1}), WEBHOOKS.name)
+        await br.publish(_webhook("sale-1"), WEBHOOKS.name)
+    assert [m.headers["dlq-error-reason"] for m in dead] == ["commerce-refused", "unexpected-error", "bad-cart-id",
+                                                             "bad-body"]
+    assert len(events) == 1  # the paid sale behind them still became an Order
+
+
+async def test_empty_and_foreign_currency_carts_are_not_ordered() -> None:
+    empty = _world(payments=[_payment("p1", 0)], total=0)
+    cart = empty.cart("sale-1")
+    cart["lineItems"] = []
+    empty.add_cart(cart)
+    usd = _world(payments=[_payment("p1", 3499, currency="USD")])
+    cart = usd.cart("sale-1")
+    cart["totalPrice"]["currencyCode"] = "USD"
+    usd.add_cart(cart)
+    for commerce, reason in ((empty, "cart-empty"), (usd, "wrong-currency")):
+        broker = create_broker(SETTINGS, commerce)
+        dead = _collect(broker, "instore.webhooks.v1.dlq")
+        async with TestKafkaBroker(broker) as br:
+            await br.publish(_webhook(), WEBHOOKS.name)
+        assert [m.headers["dlq-error-reason"] for m in dead] == [reason] and commerce.orders_created == 0
+
+
+async def test_keyed_locks_serialise_per_key_and_forget_idle_keys() -> None:
+    import asyncio
+
+    from instore_order_finalization.app import KeyedLocks
+
+    locks, order = KeyedLocks(), []
+
+    async def work(key: str, tag: str) -> None:
+        async with locks.hold(key):
+            order.append(f"{tag}+")
+            await asyncio.sleep(0)
+            order.append(f"{tag}-")
+
+    await asyncio.gather(work("a", "1"), work("a", "2"), work("b", "3"))
+    assert order.index("1-") < order.index("2+")  # same key: one after the other
+    assert locks._locks == {}  # noqa: SLF001

@@ -147,3 +147,35 @@ def test_routing_key_and_webhook_id_rules() -> None:
     assert webhook_id(b"{}", {}) == "sha256:" + hashlib.sha256(b"{}").hexdigest()
     assert webhook_id(b"{}", {"id": "evt-9"}) == "evt-9"
     assert not signature_valid(BODY, sign(BODY), b"")
+
+
+@pytest.mark.parametrize("body", [b"[1,2]", b'"text"', b"null", b"42"])
+def test_json_that_is_not_an_object_is_400(gateway: tuple[Recorder, TestClient[Any]], body: bytes) -> None:
+    events, client = gateway
+    _problem(_post(client, body, {"X-Signature": sign(body)}), 400, "not-json-object")
+    assert events.published == []
+
+
+@pytest.mark.parametrize("signature", [
+    lambda b: "@" + base64.b64encode(hmac.new(SECRET, b, hashlib.sha256).digest()).decode(),
+    lambda b: (lambda s: s[:10] + " " + s[10:])(base64.b64encode(hmac.new(SECRET, b, hashlib.sha256).digest()).decode()),
+    lambda b: sign(b)[:-1],
+])
+def test_signatures_with_stray_characters_are_refused(gateway: tuple[Recorder, TestClient[Any]], signature: Any) -> None:
+    events, client = gateway
+    _problem(_post(client, BODY, {"X-Signature": signature(BODY)}), 401, "invalid-signature")
+
+
+def test_a_webhook_kafka_refuses_as_too_large_is_413_not_retried_forever() -> None:
+    from instore_shared.kafka.rpc import MessageRejected
+
+    class TooLarge(Recorder):
+        async def publish(self, *a: Any, **kw: Any) -> None:
+            raise MessageRejected("too large")
+
+    app = create_app(GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret=SECRET.decode()),
+                     Ports(cart_lookups=Lookups(), events=TooLarge(), vault=InMemoryTokenVault()))  # type: ignore[arg-type]
+    with TestClient(app) as client:
+        response = _post(client, BODY, {"X-Signature": sign(BODY)})
+    _problem(response, 413, "payload-too-large")
+    assert "retry-after" not in response.headers

@@ -34,8 +34,8 @@ class GatewaySettings(BaseServiceSettings, SessionSettings):
     instore_webhook_signature_headers: str = "X-Signature,verification-signature"
     """Comma-separated headers that may carry the webhook signature, tried in order."""
 
-    webhook_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=50_000_000)
-    """Largest webhook body accepted, in bytes (413 beyond)."""
+    webhook_max_body_bytes: int = Field(default=1_000_000, ge=1024, le=50_000_000)
+    """Largest webhook body accepted, in bytes (413 beyond); keep it below the topic's max.message.bytes (Kafka's default 1,048,588)."""
 
     webhook_publish_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
     """How long a webhook waits for Kafka's acknowledgement before the gateway answers 503."""

@@ -21,7 +21,7 @@ from litestar.openapi import ResponseSpec
 from instore_gateway.problems import Problem, ProblemError
 from instore_shared.contract import instore_webhooks as contract
 from instore_shared.kafka import headers as h
-from instore_shared.kafka.rpc import BrokerUnavailable
+from instore_shared.kafka.rpc import BrokerUnavailable, MessageRejected
 from instore_shared.kafka.topics import WEBHOOKS
 from instore_shared.logging import get_logger
 
@@ -51,7 +51,7 @@ def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_t
         tags=["InStore webhooks"],
         operation_id="receiveWebhook",
         responses={
-            400: ResponseSpec(description="signed, but not JSON", **_PROBLEM),
+            400: ResponseSpec(description="signed, but not a JSON object", **_PROBLEM),
             401: ResponseSpec(description="signature missing or wrong", **_PROBLEM),
             413: ResponseSpec(description="body larger than WEBHOOK_MAX_BODY_BYTES", **_PROBLEM),
             503: ResponseSpec(description="Kafka did not take it; retry (Retry-After)", **_PROBLEM),
@@ -71,6 +71,8 @@ def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_t
             payload = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
             raise ProblemError(400, "not-json", "Not JSON", "a signed webhook must be a JSON document") from exc
+        if not isinstance(payload, dict):
+            raise ProblemError(400, "not-json-object", "Not a JSON object", "a webhook must be a JSON object")
         webhook_id = contract.webhook_id(body, payload)
         key = contract.routing_key(payload)
         headers = {
@@ -81,6 +83,10 @@ def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_t
         try:
             await request.app.state.events.publish(WEBHOOKS.name, key, body, message_type=MESSAGE_TYPE,
                                                    timeout=publish_timeout, headers=headers)
+        except MessageRejected as exc:
+            log.error("webhook.too_large_for_kafka", webhook_id=webhook_id, bytes=len(body))
+            raise ProblemError(413, "payload-too-large", "Payload too large",
+                               "the webhook is larger than the message broker accepts") from exc
         except BrokerUnavailable as exc:
             log.error("webhook.not_stored", webhook_id=webhook_id, error=str(exc))
             raise ProblemError(503, "broker-unavailable", "Service unavailable",

@@ -12,12 +12,15 @@ not created twice, and the event keeps its id.
 Exactly one event per Order, however often the webhook comes: the Order is created
 ``Open`` and set ``Confirmed`` once its event is published; a redelivered or duplicate
 webhook finds it ``Confirmed`` and publishes nothing, one that finds it ``Open`` (a crash
-after creating it) publishes the event then. Only a crash between publishing and
-confirming repeats the event — with the same deterministic ``eventId``.
+after creating it) publishes the event then. Announcing is serialised per cart within a
+process. A crash between publishing and confirming, or two replicas handling two webhooks
+that name the same cart differently (id and key) at the same moment, can repeat the
+event — with the same deterministic ``eventId``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -34,6 +37,7 @@ from instore_order_finalization.finalize import (
     OrderCommerce,
     Outcome,
     PermanentFailure,
+    current_order,
     finalize,
     mark_announced,
     needs_announcement,
@@ -50,6 +54,28 @@ from instore_shared.service import health_routes
 from instore_shared.settings import CommercetoolsSettings, load_settings
 
 log = get_logger(__name__)
+
+
+class KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it (bounded memory)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Hold ``key``'s lock for the ``async with`` block."""
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 async def _the_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
@@ -70,6 +96,7 @@ def create_broker(settings: OrderFinalizationSettings, commerce: OrderCommerce, 
         log_level=logging.DEBUG,
     )
     group = settings.order_finalization_consumer_group
+    cart_locks = KeyedLocks()
 
     @broker.subscriber(
         WEBHOOKS.name,
@@ -89,20 +116,26 @@ def create_broker(settings: OrderFinalizationSettings, commerce: OrderCommerce, 
         record = message.raw_message
         headers = dict(message.headers)
         webhook_id = headers.get(h.WEBHOOK_ID)
-        with correlation_scope(headers.get(h.CORRELATION_ID) or webhook_id or ""):
+        correlation_id = headers.get(h.CORRELATION_ID) or webhook_id or ""
+        with correlation_scope(correlation_id):
             try:
-                result = await finalize(message.body, commerce, settings.instore_field_order_number)
-            except (PermanentFailure, TransientError) as exc:
-                reason = exc.reason if isinstance(exc, PermanentFailure) else "commerce-unavailable"
-                detail = exc.detail if isinstance(exc, PermanentFailure) else str(exc)
+                result = await finalize(message.body, commerce, settings.instore_field_order_number,
+                                        settings.instore_currency)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, it must not block the partition
+                if isinstance(exc, PermanentFailure):
+                    reason, detail, tries = exc.reason, exc.detail, 1
+                elif isinstance(exc, TransientError):
+                    reason, detail, tries = "commerce-unavailable", str(exc), attempts
+                else:  # a bug: keep the bytes for a replay after the fix, go on with the partition
+                    log.exception("webhook.failed", webhook_id=webhook_id)
+                    reason, detail, tries = "unexpected-error", type(exc).__name__, 1
                 log.warning("webhook.dead_lettered", webhook_id=webhook_id, reason=reason, offset=record.offset)
+                # If Kafka cannot take the dead letter this raises: no commit, the webhook comes again.
                 await broker.publish(
-                    message.body, dlq_topic(WEBHOOKS.name), key=record.key,
+                    message.body, dlq_topic(WEBHOOKS.name), key=record.key, correlation_id=correlation_id or None,
                     headers=dead_letter_headers(
-                        headers, reason=reason, detail=detail,
-                        attempts=1 if isinstance(exc, PermanentFailure) else attempts,
-                        source_topic=record.topic, partition=record.partition, offset=record.offset,
-                        consumer_group=group,
+                        headers, reason=reason, detail=detail, attempts=tries, source_topic=record.topic,
+                        partition=record.partition, offset=record.offset, consumer_group=group,
                     ),
                 )
                 return
@@ -112,17 +145,23 @@ def create_broker(settings: OrderFinalizationSettings, commerce: OrderCommerce, 
             if result.outcome is Outcome.ORDER_CREATED and settings.order_finalization_crash_after_order_created:
                 log.warning("order_finalization.crash_for_test")
                 os._exit(3)  # crash-recovery tests: the Order exists, the event and the commit do not
-            if not needs_announcement(result.order):
-                log.info("payments_completed.already_announced", order_id=result.order.id)
-                return
-            event = payments_completed(result.cart, result.order, webhook_id, settings)
-            await broker.publish(
-                event_contract.encode(event), PAYMENTS_COMPLETED.name, key=result.order.id.encode(),
-                headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON,
-                         "event-id": event.event_id},
-            )
-            log.info("payments_completed.published", order_id=result.order.id, event_id=event.event_id)
-            await mark_announced(commerce, result.order)
+            # One announcer per cart in this process: two webhooks naming the same cart (by id and
+            # by key, so on different partitions) wait for each other, and the second re-reads the
+            # Order and finds it Confirmed. Across replicas the window stays (README).
+            async with cart_locks.hold(result.cart.id):
+                order = await current_order(commerce, result.order)
+                if not needs_announcement(order):
+                    log.info("payments_completed.already_announced", order_id=order.id)
+                    return
+                event = payments_completed(result.cart, order, webhook_id, settings)
+                await broker.publish(
+                    event_contract.encode(event), PAYMENTS_COMPLETED.name, key=order.id.encode(),
+                    correlation_id=correlation_id or None,
+                    headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON,
+                             "event-id": event.event_id},
+                )
+                log.info("payments_completed.published", order_id=order.id, event_id=event.event_id)
+                await mark_announced(commerce, order)
 
     return broker
 

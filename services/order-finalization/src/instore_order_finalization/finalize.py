@@ -11,6 +11,7 @@ the caller to dead-letter.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,7 +20,13 @@ import msgspec
 from instore_order_finalization import rules
 from instore_order_finalization.model import Cart, OrderRef, cart_decoder, order_decoder
 from instore_shared.commercetools.client import ApiResponse
-from instore_shared.commercetools.errors import ConcurrentModification, DuplicateField, InvalidInput, NotFound
+from instore_shared.commercetools.errors import (
+    AuthenticationFailed,
+    ConcurrentModification,
+    DuplicateField,
+    InvalidInput,
+    NotFound,
+)
 from instore_shared.contract.instore_webhooks import PAYMENT_WEBHOOK_TYPES, PaymentWebhook
 from instore_shared.logging import get_logger
 
@@ -67,35 +74,59 @@ class Result:
     order: OrderRef | None = None
 
 
-def parse_webhook(body: bytes) -> PaymentWebhook:
-    """The webhook's routing fields. Raises :class:`PermanentFailure` for a body that is not such a JSON object."""
+_CART_REF = re.compile(r"[A-Za-z0-9_-]{2,256}")
+
+
+def parse_webhook(body: bytes) -> PaymentWebhook | None:
+    """The payment webhook's fields, or None for another kind of webhook.
+
+    Raises :class:`PermanentFailure` for a body that is not a JSON object, or a payment
+    webhook whose fields have the wrong types.
+    """
     try:
-        return msgspec.json.decode(body, type=PaymentWebhook)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise PermanentFailure("bad-body", str(exc)) from exc
+        payload = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise PermanentFailure("bad-body", "not JSON") from exc
+    if not isinstance(payload, dict):
+        raise PermanentFailure("bad-body", f"a JSON {type(payload).__name__}, not an object")
+    if payload.get("type") not in PAYMENT_WEBHOOK_TYPES:
+        return None
+    try:
+        return msgspec.convert(payload, PaymentWebhook)
+    except msgspec.ValidationError as exc:
+        raise PermanentFailure("bad-body", str(exc)[:200]) from exc
 
 
-async def finalize(body: bytes, commerce: OrderCommerce, order_number_field: str, max_conflicts: int = 5) -> Result:
-    """Process one webhook's raw ``body``.
+async def finalize(body: bytes, commerce: OrderCommerce, order_number_field: str, currency: str,
+                   max_conflicts: int = 5) -> Result:
+    """Process one webhook's raw ``body``; ``currency`` is the environment's ISO 4217 code.
 
     Returns the :class:`Result`; raises :class:`PermanentFailure` for what must be
-    dead-lettered, and lets ``TransientError`` (Composable Commerce unavailable after the
-    client's bounded retries) through for the caller to dead-letter or retry.
+    dead-lettered (including any refusal of Composable Commerce other than "not found"
+    that is not transient), and lets ``TransientError`` (Composable Commerce unavailable
+    after the client's bounded retries) through for the caller to dead-letter.
     """
     webhook = parse_webhook(body)
-    if webhook.type not in PAYMENT_WEBHOOK_TYPES:
+    if webhook is None:
         return Result(Outcome.NOT_A_PAYMENT)
     cart_ref = webhook.cart_ref()
     if not cart_ref:
         raise PermanentFailure("no-cart-id", f"a {webhook.type} webhook without cartId")
+    if not _CART_REF.fullmatch(cart_ref):
+        raise PermanentFailure("bad-cart-id", "cartId is not a commercetools id or key")
     for _ in range(max_conflicts):
-        cart = await _read_cart(commerce, str(cart_ref))
+        cart = await _read_cart(commerce, cart_ref)
         number = rules.order_number(cart, order_number_field)
         existing = await _existing_order(commerce, cart, number)
         if existing is not None:
             return Result(Outcome.ALREADY_ORDERED, cart, existing)
         if cart.cartState != "Active":
             raise PermanentFailure("cart-not-active", f"cart {cart.id} is {cart.cartState} and has no Order")
+        if not cart.lineItems and not cart.customLineItems:
+            raise PermanentFailure("cart-empty", f"cart {cart.id} has no line items")
+        if cart.totalPrice.currencyCode != currency:
+            raise PermanentFailure("wrong-currency", f"cart {cart.id} is in {cart.totalPrice.currencyCode}, "
+                                   f"this InStore environment uses {currency}")
         cover = rules.coverage(cart)
         if not cover.covered:
             log.info("finalize.awaiting_payment", cart_id=cart.id, charged=cover.charged, total=cover.total,
@@ -131,6 +162,13 @@ def needs_announcement(order: OrderRef) -> bool:
     return order.orderState != ANNOUNCED_STATE
 
 
+async def current_order(commerce: OrderCommerce, order: OrderRef) -> OrderRef:
+    """``order`` as Composable Commerce has it now (re-read by its number)."""
+    if not order.orderNumber:
+        return order
+    return order_decoder.decode((await commerce.get_order_by_order_number(order.orderNumber)).content)
+
+
 async def mark_announced(commerce: OrderCommerce, order: OrderRef, max_conflicts: int = 5) -> None:
     """Set the Order's ``orderState`` to ``Confirmed`` after its event was published (409: re-read, retry)."""
     current = order
@@ -150,6 +188,8 @@ async def _read_cart(commerce: OrderCommerce, ref: str) -> Cart:
         response = await commerce.find_cart(ref, EXPAND_PAYMENTS)
     except NotFound as exc:
         raise PermanentFailure("cart-not-found", f"no cart with id or key {ref!r}") from exc
+    except (InvalidInput, AuthenticationFailed) as exc:
+        raise PermanentFailure("commerce-refused", f"{exc.status} {exc.code}") from exc
     try:
         return cart_decoder.decode(response.content)
     except msgspec.ValidationError as exc:

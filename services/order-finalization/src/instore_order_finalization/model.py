@@ -75,6 +75,8 @@ class Cart(msgspec.Struct, frozen=True):
     key: str | None = None
     paymentInfo: PaymentInfo | None = None  # noqa: N815
     custom: CustomFields | None = None
+    lineItems: list[Any] = []  # noqa: N815 - only counted
+    customLineItems: list[Any] = []  # noqa: N815
 
 
 class OrderRef(msgspec.Struct, frozen=True):

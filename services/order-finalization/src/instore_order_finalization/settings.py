@@ -20,6 +20,9 @@ class OrderFinalizationSettings(BaseServiceSettings):
     order_finalization_concurrency: int = Field(default=6, ge=1, le=64)
     """Partitions processed at once (one consumer each; a partition's webhooks stay in order)."""
 
+    instore_currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    """ISO 4217 currency of this InStore environment; a cart in another currency is dead-lettered."""
+
     instore_field_order_number: str = "orderNumber"
     """Cart Custom Field holding the order number InStore generated, if any (else one is derived from the cart id)."""
 

@@ -29,6 +29,7 @@ ROUTING_FIELDS = ("cartId", "returnCartId", "orderNumber")
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _HEX = re.compile(r"[0-9a-fA-F]{64}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{43}={0,2}")
 
 
 def _decode_signature(given: str) -> bytes | None:
@@ -37,14 +38,15 @@ def _decode_signature(given: str) -> bytes | None:
         value = value[7:]
     if _HEX.fullmatch(value):
         return bytes.fromhex(value)
-    for decode in (base64.b64decode, base64.urlsafe_b64decode):
-        try:
-            raw = decode(value + "=" * (-len(value) % 4))
-        except (binascii.Error, ValueError):
-            continue
-        if len(raw) == hashlib.sha256().digest_size:
-            return raw
-    return None
+    if not _BASE64.fullmatch(value):
+        return None
+    padded = value.rstrip("=") + "=" * (-len(value.rstrip("=")) % 4)
+    decode = base64.urlsafe_b64decode if ("-" in value or "_" in value) else base64.b64decode
+    try:
+        raw = decode(padded)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == hashlib.sha256().digest_size else None
 
 
 def signature_valid(body: bytes, given: str, secret: bytes) -> bool:

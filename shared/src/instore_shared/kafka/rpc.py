@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from instore_shared.kafka import headers as h
@@ -66,6 +66,10 @@ async def publish_reply(broker: KafkaBroker, request: KafkaMessage, value: bytes
 # -- the asking side -----------------------------------------------------------------
 class BrokerUnavailable(Exception):
     """Kafka could not take the request (not connected, or the publish did not complete)."""
+
+
+class MessageRejected(Exception):
+    """Kafka refused this message for what it is (e.g. larger than the topic allows): retrying cannot help."""
 
 
 class ReplyTimeout(Exception):
@@ -313,7 +317,8 @@ class RequestReplyClient:
 
         ``key`` None lets the producer pick the partition; ``headers`` are added to
         ``content-type`` (JSON) and ``message-type``. Raises :class:`BrokerUnavailable` when
-        not connected or not acknowledged within ``timeout`` s.
+        not connected or not acknowledged within ``timeout`` s, :class:`MessageRejected`
+        when the message is too large for Kafka.
         """
         if not self._connected.is_set() or self._producer is None:
             raise BrokerUnavailable("not connected to Kafka")
@@ -324,6 +329,8 @@ class RequestReplyClient:
                                              headers=h.encode_headers(all_headers)),
                 timeout,
             )
+        except MessageSizeTooLargeError as exc:
+            raise MessageRejected(f"{topic}: message of {len(value)} bytes is too large") from exc
         except (TimeoutError, KafkaError) as exc:
             raise BrokerUnavailable(f"publish to {topic} failed: {type(exc).__name__}") from exc
 
