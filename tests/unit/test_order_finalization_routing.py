@@ -128,7 +128,7 @@ async def test_empty_and_foreign_currency_carts_are_not_ordered() -> None:
 async def test_keyed_locks_serialise_per_key_and_forget_idle_keys() -> None:
     import asyncio
 
-    from instore_order_finalization.app import KeyedLocks
+    from instore_shared.kafka.consumer import KeyedLocks
 
     locks, order = KeyedLocks(), []
 

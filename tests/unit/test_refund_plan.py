@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from instore_refund.plan import Refused, ReturnLine, TenderRefund, plan_refunds, plan_returns, return_item_key
+from instore_refund.plan import (
+    Refused,
+    ReturnLine,
+    TenderRefund,
+    plan_refunded_marks,
+    plan_refunds,
+    plan_returns,
+    return_item_key,
+)
 from tests.conftest import load_example
 from tests.contract.openapi_contract import validate_request
 
@@ -39,18 +47,21 @@ def _line(line_id: str, order_line: str = "ol1", qty: int = 1, order_ref: str = 
 def test_a_full_return_and_its_refund() -> None:
     (order_update,) = plan_returns([_line("r1", "ol1", 2), _line("r2", "ol2", 1)], {"o1": _order()})
     assert order_update.resource_id == "o1" and order_update.version == 3
-    add, *states = order_update.actions
+    (add,) = order_update.actions
     assert add == {"action": "addReturnInfo", "items": [
         {"quantity": 2, "shipmentState": "Returned", "key": "ret-r1", "lineItemId": "ol1", "comment": "too small"},
         {"quantity": 1, "shipmentState": "Returned", "key": "ret-r2", "lineItemId": "ol2", "comment": "too small"},
     ]}
-    assert states == [{"action": "setReturnPaymentState", "returnItemKey": k, "paymentState": "Refunded"}
-                      for k in ("ret-r1", "ret-r2")]
+    recorded = _order(returned=[{**item, "paymentState": "Initial"} for item in add["items"]])
+    marks = plan_refunded_marks([_line("r1", "ol1", 2), _line("r2", "ol2", 1)], recorded)
+    assert marks is not None and marks.actions == [
+        {"action": "setReturnPaymentState", "returnItemKey": k, "paymentState": "Refunded"} for k in ("ret-r1", "ret-r2")]
     (payment_update,) = plan_refunds([TenderRefund("refund-1", "p1", 5000, "EUR")], {"p1": _payment()})
     assert payment_update.actions == [{"action": "addTransaction", "transaction": {
         "type": "Refund", "state": "Success", "interactionId": "refund-1",
         "amount": {"currencyCode": "EUR", "centAmount": 5000}}}]
     validate_request("POST", "http://x/instore-demo/orders/o1", order_update.body())
+    validate_request("POST", "http://x/instore-demo/orders/o1", marks.body())
     validate_request("POST", "http://x/instore-demo/payments/p1", payment_update.body())
 
 
@@ -58,6 +69,7 @@ def test_a_replayed_refund_writes_nothing() -> None:
     order = _order(returned=[{"key": "ret-r1", "lineItemId": "ol1", "quantity": 2, "shipmentState": "Returned",
                               "paymentState": "Refunded"}])
     assert plan_returns([_line("r1", "ol1", 2)], {"o1": order}) == []
+    assert plan_refunded_marks([_line("r1", "ol1", 2)], order) is None
     assert plan_refunds([TenderRefund("refund-1", "p1", 5000, "EUR")],
                         {"p1": _payment(refunds=[("refund-1", 5000)])}) == []
 
@@ -66,9 +78,10 @@ def test_half_written_before_a_crash_is_completed_not_repeated() -> None:
     order = _order(returned=[{"key": "ret-r1", "lineItemId": "ol1", "quantity": 1, "shipmentState": "Returned",
                               "paymentState": "Initial"}])
     (update,) = plan_returns([_line("r1", "ol1", 1), _line("r2", "ol2", 1)], {"o1": order})
-    assert update.actions[0]["items"] == [{"quantity": 1, "shipmentState": "Returned", "key": "ret-r2",
-                                           "lineItemId": "ol2", "comment": "too small"}]
-    assert [a["returnItemKey"] for a in update.actions[1:]] == ["ret-r1", "ret-r2"]
+    assert update.actions == [{"action": "addReturnInfo", "items": [
+        {"quantity": 1, "shipmentState": "Returned", "key": "ret-r2", "lineItemId": "ol2", "comment": "too small"}]}]
+    marks = plan_refunded_marks([_line("r1", "ol1", 1), _line("r2", "ol2", 1)], order)
+    assert marks is not None and [a["returnItemKey"] for a in marks.actions] == ["ret-r1"]  # ret-r2 not there yet
 
 
 def test_a_partial_return_over_two_orders_and_a_split_tender() -> None:

@@ -20,7 +20,6 @@ event — with the same deterministic ``eventId``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -47,35 +46,13 @@ from instore_shared.commercetools import CommercetoolsClient, TransientError
 from instore_shared.contract import payments_completed as event_contract
 from instore_shared.kafka import headers as h
 from instore_shared.kafka.admin import ensure_topics
-from instore_shared.kafka.dlq import dead_letter_headers, dlq_topic
+from instore_shared.kafka.consumer import KeyedLocks, correlation_of, dead_letter
 from instore_shared.kafka.topics import ALL_TOPICS, PAYMENTS_COMPLETED, WEBHOOKS
 from instore_shared.logging import correlation_scope, get_logger
 from instore_shared.service import health_routes
 from instore_shared.settings import CommercetoolsSettings, load_settings
 
 log = get_logger(__name__)
-
-
-class KeyedLocks:
-    """One asyncio lock per key, dropped when nobody holds or waits for it (bounded memory)."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        """Hold ``key``'s lock for the ``async with`` block."""
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
 
 
 async def _the_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
@@ -114,9 +91,8 @@ def create_broker(settings: OrderFinalizationSettings, commerce: OrderCommerce, 
     )
     async def on_webhook(message: KafkaMessage) -> None:
         record = message.raw_message
-        headers = dict(message.headers)
-        webhook_id = headers.get(h.WEBHOOK_ID)
-        correlation_id = headers.get(h.CORRELATION_ID) or webhook_id or ""
+        webhook_id = message.headers.get(h.WEBHOOK_ID)
+        correlation_id = correlation_of(message)
         with correlation_scope(correlation_id):
             try:
                 result = await finalize(message.body, commerce, settings.instore_field_order_number,
@@ -131,13 +107,7 @@ def create_broker(settings: OrderFinalizationSettings, commerce: OrderCommerce, 
                     reason, detail, tries = "unexpected-error", type(exc).__name__, 1
                 log.warning("webhook.dead_lettered", webhook_id=webhook_id, reason=reason, offset=record.offset)
                 # If Kafka cannot take the dead letter this raises: no commit, the webhook comes again.
-                await broker.publish(
-                    message.body, dlq_topic(WEBHOOKS.name), key=record.key, correlation_id=correlation_id or None,
-                    headers=dead_letter_headers(
-                        headers, reason=reason, detail=detail, attempts=tries, source_topic=record.topic,
-                        partition=record.partition, offset=record.offset, consumer_group=group,
-                    ),
-                )
+                await dead_letter(broker, message, group, reason=reason, detail=detail, attempts=tries)
                 return
             log.info("webhook.processed", webhook_id=webhook_id, outcome=result.outcome.value)
             if result.order is None or result.cart is None:

@@ -1,2 +1,2 @@
 """refund: a finalized delegated refund → return info and Refund transactions on the original
-Orders and Payments, exactly once (work in progress: the planning core; the subscriber comes next)."""
+Orders and Payments, exactly once, and one ``commerce.refunds.completed.v1`` event per Order."""

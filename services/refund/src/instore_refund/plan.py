@@ -8,7 +8,9 @@ https://docs.commercetools.com/api/projects/payments#add-transaction):
   purchase-line-item Custom Fields); the quantity asked back may not exceed what was bought
   minus what is already returned;
 - each returned line becomes one return item with ``shipmentState: Returned`` and the stable
-  ``key`` ``ret-<return cart line item id>``, then ``setReturnPaymentState: Refunded``;
+  ``key`` ``ret-<return cart line item id>``; once the return is announced downstream its
+  ``paymentState`` goes from ``Initial`` to ``Refunded`` — that second step is also the
+  marker that the announcement happened (see :mod:`instore_refund.record`);
 - each refunded tender becomes one ``Refund`` transaction on the original Payment with
   ``interactionId`` = InStore's refund id, in the payment's currency, and refunds may not
   exceed what the payment captured (successful ``Charge`` transactions);
@@ -76,11 +78,14 @@ def return_item_key(line_id: str) -> str:
 
 
 def plan_returns(lines: list[ReturnLine], orders: dict[str, dict[str, Any]]) -> list[Update]:
-    """One Order update per original Order: the missing return items, then ``Refunded`` for each of ours.
+    """One Order update per original Order: an ``addReturnInfo`` with the return items not yet recorded.
 
-    ``orders`` maps each ``order_ref`` of ``lines`` to the Order JSON (``None`` entries are
-    not allowed: resolve unknown orders first). Raises :class:`Refused` for a line that points
-    at no bought line or asks back more than is left. Orders with nothing to change are omitted.
+    ``orders`` maps each ``order_ref`` of ``lines`` to the Order JSON. Raises
+    :class:`Refused` for a non-positive quantity, a line that points at no bought line, or
+    one that asks back more than is left (bought minus every return item already on the
+    Order, ours included). Orders with nothing to add are omitted. The items' ``Refunded``
+    payment state is a second step (:func:`plan_refunded_marks`), taken once the return is
+    announced downstream.
     """
     by_order: dict[str, list[ReturnLine]] = defaultdict(list)
     for line in lines:
@@ -115,16 +120,21 @@ def plan_returns(lines: list[ReturnLine], orders: dict[str, dict[str, Any]]) -> 
             if line.comment:
                 item["comment"] = line.comment
             new_items.append(item)
-        actions: list[dict[str, Any]] = []
         if new_items:
-            actions.append({"action": "addReturnInfo", "items": new_items})
-        for line in order_lines:
-            key = return_item_key(line.line_id)
-            if existing.get(key, {}).get("paymentState") != "Refunded":
-                actions.append({"action": "setReturnPaymentState", "returnItemKey": key, "paymentState": "Refunded"})
-        if actions:
-            updates.append(Update(order["id"], int(order["version"]), actions))
+            updates.append(Update(order["id"], int(order["version"]), [{"action": "addReturnInfo", "items": new_items}]))
     return updates
+
+
+def plan_refunded_marks(lines: list[ReturnLine], order: dict[str, Any]) -> Update | None:
+    """The Order update setting ``paymentState: Refunded`` on each of ``lines``' return items not yet so, or None.
+
+    Only items that exist are marked (call after :func:`plan_returns`' update was applied).
+    """
+    existing = {item.get("key"): item for info in order.get("returnInfo") or [] for item in info.get("items") or []}
+    actions = [{"action": "setReturnPaymentState", "returnItemKey": key, "paymentState": "Refunded"}
+               for key in (return_item_key(line.line_id) for line in lines)
+               if key in existing and existing[key].get("paymentState") != "Refunded"]
+    return Update(order["id"], int(order["version"]), actions) if actions else None
 
 
 def plan_refunds(refunds: list[TenderRefund], payments: dict[str, dict[str, Any]]) -> list[Update]:

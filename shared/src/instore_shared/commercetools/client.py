@@ -139,13 +139,24 @@ class CommercetoolsClient:
         """``GET /carts/key={key}``. Raises :class:`NotFound` when there is no such cart."""
         return await self.request("GET", f"/carts/key={quote(key, safe='')}", params=_expand(expand))
 
-    async def get_order(self, order_id: str) -> ApiResponse:
+    async def get_order(self, order_id: str, expand: tuple[str, ...] = ()) -> ApiResponse:
         """``GET /orders/{id}``. Raises :class:`NotFound`."""
-        return await self.request("GET", f"/orders/{quote(order_id, safe='')}")
+        return await self.request("GET", f"/orders/{quote(order_id, safe='')}", params=_expand(expand))
 
-    async def get_order_by_order_number(self, order_number: str) -> ApiResponse:
+    async def get_order_by_order_number(self, order_number: str, expand: tuple[str, ...] = ()) -> ApiResponse:
         """``GET /orders/order-number={orderNumber}``. Raises :class:`NotFound`."""
-        return await self.request("GET", f"/orders/order-number={quote(order_number, safe='')}")
+        return await self.request("GET", f"/orders/order-number={quote(order_number, safe='')}",
+                                  params=_expand(expand))
+
+    async def update(self, resource: str, resource_id: str, version: int, actions: list[dict[str, Any]]) -> ApiResponse:
+        """``POST /{resource}/{id}`` with ``{version, actions}`` (``resource``: ``orders``, ``payments``, ``carts``…).
+
+        https://docs.commercetools.com/api/general-concepts#optimistic-concurrency-control —
+        raises ``ConcurrentModification`` (409, with the current version) when ``version`` is
+        stale, ``InvalidInput`` for a refused action, ``NotFound``.
+        """
+        return await self.request("POST", f"/{resource}/{quote(resource_id, safe='')}",
+                                  json={"version": version, "actions": actions})
 
     async def create_order_from_cart(
         self, cart_id: str, cart_version: int, order_number: str, payment_state: str
@@ -188,14 +199,14 @@ class CommercetoolsClient:
                 pass
         return await self.get_cart_by_key(ref, expand)
 
-    async def find_order(self, ref: str) -> ApiResponse:
+    async def find_order(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse:
         """The order whose id is ``ref``, else the one whose ``orderNumber`` is ``ref``. Raises :class:`NotFound`."""
         if looks_like_id(ref):
             try:
-                return await self.get_order(ref)
+                return await self.get_order(ref, expand)
             except NotFound:
                 pass
-        return await self.get_order_by_order_number(ref)
+        return await self.get_order_by_order_number(ref, expand)
 
     # -- transport -------------------------------------------------------------------
     async def request(

@@ -6,6 +6,13 @@ the rules the npm mock does not (https://docs.commercetools.com/api/projects/ord
 the cart's version must match (409 with the current version), the cart must be Active
 (400 InvalidOperation), an ``orderNumber`` is unique (400 DuplicateField); the cart becomes
 ``Ordered``.
+
+Updates (``update``) apply the Order and Payment actions the services send, with the
+version check, as https://docs.commercetools.com/api/projects/orders#update-actions and
+.../payments#update-actions describe them: ``addReturnInfo`` (return item ``key`` kept and
+unique per Order; ``paymentState`` ``Initial`` for ``Returned`` items, ``NonRefundable``
+otherwise), ``setReturnPaymentState`` by ``returnItemId`` or ``returnItemKey``,
+``changeOrderState``, ``addTransaction``.
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ from typing import Any
 
 import msgspec
 
-from instore_shared.commercetools.client import ApiResponse
 import uuid
+from collections.abc import Callable
 
+from instore_shared.commercetools.client import ApiResponse
 from instore_shared.commercetools.errors import (
     CommercetoolsError,
     ConcurrentModification,
@@ -36,6 +44,9 @@ class InMemoryCommerce:
         self.calls: list[tuple[str, str]] = []
         self.payments: dict[str, dict[str, Any]] = {}
         self.orders_created = 0
+        self.updates: list[tuple[str, str, list[dict[str, Any]]]] = []
+        self.before_update: Callable[[str, str], None] | None = None
+        """Called with (resource, id) before each update is applied; may raise (tests)."""
 
     def add_cart(self, cart: dict[str, Any]) -> None:
         """Store a Cart under its ``id`` and, when it has one, its ``key``."""
@@ -77,12 +88,57 @@ class InMemoryCommerce:
             raw = msgspec.json.encode(cart)
         return ApiResponse(200, raw)
 
-    async def get_order_by_order_number(self, order_number: str) -> ApiResponse:
+    async def get_order_by_order_number(self, order_number: str, expand: tuple[str, ...] = ()) -> ApiResponse:
         """The order whose ``orderNumber`` is ``order_number``. Raises :class:`NotFound`."""
         raw = self.orders.get(f"order-number={order_number}")
         if raw is None:
             raise NotFound(404, "ResourceNotFound", f"order {order_number} not found")
-        return ApiResponse(200, raw)
+        return ApiResponse(200, self._expanded(raw, expand))
+
+    def order(self, ref: str) -> dict[str, Any]:
+        """The stored order as a dict (by id or order number). Raises :class:`NotFound`."""
+        raw = self.orders.get(ref) or self.orders.get(f"order-number={ref}")
+        if raw is None:
+            raise NotFound(404, "ResourceNotFound", f"order {ref} not found")
+        return msgspec.json.decode(raw)
+
+    def _expanded(self, raw: bytes, expand: tuple[str, ...]) -> bytes:
+        if "paymentInfo.payments[*]" not in expand:
+            return raw
+        resource = msgspec.json.decode(raw)
+        for ref_ in (resource.get("paymentInfo") or {}).get("payments", []):
+            ref_["obj"] = self.payments[ref_["id"]]
+        return msgspec.json.encode(resource)
+
+    async def update(self, resource: str, resource_id: str, version: int, actions: list[dict[str, Any]]) -> ApiResponse:
+        """Apply ``actions`` to an Order or Payment at ``version`` (see the module doc for what is supported).
+
+        Raises ``ConcurrentModification`` for a stale version, ``NotFound``, ``DuplicateField`` for a
+        return item key already on the Order, ``InvalidInput`` for an unknown return item or action.
+        """
+        self.calls.append((f"update_{resource}", resource_id))
+        if self.fail_with:
+            raise self.fail_with
+        if self.before_update:
+            self.before_update(resource, resource_id)
+        if resource == "orders":
+            current = self.order(resource_id)
+        elif resource == "payments" and resource_id in self.payments:
+            current = msgspec.json.decode(msgspec.json.encode(self.payments[resource_id]))
+        else:
+            raise NotFound(404, "ResourceNotFound", f"{resource} {resource_id} not found")
+        if current["version"] != version:
+            raise ConcurrentModification(409, "ConcurrentModification", "version mismatch",
+                                         current_version=current["version"])
+        for action in actions:
+            _apply(current, action)
+        current["version"] += 1
+        if resource == "orders":
+            self.add_order(current)
+        else:
+            self.payments[resource_id] = current
+        self.updates.append((resource, resource_id, actions))
+        return ApiResponse(200, msgspec.json.encode(current))
 
     async def find_order_by_cart(self, cart_id: str) -> ApiResponse | None:
         """The order made from cart ``cart_id``, or None."""
@@ -130,7 +186,7 @@ class InMemoryCommerce:
         self.orders_created += 1
         return ApiResponse(201, msgspec.json.encode(order))
 
-    async def find_order(self, ref: str) -> ApiResponse:
+    async def find_order(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse:
         """The order by id, else by order number. Raises :class:`NotFound`."""
         self.calls.append(("find_order", ref))
         if self.fail_with:
@@ -138,4 +194,35 @@ class InMemoryCommerce:
         raw = self.orders.get(ref) or self.orders.get(f"order-number={ref}")
         if raw is None:
             raise NotFound(404, "ResourceNotFound", f"order {ref} not found")
-        return ApiResponse(200, raw)
+        return ApiResponse(200, self._expanded(raw, expand))
+
+
+def _apply(resource: dict[str, Any], action: dict[str, Any]) -> None:
+    name = action.get("action")
+    if name == "addReturnInfo":
+        keys = {item.get("key") for info in resource.get("returnInfo") or [] for item in info["items"]}
+        items = []
+        for draft in action["items"]:
+            if draft.get("key") is not None and draft["key"] in keys:
+                raise DuplicateField(400, "DuplicateField", "return item key taken", field="key",
+                                     duplicate_value=draft["key"])
+            keys.add(draft.get("key"))
+            items.append({**draft, "id": str(uuid.uuid4()),
+                          "type": "CustomLineItemReturnItem" if draft.get("customLineItemId") else "LineItemReturnItem",
+                          "paymentState": "Initial" if draft["shipmentState"] == "Returned" else "NonRefundable"})
+        resource.setdefault("returnInfo", []).append({"items": items})
+    elif name == "setReturnPaymentState":
+        for info in resource.get("returnInfo") or []:
+            for item in info["items"]:
+                if item["id"] == action.get("returnItemId") or (
+                        action.get("returnItemKey") and item.get("key") == action["returnItemKey"]):
+                    item["paymentState"] = action["paymentState"]
+                    return
+        raise InvalidInput(400, "InvalidOperation", "no such return item")
+    elif name == "changeOrderState":
+        resource["orderState"] = action["orderState"]
+    elif name == "addTransaction":
+        resource.setdefault("transactions", []).append({"id": str(uuid.uuid4()), "state": "Initial",
+                                                        **action["transaction"]})
+    else:
+        raise InvalidInput(400, "InvalidInput", f"the fake does not implement {name}")

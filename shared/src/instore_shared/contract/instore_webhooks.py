@@ -118,3 +118,70 @@ def payment_webhook(cart_id: str, webhook_id: str | None = None, **extra: Any) -
     }
     body.update(extra)
     return json.dumps(body).encode()
+
+
+REFUND_WEBHOOK_TYPES = frozenset({"refund.completed", "refund.finalized"})
+"""Webhook ``type`` values that report a finalized delegated refund (assumed — see
+../shared/reference/instore-contract.md §5: InStore sends a finalize notification)."""
+
+
+class RefundAmount(msgspec.Struct, frozen=True):
+    """Money as commercetools writes it: ``centAmount`` minor units of ``currencyCode`` (ISO 4217)."""
+
+    centAmount: int  # noqa: N815 - commercetools' names
+    currencyCode: str  # noqa: N815
+
+
+class TenderRefundPayload(msgspec.Struct, frozen=True):
+    """One refunded tender (assumed): InStore's refund id for it, the original Payment, the amount."""
+
+    refundId: str  # noqa: N815 - InStore's name (assumed)
+    paymentId: str  # noqa: N815
+    amount: RefundAmount
+    tender: str | None = None
+
+
+class RefundData(msgspec.Struct, frozen=True):
+    """``data`` of a refund webhook (assumed): the tenders refunded and, optionally, which return-cart
+    lines the refund covers (absent: every line of the return cart)."""
+
+    refunds: list[TenderRefundPayload] = []
+    returnCartId: str | None = None  # noqa: N815
+    lineItemIds: list[str] | None = None  # noqa: N815
+
+
+class RefundWebhook(msgspec.Struct, frozen=True):
+    """A finalized delegated refund (assumed shape): ``{"id", "type": "refund.completed", "returnCartId",
+    "data": {"refunds": [{"refundId", "paymentId", "amount": {"centAmount", "currencyCode"}, "tender"}],
+    "lineItemIds"?}}``; unknown fields are ignored."""
+
+    type: str
+    id: str | None = None
+    returnCartId: str | None = None  # noqa: N815
+    data: RefundData = RefundData()
+
+    def return_cart_ref(self) -> str | None:
+        """The return cart id or key, top level or under ``data``."""
+        return self.returnCartId or self.data.returnCartId
+
+
+def refund_webhook(return_cart_id: str, refunds: list[tuple[str, str, int, str]], webhook_id: str | None = None,
+                   line_item_ids: list[str] | None = None, **extra: Any) -> bytes:
+    """An InStore-shaped refund webhook body as we assume it (for tests, demos and benchmarks).
+
+    ``refunds`` holds ``(refund id, original payment id, cent amount, ISO 4217 currency)`` per
+    tender. Shape: see :class:`RefundWebhook` and ../shared/reference/instore-contract.md §5.
+    """
+    data: dict[str, Any] = {"refunds": [
+        {"refundId": refund_id, "paymentId": payment_id, "amount": {"centAmount": cents, "currencyCode": currency}}
+        for refund_id, payment_id, cents, currency in refunds
+    ]}
+    if line_item_ids is not None:
+        data["lineItemIds"] = line_item_ids
+    body = {
+        "id": webhook_id or f"evt-{uuid.uuid4().hex}", "type": "refund.completed",
+        "createdAt": "2026-11-30T12:00:00.000Z", "tenantId": "local-tenant", "locationId": "store-berlin-01",
+        "workstationId": "pos-3", "userId": "colleague-42", "returnCartId": return_cart_id, "data": data,
+    }
+    body.update(extra)
+    return json.dumps(body).encode()

@@ -62,6 +62,16 @@ PAYMENTS_COMPLETED = Topic(
     description="A sale is paid and its Order exists; eventId is derived from the Order id (deduplicate by it).",
 )
 
+REFUNDS_COMPLETED = Topic(
+    name="commerce.refunds.completed.v1",
+    key="the original Order id",
+    schema="instore_shared.contract.refunds_completed.RefundsCompleted",
+    description=(
+        "A finalized refund's return and Refund transactions are recorded on an original Order and its "
+        "Payments; one event per Order; eventId derived from the Order, return cart and refund ids."
+    ),
+)
+
 WEBHOOKS_DLQ = Topic(
     name="instore.webhooks.v1.dlq",
     key="as the source message",
@@ -72,5 +82,7 @@ WEBHOOKS_DLQ = Topic(
     ),
 )
 
-ALL_TOPICS: tuple[Topic, ...] = (CART_REQUESTS, CART_REPLIES, SESSION_EVENTS, WEBHOOKS, WEBHOOKS_DLQ, PAYMENTS_COMPLETED)
+ALL_TOPICS: tuple[Topic, ...] = (
+    CART_REQUESTS, CART_REPLIES, SESSION_EVENTS, WEBHOOKS, WEBHOOKS_DLQ, PAYMENTS_COMPLETED, REFUNDS_COMPLETED,
+)
 """Every topic of this release, in the order they are created."""

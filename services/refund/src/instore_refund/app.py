@@ -1,0 +1,172 @@
+"""Assembly of the refund service: the FastStream subscriber on ``instore.webhooks.v1``, health routes.
+
+Where refund webhooks come from: the gateway publishes every signed webhook, as received, to
+``instore.webhooks.v1`` keyed by the id it names (the return cart id for a refund). The refund
+service reads that topic in its own consumer group and skips every webhook that is not a
+refund; order-finalization does the same for payments. So the gateway stays thin (it never
+parses a webhook's type), a new kind of webhook needs no gateway release, and the two
+services fail, lag and scale independently. Cost: each reads all webhooks (a cheap type check).
+
+Per refund webhook, in order: record the return items and Refund transactions
+(:func:`~instore_refund.record.record_refund`), then for each original Order still to
+announce: publish ``commerce.refunds.completed.v1`` (keyed by the Order id), set its return
+items ``Refunded``; then commit the offset. A refused refund, or one still failing after the
+client's bounded retries, goes to ``instore.webhooks.v1.dlq`` with its bytes and a reason and
+nothing of it is written; when Kafka cannot take the event or the dead letter nothing is
+committed and the webhook comes again (nothing is written twice, the event keeps its id).
+A crash between publishing and marking, or two replicas announcing one Order at the same
+moment, can repeat an event — with the same ``eventId``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.message import StreamMessage
+
+from instore_refund.events import refunds_completed
+from instore_refund.plan import Refused
+from instore_refund.record import (
+    LineFields,
+    Outcome,
+    RefundCommerce,
+    current_order,
+    mark_refunded,
+    needs_announcement,
+    record_refund,
+)
+from instore_refund.settings import RefundSettings
+from instore_shared.commercetools import CommercetoolsClient, TransientError
+from instore_shared.contract import refunds_completed as event_contract
+from instore_shared.kafka import headers as h
+from instore_shared.kafka.admin import ensure_topics
+from instore_shared.kafka.consumer import KeyedLocks, correlation_of, dead_letter
+from instore_shared.kafka.topics import ALL_TOPICS, REFUNDS_COMPLETED, WEBHOOKS
+from instore_shared.logging import correlation_scope, get_logger
+from instore_shared.service import health_routes
+from instore_shared.settings import CommercetoolsSettings, load_settings
+
+log = get_logger(__name__)
+
+
+async def _the_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
+    return message
+
+
+def _crash_for_test() -> None:
+    log.warning("refund.crash_for_test")
+    os._exit(3)  # crash-recovery tests: the return items exist, the refunds, event and commit do not
+
+
+def create_broker(settings: RefundSettings, commerce: RefundCommerce, attempts: int = 1) -> KafkaBroker:
+    """The broker with the refund webhook subscriber. ``attempts`` is what the Composable Commerce
+    client tries per call (reported in the dead letter)."""
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"{settings.kafka_client_id_prefix}-refund",
+        security=settings.kafka_security(),
+        acks="all",
+        enable_idempotence=True,
+        logger=get_logger("instore_refund.kafka"),
+        apply_types=False,
+        log_level=logging.DEBUG,
+    )
+    group = settings.refund_consumer_group
+    fields = LineFields(settings.instore_field_purchase_order_id, settings.instore_field_purchase_line_item_id,
+                        settings.instore_field_return_comment)
+    order_locks = KeyedLocks()
+    crash = _crash_for_test if settings.refund_crash_after_returns_recorded else None
+
+    @broker.subscriber(
+        WEBHOOKS.name,
+        group_id=group,
+        # Commit after the handler returned; an exception (Kafka could not take the event or
+        # the dead letter) leaves the offset where it was and the webhook comes again.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_workers=settings.refund_concurrency,
+        auto_offset_reset="earliest",
+        decoder=_the_message,
+        title="refund",
+        description="Refund webhooks → return items and Refund transactions, once → commerce.refunds.completed.v1.",
+    )
+    async def on_webhook(message: KafkaMessage) -> None:
+        record = message.raw_message
+        webhook_id = message.headers.get(h.WEBHOOK_ID)
+        correlation_id = correlation_of(message)
+        with correlation_scope(correlation_id):
+            try:
+                recorded = await record_refund(message.body, commerce, fields, after_returns=crash)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, it must not block the partition
+                if isinstance(exc, Refused):
+                    reason, detail, tries = exc.reason, exc.detail, 1
+                elif isinstance(exc, TransientError):
+                    reason, detail, tries = "commerce-unavailable", str(exc), attempts
+                else:  # a bug: keep the bytes for a replay after the fix, go on with the partition
+                    log.exception("webhook.failed", webhook_id=webhook_id)
+                    reason, detail, tries = "unexpected-error", type(exc).__name__, 1
+                log.warning("webhook.dead_lettered", webhook_id=webhook_id, reason=reason, detail=detail[:200],
+                            offset=record.offset)
+                await dead_letter(broker, message, group, reason=reason, detail=detail, attempts=tries)
+                return
+            if recorded.outcome is Outcome.NOT_A_REFUND:
+                return
+            log.info("webhook.processed", webhook_id=webhook_id, outcome=recorded.outcome.value,
+                     return_cart_id=recorded.return_cart.get("id"), orders=recorded.order_ids)
+            for order_id in recorded.order_ids:
+                # One announcer per Order in this process: two refunds of one Order wait for each other.
+                async with order_locks.hold(order_id):
+                    order = await current_order(commerce, order_id)
+                    if not needs_announcement(recorded, order):
+                        log.info("refunds_completed.already_announced", order_id=order_id)
+                        continue
+                    event = refunds_completed(recorded, order, webhook_id, settings)
+                    await broker.publish(
+                        event_contract.encode(event), REFUNDS_COMPLETED.name, key=order_id.encode(),
+                        correlation_id=correlation_id or None,
+                        headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON,
+                                 "event-id": event.event_id},
+                    )
+                    log.info("refunds_completed.published", order_id=order_id, event_id=event.event_id,
+                             refunded=event.total_refunded.cent_amount, currency=event.total_refunded.currency_code)
+                    await mark_refunded(commerce, recorded, order)
+
+    return broker
+
+
+def create_app(
+    settings: RefundSettings | None = None,
+    commerce_settings: CommercetoolsSettings | None = None,
+    commerce: RefundCommerce | None = None,
+) -> AsgiFastStream:
+    """The refund application: broker + ``/healthz`` and ``/readyz`` (Kafka ping)."""
+    settings = settings or RefundSettings()
+    commerce_settings = commerce_settings or load_settings(CommercetoolsSettings, "instore-refund")
+    if commerce_settings.scopes == "":
+        key = commerce_settings.project_key
+        commerce_settings = commerce_settings.model_copy(
+            update={"scopes": f"manage_orders:{key} view_orders:{key} manage_payments:{key}"})
+    client = commerce or CommercetoolsClient(commerce_settings)
+    broker = create_broker(settings, client, attempts=commerce_settings.max_attempts)
+
+    @asynccontextmanager
+    async def lifespan(*_: object) -> AsyncIterator[None]:
+        if settings.kafka_create_topics:
+            await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS, settings.kafka_topic_partitions,
+                                settings.kafka_topic_replication_factor,
+                                client_options=settings.kafka_client_options())
+        try:
+            yield
+        finally:
+            if isinstance(client, CommercetoolsClient):
+                await client.aclose()
+            log.info("refund.stopped")
+
+    return AsgiFastStream(broker, lifespan=lifespan, logger=get_logger("instore_refund.app"),
+                          asgi_routes=health_routes(broker))

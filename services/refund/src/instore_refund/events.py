@@ -1,0 +1,59 @@
+"""Build the ``commerce.refunds.completed.v1`` event of one original Order from what was recorded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from instore_refund.plan import return_item_key
+from instore_refund.record import Recorded, payments_of
+from instore_refund.settings import RefundSettings
+from instore_shared.contract import refunds_completed as contract
+from instore_shared.contract.payments_completed import Amount
+
+
+def _field(cart: dict[str, Any], name: str) -> str | None:
+    value = ((cart.get("custom") or {}).get("fields") or {}).get(name)
+    return value if isinstance(value, str) else None
+
+
+def refunds_completed(recorded: Recorded, order: dict[str, Any], webhook_id: str | None,
+                      settings: RefundSettings) -> contract.RefundsCompleted:
+    """The event for ``order`` (read with its Payments expanded, after the writes).
+
+    ``items`` are this refund's return items on the Order; ``refunds`` the ``Refund``
+    transactions whose ``interactionId`` is one of this webhook's refund ids, on the
+    Order's Payments; amounts in minor units of the Order's currency (ISO 4217).
+    """
+    lines = {return_item_key(line.line_id): line for line in recorded.lines_of(order["id"])}
+    items = [
+        contract.ReturnedItem(
+            return_item_key=item["key"], return_line_item_id=lines[item["key"]].line_id,
+            line_item_id=item.get("lineItemId") or item.get("customLineItemId") or "",
+            custom_line_item=bool(item.get("customLineItemId")), quantity=int(item["quantity"]),
+            comment=item.get("comment"),
+        )
+        for info in order.get("returnInfo") or [] for item in info.get("items") or [] if item.get("key") in lines
+    ]
+    refund_ids = {r.refund_id for r in recorded.refunds}
+    refunds = [
+        contract.RefundedTender(refund_id=t["interactionId"], payment_id=payment_id, transaction_id=t["id"],
+                                amount=Amount(cent_amount=t["amount"]["centAmount"],
+                                              currency_code=t["amount"]["currencyCode"]))
+        for payment_id, payment in payments_of(order).items()
+        for t in payment.get("transactions") or []
+        if t.get("type") == "Refund" and t.get("interactionId") in refund_ids
+    ]
+    currency = (order.get("totalPrice") or {}).get("currencyCode") or (refunds[0].amount.currency_code if refunds else "")
+    cart = recorded.return_cart
+    return contract.RefundsCompleted(
+        event_id=contract.event_id(order["id"], cart["id"], [r.refund_id for r in refunds]),
+        order_id=order["id"], order_number=order.get("orderNumber"), return_cart_id=cart["id"],
+        items=items, refunds=refunds,
+        total_refunded=Amount(cent_amount=sum(r.amount.cent_amount for r in refunds), currency_code=currency),
+        location_id=_field(cart, settings.instore_field_location_id),
+        workstation_id=_field(cart, settings.instore_field_workstation_id),
+        colleague_id=_field(cart, settings.instore_field_user_id),
+        occurred_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        source_webhook_id=webhook_id,
+    )

@@ -1,0 +1,304 @@
+"""Record one finalized refund webhook on the original Orders and Payments, then say what to announce.
+
+The webhook is only a trigger (architecture principle 2): it names the return cart, the
+refunded tenders and optionally the lines; the purchase pointers, the Orders and the
+Payments are read from Composable Commerce. Steps, each safe to repeat:
+
+1. read the return cart and each line's original Order and line item (the purchase
+   Custom Fields, names from settings), each Order with its Payments expanded;
+2. plan everything (:mod:`instore_refund.plan`) — a :class:`~instore_refund.plan.Refused`
+   refund writes nothing;
+3. write the return items (one ``addReturnInfo`` per Order), then the ``Refund``
+   transactions (one update per Payment); a 409 re-reads and plans again, and what is
+   already there (return item keys, transaction ``interactionId`` s) is not written twice;
+4. per Order, while some of this refund's return items are not yet ``Refunded`` (or this
+   delivery wrote a refund), the caller publishes ``commerce.refunds.completed.v1`` and then
+   sets them ``Refunded`` (:func:`mark_refunded`): ``Refunded`` is the marker that the event
+   went out, so a redelivery after it publishes nothing and one before it publishes then.
+
+Return items go first: two return carts racing for the same bought line are then stopped
+by the Order's version (the second re-plans and is refused), before any Refund is written.
+
+Assumed — see ../shared/reference/instore-contract.md §5: the refund webhook's shape
+(:class:`instore_shared.contract.instore_webhooks.RefundWebhook`).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import msgspec
+
+from instore_refund.plan import (
+    Refused,
+    ReturnLine,
+    TenderRefund,
+    Update,
+    plan_refunded_marks,
+    plan_refunds,
+    plan_returns,
+    return_item_key,
+)
+from instore_shared.commercetools.client import ApiResponse
+from instore_shared.commercetools.errors import (
+    AuthenticationFailed,
+    ConcurrentModification,
+    DuplicateField,
+    InvalidInput,
+    NotFound,
+)
+from instore_shared.contract.instore_webhooks import REFUND_WEBHOOK_TYPES, RefundWebhook
+from instore_shared.logging import get_logger
+
+log = get_logger(__name__)
+
+EXPAND_PAYMENTS = ("paymentInfo.payments[*]",)
+_REF = re.compile(r"[A-Za-z0-9_-]{2,256}")
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,256}")
+
+
+class RefundCommerce(Protocol):
+    """What the refund service needs from Composable Commerce (``CommercetoolsClient`` implements it)."""
+
+    async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse: ...  # noqa: D102
+    async def find_order(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse: ...  # noqa: D102
+    async def update(  # noqa: D102
+        self, resource: str, resource_id: str, version: int, actions: list[dict[str, Any]]
+    ) -> ApiResponse: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LineFields:
+    """The project's line item Custom Field names (LINEITEM_PURCHASEORDERID_FIELD,
+    LINEITEM_PURCHASELINEITEM_ID_FIELD, LINEITEM_RETURNCOMMENT_FIELD)."""
+
+    purchase_order: str
+    purchase_line: str
+    return_comment: str
+
+
+class Outcome(enum.Enum):
+    """What a webhook led to."""
+
+    RECORDED = "recorded"
+    ALREADY_RECORDED = "already-recorded"
+    NOT_A_REFUND = "not-a-refund"
+
+
+@dataclass(slots=True)
+class Recorded:
+    """What was recorded: the return cart, its lines (``order_ref`` = the Order id), the tender
+    refunds, the refund ids this delivery wrote, and the Orders touched (by id)."""
+
+    outcome: Outcome
+    return_cart: dict[str, Any] = field(default_factory=dict)
+    lines: list[ReturnLine] = field(default_factory=list)
+    refunds: list[TenderRefund] = field(default_factory=list)
+    written_refund_ids: set[str] = field(default_factory=set)
+    order_ids: list[str] = field(default_factory=list)
+
+    def lines_of(self, order_id: str) -> list[ReturnLine]:
+        """This refund's return lines on ``order_id``."""
+        return [line for line in self.lines if line.order_ref == order_id]
+
+
+def parse_webhook(body: bytes) -> RefundWebhook | None:
+    """The refund webhook's fields, or None for another kind of webhook.
+
+    Raises :class:`Refused` for a body that is not a JSON object or a refund webhook whose
+    fields have the wrong types.
+    """
+    try:
+        payload = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise Refused("bad-body", "not JSON") from exc
+    if not isinstance(payload, dict):
+        raise Refused("bad-body", f"a JSON {type(payload).__name__}, not an object")
+    if payload.get("type") not in REFUND_WEBHOOK_TYPES:
+        return None
+    try:
+        return msgspec.convert(payload, RefundWebhook)
+    except msgspec.ValidationError as exc:
+        raise Refused("bad-body", str(exc)[:200]) from exc
+
+
+def tender_refunds(webhook: RefundWebhook) -> list[TenderRefund]:
+    """The webhook's refunded tenders. Raises :class:`Refused` for none, a malformed id or a repeated refund id."""
+    if not webhook.data.refunds:
+        raise Refused("no-refunds", "the refund webhook names no refunded tender")
+    seen: set[str] = set()
+    refunds = []
+    for tender in webhook.data.refunds:
+        if not _ID.fullmatch(tender.refundId) or not _ID.fullmatch(tender.paymentId):
+            raise Refused("bad-refund", "refundId and paymentId must be ids (1–256 of A-Z a-z 0-9 . _ : -)")
+        if tender.refundId in seen:
+            raise Refused("bad-refund", f"refund id {tender.refundId} appears twice")
+        seen.add(tender.refundId)
+        refunds.append(TenderRefund(tender.refundId, tender.paymentId, tender.amount.centAmount,
+                                    tender.amount.currencyCode))
+    return refunds
+
+
+def _custom(line: dict[str, Any], name: str) -> Any:
+    return ((line.get("custom") or {}).get("fields") or {}).get(name)
+
+
+def return_lines(cart: dict[str, Any], fields: LineFields, named: list[str] | None) -> list[ReturnLine]:
+    """The return cart's lines the refund covers (``named`` return-cart line ids, or all), with their purchase pointers.
+
+    Raises :class:`Refused` for a named line the cart does not have, a line without its
+    purchase pointers, or a cart without lines.
+    """
+    candidates = [(line, False) for line in cart.get("lineItems") or []]
+    candidates += [(line, True) for line in cart.get("customLineItems") or []]
+    if named is not None:
+        by_id = {line["id"]: (line, custom) for line, custom in candidates}
+        missing = [line_id for line_id in named if line_id not in by_id]
+        if missing or not named or len(set(named)) != len(named):
+            raise Refused("return-line-not-found",
+                          f"lineItemIds must name distinct lines of return cart {cart['id']} (unknown: {missing[:5]})")
+        candidates = [by_id[line_id] for line_id in named]
+    if not candidates:
+        raise Refused("cart-empty", f"return cart {cart['id']} has no lines")
+    lines = []
+    for line, custom_line in candidates:
+        order_ref = _custom(line, fields.purchase_order)
+        order_line = _custom(line, fields.purchase_line)
+        if not (isinstance(order_ref, str) and _REF.fullmatch(order_ref)
+                and isinstance(order_line, str) and _ID.fullmatch(order_line)):
+            raise Refused("return-line-without-purchase",
+                          f"return line {line['id']} does not name the purchased order and line "
+                          f"(Custom Fields {fields.purchase_order!r}, {fields.purchase_line!r})")
+        comment = _custom(line, fields.return_comment)
+        lines.append(ReturnLine(line_id=line["id"], order_ref=order_ref, order_line_id=order_line,
+                                quantity=int(line.get("quantity", 0)),
+                                comment=comment if isinstance(comment, str) and comment else None,
+                                custom_line=custom_line))
+    return lines
+
+
+async def _read(commerce: RefundCommerce, kind: str, ref: str) -> dict[str, Any]:
+    try:
+        if kind == "cart":
+            response = await commerce.find_cart(ref, EXPAND_PAYMENTS)
+        else:
+            response = await commerce.find_order(ref, EXPAND_PAYMENTS)
+    except NotFound as exc:
+        reason = "return-cart-not-found" if kind == "cart" else "purchase-order-not-found"
+        raise Refused(reason, f"no {kind} with id or {'key' if kind == 'cart' else 'number'} {ref!r}") from exc
+    except (InvalidInput, AuthenticationFailed) as exc:
+        raise Refused("commerce-refused", f"{exc.status} {exc.code}") from exc
+    return msgspec.json.decode(response.content)
+
+
+def payments_of(order: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The Order's expanded Payments by id (references without ``obj`` are skipped)."""
+    refs = (order.get("paymentInfo") or {}).get("payments") or []
+    return {ref["id"]: ref["obj"] for ref in refs if isinstance(ref.get("obj"), dict)}
+
+
+async def _apply(commerce: RefundCommerce, resource: str, update: Update) -> None:
+    try:
+        await commerce.update(resource, update.resource_id, update.version, update.actions)
+    except DuplicateField as exc:  # our return item key, written meanwhile by another delivery
+        raise ConcurrentModification(409, "ConcurrentModification", "written meanwhile") from exc
+    except (InvalidInput, NotFound) as exc:
+        raise Refused("commerce-refused", f"{resource}/{update.resource_id}: {exc.code}: {exc.message}") from exc
+
+
+async def record_refund(
+    body: bytes,
+    commerce: RefundCommerce,
+    fields: LineFields,
+    max_conflicts: int = 5,
+    after_returns: Callable[[], None] | None = None,
+) -> Recorded:
+    """Process one webhook's raw ``body``: record its return items and Refund transactions, once.
+
+    Returns what was recorded (:class:`Recorded`; ``NOT_A_REFUND`` for other webhooks).
+    Raises :class:`Refused` for what must be dead-lettered — nothing is written then — and
+    lets ``TransientError`` (Composable Commerce unavailable after the client's bounded
+    retries) through. ``after_returns`` runs between the two writes (crash tests).
+    """
+    webhook = parse_webhook(body)
+    if webhook is None:
+        return Recorded(Outcome.NOT_A_REFUND)
+    cart_ref = webhook.return_cart_ref()
+    if not cart_ref:
+        raise Refused("no-return-cart-id", f"a {webhook.type} webhook without returnCartId")
+    if not _REF.fullmatch(cart_ref):
+        raise Refused("bad-return-cart-id", "returnCartId is not a commercetools id or key")
+    refunds = tender_refunds(webhook)
+    cart = await _read(commerce, "cart", cart_ref)
+    named_lines = return_lines(cart, fields, webhook.data.lineItemIds)
+    for _ in range(max_conflicts):
+        by_ref: dict[str, dict[str, Any]] = {}
+        for ref in dict.fromkeys(line.order_ref for line in named_lines):
+            by_ref[ref] = await _read(commerce, "order", ref)
+        lines = [replace(line, order_ref=by_ref[line.order_ref]["id"]) for line in named_lines]
+        orders = {order["id"]: order for order in by_ref.values()}
+        payments = {pid: p for order in orders.values() for pid, p in payments_of(order).items()}
+        for refund in refunds:
+            if refund.payment_id not in payments:
+                raise Refused("payment-not-of-purchase",
+                              f"refund {refund.refund_id}: payment {refund.payment_id} is not a payment of "
+                              f"the returned orders {sorted(orders)}")
+        return_updates = plan_returns(lines, orders)
+        refund_updates = plan_refunds(refunds, payments)
+        written: set[str] = set()
+        try:
+            for update in return_updates:
+                await _apply(commerce, "orders", update)
+                log.info("refund.return_recorded", order_id=update.resource_id,
+                         items=len(update.actions[0]["items"]))
+            if after_returns is not None and return_updates:
+                after_returns()
+            for update in refund_updates:
+                await _apply(commerce, "payments", update)
+                ids = [a["transaction"]["interactionId"] for a in update.actions]
+                written.update(ids)
+                log.info("refund.refund_recorded", payment_id=update.resource_id, refund_ids=ids)
+        except ConcurrentModification:
+            log.info("refund.conflict", return_cart_id=cart["id"])
+            continue  # something changed meanwhile: read again, plan again (what is there is kept)
+        outcome = Outcome.RECORDED if return_updates or refund_updates else Outcome.ALREADY_RECORDED
+        return Recorded(outcome, cart, lines, refunds, written, list(orders))
+    raise Refused("too-many-conflicts", f"the orders of return cart {cart_ref} kept changing")
+
+
+def needs_announcement(recorded: Recorded, order: dict[str, Any]) -> bool:
+    """True while some of this refund's return items on ``order`` are not ``Refunded``, or this delivery
+    wrote a Refund on one of its Payments (a second refund of the same return cart)."""
+    if plan_refunded_marks(recorded.lines_of(order["id"]), order) is not None:
+        return True
+    return any(r.refund_id in recorded.written_refund_ids for r in recorded.refunds
+               if r.payment_id in payments_of(order))
+
+
+async def current_order(commerce: RefundCommerce, order_id: str) -> dict[str, Any]:
+    """The Order as Composable Commerce has it now, Payments expanded."""
+    return await _read(commerce, "order", order_id)
+
+
+async def mark_refunded(commerce: RefundCommerce, recorded: Recorded, order: dict[str, Any],
+                        max_conflicts: int = 5) -> None:
+    """Set this refund's return items on ``order`` to ``Refunded`` (after the event is published); 409: re-read, retry."""
+    current = order
+    for _ in range(max_conflicts):
+        marks = plan_refunded_marks(recorded.lines_of(current["id"]), current)
+        if marks is None:
+            return
+        try:
+            await _apply(commerce, "orders", marks)
+            return
+        except ConcurrentModification:
+            current = await current_order(commerce, current["id"])
+    raise Refused("too-many-conflicts", f"order {order['id']} kept changing")
+
+
+__all__ = ["LineFields", "Outcome", "Recorded", "RefundCommerce", "current_order", "mark_refunded",
+           "needs_announcement", "record_refund", "return_item_key"]

@@ -1,0 +1,50 @@
+"""refund settings (environment variables; see the README table)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from instore_shared.settings import BaseServiceSettings
+
+
+class RefundSettings(BaseServiceSettings):
+    """Settings of the refund service.
+
+    Custom Field names are the project's real names that InStore Center maps the logical
+    identifiers to (https://docs.commercetools.com/instore/ — never hard-coded). The
+    purchase fields share their variables with cart-mapping, which checks the same lines
+    when InStore fetches the return cart.
+    """
+
+    refund_consumer_group: str = "refund"
+    """Kafka consumer group reading instore.webhooks.v1 (refund webhooks; others are skipped)."""
+
+    refund_concurrency: int = Field(default=4, ge=1, le=64)
+    """Partitions processed at once (one consumer each; a partition's webhooks stay in order)."""
+
+    instore_field_purchase_order_id: str = "purchaseOrderId"
+    """Line item Custom Field naming the original Order (id, or orderNumber) of a returned line (LINEITEM_PURCHASEORDERID_FIELD)."""
+
+    instore_field_purchase_line_item_id: str = "purchaseLineItemId"
+    """Line item Custom Field naming the original line item id of a returned line (LINEITEM_PURCHASELINEITEM_ID_FIELD)."""
+
+    instore_field_return_comment: str = "returnComment"
+    """Line item Custom Field with the colleague's return comment, copied to the return item (LINEITEM_RETURNCOMMENT_FIELD)."""
+
+    instore_field_location_id: str = "locationId"
+    """Cart Custom Field with the InStore location id (ORDER_LOCATIONID_FIELD)."""
+
+    instore_field_workstation_id: str = "workstationId"
+    """Cart Custom Field with the InStore workstation id (ORDER_WORKSTATIONID_FIELD)."""
+
+    instore_field_user_id: str = "userId"
+    """Cart Custom Field with the colleague's user id (ORDER_USERID_FIELD)."""
+
+    refund_http_host: str = "127.0.0.1"
+    """Address of the health endpoints (/healthz, /readyz)."""
+
+    refund_http_port: int = Field(default=8083, ge=0, le=65535)
+    """Port of the health endpoints."""
+
+    refund_crash_after_returns_recorded: bool = False
+    """Crash-recovery tests only: exit after the return items are written, before the refunds, event and commit."""

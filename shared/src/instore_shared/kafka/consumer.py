@@ -1,0 +1,56 @@
+"""What the webhook consumers share: per-key locks and parking a message on its dead-letter topic."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from faststream.kafka import KafkaBroker, KafkaMessage
+
+from instore_shared.kafka import headers as h
+from instore_shared.kafka.dlq import dead_letter_headers, dlq_topic
+
+
+class KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it (bounded memory)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Hold ``key``'s lock for the ``async with`` block."""
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+def correlation_of(message: KafkaMessage) -> str:
+    """The message's correlation id header, else its webhook id, else ``""``."""
+    return message.headers.get(h.CORRELATION_ID) or message.headers.get(h.WEBHOOK_ID) or ""
+
+
+async def dead_letter(broker: KafkaBroker, message: KafkaMessage, consumer_group: str, *, reason: str, detail: str,
+                      attempts: int) -> None:
+    """Publish ``message`` as received (bytes, key, headers) to its topic's dead-letter topic with ``dlq-*`` headers.
+
+    Raises whatever the producer raises when Kafka cannot take it: the caller must then not
+    commit the offset, so the message comes again.
+    """
+    record = message.raw_message
+    await broker.publish(
+        message.body, dlq_topic(record.topic), key=record.key, correlation_id=correlation_of(message) or None,
+        headers=dead_letter_headers(
+            dict(message.headers), reason=reason, detail=detail, attempts=attempts, source_topic=record.topic,
+            partition=record.partition, offset=record.offset, consumer_group=consumer_group,
+        ),
+    )
