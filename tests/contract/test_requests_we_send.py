@@ -80,3 +80,31 @@ async def test_order_finalization_sends_only_valid_requests(ct_mock: CtMock) -> 
         assert found is not None and found.json()["id"] == order["id"]
     assert any(r.method == "POST" and r.url.endswith("/orders") for r in recorder.requests)
     recorder.assert_all_valid()
+
+
+async def test_the_refund_service_sends_only_valid_requests(ct_mock: CtMock) -> None:
+    """Record a return and its refund on a fresh Order through the real client; every request validates."""
+    from instore_refund.record import LineFields, current_order, mark_refunded, record_refund
+    from instore_shared.contract.instore_webhooks import refund_webhook
+
+    recorder = RequestRecorder()
+    async with CommercetoolsClient(_settings(ct_mock), request_hooks=[recorder]) as client:
+        eur = {"currencyCode": "EUR", "centAmount": 1250}
+        payment = (await client.request("POST", "/payments", json={
+            "amountPlanned": eur, "transactions": [{"type": "Charge", "state": "Success", "amount": eur}]})).json()
+        cart = (await client.request("POST", "/carts", json={
+            "currency": "EUR", "country": "DE", "lineItems": [{"sku": "SKU-MUG", "quantity": 1}]})).json()
+        cart = (await client.update("carts", cart["id"], cart["version"], [
+            {"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}])).json()
+        order = (await client.create_order_from_cart(cart["id"], cart["version"], f"contract-r-{cart['id']}", "Paid")).json()
+        line = {"type": {"typeId": "type", "key": "instore-line-item"},
+                "fields": {"purchaseOrderId": order["orderNumber"], "purchaseLineItemId": order["lineItems"][0]["id"]}}
+        ret = (await client.request("POST", "/carts", json={
+            "currency": "EUR", "country": "DE", "lineItems": [{"sku": "SKU-MUG", "quantity": 1, "custom": line}]})).json()
+        recorder.requests.clear()
+        recorded = await record_refund(refund_webhook(ret["id"], [("rf-contract", payment["id"], 1250, "EUR")]),
+                                       client, LineFields("purchaseOrderId", "purchaseLineItemId", "returnComment"))
+        await mark_refunded(client, recorded, await current_order(client, order["id"]))
+    sent = [(r.method, r.url.split("?")[0].split("/instore-demo")[-1]) for r in recorder.requests]
+    assert ("POST", f"/orders/{order['id']}") in sent and ("POST", f"/payments/{payment['id']}") in sent
+    recorder.assert_all_valid()

@@ -150,6 +150,51 @@ if (shims) {
   };
 }
 
+// --- return actions the mock 4.4.0 lacks or drops ---------------------------
+// (always on: the refund service needs them; https://docs.commercetools.com/api/projects/orders#add-returninfo,
+// #set-returnpaymentstate, #set-returnshipmentstate)
+// addReturnInfo drops ReturnItemDraft.key: keep it, unique within the Order like the real API.
+// setReturnPaymentState / setReturnShipmentState are missing: find the item by
+// returnItemId or returnItemKey (400 InvalidOperation when there is none).
+{
+  const orderActions = repos.order.actions;
+  const returnItems = (order) => (order.returnInfo ?? []).flatMap((info) => info.items ?? []);
+  const origAddReturnInfo = orderActions.addReturnInfo.bind(orderActions);
+  orderActions.addReturnInfo = async (context, resource, info) => {
+    const keys = new Set(returnItems(resource).map((item) => item.key).filter((k) => k != null));
+    for (const item of info.items ?? []) {
+      if (item.key == null) continue;
+      if (keys.has(item.key)) throw duplicate("key", item.key);
+      keys.add(item.key);
+    }
+    await origAddReturnInfo(context, resource, info);
+    const added = resource.returnInfo[resource.returnInfo.length - 1];
+    (info.items ?? []).forEach((draft, i) => {
+      if (draft.key != null) added.items[i].key = draft.key;
+      // like the API: Returned items are refundable (Initial), Advised ones are not (NonRefundable)
+      added.items[i].paymentState = added.items[i].shipmentState === "Returned" ? "Initial" : "NonRefundable";
+    });
+  };
+  const findReturnItem = (resource, { returnItemId, returnItemKey }) => {
+    const item = returnItems(resource).find(
+      (it) => (returnItemId != null && it.id === returnItemId) || (returnItemKey != null && it.key === returnItemKey),
+    );
+    if (!item) {
+      throw new CommercetoolsError({
+        code: "InvalidOperation",
+        message: `No return item with ${returnItemId != null ? `id '${returnItemId}'` : `key '${returnItemKey}'`}.`,
+      });
+    }
+    return item;
+  };
+  orderActions.setReturnPaymentState = (_context, resource, action) => {
+    findReturnItem(resource, action).paymentState = action.paymentState;
+  };
+  orderActions.setReturnShipmentState = (_context, resource, action) => {
+    findReturnItem(resource, action).shipmentState = action.shipmentState;
+  };
+}
+
 // The token endpoint only reads `scope` from the query string; real clients
 // send it in the form body. Mirror body.scope into the query so the issued
 // token reports the requested scope instead of "todo".
@@ -410,8 +455,34 @@ async function seedProject(baseUrl) {
     ]),
   );
 
+  // The return InStore starts once the seeded sale is paid and ordered: the cap of
+  // demo-sale-cart back. Its line points at the Order by number (store-berlin-01-000002,
+  // made by the payment webhook) and at the sale cart's line id, which the Order keeps.
+  const saleLineItemIds = Object.fromEntries(saleCart.lineItems.map((li) => [li.variant.sku, li.id]));
+  const saleReturnCart = await api(
+    "POST",
+    "/carts",
+    cartBase("demo-sale-return-cart", { orderType: "return" }, [
+      {
+        sku: "SKU-CAP",
+        quantity: 1,
+        custom: {
+          type: ref("type", "instore-line-item"),
+          fields: {
+            purchaseOrderId: "store-berlin-01-000002",
+            purchaseLineItemId: saleLineItemIds["SKU-CAP"],
+            returnComment: "wrong colour",
+          },
+        },
+      },
+    ]),
+  );
+
   return {
     projectKey,
+    saleLineItemIds,
+    saleReturnCartId: saleReturnCart.id,
+    saleReturnCartKey: saleReturnCart.key,
     saleCartId: saleCart.id,
     salePaymentId: salePayment.id,
     saleOrderNumber: "store-berlin-01-000002",
