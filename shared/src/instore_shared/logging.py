@@ -13,19 +13,22 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import structlog
 
 CORRELATION_ID_KEY = "correlation_id"
 
 
-def configure_logging(service: str, level: str = "INFO", json: bool = True) -> None:
+def configure_logging(service: str, level: str = "INFO", json: bool = True, stream: Any = None) -> None:
     """Configure structlog and the standard library for one process.
 
     Args:
         service: name written into every line as ``service``.
         level: a standard level name (``DEBUG``, ``INFO``, ...).
         json: one JSON object per line when true, else console rendering.
+        stream: where the lines go (default: standard output; a CLI whose output is its
+            result passes ``sys.stderr``).
     """
     shared = [
         structlog.contextvars.merge_contextvars,
@@ -49,7 +52,7 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
