@@ -8,11 +8,15 @@ structlog logging, graceful shutdown on SIGTERM (10 s for in-flight work) and no
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
 from faststream.asgi import AsgiResponse, get
 from faststream.kafka import KafkaBroker
+
+from instore_shared.settings import BaseServiceSettings, CommercetoolsSettings
 
 _JSON = {"content-type": "application/json"}
 
@@ -39,3 +43,41 @@ def serve(app: Any, host: str, port: int) -> None:
     """Run ``app`` with uvicorn until SIGTERM/SIGINT (logging is already configured by the caller)."""
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10,
                 server_header=False)
+
+
+def with_scopes(settings: CommercetoolsSettings, *scopes: str) -> CommercetoolsSettings:
+    """``settings`` with ``CTP_SCOPES`` defaulted to ``scopes`` (each ``<scope>:<project key>``) when it is empty."""
+    if settings.scopes:
+        return settings
+    return settings.model_copy(update={"scopes": " ".join(f"{s}:{settings.project_key}" for s in scopes)})
+
+
+def commerce_service_app(name: str, broker: KafkaBroker, settings: BaseServiceSettings, client: object) -> Any:
+    """The ASGI app of a Kafka service that calls Composable Commerce: ``broker`` + ``/healthz``/``/readyz``.
+
+    At start it creates missing topics (``KAFKA_CREATE_TOPICS``); at stop it closes ``client``
+    when it is a :class:`CommercetoolsClient` (not a test's fake).
+    """
+    from faststream.asgi import AsgiFastStream
+
+    from instore_shared.commercetools import CommercetoolsClient
+    from instore_shared.kafka.admin import ensure_topics
+    from instore_shared.kafka.topics import ALL_TOPICS
+    from instore_shared.logging import get_logger
+
+    log = get_logger(f"instore_{name.replace('-', '_')}.app")
+
+    @asynccontextmanager
+    async def lifespan(*_: object) -> AsyncIterator[None]:
+        if settings.kafka_create_topics:
+            await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS, settings.kafka_topic_partitions,
+                                settings.kafka_topic_replication_factor,
+                                client_options=settings.kafka_client_options())
+        try:
+            yield
+        finally:
+            if isinstance(client, CommercetoolsClient):
+                await client.aclose()
+            log.info(f"{name.replace('-', '_')}.stopped")
+
+    return AsgiFastStream(broker, lifespan=lifespan, logger=log, asgi_routes=health_routes(broker))

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from faststream import AckPolicy
@@ -35,21 +33,19 @@ from instore_order_finalization.events import payments_completed
 from instore_order_finalization.finalize import (
     OrderCommerce,
     Outcome,
-    PermanentFailure,
     current_order,
     finalize,
     mark_announced,
     needs_announcement,
 )
 from instore_order_finalization.settings import OrderFinalizationSettings
-from instore_shared.commercetools import CommercetoolsClient, TransientError
+from instore_shared.commercetools import CommercetoolsClient
 from instore_shared.contract import payments_completed as event_contract
 from instore_shared.kafka import headers as h
-from instore_shared.kafka.admin import ensure_topics
-from instore_shared.kafka.consumer import KeyedLocks, correlation_of, dead_letter
-from instore_shared.kafka.topics import ALL_TOPICS, PAYMENTS_COMPLETED, WEBHOOKS
+from instore_shared.kafka.consumer import KeyedLocks, correlation_of, park
+from instore_shared.kafka.topics import PAYMENTS_COMPLETED, WEBHOOKS
 from instore_shared.logging import correlation_scope, get_logger
-from instore_shared.service import health_routes
+from instore_shared.service import commerce_service_app, with_scopes
 from instore_shared.settings import CommercetoolsSettings, load_settings
 
 log = get_logger(__name__)
@@ -98,16 +94,8 @@ def create_broker(settings: OrderFinalizationSettings, commerce: OrderCommerce, 
                 result = await finalize(message.body, commerce, settings.instore_field_order_number,
                                         settings.instore_currency)
             except Exception as exc:  # noqa: BLE001 - whatever it is, it must not block the partition
-                if isinstance(exc, PermanentFailure):
-                    reason, detail, tries = exc.reason, exc.detail, 1
-                elif isinstance(exc, TransientError):
-                    reason, detail, tries = "commerce-unavailable", str(exc), attempts
-                else:  # a bug: keep the bytes for a replay after the fix, go on with the partition
-                    log.exception("webhook.failed", webhook_id=webhook_id)
-                    reason, detail, tries = "unexpected-error", type(exc).__name__, 1
-                log.warning("webhook.dead_lettered", webhook_id=webhook_id, reason=reason, offset=record.offset)
                 # If Kafka cannot take the dead letter this raises: no commit, the webhook comes again.
-                await dead_letter(broker, message, group, reason=reason, detail=detail, attempts=tries)
+                await park(broker, message, group, exc, attempts)
                 return
             log.info("webhook.processed", webhook_id=webhook_id, outcome=result.outcome.value)
             if result.order is None or result.cart is None:
@@ -143,27 +131,8 @@ def create_app(
 ) -> AsgiFastStream:
     """The order-finalization application: broker + ``/healthz`` and ``/readyz`` (Kafka ping)."""
     settings = settings or OrderFinalizationSettings()
-    commerce_settings = commerce_settings or load_settings(CommercetoolsSettings, "instore-order-finalization")
-    if commerce_settings.scopes == "":
-        commerce_settings = commerce_settings.model_copy(
-            update={"scopes": f"manage_orders:{commerce_settings.project_key} "
-                              f"view_orders:{commerce_settings.project_key} "
-                              f"view_payments:{commerce_settings.project_key}"})
+    commerce_settings = with_scopes(commerce_settings or load_settings(CommercetoolsSettings, "instore-order-finalization"),
+                                    "manage_orders", "view_orders", "view_payments")
     client = commerce or CommercetoolsClient(commerce_settings)
     broker = create_broker(settings, client, attempts=commerce_settings.max_attempts)
-
-    @asynccontextmanager
-    async def lifespan(*_: object) -> AsyncIterator[None]:
-        if settings.kafka_create_topics:
-            await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS, settings.kafka_topic_partitions,
-                                settings.kafka_topic_replication_factor,
-                                client_options=settings.kafka_client_options())
-        try:
-            yield
-        finally:
-            if isinstance(client, CommercetoolsClient):
-                await client.aclose()
-            log.info("order_finalization.stopped")
-
-    return AsgiFastStream(broker, lifespan=lifespan, logger=get_logger("instore_order_finalization.app"),
-                          asgi_routes=health_routes(broker))
+    return commerce_service_app("order-finalization", broker, settings, client)

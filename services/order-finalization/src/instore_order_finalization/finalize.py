@@ -28,6 +28,7 @@ from instore_shared.commercetools.errors import (
     NotFound,
 )
 from instore_shared.contract.instore_webhooks import PAYMENT_WEBHOOK_TYPES, PaymentWebhook
+from instore_shared.kafka.consumer import Unprocessable
 from instore_shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -56,13 +57,8 @@ class Outcome(enum.Enum):
     NOT_A_PAYMENT = "not-a-payment"
 
 
-class PermanentFailure(Exception):
+class PermanentFailure(Unprocessable):
     """This webhook can never be processed as it is (no cart id, cart unknown, bad body…): dead-letter it."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from faststream import AckPolicy
@@ -32,7 +30,6 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 
 from instore_refund.events import refunds_completed
-from instore_refund.plan import Refused
 from instore_refund.record import (
     LineFields,
     Outcome,
@@ -43,14 +40,13 @@ from instore_refund.record import (
     record_refund,
 )
 from instore_refund.settings import RefundSettings
-from instore_shared.commercetools import CommercetoolsClient, TransientError
+from instore_shared.commercetools import CommercetoolsClient
 from instore_shared.contract import refunds_completed as event_contract
 from instore_shared.kafka import headers as h
-from instore_shared.kafka.admin import ensure_topics
-from instore_shared.kafka.consumer import KeyedLocks, correlation_of, dead_letter
-from instore_shared.kafka.topics import ALL_TOPICS, REFUNDS_COMPLETED, WEBHOOKS
+from instore_shared.kafka.consumer import KeyedLocks, correlation_of, park
+from instore_shared.kafka.topics import REFUNDS_COMPLETED, WEBHOOKS
 from instore_shared.logging import correlation_scope, get_logger
-from instore_shared.service import health_routes
+from instore_shared.service import commerce_service_app, with_scopes
 from instore_shared.settings import CommercetoolsSettings, load_settings
 
 log = get_logger(__name__)
@@ -104,16 +100,8 @@ def create_broker(settings: RefundSettings, commerce: RefundCommerce, attempts: 
             try:
                 recorded = await record_refund(message.body, commerce, fields, after_returns=crash)
             except Exception as exc:  # noqa: BLE001 - whatever it is, it must not block the partition
-                if isinstance(exc, Refused):
-                    reason, detail, tries = exc.reason, exc.detail, 1
-                elif isinstance(exc, TransientError):
-                    reason, detail, tries = "commerce-unavailable", str(exc), attempts
-                else:  # a bug: keep the bytes for a replay after the fix, go on with the partition
-                    log.exception("webhook.failed", webhook_id=webhook_id)
-                    reason, detail, tries = "unexpected-error", type(exc).__name__, 1
-                log.warning("webhook.dead_lettered", webhook_id=webhook_id, reason=reason, detail=detail[:200],
-                            offset=record.offset)
-                await dead_letter(broker, message, group, reason=reason, detail=detail, attempts=tries)
+                # If Kafka cannot take the dead letter this raises: no commit, the webhook comes again.
+                await park(broker, message, group, exc, attempts)
                 return
             if recorded.outcome is Outcome.NOT_A_REFUND:
                 return
@@ -147,26 +135,8 @@ def create_app(
 ) -> AsgiFastStream:
     """The refund application: broker + ``/healthz`` and ``/readyz`` (Kafka ping)."""
     settings = settings or RefundSettings()
-    commerce_settings = commerce_settings or load_settings(CommercetoolsSettings, "instore-refund")
-    if commerce_settings.scopes == "":
-        key = commerce_settings.project_key
-        commerce_settings = commerce_settings.model_copy(
-            update={"scopes": f"manage_orders:{key} view_orders:{key} manage_payments:{key}"})
+    commerce_settings = with_scopes(commerce_settings or load_settings(CommercetoolsSettings, "instore-refund"),
+                                    "manage_orders", "view_orders", "manage_payments")
     client = commerce or CommercetoolsClient(commerce_settings)
     broker = create_broker(settings, client, attempts=commerce_settings.max_attempts)
-
-    @asynccontextmanager
-    async def lifespan(*_: object) -> AsyncIterator[None]:
-        if settings.kafka_create_topics:
-            await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS, settings.kafka_topic_partitions,
-                                settings.kafka_topic_replication_factor,
-                                client_options=settings.kafka_client_options())
-        try:
-            yield
-        finally:
-            if isinstance(client, CommercetoolsClient):
-                await client.aclose()
-            log.info("refund.stopped")
-
-    return AsgiFastStream(broker, lifespan=lifespan, logger=get_logger("instore_refund.app"),
-                          asgi_routes=health_routes(broker))
+    return commerce_service_app("refund", broker, settings, client)

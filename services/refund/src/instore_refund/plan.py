@@ -25,16 +25,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from instore_shared.kafka.consumer import Unprocessable
+
 RETURN_KEY_PREFIX = "ret-"
 
 
-class Refused(Exception):
-    """This refund can never be recorded as it is; ``reason`` is a machine-readable slug."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+class Refused(Unprocessable):
+    """This refund can never be recorded as it is; ``reason`` is a machine-readable slug (dead-lettered)."""
 
 
 @dataclass(frozen=True, slots=True)

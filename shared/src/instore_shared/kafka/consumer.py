@@ -8,8 +8,21 @@ from contextlib import asynccontextmanager
 
 from faststream.kafka import KafkaBroker, KafkaMessage
 
+from instore_shared.commercetools.errors import TransientError
 from instore_shared.kafka import headers as h
 from instore_shared.kafka.dlq import dead_letter_headers, dlq_topic
+from instore_shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class Unprocessable(Exception):
+    """This message can never be processed as it is: dead-letter it. ``reason`` is a machine-readable slug."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 class KeyedLocks:
@@ -54,3 +67,25 @@ async def dead_letter(broker: KafkaBroker, message: KafkaMessage, consumer_group
             partition=record.partition, offset=record.offset, consumer_group=consumer_group,
         ),
     )
+
+
+async def park(broker: KafkaBroker, message: KafkaMessage, consumer_group: str, exc: Exception,
+               attempts: int) -> None:
+    """Dead-letter ``message`` for ``exc`` and log it: :class:`Unprocessable` gives its reason,
+    ``TransientError`` (Composable Commerce still failing after ``attempts`` tries) is
+    ``commerce-unavailable``, anything else is a bug — ``unexpected-error``, logged with its
+    traceback, the bytes kept for a replay after the fix — so no message blocks its partition.
+
+    Raises what :func:`dead_letter` raises (Kafka cannot take it): do not commit then.
+    """
+    webhook_id = message.headers.get(h.WEBHOOK_ID)
+    if isinstance(exc, Unprocessable):
+        reason, detail, tries = exc.reason, exc.detail, 1
+    elif isinstance(exc, TransientError):
+        reason, detail, tries = "commerce-unavailable", str(exc), attempts
+    else:
+        log.error("webhook.failed", webhook_id=webhook_id, exc_info=exc)
+        reason, detail, tries = "unexpected-error", type(exc).__name__, 1
+    log.warning("webhook.dead_lettered", webhook_id=webhook_id, reason=reason, detail=detail[:200],
+                offset=message.raw_message.offset)
+    await dead_letter(broker, message, consumer_group, reason=reason, detail=detail, attempts=tries)
