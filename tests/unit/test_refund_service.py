@@ -15,7 +15,7 @@ from instore_refund.app import _the_message, create_broker
 from instore_refund.plan import Refused
 from instore_refund.record import LineFields, record_refund
 from instore_refund.settings import RefundSettings
-from instore_shared.commercetools.errors import ConcurrentModification
+from instore_shared.commercetools.errors import ConcurrentModification, InvalidInput
 from instore_shared.commercetools.fake import InMemoryCommerce
 from instore_shared.contract.instore_webhooks import refund_webhook
 from instore_shared.kafka.topics import REFUNDS_COMPLETED, WEBHOOKS
@@ -247,3 +247,16 @@ async def test_two_returns_racing_for_the_last_unit_one_wins_the_other_writes_no
         await record_refund(refund_webhook("ret-cart-1", [("rf-1", "p-card", 1250, EUR)]), commerce, FIELDS)
     assert info.value.reason == "return-quantity-exceeded"
     assert _refunds(commerce, "p-card") == [] and commerce.updates == []
+
+
+async def test_a_refusal_while_announcing_is_dead_lettered_not_retried_forever() -> None:
+    commerce = _world()
+
+    def refuse_marks(resource: str, resource_id: str) -> None:
+        if resource == "orders" and commerce.updates and commerce.updates[-1][0] == "payments":
+            raise InvalidInput(400, "InvalidOperation", "refused")  # e.g. a project rule on return items
+
+    commerce.before_update = refuse_marks
+    events, dead = await _deliver(commerce, refund_webhook("ret-cart-1", [("rf-1", "p-card", 1999, EUR)], "evt-1"))
+    assert len(events) == 1 and [m.headers["dlq-error-reason"] for m in dead] == ["commerce-refused"]
+    assert len(_refunds(commerce, "p-card")) == 1

@@ -33,6 +33,7 @@ from instore_refund.events import refunds_completed
 from instore_refund.record import (
     LineFields,
     Outcome,
+    Recorded,
     RefundCommerce,
     current_order,
     mark_refunded,
@@ -40,10 +41,10 @@ from instore_refund.record import (
     record_refund,
 )
 from instore_refund.settings import RefundSettings
-from instore_shared.commercetools import CommercetoolsClient
+from instore_shared.commercetools import CommercetoolsClient, TransientError
 from instore_shared.contract import refunds_completed as event_contract
 from instore_shared.kafka import headers as h
-from instore_shared.kafka.consumer import KeyedLocks, correlation_of, park
+from instore_shared.kafka.consumer import KeyedLocks, Unprocessable, correlation_of, park
 from instore_shared.kafka.topics import REFUNDS_COMPLETED, WEBHOOKS
 from instore_shared.logging import correlation_scope, get_logger
 from instore_shared.service import commerce_service_app, with_scopes
@@ -93,7 +94,6 @@ def create_broker(settings: RefundSettings, commerce: RefundCommerce, attempts: 
         description="Refund webhooks → return items and Refund transactions, once → commerce.refunds.completed.v1.",
     )
     async def on_webhook(message: KafkaMessage) -> None:
-        record = message.raw_message
         webhook_id = message.headers.get(h.WEBHOOK_ID)
         correlation_id = correlation_of(message)
         with correlation_scope(correlation_id):
@@ -107,23 +107,32 @@ def create_broker(settings: RefundSettings, commerce: RefundCommerce, attempts: 
                 return
             log.info("webhook.processed", webhook_id=webhook_id, outcome=recorded.outcome.value,
                      return_cart_id=recorded.return_cart.get("id"), orders=recorded.order_ids)
-            for order_id in recorded.order_ids:
-                # One announcer per Order in this process: two refunds of one Order wait for each other.
-                async with order_locks.hold(order_id):
-                    order = await current_order(commerce, order_id)
-                    if not needs_announcement(recorded, order):
-                        log.info("refunds_completed.already_announced", order_id=order_id)
-                        continue
-                    event = refunds_completed(recorded, order, webhook_id, settings)
-                    await broker.publish(
-                        event_contract.encode(event), REFUNDS_COMPLETED.name, key=order_id.encode(),
-                        correlation_id=correlation_id or None,
-                        headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON,
-                                 "event-id": event.event_id},
-                    )
-                    log.info("refunds_completed.published", order_id=order_id, event_id=event.event_id,
-                             refunded=event.total_refunded.cent_amount, currency=event.total_refunded.currency_code)
-                    await mark_refunded(commerce, recorded, order)
+            try:
+                for order_id in recorded.order_ids:
+                    await announce(recorded, order_id, webhook_id, correlation_id)
+            except (Unprocessable, TransientError) as exc:
+                # Composable Commerce refused or is down while announcing: the writes are done,
+                # a replay of the dead letter announces what is left (same event ids).
+                await park(broker, message, group, exc, attempts)
+
+    async def announce(recorded: Recorded, order_id: str, webhook_id: str | None, correlation_id: str) -> None:
+        # One announcer per Order in this process: two refunds of one Order wait for each other.
+        async with order_locks.hold(order_id):
+            order = await current_order(commerce, order_id)
+            if not needs_announcement(recorded, order):
+                log.info("refunds_completed.already_announced", order_id=order_id)
+                return
+            event = refunds_completed(recorded, order, webhook_id, settings)
+            # Kafka refusing the event raises out of the handler: no commit, the webhook comes again.
+            await broker.publish(
+                event_contract.encode(event), REFUNDS_COMPLETED.name, key=order_id.encode(),
+                correlation_id=correlation_id or None,
+                headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON,
+                         "event-id": event.event_id},
+            )
+            log.info("refunds_completed.published", order_id=order_id, event_id=event.event_id,
+                     refunded=event.total_refunded.cent_amount, currency=event.total_refunded.currency_code)
+            await mark_refunded(commerce, recorded, order)
 
     return broker
 

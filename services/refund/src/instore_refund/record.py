@@ -184,7 +184,7 @@ def return_lines(cart: dict[str, Any], fields: LineFields, named: list[str] | No
 async def _read(commerce: RefundCommerce, kind: str, ref: str) -> dict[str, Any]:
     try:
         if kind == "cart":
-            response = await commerce.find_cart(ref, EXPAND_PAYMENTS)
+            response = await commerce.find_cart(ref)
         else:
             response = await commerce.find_order(ref, EXPAND_PAYMENTS)
     except NotFound as exc:
