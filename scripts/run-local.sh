@@ -6,7 +6,8 @@
 #   - the commercetools mock, seeded (127.0.0.1:$CTP_MOCK_PORT)       — skipped when CTP_CLIENT_ID is set (real project)
 #   - the dev fakes: a local IMS and a fake InStore auth API (127.0.0.1:$DEVFAKES_HTTP_PORT)
 #                                                                     — skipped when INSTORE_AUTH_BASE_URL is set
-#   - cart-mapping (health on $CART_MAPPING_HTTP_PORT) and the gateway ($GATEWAY_HTTP_PORT)
+#   - cart-mapping (health on $CART_MAPPING_HTTP_PORT), order-finalization ($ORDER_FINALIZATION_HTTP_PORT),
+#     refund ($REFUND_HTTP_PORT) and the gateway ($GATEWAY_HTTP_PORT)
 # then prints a curl for each callback. Ctrl-C stops every process it started.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ PY="$REPO/.venv/bin/python"
 export GATEWAY_HTTP_PORT="${GATEWAY_HTTP_PORT:-8080}"
 export CART_MAPPING_HTTP_PORT="${CART_MAPPING_HTTP_PORT:-8081}"
 export ORDER_FINALIZATION_HTTP_PORT="${ORDER_FINALIZATION_HTTP_PORT:-8082}"
+export REFUND_HTTP_PORT="${REFUND_HTTP_PORT:-8083}"
 export INSTORE_CALLBACK_API_KEY="${INSTORE_CALLBACK_API_KEY:-local-dev-callback-key}"
 export INSTORE_WEBHOOK_SECRET="${INSTORE_WEBHOOK_SECRET:-local-dev-webhook-secret}"
 export KAFKA_PORT="${KAFKA_PORT:-9092}"
@@ -36,6 +38,7 @@ need_port() { port_free "$1" || die "port $1 ($2) is taken; stop what uses it or
 need_port "$GATEWAY_HTTP_PORT" gateway GATEWAY_HTTP_PORT
 need_port "$CART_MAPPING_HTTP_PORT" "cart-mapping health" CART_MAPPING_HTTP_PORT
 need_port "$ORDER_FINALIZATION_HTTP_PORT" "order-finalization health" ORDER_FINALIZATION_HTTP_PORT
+need_port "$REFUND_HTTP_PORT" "refund health" REFUND_HTTP_PORT
 [[ -n "${INSTORE_AUTH_BASE_URL:-}" ]] \
   || need_port "$DEVFAKES_HTTP_PORT" "dev fakes: local IMS, fake InStore auth" DEVFAKES_HTTP_PORT
 
@@ -72,6 +75,7 @@ else
 fi
 
 # -- Composable Commerce ----------------------------------------------------------------
+SALE_PAYMENT_ID="<the id of the sale's card Payment>"   # the mock's seed names it below
 if [[ -n "${CTP_CLIENT_ID:-}" ]]; then
   for var in CTP_CLIENT_SECRET CTP_PROJECT_KEY CTP_AUTH_URL CTP_API_URL; do
     [[ -n "${!var:-}" ]] || die "CTP_CLIENT_ID is set, so a real Composable Commerce project is used: set $var too (or unset CTP_CLIENT_ID for the local mock)"
@@ -88,6 +92,10 @@ else
     sleep 0.1
   done
   grep -q '^ct-mock ready' "$RUN_DIR/ct-mock.out" || die "the commercetools mock did not start in 30 s"
+  # The seed's ids (the `SEED {json}` line): the sale's card Payment, for the refund example below.
+  SALE_PAYMENT_ID="$(sed -n 's/^SEED //p' "$RUN_DIR/ct-mock.out" \
+    | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["salePaymentId"])')" \
+    || die "the commercetools mock printed no seed with salePaymentId"
   export CTP_PROJECT_KEY="${CTP_PROJECT_KEY:-instore-demo}"
   export CTP_CLIENT_ID="local-client" CTP_CLIENT_SECRET="local-secret"
   export CTP_AUTH_URL="http://127.0.0.1:$CTP_MOCK_PORT" CTP_API_URL="http://127.0.0.1:$CTP_MOCK_PORT"
@@ -123,18 +131,22 @@ PIDS+=($!)
 say "order-finalization: starting (health on 127.0.0.1:$ORDER_FINALIZATION_HTTP_PORT)"
 "$PY" -m instore_order_finalization &
 PIDS+=($!)
+say "refund: starting (health on 127.0.0.1:$REFUND_HTTP_PORT)"
+"$PY" -m instore_refund &
+PIDS+=($!)
 say "gateway: starting on 127.0.0.1:$GATEWAY_HTTP_PORT"
 "$PY" -m instore_gateway &
 PIDS+=($!)
 
 ready() { [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz")" == 200 ]]; }
 for _ in $(seq 1 600); do
-  ready "$GATEWAY_HTTP_PORT" && ready "$CART_MAPPING_HTTP_PORT" && ready "$ORDER_FINALIZATION_HTTP_PORT" && break
+  ready "$GATEWAY_HTTP_PORT" && ready "$CART_MAPPING_HTTP_PORT" && ready "$ORDER_FINALIZATION_HTTP_PORT" \
+    && ready "$REFUND_HTTP_PORT" && break
   for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "a process exited during start-up (see its lines above)"; done
   sleep 0.1
 done
 ready "$GATEWAY_HTTP_PORT" && ready "$CART_MAPPING_HTTP_PORT" && ready "$ORDER_FINALIZATION_HTTP_PORT" \
-  || die "the services did not become ready in 60 s"
+  && ready "$REFUND_HTTP_PORT" || die "the services did not become ready in 60 s"
 
 GW="http://127.0.0.1:$GATEWAY_HTTP_PORT"
 # The development default key is printed so the curls paste as they are; a key of your own is not.
@@ -165,6 +177,15 @@ cat <<MSG
     SIG=\$(printf %s "\$BODY" | python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), sys.stdin.buffer.read(), hashlib.sha256).hexdigest())' "$WEBHOOK_SECRET_SHOWN")
     curl -s -X POST -H "X-Signature: \$SIG" -H 'Content-Type: application/json' --data-binary "\$BODY" $GW/instore/webhooks
 
+  Then the return of the cap (demo-sale-return-cart, its line pointing at Order store-berlin-01-000002):
+  InStore fetches the return cart (200 once that Order exists), then a signed refund webhook (the
+  card Payment refunded 15.00 EUR) records the return item and the Refund on the Order and its Payment
+  and makes one event on commerce.refunds.completed.v1:
+    curl -s -H "X-Api-Key: $KEY_SHOWN" $GW/instore/callbacks/return-carts/demo-sale-return-cart
+    BODY='{"id":"evt-2","type":"refund.completed","returnCartId":"demo-sale-return-cart","data":{"refunds":[{"refundId":"rf-demo-1","paymentId":"$SALE_PAYMENT_ID","amount":{"centAmount":1500,"currencyCode":"EUR"}}]}}'
+    SIG=\$(printf %s "\$BODY" | python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), sys.stdin.buffer.read(), hashlib.sha256).hexdigest())' "$WEBHOOK_SECRET_SHOWN")
+    curl -s -X POST -H "X-Signature: \$SIG" -H 'Content-Type: application/json' --data-binary "\$BODY" $GW/instore/webhooks
+
   Health, readiness, API documents:
     curl -s $GW/healthz;  curl -s $GW/readyz
     OpenAPI: $GW/schema/openapi.json (browse: $GW/schema)
@@ -173,7 +194,7 @@ cat <<MSG
   In use (override by environment): GATEWAY_HTTP_PORT=$GATEWAY_HTTP_PORT
   INSTORE_CALLBACK_API_KEY=$KEY_SHOWN KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT
   CTP_MOCK_PORT=$CTP_MOCK_PORT CART_MAPPING_HTTP_PORT=$CART_MAPPING_HTTP_PORT DEVFAKES_HTTP_PORT=$DEVFAKES_HTTP_PORT
-  ORDER_FINALIZATION_HTTP_PORT=$ORDER_FINALIZATION_HTTP_PORT
+  ORDER_FINALIZATION_HTTP_PORT=$ORDER_FINALIZATION_HTTP_PORT REFUND_HTTP_PORT=$REFUND_HTTP_PORT
 
 MSG
 

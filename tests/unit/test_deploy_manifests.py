@@ -20,6 +20,7 @@ from instore_devfakes.settings import DevFakesSettings
 from instore_gateway.session_settings import SessionSettings
 from instore_gateway.settings import GatewaySettings
 from instore_order_finalization.settings import OrderFinalizationSettings
+from instore_refund.settings import RefundSettings
 from instore_shared.settings import BaseServiceSettings, CommercetoolsSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,17 +53,19 @@ CTP_VARS = _names(CommercetoolsSettings, "CTP_")
 GATEWAY_VARS = _names(GatewaySettings)
 CART_MAPPING_VARS = _names(CartMappingSettings) | CTP_VARS
 ORDER_FINALIZATION_VARS = _names(OrderFinalizationSettings) | CTP_VARS
-# Composable Commerce scopes order-finalization needs (its API client must have exactly these).
+REFUND_VARS = _names(RefundSettings) | CTP_VARS
+# Composable Commerce scopes order-finalization and refund need (their API clients must have exactly these).
 ORDER_FINALIZATION_SCOPES = ("manage_orders", "view_orders", "view_payments")
+REFUND_SCOPES = ("manage_orders", "view_orders", "manage_payments")
 DEVFAKES_PREFIX = "DEVFAKES_"
 DEVFAKES_VARS = _names(DevFakesSettings, DEVFAKES_PREFIX)
 # Values that must never be written into a manifest: SecretStr fields, plus the API client id.
 SECRET_VARS = (_secret_names(GatewaySettings) | _secret_names(CommercetoolsSettings, "CTP_") | {"CTP_CLIENT_ID"}
                | _secret_names(DevFakesSettings, DEVFAKES_PREFIX))
-# Secrets only the gateway reads (cart-mapping and order-finalization must never get them).
-GATEWAY_SECRET_VARS = _secret_names(GatewaySettings) - CART_MAPPING_VARS - ORDER_FINALIZATION_VARS
+# Secrets only the gateway reads (cart-mapping, order-finalization and refund must never get them).
+GATEWAY_SECRET_VARS = _secret_names(GatewaySettings) - CART_MAPPING_VARS - ORDER_FINALIZATION_VARS - REFUND_VARS
 # The services that call Composable Commerce (and only them get CTP_*).
-COMMERCE_SERVICES = ("cart-mapping", "order-finalization")
+COMMERCE_SERVICES = ("cart-mapping", "order-finalization", "refund")
 
 # service name (Deployment / compose service) -> allowed variables, probe port
 SERVICES: dict[str, tuple[set[str], int]] = {
@@ -70,6 +73,7 @@ SERVICES: dict[str, tuple[set[str], int]] = {
     "cart-mapping": (CART_MAPPING_VARS, CartMappingSettings.model_fields["cart_mapping_http_port"].default),
     "order-finalization": (ORDER_FINALIZATION_VARS,
                            OrderFinalizationSettings.model_fields["order_finalization_http_port"].default),
+    "refund": (REFUND_VARS, RefundSettings.model_fields["refund_http_port"].default),
 }
 
 # docker compose services built from this repository -> allowed variables (the Deployments, plus the dev fakes)
@@ -93,6 +97,7 @@ IMAGES: dict[str, Image] = {
                           SERVICES["cart-mapping"][1], "/readyz"),
     "order-finalization": Image("instore-order-finalization", "instore_order_finalization", "ORDER_FINALIZATION_",
                                 ORDER_FINALIZATION_VARS, SERVICES["order-finalization"][1], "/readyz"),
+    "refund": Image("instore-refund", "instore_refund", "REFUND_", REFUND_VARS, SERVICES["refund"][1], "/readyz"),
     "dev-fakes": Image("instore-devfakes", "instore_devfakes", DEVFAKES_PREFIX, DEVFAKES_VARS,
                        DevFakesSettings.model_fields["http_port"].default, "/healthz"),
 }
@@ -159,7 +164,8 @@ def _container_env_names(container: dict[str, Any]) -> set[str]:
 def test_all_yaml_parses() -> None:
     docs = _k8s_docs()
     assert {"kustomization.yaml", "namespace.yaml", "configmap.yaml", "secret.example.yaml",
-            "kafka-topics.yaml", "gateway.yaml", "cart-mapping.yaml", "order-finalization.yaml"} <= set(docs)
+            "kafka-topics.yaml", "gateway.yaml", "cart-mapping.yaml", "order-finalization.yaml",
+            "refund.yaml"} <= set(docs)
     for name, file_docs in docs.items():
         assert file_docs, f"{name} is empty"
         for doc in file_docs:
@@ -169,13 +175,18 @@ def test_all_yaml_parses() -> None:
 
 def test_the_field_name_sets_are_what_the_tests_assume() -> None:
     """Guards the tests themselves: a renamed field must not make them vacuous."""
-    assert {"KAFKA_BOOTSTRAP_SERVERS", "LOG_JSON"} <= BASE_VARS <= GATEWAY_VARS & CART_MAPPING_VARS & ORDER_FINALIZATION_VARS
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "LOG_JSON"} <= BASE_VARS <= (GATEWAY_VARS & CART_MAPPING_VARS
+                                                                   & ORDER_FINALIZATION_VARS & REFUND_VARS)
     assert {"ORDER_FINALIZATION_CONSUMER_GROUP", "ORDER_FINALIZATION_HTTP_HOST", "ORDER_FINALIZATION_HTTP_PORT",
             "INSTORE_FIELD_ORDER_NUMBER", "CTP_SCOPES", "CTP_CLIENT_SECRET"} <= ORDER_FINALIZATION_VARS - GATEWAY_VARS
     # Each service's own settings are not the other's: a ConfigMap cannot be shared blindly.
     assert "CART_MAPPING_CONSUMER_GROUP" in CART_MAPPING_VARS - ORDER_FINALIZATION_VARS
     assert "ORDER_FINALIZATION_CONSUMER_GROUP" in ORDER_FINALIZATION_VARS - CART_MAPPING_VARS
     assert OrderFinalizationSettings.model_fields["order_finalization_http_port"].default == 8082
+    assert {"REFUND_CONSUMER_GROUP", "REFUND_HTTP_HOST", "REFUND_HTTP_PORT", "INSTORE_FIELD_PURCHASE_ORDER_ID",
+            "INSTORE_FIELD_RETURN_COMMENT", "CTP_SCOPES", "CTP_CLIENT_SECRET"} <= REFUND_VARS - GATEWAY_VARS
+    assert "REFUND_CONSUMER_GROUP" in REFUND_VARS - ORDER_FINALIZATION_VARS - CART_MAPPING_VARS
+    assert RefundSettings.model_fields["refund_http_port"].default == 8083
     assert "INSTORE_CALLBACK_API_KEY" in GATEWAY_VARS - CART_MAPPING_VARS
     assert {"CTP_PROJECT_KEY", "CTP_CLIENT_SECRET", "INSTORE_CURRENCY"} <= CART_MAPPING_VARS - GATEWAY_VARS
     assert {"INSTORE_CALLBACK_API_KEY", "CTP_CLIENT_SECRET"} <= SECRET_VARS
@@ -247,18 +258,27 @@ def test_commerce_services_get_the_commercetools_credentials(service: str) -> No
     assert set(secret_refs) == {"CTP_CLIENT_ID", "CTP_CLIENT_SECRET"}, f"{service} reads only the API client"
 
 
-def _scopes_are_order_finalizations(scopes: str, project_key: str) -> None:
-    assert sorted(scopes.split()) == sorted(f"{s}:{project_key}" for s in ORDER_FINALIZATION_SCOPES), scopes
+def _scopes_are(scopes: str, project_key: str, wanted: tuple[str, ...]) -> None:
+    assert sorted(scopes.split()) == sorted(f"{s}:{project_key}" for s in wanted), scopes
 
 
-def test_order_finalization_has_its_own_config_and_scopes() -> None:
-    refs = [s["configMapRef"]["name"] for s in _container(_deployments()["order-finalization"]).get("envFrom", [])
+# service -> (its own ConfigMap, its settings, the Composable Commerce scopes it needs)
+OWN_CONFIG: dict[str, tuple[str, set[str], tuple[str, ...]]] = {
+    "order-finalization": ("instore-order-finalization-config", ORDER_FINALIZATION_VARS, ORDER_FINALIZATION_SCOPES),
+    "refund": ("instore-refund-config", REFUND_VARS, REFUND_SCOPES),
+}
+
+
+@pytest.mark.parametrize("service", sorted(OWN_CONFIG))
+def test_service_has_its_own_config_and_scopes(service: str) -> None:
+    name, allowed, scopes = OWN_CONFIG[service]
+    refs = [s["configMapRef"]["name"] for s in _container(_deployments()[service]).get("envFrom", [])
             if "configMapRef" in s]
-    assert refs == ["instore-integration-common", "instore-order-finalization-config"]
-    config = _of_kind(_resources(), "ConfigMap")["instore-order-finalization-config"]["data"]
-    assert set(config) <= ORDER_FINALIZATION_VARS - GATEWAY_VARS, "instore-order-finalization-config: its own settings"
+    assert refs == ["instore-integration-common", name]
+    config = _of_kind(_resources(), "ConfigMap")[name]["data"]
+    assert set(config) <= allowed - GATEWAY_VARS, f"{name}: its own settings"
     assert {"CTP_PROJECT_KEY", "CTP_AUTH_URL", "CTP_API_URL", "CTP_SCOPES"} <= set(config)
-    _scopes_are_order_finalizations(config["CTP_SCOPES"], config["CTP_PROJECT_KEY"])
+    _scopes_are(config["CTP_SCOPES"], config["CTP_PROJECT_KEY"], scopes)
 
 
 def test_gateway_gets_the_session_and_token_vault_settings() -> None:
@@ -298,7 +318,7 @@ def test_dev_fakes_are_not_deployed_to_kubernetes() -> None:
 
 
 def test_configmaps_hold_only_settings_fields_and_no_secrets() -> None:
-    every = GATEWAY_VARS | CART_MAPPING_VARS | ORDER_FINALIZATION_VARS
+    every = GATEWAY_VARS | CART_MAPPING_VARS | ORDER_FINALIZATION_VARS | REFUND_VARS
     for name, configmap in _of_kind(_resources(), "ConfigMap").items():
         keys = set(configmap.get("data", {}))
         assert not keys - every, f"{name}: {sorted(keys - every)}"
@@ -367,7 +387,7 @@ def test_k8s_probes(service: str) -> None:
     port_var = f"{service.upper().replace('-', '_')}_HTTP_PORT"
     host_var = f"{service.upper().replace('-', '_')}_HTTP_HOST"
     listening = int(env.get(port_var) or default_port)
-    assert listening == {"gateway": 8080, "cart-mapping": 8081, "order-finalization": 8082}[service]
+    assert listening == {"gateway": 8080, "cart-mapping": 8081, "order-finalization": 8082, "refund": 8083}[service]
     assert env.get(host_var) == "0.0.0.0", f"{service} must bind all interfaces in a pod"
     assert [p["containerPort"] for p in container["ports"]] == [listening]
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
@@ -454,12 +474,14 @@ def test_compose_wiring() -> None:
         assert env["CTP_API_URL"] == env["CTP_AUTH_URL"] == "http://ct-mock:8989", service
         assert env["CTP_PROJECT_KEY"] == mock_project, service
         assert not set(env) & GATEWAY_SECRET_VARS, f"compose {service} gets gateway secrets"
-    _scopes_are_order_finalizations(_compose_environment("order-finalization")["CTP_SCOPES"], mock_project)
+    for service, (_, _, scopes) in OWN_CONFIG.items():
+        _scopes_are(_compose_environment(service)["CTP_SCOPES"], mock_project, scopes)
     assert services["ct-mock"]["environment"]["CTP_MOCK_HOST"] == "0.0.0.0"
     assert "8080:8080" in services["gateway"]["ports"]
     for service, needs in {"gateway": {"kafka", "cart-mapping", "redis", "dev-fakes"},
                            "cart-mapping": {"kafka", "ct-mock"},
-                           "order-finalization": {"kafka", "ct-mock"}}.items():
+                           "order-finalization": {"kafka", "ct-mock"},
+                           "refund": {"kafka", "ct-mock"}}.items():
         depends = services[service]["depends_on"]
         assert set(depends) == needs
         assert all(d["condition"] == "service_healthy" for d in depends.values())

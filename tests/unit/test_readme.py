@@ -20,3 +20,15 @@ def test_readme_names_the_two_commands_ci_uses() -> None:
     text = README.read_text()
     assert "make install run" in text and "make install test" in text
     assert "make install test" in (README.parent / ".ci" / "run").read_text()
+
+
+def test_a_variable_listed_under_several_services_has_one_default() -> None:
+    """A variable several services read (e.g. INSTORE_FIELD_PURCHASE_*) is one value in `make run`'s
+    environment: its tables must not disagree on the default."""
+    import re
+
+    defaults: dict[str, set[str]] = {}
+    for match in re.finditer(r"^\| `([A-Z0-9_]+)` \| (.*?) \| ", render(), re.MULTILINE):
+        defaults.setdefault(match[1], set()).add(match[2])
+    assert {name: d for name, d in defaults.items() if len(d) > 1} == {}
+    assert "INSTORE_FIELD_PURCHASE_ORDER_ID" in defaults

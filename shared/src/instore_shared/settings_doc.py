@@ -19,7 +19,9 @@ SETTINGS_CLASSES: list[tuple[str, str]] = [
     ("gateway", "instore_gateway.settings:GatewaySettings"),
     ("cart-mapping", "instore_cart_mapping.settings:CartMappingSettings"),
     ("order-finalization", "instore_order_finalization.settings:OrderFinalizationSettings"),
-    ("cart-mapping and order-finalization: Composable Commerce API client", "instore_shared.settings:CommercetoolsSettings"),
+    ("refund", "instore_refund.settings:RefundSettings"),
+    ("cart-mapping, order-finalization and refund: Composable Commerce API client",
+     "instore_shared.settings:CommercetoolsSettings"),
 ]
 
 

@@ -11,8 +11,10 @@ Per refund webhook, in order: record the return items and Refund transactions
 (:func:`~instore_refund.record.record_refund`), then for each original Order still to
 announce: publish ``commerce.refunds.completed.v1`` (keyed by the Order id), set its return
 items ``Refunded``; then commit the offset. A refused refund, or one still failing after the
-client's bounded retries, goes to ``instore.webhooks.v1.dlq`` with its bytes and a reason and
-nothing of it is written; when Kafka cannot take the event or the dead letter nothing is
+client's bounded retries, goes to ``instore.webhooks.v1.dlq`` with its bytes and a reason —
+nothing of it is written when the refusal comes from the checks before the first write; a
+failure after the return items were written leaves them, recognised by key when the dead
+letter is replayed; when Kafka cannot take the event or the dead letter nothing is
 committed and the webhook comes again (nothing is written twice, the event keeps its id).
 A crash between publishing and marking, or two replicas announcing one Order at the same
 moment, can repeat an event — with the same ``eventId``.

@@ -206,7 +206,7 @@ async def _apply(commerce: RefundCommerce, resource: str, update: Update) -> Non
         await commerce.update(resource, update.resource_id, update.version, update.actions)
     except DuplicateField as exc:  # our return item key, written meanwhile by another delivery
         raise ConcurrentModification(409, "ConcurrentModification", "written meanwhile") from exc
-    except (InvalidInput, NotFound) as exc:
+    except (InvalidInput, NotFound, AuthenticationFailed) as exc:
         raise Refused("commerce-refused", f"{resource}/{update.resource_id}: {exc.code}: {exc.message}") from exc
 
 
