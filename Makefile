@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.local/uv/bin/uv)
 UV_VERSION := 0.13.9
 
-.PHONY: help install run token test test-unit test-contract test-integration test-e2e bench bench-webhooks bench-orders replay-dlq settings-doc clean
+.PHONY: help install run demo token test test-unit test-contract test-integration test-e2e bench bench-webhooks bench-orders replay-dlq settings-doc clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -32,6 +32,9 @@ install: ## set up everything on a fresh machine: uv, Python deps, the commercet
 
 run: ## start Kafka, the seeded commercetools mock, the dev fakes, cart-mapping, order-finalization, refund and the gateway; Ctrl-C stops all
 	bash scripts/run-local.sh
+
+demo: ## a fresh local stack, a simulated InStore sale → Order → return → refund, a summary; stops everything
+	bash scripts/demo.sh
 
 token: ## mint a colleague token from the local IMS (make -s token USER_ID=colleague-42 ARGS="--ttl -120")
 	@$(UV) run --frozen python -m instore_devfakes token --user $(or $(USER_ID),colleague-42) $(ARGS)

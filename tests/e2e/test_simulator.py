@@ -80,8 +80,8 @@ def test_the_simulator_sells_pays_returns_and_refunds(stack: Stack) -> None:
     numbered = [line.split()[1] for line in result.stdout.splitlines() if line[:3].strip().rstrip(".").isdigit()]
     assert numbered == STEPS
     summary = result.stdout.split("simulate: OK", 1)[1]
-    assert "Order       instore-" in summary and "CREDIT_CARD" in summary and "CASH" in summary
-    assert "(Refunded)" in summary
+    assert "Order       store-berlin-01-" in summary and "CREDIT_CARD" in summary and "CASH" in summary
+    assert "1 × SKU-TSHIRT-M (Refunded)" in summary
     assert "commerce.payments.completed.v1: 1, commerce.refunds.completed.v1: 1" in summary
 
 

@@ -81,6 +81,7 @@ class Summary:
     currency: str = ""
     tenders: list[tuple[str, int]] = field(default_factory=list)
     returned: list[tuple[str, int, str]] = field(default_factory=list)
+    """(SKU, quantity, return payment state) per return item."""
     refunds: list[tuple[str, int]] = field(default_factory=list)
     events: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -91,7 +92,7 @@ class Summary:
         return [
             f"Order       {self.order_number} ({self.order_id}), total {money(self.total_cents)}, paid "
             + " + ".join(f"{method} {money(cents)}" for method, cents in self.tenders),
-            "Return      " + ", ".join(f"{qty} × line {line[:8]}… ({state})" for line, qty, state in self.returned)
+            "Return      " + ", ".join(f"{qty} × {sku} ({state})" for sku, qty, state in self.returned)
             + ", refunded " + " + ".join(f"{rid} {money(cents)}" for rid, cents in self.refunds),
             "Events      " + ", ".join(f"{topic}: {count}" for topic, count in self.events.items()),
             f"Took        {self.seconds:.1f} s",
@@ -243,12 +244,14 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
 
         async def sale_cart() -> str:
             cart_key = f"sim-sale-{uuid.uuid4().hex[:10]}"
+            # InStore numbers orders itself, the location id part of the number (contract §7)
+            order_number = f"{config.location_id}-{uuid.uuid4().int % 10**8:08d}"
             state["cart"] = (await run.commerce.request("POST", "/carts", json={
                 "key": cart_key, "currency": config.currency, "country": "DE",
                 "lineItems": [{"sku": "SKU-TSHIRT-M", "quantity": 1}, {"sku": "SKU-MUG", "quantity": 1}],
                 "custom": {"type": {"typeId": "type", "key": "instore-order"}, "fields": {
                     "locationId": config.location_id, "workstationId": config.workstation_id,
-                    "userId": config.colleague, "orderType": "sale"}},
+                    "userId": config.colleague, "orderType": "sale", "orderNumber": order_number}},
             })).json()
             response = await run.http.get(f"{gw}/instore/callbacks/carts/{cart_key}", headers=key)
             body = run.expect("sale-cart", response, 200)
@@ -337,7 +340,8 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
             wanted = {rid: cents for rid, _, cents in state["refunds"]}
             if recorded != wanted:
                 raise StepFailed("refunded", f"Refund transactions {recorded}, wanted {wanted}")
-            summary.returned = [(i["lineItemId"], i["quantity"], i["paymentState"]) for i in items]
+            sku = state["returned_line"]["variant"].get("sku") or state["returned_line"]["id"]
+            summary.returned = [(sku, i["quantity"], i["paymentState"]) for i in items]
             summary.refunds = list(wanted.items())
             return (f"event {event['eventId'][:8]}…: {len(items)} return item Refunded, "
                     f"{event['totalRefunded']['centAmount']} {event['totalRefunded']['currencyCode']} refunded "
