@@ -25,3 +25,20 @@ def test_reply_schema_mirror_has_the_fields_of_the_reply() -> None:
     from instore_shared.contract.cart_lookup import CartLookupReply, CartLookupReplySchema
 
     assert CartLookupReply.__struct_fields__ == CartLookupReplySchema.__struct_fields__
+
+
+async def test_the_webhook_consumers_serve_asyncapi_and_their_event_schemas() -> None:
+    from instore_order_finalization.app import create_app as order_finalization_app
+    from instore_refund.app import create_app as refund_app
+
+    for app, channel_topic, schemas in [
+        (order_finalization_app(commerce=InMemoryCommerce()), "instore.webhooks.v1",
+         {"/schemas/payments-completed.json": "PaymentsCompleted"}),
+        (refund_app(commerce=InMemoryCommerce()), "instore.webhooks.v1",
+         {"/schemas/refunds-completed.json": "RefundsCompleted", "/schemas/refund-webhook.json": "RefundWebhook"}),
+    ]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
+            doc = (await client.get("/asyncapi.json")).json()
+            assert [c["address"] for c in doc["channels"].values() if not c["address"].startswith("/")] == [channel_topic]
+            for path, name in schemas.items():
+                assert name in (await client.get(path)).json()["$defs"]

@@ -52,13 +52,20 @@ def with_scopes(settings: CommercetoolsSettings, *scopes: str) -> CommercetoolsS
     return settings.model_copy(update={"scopes": " ".join(f"{s}:{settings.project_key}" for s in scopes)})
 
 
-def commerce_service_app(name: str, broker: KafkaBroker, settings: BaseServiceSettings, client: object) -> Any:
-    """The ASGI app of a Kafka service that calls Composable Commerce: ``broker`` + ``/healthz``/``/readyz``.
+def commerce_service_app(name: str, broker: KafkaBroker, settings: BaseServiceSettings, client: object,
+                         description: str, schemas: dict[str, type] | None = None) -> Any:
+    """The ASGI app of a Kafka service that calls Composable Commerce.
 
-    At start it creates missing topics (``KAFKA_CREATE_TOPICS``); at stop it closes ``client``
+    Routes: ``/healthz``, ``/readyz``, the AsyncAPI document of ``broker`` (``/asyncapi.json``,
+    browsable at ``/asyncapi``, without FastStream's "try it out", which would publish to
+    Kafka over HTTP) and a JSON Schema per ``schemas`` entry (path → msgspec Struct). At
+    start it creates missing topics (``KAFKA_CREATE_TOPICS``); at stop it closes ``client``
     when it is a :class:`CommercetoolsClient` (not a test's fake).
     """
+    import msgspec
     from faststream.asgi import AsgiFastStream
+    from faststream.asgi.factories.asyncapi.route import AsyncAPIRoute
+    from faststream.specification import AsyncAPI
 
     from instore_shared.commercetools import CommercetoolsClient
     from instore_shared.kafka.admin import ensure_topics
@@ -80,4 +87,18 @@ def commerce_service_app(name: str, broker: KafkaBroker, settings: BaseServiceSe
                 await client.aclose()
             log.info(f"{name.replace('-', '_')}.stopped")
 
-    return AsgiFastStream(broker, lifespan=lifespan, logger=log, asgi_routes=health_routes(broker))
+    def schema_route(struct: type) -> Any:
+        body = msgspec.json.encode(msgspec.json.schema(struct))
+
+        @get
+        async def route(scope: object) -> AsgiResponse:
+            return AsgiResponse(body, 200, headers={"content-type": "application/schema+json"})
+
+        return route
+
+    return AsgiFastStream(
+        broker, lifespan=lifespan, logger=log,
+        specification=AsyncAPI(broker, title=name, version="0.1.0", description=description),
+        asyncapi_path=AsyncAPIRoute("/asyncapi", try_it_out_path=None),
+        asgi_routes=[*health_routes(broker), *((path, schema_route(struct)) for path, struct in (schemas or {}).items())],
+    )

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
-from faststream import AckPolicy, FastStream
-from faststream.asgi import AsgiFastStream, AsgiResponse, get
-from faststream.asgi.factories.asyncapi.route import AsyncAPIRoute
-from faststream.specification import AsyncAPI
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 
@@ -20,11 +15,10 @@ from instore_cart_mapping.handler import CommerceReader, handle_cart_lookup
 from instore_cart_mapping.settings import CartMappingSettings
 from instore_shared.commercetools import CommercetoolsClient
 from instore_shared.contract import cart_lookup as contract
-from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.rpc import publish_reply, request_expired
-from instore_shared.kafka.topics import ALL_TOPICS, CART_REQUESTS
+from instore_shared.kafka.topics import CART_REQUESTS
 from instore_shared.logging import correlation_scope, get_logger
-from instore_shared.service import health_routes
+from instore_shared.service import commerce_service_app
 from instore_shared.settings import CommercetoolsSettings, load_settings
 
 log = get_logger(__name__)
@@ -120,46 +114,9 @@ def create_app(
     client = commerce or CommercetoolsClient(commerce_settings)
     broker = create_broker(settings, client)
 
-    @asynccontextmanager
-    async def lifespan(*_: object) -> AsyncIterator[None]:
-        if settings.kafka_create_topics:
-            await ensure_topics(
-                settings.kafka_bootstrap_servers, ALL_TOPICS,
-                settings.kafka_topic_partitions, settings.kafka_topic_replication_factor,
-                client_options=settings.kafka_client_options(),
-            )
-        try:
-            yield
-        finally:
-            if isinstance(client, CommercetoolsClient):
-                await client.aclose()
-            log.info("cart_mapping.stopped")
-
-    def schema_route(struct: type) -> Any:
-        body = msgspec.json.encode(msgspec.json.schema(struct))
-
-        @get
-        async def route(scope: object) -> AsgiResponse:
-            return AsgiResponse(body, 200, headers={"content-type": "application/schema+json"})
-
-        return route
-
-    app = AsgiFastStream(
-        broker,
-        lifespan=lifespan,
-        logger=get_logger("instore_cart_mapping.app"),
-        specification=AsyncAPI(
-            broker,
-            title="cart-mapping",
-            version="0.1.0",
-            description="Answers InStore cart lookups from the gateway over Kafka request/reply.",
-        ),
-        # The document only: FastStream's "try it out" would publish to Kafka over HTTP.
-        asyncapi_path=AsyncAPIRoute("/asyncapi", try_it_out_path=None),
-        asgi_routes=[
-            *health_routes(broker),
-            ("/schemas/cart-lookup-request.json", schema_route(contract.CartLookupRequest)),
-            ("/schemas/cart-lookup-reply.json", schema_route(contract.CartLookupReplySchema)),
-        ],
+    return commerce_service_app(
+        "cart-mapping", broker, settings, client,
+        "Answers InStore cart lookups from the gateway over Kafka request/reply.",
+        {"/schemas/cart-lookup-request.json": contract.CartLookupRequest,
+         "/schemas/cart-lookup-reply.json": contract.CartLookupReplySchema},
     )
-    return app

@@ -135,4 +135,9 @@ def create_app(
                                     "manage_orders", "view_orders", "view_payments")
     client = commerce or CommercetoolsClient(commerce_settings)
     broker = create_broker(settings, client, attempts=commerce_settings.max_attempts)
-    return commerce_service_app("order-finalization", broker, settings, client)
+    return commerce_service_app(
+        "order-finalization", broker, settings, client,
+        "Payment webhooks on instore.webhooks.v1 → exactly one Order per Cart → commerce.payments.completed.v1 "
+        "(JSON Schema: GET /schemas/payments-completed.json).",
+        {"/schemas/payments-completed.json": event_contract.PaymentsCompleted},
+    )

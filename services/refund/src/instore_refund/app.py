@@ -45,6 +45,7 @@ from instore_refund.record import (
 from instore_refund.settings import RefundSettings
 from instore_shared.commercetools import CommercetoolsClient, TransientError
 from instore_shared.contract import refunds_completed as event_contract
+from instore_shared.contract.instore_webhooks import RefundWebhook
 from instore_shared.kafka import headers as h
 from instore_shared.kafka.consumer import KeyedLocks, Unprocessable, correlation_of, park
 from instore_shared.kafka.topics import REFUNDS_COMPLETED, WEBHOOKS
@@ -150,4 +151,11 @@ def create_app(
                                     "manage_orders", "view_orders", "manage_payments")
     client = commerce or CommercetoolsClient(commerce_settings)
     broker = create_broker(settings, client, attempts=commerce_settings.max_attempts)
-    return commerce_service_app("refund", broker, settings, client)
+    return commerce_service_app(
+        "refund", broker, settings, client,
+        "Refund webhooks on instore.webhooks.v1 (assumed shape: GET /schemas/refund-webhook.json) → return items and "
+        "Refund transactions on the original Orders and Payments, once → commerce.refunds.completed.v1 "
+        "(JSON Schema: GET /schemas/refunds-completed.json).",
+        {"/schemas/refunds-completed.json": event_contract.RefundsCompleted,
+         "/schemas/refund-webhook.json": RefundWebhook},
+    )
