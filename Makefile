@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.local/uv/bin/uv)
 UV_VERSION := 0.13.9
 
-.PHONY: help install run demo token test test-unit test-contract test-integration test-e2e bench bench-webhooks bench-orders replay-dlq settings-doc clean
+.PHONY: help install run demo simulate token test test-unit test-contract test-integration test-e2e bench bench-webhooks bench-orders replay-dlq settings-doc clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -35,6 +35,15 @@ run: ## start Kafka, the seeded commercetools mock, the dev fakes, cart-mapping,
 
 demo: ## a fresh local stack, a simulated InStore sale → Order → return → refund, a summary; stops everything
 	bash scripts/demo.sh
+
+simulate: ## play InStore once against a running stack (make run in another terminal); ARGS="--help"
+	@INSTORE_CALLBACK_API_KEY=$${INSTORE_CALLBACK_API_KEY:-local-dev-callback-key} \
+	INSTORE_WEBHOOK_SECRET=$${INSTORE_WEBHOOK_SECRET:-local-dev-webhook-secret} \
+	CTP_CLIENT_ID=$${CTP_CLIENT_ID:-local-client} CTP_CLIENT_SECRET=$${CTP_CLIENT_SECRET:-local-secret} \
+	CTP_PROJECT_KEY=$${CTP_PROJECT_KEY:-instore-demo} \
+	CTP_AUTH_URL=$${CTP_AUTH_URL:-http://127.0.0.1:$${CTP_MOCK_PORT:-8989}} \
+	CTP_API_URL=$${CTP_API_URL:-http://127.0.0.1:$${CTP_MOCK_PORT:-8989}} \
+	$(UV) run --frozen python -m instore_devfakes simulate $(ARGS)
 
 token: ## mint a colleague token from the local IMS (make -s token USER_ID=colleague-42 ARGS="--ttl -120")
 	@$(UV) run --frozen python -m instore_devfakes token --user $(or $(USER_ID),colleague-42) $(ARGS)

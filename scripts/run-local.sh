@@ -189,7 +189,11 @@ cat <<MSG
   Health, readiness, API documents:
     curl -s $GW/healthz;  curl -s $GW/readyz
     OpenAPI: $GW/schema/openapi.json (browse: $GW/schema)
-    cart-mapping AsyncAPI: http://127.0.0.1:$CART_MAPPING_HTTP_PORT/asyncapi.json (browse: /asyncapi)
+    AsyncAPI: cart-mapping http://127.0.0.1:$CART_MAPPING_HTTP_PORT/asyncapi, order-finalization
+    http://127.0.0.1:$ORDER_FINALIZATION_HTTP_PORT/asyncapi, refund http://127.0.0.1:$REFUND_HTTP_PORT/asyncapi (.json: the document)
+
+  A simulated InStore day (sale, split tender, Order, return, refund) against this stack,
+  from another terminal with the same environment:  make simulate
 
   In use (override by environment): GATEWAY_HTTP_PORT=$GATEWAY_HTTP_PORT
   INSTORE_CALLBACK_API_KEY=$KEY_SHOWN KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT

@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     simulate.add_argument("--gateway", default=f"http://127.0.0.1:{env('GATEWAY_HTTP_PORT', '8080')}",
                           help="gateway base URL (default: %(default)s, from GATEWAY_HTTP_PORT)")
     simulate.add_argument("--ims", default=_default_url(), help="dev fakes base URL (default: %(default)s)")
-    simulate.add_argument("--kafka", default=env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-                          help="Kafka bootstrap servers (default: %(default)s, from KAFKA_BOOTSTRAP_SERVERS)")
+    simulate.add_argument("--kafka", default=env("KAFKA_BOOTSTRAP_SERVERS") or f"127.0.0.1:{env('KAFKA_PORT', '9092')}",
+                          help="Kafka bootstrap servers (default: %(default)s, from KAFKA_BOOTSTRAP_SERVERS or KAFKA_PORT)")
     simulate.add_argument("--timeout", type=float, default=30.0, help="seconds each step may take (default: %(default)s)")
     simulate.add_argument("--user", default="colleague-42", help="the colleague's user id (default: %(default)s)")
     args = parser.parse_args(argv)
