@@ -88,10 +88,10 @@ async def _prepare_sales(mock: CtMock, n: int, concurrency: int = 16) -> list[st
         return list(await asyncio.gather(*(one() for _ in range(n))))
 
 
-async def _skip_old_webhooks(bootstrap: str) -> int:
+async def _skip_old_webhooks(bootstrap: str, group: str = GROUP) -> int:
     """Commit the end of ``instore.webhooks.v1`` for our fresh group, so a shared broker's old
     webhooks are not replayed into this run (the service reads ``earliest``). Returns how many were skipped."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=GROUP, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()  # noqa: SLF001 (first look at a fresh client)
@@ -122,17 +122,27 @@ class Run:
     cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
-async def _run(bootstrap: str, url: str, cart_ids: list[str], concurrency: int, timeout: float, settle: float,
-               procs: dict[str, psutil.Process]) -> Run:
+def signed(body: dict[str, object]) -> tuple[bytes, dict[str, str]]:
+    """The webhook's bytes and headers (signature), built before the clock starts."""
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    return raw, {"X-Signature": hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest(),
+                 "Content-Type": "application/json"}
+
+
+async def _run(bootstrap: str, url: str, bodies: dict[str, tuple[bytes, dict[str, str]]], concurrency: int,
+               timeout: float, settle: float, procs: dict[str, psutil.Process], events_topic: str = EVENTS,
+               id_field: str = "cartId") -> Run:
+    """Send each of ``bodies`` (by the id its event names in ``id_field``), C at a time, and time its event."""
     run = Run()
+    cart_ids = list(bodies)
     wanted = set(cart_ids)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()  # noqa: SLF001
-        tps = [TopicPartition(EVENTS, p) for p in consumer.partitions_for_topic(EVENTS) or set()]
+        tps = [TopicPartition(events_topic, p) for p in consumer.partitions_for_topic(events_topic) or set()]
         if not tps:
-            raise SystemExit(f"bench: topic {EVENTS} does not exist after order-finalization started")
+            raise SystemExit(f"bench: topic {events_topic} does not exist after the services started")
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the positions now, before anything is sent
@@ -146,7 +156,7 @@ async def _run(bootstrap: str, url: str, cart_ids: list[str], concurrency: int, 
                 now = time.perf_counter()
                 for records in batches.values():
                     for record in records:
-                        cart_id = json.loads(record.value).get("cartId")
+                        cart_id = json.loads(record.value).get(id_field)
                         if cart_id in wanted:
                             run.arrived.setdefault(cart_id, []).append(now)
                         else:
@@ -159,13 +169,6 @@ async def _run(bootstrap: str, url: str, cart_ids: list[str], concurrency: int, 
         queue: asyncio.Queue[str] = asyncio.Queue()
         for cart_id in cart_ids:
             queue.put_nowait(cart_id)
-        # Bodies and signatures are built before the clock starts: signing is not measured.
-        bodies = {}
-        for cart_id in cart_ids:
-            body = json.dumps({"id": f"evt-{uuid.uuid4().hex}", "type": "payment.completed", "cartId": cart_id,
-                               "locationId": "store-berlin-01"}, separators=(",", ":")).encode()
-            bodies[cart_id] = (body, {"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(),
-                                      "Content-Type": "application/json"})
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
 
@@ -245,7 +248,10 @@ def main(argv: list[str] | None = None) -> None:
         procs["load generator"] = psutil.Process()
         with RssSampler(pids) as rss:
             step(f"sending {args.sales} signed webhooks, {args.concurrency} at a time, reading {EVENTS} …")
-            run = asyncio.run(_run(kafka.bootstrap_servers, f"{services['gateway'].url}/instore/webhooks", cart_ids,
+            # Bodies and signatures are built before the clock starts: signing is not measured.
+            bodies = {cart_id: signed({"id": f"evt-{uuid.uuid4().hex}", "type": "payment.completed",
+                                       "cartId": cart_id, "locationId": "store-berlin-01"}) for cart_id in cart_ids}
+            run = asyncio.run(_run(kafka.bootstrap_servers, f"{services['gateway'].url}/instore/webhooks", bodies,
                                    args.concurrency, args.timeout, args.settle, procs))
     finally:
         for service in services.values():

@@ -46,6 +46,7 @@ PIDS=()
 KAFKA_STARTED=0
 cleanup() {
   trap - INT TERM EXIT
+  if [[ -f "${LOCK:-}" && "$(cat "$LOCK" 2>/dev/null)" == "$$" ]]; then rm -f "$LOCK"; fi
   [[ ${#PIDS[@]} -gt 0 || $KAFKA_STARTED == 1 ]] || return 0
   say "stopping…"
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -60,6 +61,12 @@ trap 'cleanup; exit 143' TERM
 trap cleanup EXIT
 
 mkdir -p "$RUN_DIR"
+# One stack per checkout: it keeps its Kafka data, logs and pid files in .local/run.
+LOCK="$RUN_DIR/stack.pid"
+if [[ -f "$LOCK" ]] && kill -0 "$(cat "$LOCK")" 2>/dev/null; then
+  die "another 'make run' or 'make demo' of this checkout is running (pid $(cat "$LOCK")) and uses .local/run; stop it, or run a second stack from a separate clone"
+fi
+echo $$ >"$LOCK"
 
 # -- Kafka ------------------------------------------------------------------------------
 if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then

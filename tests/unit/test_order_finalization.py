@@ -140,3 +140,10 @@ async def test_other_webhook_types_change_nothing() -> None:
 def test_order_number_rule_on_the_official_example_cart() -> None:
     cart = cart_decoder.decode(json.dumps(load_example("cart.example.json")).encode())
     assert order_number(cart, FIELD) == "instore-27b39077-aa57-48a5-b504-914f68fa44dc"
+
+
+def test_a_webhook_whose_type_is_not_a_string_is_not_a_payment() -> None:
+    from instore_order_finalization.finalize import parse_webhook
+
+    assert parse_webhook(b'{"type": ["payment.completed"], "cartId": "c1"}') is None
+    assert parse_webhook(b'{"type": {"a": 1}}') is None

@@ -39,8 +39,10 @@ def _order(order_id: str, number: str, lines: list[tuple[str, int]], payments: l
             "paymentInfo": {"payments": [{"typeId": "payment", "id": p} for p in payments]}}
 
 
-def _return_line(line_id: str, order_ref: str, order_line: str, qty: int = 1) -> dict[str, Any]:
-    return {"id": line_id, "quantity": qty, "custom": {"fields": {
+def _return_line(line_id: str, order_ref: str, order_line: str, qty: int = 1, cents: int | None = None) -> dict[str, Any]:
+    """A return cart line worth ``cents`` (default 2,500 per unit)."""
+    return {"id": line_id, "quantity": qty, "totalPrice": {"currencyCode": EUR, "centAmount": 2500 * qty if cents is None else cents},
+            "custom": {"fields": {
         "purchaseOrderId": order_ref, "purchaseLineItemId": order_line, "returnComment": f"{line_id} too small"}}}
 
 
@@ -151,7 +153,8 @@ async def test_a_partial_refund_records_only_the_lines_and_tenders_it_names() ->
     ([_return_line("r1", "no-such-order", "ol1")], [("rf", "p-card", 100, EUR)], "purchase-order-not-found"),
     ([{"id": "r1", "quantity": 1}], [("rf", "p-card", 100, EUR)], "return-line-without-purchase"),
     # the return items would be fine: the refund over the capture stops them too
-    ([_return_line("r1", "order-1", "ol1")], [("rf", "p-card", 5001, EUR)], "refund-exceeds-capture"),
+    ([_return_line("r1", "order-1", "ol1", cents=9000)], [("rf", "p-card", 5001, EUR)], "refund-exceeds-capture"),
+    ([_return_line("r1", "order-1", "ol1")], [("rf", "p-card", 2501, EUR)], "refund-exceeds-return"),
     ([_return_line("r1", "order-1", "ol1")], [("rf", "p-cash", 100, EUR)], "payment-not-of-purchase"),
     ([_return_line("r1", "order-1", "ol1")], [("rf", "p-card", 100, "USD")], "refund-currency-mismatch"),
     ([_return_line("r1", "order-1", "ol1")], [], "no-refunds"),
@@ -260,3 +263,63 @@ async def test_a_refusal_while_announcing_is_dead_lettered_not_retried_forever()
     events, dead = await _deliver(commerce, refund_webhook("ret-cart-1", [("rf-1", "p-card", 1999, EUR)], "evt-1"))
     assert len(events) == 1 and [m.headers["dlq-error-reason"] for m in dead] == ["commerce-refused"]
     assert len(_refunds(commerce, "p-card")) == 1
+
+
+async def test_a_refund_id_already_recorded_elsewhere_is_a_conflict_not_a_replay() -> None:
+    # the same refund id on another payment, or on the same payment for another amount, or for another return
+    commerce = _world(_return_line("r1", "order-1", "ol1"))
+    await _deliver(commerce, refund_webhook("ret-cart-1", [("rf-1", "p-card", 1999, EUR)], "evt-1"))
+    before = list(commerce.updates)
+    other_cart = _world(_return_line("r9", "order-1", "ol1"), cart_id="ret-cart-2")
+    commerce.add_cart(other_cart.cart("ret-cart-2"))
+    _, dead = await _deliver(commerce,
+                             refund_webhook("ret-cart-1", [("rf-1", "p-card", 999, EUR)], "evt-2"),
+                             refund_webhook("ret-cart-2", [("rf-1", "p-card", 1999, EUR)], "evt-3"))
+    assert [m.headers["dlq-error-reason"] for m in dead] == ["refund-id-conflict", "refund-id-conflict"]
+    assert commerce.updates == before and len(_refunds(commerce, "p-card")) == 1
+
+
+async def test_a_second_refund_of_lines_already_refunded_is_refused() -> None:
+    commerce = _world(_return_line("r1", "order-1", "ol1"))
+    first, _ = await _deliver(commerce, refund_webhook("ret-cart-1", [("rf-1", "p-card", 1999, EUR)], "evt-1"))
+    before = list(commerce.updates)
+    events, dead = await _deliver(commerce, refund_webhook("ret-cart-1", [("rf-2", "p-card", 500, EUR)], "evt-2"))
+    assert events == [] and [m.headers["dlq-error-reason"] for m in dead] == ["return-already-refunded"]
+    assert commerce.updates == before and len(first) == 1
+
+
+async def test_an_event_kafka_can_never_take_is_dead_lettered_not_retried_forever() -> None:
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    commerce = _world()
+    broker = create_broker(SETTINGS, commerce)
+    dead = _collect(broker, "instore.webhooks.v1.dlq")
+    async with TestKafkaBroker(broker) as br:
+        publish = broker.publish
+
+        async def refusing(body: Any, topic: str = "", **kwargs: Any) -> Any:
+            if topic == REFUNDS_COMPLETED.name:
+                raise MessageSizeTooLargeError("The message is 1101094 bytes")
+            return await publish(body, topic, **kwargs)
+
+        broker.publish = refusing  # type: ignore[method-assign]
+        await br.publish(refund_webhook("ret-cart-1", [("rf-1", "p-card", 1999, EUR)], "evt-1"), WEBHOOKS.name,
+                         headers={"webhook-id": "evt-1"})
+    assert [m.headers["dlq-error-reason"] for m in dead] == ["event-too-large"]
+    assert [i["paymentState"] for i in _items(commerce, "order-1")] == ["Initial"]  # recorded, not announced
+
+
+async def test_odd_and_oversized_refund_webhooks() -> None:
+    commerce = _world()
+    listed_type = json.dumps({"id": "evt-t", "type": ["refund.completed"], "returnCartId": "ret-cart-1"}).encode()
+    many = refund_webhook("ret-cart-1", [(f"rf-{i}", "p-card", 1, EUR) for i in range(101)], "evt-m")
+    events, dead = await _deliver(commerce, listed_type, many)
+    assert events == [] and commerce.updates == []
+    assert [m.headers["dlq-error-reason"] for m in dead] == ["too-large"]  # a list as type: not a refund, skipped
+
+
+def test_event_ids_tell_apart_what_was_recorded() -> None:
+    from instore_shared.contract.refunds_completed import event_id
+
+    assert event_id("o", "c", [], ["ret-a"]) != event_id("o", "c", [], ["ret-b"])
+    assert event_id("o", "c", ["rf-2", "rf-1"], ["ret-b", "ret-a"]) == event_id("o", "c", ["rf-1", "rf-2"], ["ret-a", "ret-b"])

@@ -38,11 +38,12 @@ from instore_order_finalization.finalize import (
     mark_announced,
     needs_announcement,
 )
+from instore_order_finalization.model import Cart, OrderRef
 from instore_order_finalization.settings import OrderFinalizationSettings
-from instore_shared.commercetools import CommercetoolsClient
+from instore_shared.commercetools import CommercetoolsClient, TransientError
 from instore_shared.contract import payments_completed as event_contract
 from instore_shared.kafka import headers as h
-from instore_shared.kafka.consumer import KeyedLocks, correlation_of, park
+from instore_shared.kafka.consumer import KeyedLocks, Unprocessable, correlation_of, park, publish_event
 from instore_shared.kafka.topics import PAYMENTS_COMPLETED, WEBHOOKS
 from instore_shared.logging import correlation_scope, get_logger
 from instore_shared.service import commerce_service_app, with_scopes
@@ -103,23 +104,32 @@ def create_broker(settings: OrderFinalizationSettings, commerce: OrderCommerce, 
             if result.outcome is Outcome.ORDER_CREATED and settings.order_finalization_crash_after_order_created:
                 log.warning("order_finalization.crash_for_test")
                 os._exit(3)  # crash-recovery tests: the Order exists, the event and the commit do not
-            # One announcer per cart in this process: two webhooks naming the same cart (by id and
-            # by key, so on different partitions) wait for each other, and the second re-reads the
-            # Order and finds it Confirmed. Across replicas the window stays (README).
-            async with cart_locks.hold(result.cart.id):
-                order = await current_order(commerce, result.order)
-                if not needs_announcement(order):
-                    log.info("payments_completed.already_announced", order_id=order.id)
-                    return
-                event = payments_completed(result.cart, order, webhook_id, settings)
-                await broker.publish(
-                    event_contract.encode(event), PAYMENTS_COMPLETED.name, key=order.id.encode(),
-                    correlation_id=correlation_id or None,
-                    headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON,
-                             "event-id": event.event_id},
-                )
-                log.info("payments_completed.published", order_id=order.id, event_id=event.event_id)
-                await mark_announced(commerce, order)
+            try:
+                await announce(result.cart, result.order, webhook_id, correlation_id)
+            except (Unprocessable, TransientError) as exc:
+                # Composable Commerce refused or is down, or Kafka can never take the event: the
+                # Order exists; a replay of the dead letter announces it (same event id).
+                await park(broker, message, group, exc, attempts)
+
+    async def announce(cart: Cart, created: OrderRef, webhook_id: str | None, correlation_id: str) -> None:
+        # One announcer per cart in this process: two webhooks naming the same cart (by id and
+        # by key, so on different partitions) wait for each other, and the second re-reads the
+        # Order and finds it Confirmed. Across replicas the window stays (README).
+        async with cart_locks.hold(cart.id):
+            order = await current_order(commerce, created)
+            if not needs_announcement(order):
+                log.info("payments_completed.already_announced", order_id=order.id)
+                return
+            event = payments_completed(cart, order, webhook_id, settings)
+            # Kafka failing to take the event raises out of the handler: no commit, it comes again.
+            await publish_event(
+                broker, event_contract.encode(event), PAYMENTS_COMPLETED.name, key=order.id.encode(),
+                correlation_id=correlation_id or None,
+                headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON,
+                         "event-id": event.event_id},
+            )
+            log.info("payments_completed.published", order_id=order.id, event_id=event.event_id)
+            await mark_announced(commerce, order)
 
     return broker
 

@@ -85,7 +85,8 @@ def parse_webhook(body: bytes) -> PaymentWebhook | None:
         raise PermanentFailure("bad-body", "not JSON") from exc
     if not isinstance(payload, dict):
         raise PermanentFailure("bad-body", f"a JSON {type(payload).__name__}, not an object")
-    if payload.get("type") not in PAYMENT_WEBHOOK_TYPES:
+    kind = payload.get("type")
+    if not isinstance(kind, str) or kind not in PAYMENT_WEBHOOK_TYPES:
         return None
     try:
         return msgspec.convert(payload, PaymentWebhook)

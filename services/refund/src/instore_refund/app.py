@@ -47,7 +47,7 @@ from instore_shared.commercetools import CommercetoolsClient, TransientError
 from instore_shared.contract import refunds_completed as event_contract
 from instore_shared.contract.instore_webhooks import RefundWebhook
 from instore_shared.kafka import headers as h
-from instore_shared.kafka.consumer import KeyedLocks, Unprocessable, correlation_of, park
+from instore_shared.kafka.consumer import KeyedLocks, Unprocessable, correlation_of, park, publish_event
 from instore_shared.kafka.topics import REFUNDS_COMPLETED, WEBHOOKS
 from instore_shared.logging import correlation_scope, get_logger
 from instore_shared.service import commerce_service_app, with_scopes
@@ -126,9 +126,10 @@ def create_broker(settings: RefundSettings, commerce: RefundCommerce, attempts: 
                 log.info("refunds_completed.already_announced", order_id=order_id)
                 return
             event = refunds_completed(recorded, order, webhook_id, settings)
-            # Kafka refusing the event raises out of the handler: no commit, the webhook comes again.
-            await broker.publish(
-                event_contract.encode(event), REFUNDS_COMPLETED.name, key=order_id.encode(),
+            # Kafka failing to take the event raises out of the handler: no commit, the webhook comes
+            # again; an event Kafka can never take (too large) is dead-lettered.
+            await publish_event(
+                broker, event_contract.encode(event), REFUNDS_COMPLETED.name, key=order_id.encode(),
                 correlation_id=correlation_id or None,
                 headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON,
                          "event-id": event.event_id},

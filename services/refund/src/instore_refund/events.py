@@ -12,9 +12,19 @@ from instore_shared.contract import refunds_completed as contract
 from instore_shared.contract.payments_completed import Amount
 
 
+COMMENT_LIMIT = 500
+"""Characters of a return comment carried in the event (the Order keeps it whole)."""
+
+
+def _short(comment: object) -> str | None:
+    if not isinstance(comment, str):
+        return None
+    return comment if len(comment) <= COMMENT_LIMIT else comment[: COMMENT_LIMIT - 1] + "…"
+
+
 def _field(cart: dict[str, Any], name: str) -> str | None:
     value = ((cart.get("custom") or {}).get("fields") or {}).get(name)
-    return value if isinstance(value, str) else None
+    return _short(value)
 
 
 def refunds_completed(recorded: Recorded, order: dict[str, Any], webhook_id: str | None,
@@ -31,23 +41,24 @@ def refunds_completed(recorded: Recorded, order: dict[str, Any], webhook_id: str
             return_item_key=item["key"], return_line_item_id=lines[item["key"]].line_id,
             line_item_id=item.get("lineItemId") or item.get("customLineItemId") or "",
             custom_line_item=bool(item.get("customLineItemId")), quantity=int(item["quantity"]),
-            comment=item.get("comment"),
+            comment=_short(item.get("comment")),
         )
         for info in order.get("returnInfo") or [] for item in info.get("items") or [] if item.get("key") in lines
     ]
-    refund_ids = {r.refund_id for r in recorded.refunds}
+    ours = {(r.payment_id, r.refund_id) for r in recorded.refunds}
     refunds = [
         contract.RefundedTender(refund_id=t["interactionId"], payment_id=payment_id, transaction_id=t["id"],
                                 amount=Amount(cent_amount=t["amount"]["centAmount"],
                                               currency_code=t["amount"]["currencyCode"]))
         for payment_id, payment in payments_of(order).items()
         for t in payment.get("transactions") or []
-        if t.get("type") == "Refund" and t.get("interactionId") in refund_ids
+        if t.get("type") == "Refund" and (payment_id, t.get("interactionId")) in ours
     ]
     currency = (order.get("totalPrice") or {}).get("currencyCode") or (refunds[0].amount.currency_code if refunds else "")
     cart = recorded.return_cart
     return contract.RefundsCompleted(
-        event_id=contract.event_id(order["id"], cart["id"], [r.refund_id for r in refunds]),
+        event_id=contract.event_id(order["id"], cart["id"], [r.refund_id for r in refunds],
+                                   [i.return_item_key for i in items]),
         order_id=order["id"], order_number=order.get("orderNumber"), return_cart_id=cart["id"],
         items=items, refunds=refunds,
         total_refunded=Amount(cent_amount=sum(r.amount.cent_amount for r in refunds), currency_code=currency),

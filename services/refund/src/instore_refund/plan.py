@@ -44,6 +44,8 @@ class ReturnLine:
     quantity: int
     comment: str | None = None
     custom_line: bool = False
+    cent_amount: int = 0
+    """The return cart line's ``totalPrice`` in minor units (what returning it is worth)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +139,18 @@ def plan_refunded_marks(lines: list[ReturnLine], order: dict[str, Any]) -> Updat
 def plan_refunds(refunds: list[TenderRefund], payments: dict[str, dict[str, Any]]) -> list[Update]:
     """One Payment update per original Payment: a ``Refund`` transaction for each tender refund not yet recorded.
 
-    ``payments`` maps each ``payment_id`` to the Payment JSON. Raises :class:`Refused` for a
-    payment that is unknown, a currency other than the payment's, a non-positive amount, or
-    refunds beyond what the payment captured.
+    ``payments`` maps the id of every Payment in scope (all the returned Orders') to its JSON.
+    A refund id is InStore's and names one refund: one already recorded (as a Refund's
+    ``interactionId`` on any of them) is skipped when it is the same refund — same
+    Payment, amount and currency — and refused (``refund-id-conflict``) otherwise. Raises
+    :class:`Refused` too for a payment that is unknown, a currency other than the payment's,
+    a non-positive amount, or refunds beyond what the payment captured.
     """
+    recorded: dict[str, tuple[str, int, str]] = {
+        t["interactionId"]: (pid, t["amount"]["centAmount"], t["amount"]["currencyCode"])
+        for pid, payment in payments.items() for t in payment.get("transactions") or []
+        if t["type"] == "Refund" and t.get("interactionId")
+    }
     by_payment: dict[str, list[TenderRefund]] = defaultdict(list)
     for refund in refunds:
         by_payment[refund.payment_id].append(refund)
@@ -155,10 +165,14 @@ def plan_refunds(refunds: list[TenderRefund], payments: dict[str, dict[str, Any]
                        if t["type"] == "Charge" and t["state"] == "Success")
         refunded = sum(t["amount"]["centAmount"] for t in transactions
                        if t["type"] == "Refund" and t["state"] in ("Success", "Pending", "Initial"))
-        known = {t.get("interactionId") for t in transactions if t["type"] == "Refund"}
         actions: list[dict[str, Any]] = []
         for refund in tender_refunds:
-            if refund.refund_id in known:
+            earlier = recorded.get(refund.refund_id)
+            if earlier is not None:
+                if earlier != (payment_id, refund.cent_amount, refund.currency_code):
+                    raise Refused("refund-id-conflict",
+                                  f"refund {refund.refund_id} is already recorded as {earlier[1]} {earlier[2]} on "
+                                  f"payment {earlier[0]}, not {refund.cent_amount} {refund.currency_code} on {payment_id}")
                 continue  # recorded by an earlier delivery of this refund
             if refund.currency_code != currency:
                 raise Refused("refund-currency-mismatch",
@@ -169,7 +183,7 @@ def plan_refunds(refunds: list[TenderRefund], payments: dict[str, dict[str, Any]
                 raise Refused("refund-exceeds-capture",
                               f"payment {payment_id}: {refunded + refund.cent_amount} refunded of {captured} captured")
             refunded += refund.cent_amount
-            known.add(refund.refund_id)
+            recorded[refund.refund_id] = (payment_id, refund.cent_amount, refund.currency_code)
             actions.append({"action": "addTransaction", "transaction": {
                 "type": "Refund", "state": "Success", "interactionId": refund.refund_id,
                 "amount": {"currencyCode": currency, "centAmount": refund.cent_amount},

@@ -57,6 +57,10 @@ from instore_shared.logging import get_logger
 log = get_logger(__name__)
 
 EXPAND_PAYMENTS = ("paymentInfo.payments[*]",)
+MAX_REFUNDS = 100
+"""Refunded tenders one webhook may name (a Payment update takes at most 500 actions)."""
+MAX_LINES = 250
+"""Return lines one webhook may cover (each becomes a ``setReturnPaymentState`` action, 500 at most)."""
 _REF = re.compile(r"[A-Za-z0-9_-]{2,256}")
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,256}")
 
@@ -92,13 +96,12 @@ class Outcome(enum.Enum):
 @dataclass(slots=True)
 class Recorded:
     """What was recorded: the return cart, its lines (``order_ref`` = the Order id), the tender
-    refunds, the refund ids this delivery wrote, and the Orders touched (by id)."""
+    refunds, and the Orders touched (by id)."""
 
     outcome: Outcome
     return_cart: dict[str, Any] = field(default_factory=dict)
     lines: list[ReturnLine] = field(default_factory=list)
     refunds: list[TenderRefund] = field(default_factory=list)
-    written_refund_ids: set[str] = field(default_factory=set)
     order_ids: list[str] = field(default_factory=list)
 
     def lines_of(self, order_id: str) -> list[ReturnLine]:
@@ -118,7 +121,8 @@ def parse_webhook(body: bytes) -> RefundWebhook | None:
         raise Refused("bad-body", "not JSON") from exc
     if not isinstance(payload, dict):
         raise Refused("bad-body", f"a JSON {type(payload).__name__}, not an object")
-    if payload.get("type") not in REFUND_WEBHOOK_TYPES:
+    kind = payload.get("type")
+    if not isinstance(kind, str) or kind not in REFUND_WEBHOOK_TYPES:
         return None
     try:
         return msgspec.convert(payload, RefundWebhook)
@@ -177,8 +181,56 @@ def return_lines(cart: dict[str, Any], fields: LineFields, named: list[str] | No
         lines.append(ReturnLine(line_id=line["id"], order_ref=order_ref, order_line_id=order_line,
                                 quantity=int(line.get("quantity", 0)),
                                 comment=comment if isinstance(comment, str) and comment else None,
-                                custom_line=custom_line))
+                                custom_line=custom_line,
+                                cent_amount=int(((line.get("totalPrice") or {}).get("centAmount")) or 0)))
     return lines
+
+
+def check_refunds_against_return(cart: dict[str, Any], lines: list[ReturnLine], refunds: list[TenderRefund]) -> None:
+    """The refunds may not exceed what the returned lines are worth, and are in the return cart's currency.
+
+    Raises :class:`Refused` (``refund-currency-mismatch``, ``refund-exceeds-return``).
+    Assumed — see docs: InStore refunds the return cart's lines, so their ``totalPrice``
+    bounds the refund.
+    """
+    currency = (cart.get("totalPrice") or {}).get("currencyCode")
+    for refund in refunds:
+        if refund.currency_code != currency:
+            raise Refused("refund-currency-mismatch",
+                          f"refund {refund.refund_id} in {refund.currency_code}, the return cart in {currency}")
+    worth = sum(line.cent_amount for line in lines)
+    asked = sum(refund.cent_amount for refund in refunds)
+    if asked > worth:
+        raise Refused("refund-exceeds-return",
+                      f"{asked} {currency} refunded for return lines worth {worth} {currency}")
+
+
+def check_replay(lines: list[ReturnLine], orders: dict[str, dict[str, Any]], refunds: list[TenderRefund],
+                 payments: dict[str, dict[str, Any]]) -> None:
+    """Refuse what only looks like a replay.
+
+    Return items are written before Refund transactions, and marked ``Refunded`` last. So a
+    redelivery of this refund finds either none of its refunds, or all of its return items.
+    Raises :class:`Refused`:
+
+    - ``refund-id-conflict``: one of its refund ids is recorded while some of its return
+      items are not — the id belongs to another return;
+    - ``return-already-refunded``: some of its return items are ``Refunded`` (another refund
+      of these lines finished) while some of its refunds are new — a second refund of the
+      same returned lines.
+    """
+    items = {item.get("key"): item for order in orders.values() for info in order.get("returnInfo") or []
+             for item in info.get("items") or []}
+    ours = [items.get(return_item_key(line.line_id)) for line in lines]
+    recorded_ids = {t.get("interactionId") for p in payments.values() for t in p.get("transactions") or []
+                    if t["type"] == "Refund"}
+    known = [r.refund_id for r in refunds if r.refund_id in recorded_ids]
+    if known and any(item is None for item in ours):
+        raise Refused("refund-id-conflict",
+                      f"refund {known[0]} is already recorded, but not this return's items: it belongs to another return")
+    if len(known) < len(refunds) and any(item is not None and item.get("paymentState") == "Refunded" for item in ours):
+        raise Refused("return-already-refunded",
+                      "these return lines are already returned and refunded; a further refund of them is refused")
 
 
 async def _read(commerce: RefundCommerce, kind: str, ref: str) -> dict[str, Any]:
@@ -233,8 +285,13 @@ async def record_refund(
     if not _REF.fullmatch(cart_ref):
         raise Refused("bad-return-cart-id", "returnCartId is not a commercetools id or key")
     refunds = tender_refunds(webhook)
+    if len(refunds) > MAX_REFUNDS:
+        raise Refused("too-large", f"{len(refunds)} refunded tenders in one webhook, at most {MAX_REFUNDS}")
     cart = await _read(commerce, "cart", cart_ref)
     named_lines = return_lines(cart, fields, webhook.data.lineItemIds)
+    if len(named_lines) > MAX_LINES:
+        raise Refused("too-large", f"{len(named_lines)} return lines in one webhook, at most {MAX_LINES}")
+    check_refunds_against_return(cart, named_lines, refunds)
     for _ in range(max_conflicts):
         by_ref: dict[str, dict[str, Any]] = {}
         for ref in dict.fromkeys(line.order_ref for line in named_lines):
@@ -242,14 +299,19 @@ async def record_refund(
         lines = [replace(line, order_ref=by_ref[line.order_ref]["id"]) for line in named_lines]
         orders = {order["id"]: order for order in by_ref.values()}
         payments = {pid: p for order in orders.values() for pid, p in payments_of(order).items()}
+        order_of = {pid: order for order in orders.values() for pid in payments_of(order)}
         for refund in refunds:
             if refund.payment_id not in payments:
                 raise Refused("payment-not-of-purchase",
                               f"refund {refund.refund_id}: payment {refund.payment_id} is not a payment of "
                               f"the returned orders {sorted(orders)}")
+            order_currency = (order_of[refund.payment_id].get("totalPrice") or {}).get("currencyCode")
+            if refund.currency_code != order_currency:
+                raise Refused("refund-currency-mismatch",
+                              f"refund {refund.refund_id} in {refund.currency_code}, its order in {order_currency}")
+        check_replay(lines, orders, refunds, payments)
         return_updates = plan_returns(lines, orders)
         refund_updates = plan_refunds(refunds, payments)
-        written: set[str] = set()
         try:
             for update in return_updates:
                 await _apply(commerce, "orders", update)
@@ -259,24 +321,19 @@ async def record_refund(
                 after_returns()
             for update in refund_updates:
                 await _apply(commerce, "payments", update)
-                ids = [a["transaction"]["interactionId"] for a in update.actions]
-                written.update(ids)
-                log.info("refund.refund_recorded", payment_id=update.resource_id, refund_ids=ids)
+                log.info("refund.refund_recorded", payment_id=update.resource_id,
+                         refund_ids=[a["transaction"]["interactionId"] for a in update.actions])
         except ConcurrentModification:
             log.info("refund.conflict", return_cart_id=cart["id"])
             continue  # something changed meanwhile: read again, plan again (what is there is kept)
         outcome = Outcome.RECORDED if return_updates or refund_updates else Outcome.ALREADY_RECORDED
-        return Recorded(outcome, cart, lines, refunds, written, list(orders))
+        return Recorded(outcome, cart, lines, refunds, list(orders))
     raise Refused("too-many-conflicts", f"the orders of return cart {cart_ref} kept changing")
 
 
 def needs_announcement(recorded: Recorded, order: dict[str, Any]) -> bool:
-    """True while some of this refund's return items on ``order`` are not ``Refunded``, or this delivery
-    wrote a Refund on one of its Payments (a second refund of the same return cart)."""
-    if plan_refunded_marks(recorded.lines_of(order["id"]), order) is not None:
-        return True
-    return any(r.refund_id in recorded.written_refund_ids for r in recorded.refunds
-               if r.payment_id in payments_of(order))
+    """True while some of this refund's return items on ``order`` are not ``Refunded`` (not yet announced)."""
+    return plan_refunded_marks(recorded.lines_of(order["id"]), order) is not None
 
 
 async def current_order(commerce: RefundCommerce, order_id: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """``commerce.refunds.completed.v1``: a return and its refund are recorded on an original Order (our contract).
 
 One event per original Order a finalized refund touched, keyed by that Order's id.
-``eventId`` is derived from the Order id, the return cart id and the InStore refund ids, so a
+``eventId`` is derived from the Order id, the return cart id, the InStore refund ids and the
+return item keys, so a
 replay or a redelivery carries the same id and consumers can deduplicate by it. Money is
 integer minor units plus an ISO 4217 currency.
 """
@@ -56,9 +57,11 @@ class RefundsCompleted(msgspec.Struct, frozen=True, kw_only=True, rename="camel"
     type: str = "refunds-completed"
 
 
-def event_id(order_id: str, return_cart_id: str, refund_ids: list[str]) -> str:
-    """The deterministic event id (UUID5) of the refund ``refund_ids`` of return cart ``return_cart_id`` on ``order_id``."""
-    return str(uuid.uuid5(_NAMESPACE, f"refunds-completed:{order_id}:{return_cart_id}:{','.join(sorted(refund_ids))}"))
+def event_id(order_id: str, return_cart_id: str, refund_ids: list[str], return_item_keys: list[str]) -> str:
+    """The deterministic event id (UUID5) of what one refund webhook recorded on ``order_id``: its
+    refund ids and return item keys there, of return cart ``return_cart_id``."""
+    name = f"refunds-completed:{order_id}:{return_cart_id}:{','.join(sorted(refund_ids))}:{','.join(sorted(return_item_keys))}"
+    return str(uuid.uuid5(_NAMESPACE, name))
 
 
 def encode(event: RefundsCompleted) -> bytes:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from aiokafka.errors import MessageSizeTooLargeError
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from instore_shared.commercetools.errors import TransientError
@@ -89,3 +90,17 @@ async def park(broker: KafkaBroker, message: KafkaMessage, consumer_group: str, 
     log.warning("webhook.dead_lettered", webhook_id=webhook_id, reason=reason, detail=detail[:200],
                 offset=message.raw_message.offset)
     await dead_letter(broker, message, consumer_group, reason=reason, detail=detail, attempts=tries)
+
+
+async def publish_event(broker: KafkaBroker, body: bytes, topic: str, *, key: bytes, correlation_id: str | None,
+                        headers: dict[str, str]) -> None:
+    """Publish one downstream event (acks as the broker is configured).
+
+    Raises :class:`Unprocessable` (``event-too-large``) when Kafka can never take it — a
+    retry would fail the same way forever and block the partition — and lets every other
+    Kafka error through (transient: the caller does not commit, the message comes again).
+    """
+    try:
+        await broker.publish(body, topic, key=key, correlation_id=correlation_id, headers=headers)
+    except MessageSizeTooLargeError as exc:
+        raise Unprocessable("event-too-large", f"a {len(body)}-byte event is more than Kafka takes on {topic}") from exc
