@@ -8,6 +8,9 @@ structlog logging, graceful shutdown on SIGTERM (10 s for in-flight work) and no
 from __future__ import annotations
 
 import json
+import logging
+import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,10 +42,47 @@ def health_routes(broker: KafkaBroker) -> list[tuple[str, Any]]:
     return [("/healthz", healthz), ("/readyz", readyz)]
 
 
-def serve(app: Any, host: str, port: int) -> None:
-    """Run ``app`` with uvicorn until SIGTERM/SIGINT (logging is already configured by the caller)."""
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10,
-                server_header=False)
+SHUTDOWN_DEADLINE_SECONDS = 20.0
+"""After SIGTERM/SIGINT a process that has not stopped within this many seconds exits anyway (code 1)."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server plus a deadline on shutdown.
+
+    Stopping a Kafka client whose broker is gone can wait for it without end (aiokafka
+    retries the group's last commit and leave); Kubernetes would SIGKILL the pod after its
+    grace period, but a local process would hang. After :data:`SHUTDOWN_DEADLINE_SECONDS`
+    the process exits with code 1 and says so: the offsets not committed are processed
+    again by the next owner of the partitions (the handlers are idempotent).
+    """
+
+    deadline_seconds = SHUTDOWN_DEADLINE_SECONDS
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if not self.should_exit:
+            timer = threading.Timer(self.deadline_seconds, self._give_up)
+            timer.daemon = True
+            timer.start()
+        super().handle_exit(sig, frame)
+
+    def _give_up(self) -> None:
+        from instore_shared.logging import get_logger
+
+        get_logger(__name__).error("shutdown.forced", after_s=self.deadline_seconds,
+                                   detail="did not stop in time (Kafka unreachable?); exiting")
+        logging.shutdown()
+        os._exit(1)
+
+
+def serve(app: Any, host: str, port: int, shutdown_deadline: float = SHUTDOWN_DEADLINE_SECONDS) -> None:
+    """Run ``app`` with uvicorn until SIGTERM/SIGINT (logging is already configured by the caller).
+
+    In-flight HTTP work gets 10 s; the whole shutdown ``shutdown_deadline`` seconds (see :class:`_Server`).
+    """
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                                    timeout_graceful_shutdown=10, server_header=False))
+    server.deadline_seconds = shutdown_deadline
+    server.run()
 
 
 def with_scopes(settings: CommercetoolsSettings, *scopes: str) -> CommercetoolsSettings:
