@@ -28,9 +28,8 @@ from collections.abc import Callable
 
 import psutil
 
-from bench.cart_callback import RssSampler, _pct
-from bench.webhook_to_order import _commerce, _run, _skip_old_webhooks, signed
-from bench.webhook_to_order import API_KEY, SECRET
+from bench.cart_callback import RssSampler
+from bench.webhook_to_order import API_KEY, SECRET, _commerce, _run, _skip_old_webhooks, report, signed
 from instore_shared.logging import configure_logging
 from tests.support.processes import CtMock, Service, free_port, start_ct_mock, start_kafka, start_service
 
@@ -116,34 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         mock.process.stop()
         kafka.stop()
 
-    latencies = [(times[0] - run.sent[c]) * 1000 for c, times in run.arrived.items() if c in run.sent]
-    lat = latencies or [0.0]
-    events = sum(len(times) for times in run.arrived.values())
-    duplicated = sum(1 for times in run.arrived.values() if len(times) > 1)
-    missing = args.returns - len(run.arrived)
-    last_event = max((times[0] for times in run.arrived.values()), default=run.last_sent)
-    elapsed = last_event - run.started
-    non_202 = sum(v for k, v in run.statuses.items() if k != "202")
-
-    print()
-    print(f"returns sent:                        {args.returns:7d}   ({args.concurrency} webhooks in flight)")
-    print(f"webhook-to-event latency p50:        {_pct(lat, 0.5):7.1f} ms")
-    print(f"webhook-to-event latency p99:        {_pct(lat, 0.99):7.1f} ms")
-    print(f"webhook-to-event latency max:        {max(lat):7.1f} ms")
-    print(f"returns/s through the pipeline:      {len(run.arrived) / elapsed if elapsed > 0 else 0:7.1f}   "
-          f"(first send to last event, {elapsed:.2f} s; sending took {run.last_sent - run.started:.2f} s)")
-    print(f"webhook answers:                     {', '.join(f'{k}: {v}' for k, v in sorted(run.statuses.items()))}")
-    for name, peak in rss.peak.items():
-        print(f"peak RSS {name:<19}         {peak:7.0f} MB")
-    parts = ", ".join(f"{name} {ms:.2f}" for name, ms in run.cpu_ms.items() if ms > 0.005)
-    print(f"CPU ms per return (2 cores = 2,000 ms/s shared by all): {sum(run.cpu_ms.values()):.2f}  ({parts})")
-    print()
-    exact = events == args.returns and not missing and not duplicated
-    print(f"events seen vs returns sent: {events} / {args.returns}  ({missing} without an event, "
-          f"{duplicated} with more than one)  {'ok' if exact else 'NOT EXACTLY ONE PER RETURN'}")
-    if non_202 or not exact:
-        raise SystemExit(f"bench: {non_202} webhooks not answered 202, {missing} returns without an event, "
-                         f"{duplicated} with duplicate events")
+    report(run, args.returns, args.concurrency, "return", rss.peak)
 
 
 if __name__ == "__main__":

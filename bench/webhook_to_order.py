@@ -207,6 +207,41 @@ async def _run(bootstrap: str, url: str, bodies: dict[str, tuple[bytes, dict[str
     return run
 
 
+def report(run: Run, count: int, concurrency: int, noun: str, peak_rss: dict[str, float]) -> None:
+    """Print the figures of ``run`` (``count`` webhooks, one event each expected); exit non-zero when a
+    webhook was not answered 202 or the events are not exactly one per ``noun``."""
+    latencies = [(times[0] - run.sent[c]) * 1000 for c, times in run.arrived.items() if c in run.sent]
+    lat = latencies or [0.0]
+    events = sum(len(times) for times in run.arrived.values())
+    duplicated = sum(1 for times in run.arrived.values() if len(times) > 1)
+    missing = count - len(run.arrived)
+    last_event = max((times[0] for times in run.arrived.values()), default=run.last_sent)
+    elapsed = last_event - run.started
+    non_202 = sum(v for k, v in run.statuses.items() if k != "202")
+    nouns = f"{noun}s"
+
+    print()
+    print(f"{nouns + ' sent:':<37}{count:7d}   ({concurrency} webhooks in flight)")
+    print(f"webhook-to-event latency p50:        {_pct(lat, 0.5):7.1f} ms")
+    print(f"webhook-to-event latency p99:        {_pct(lat, 0.99):7.1f} ms")
+    print(f"webhook-to-event latency max:        {max(lat):7.1f} ms")
+    print(f"{nouns + '/s through the pipeline:':<37}{len(run.arrived) / elapsed if elapsed > 0 else 0:7.1f}   "
+          f"(first send to last event, {elapsed:.2f} s; sending took {run.last_sent - run.started:.2f} s)")
+    print(f"webhook answers:                     {', '.join(f'{k}: {v}' for k, v in sorted(run.statuses.items()))}")
+    for name, peak in peak_rss.items():
+        print(f"peak RSS {name:<19}         {peak:7.0f} MB")
+    parts = ", ".join(f"{name} {ms:.2f}" for name, ms in run.cpu_ms.items() if ms > 0.005)
+    print(f"CPU ms per {noun} (2 cores = 2,000 ms/s shared by all): {sum(run.cpu_ms.values()):.2f}  ({parts})")
+    print()
+    exact = events == count and not missing and not duplicated
+    print(f"events seen vs {nouns} sent: {events} / {count}  ({missing} {nouns} without an event, "
+          f"{duplicated} with more than one; {run.foreign_events} other events ignored)  "
+          f"{'ok' if exact else 'NOT EXACTLY ONE PER ' + noun.upper()}")
+    if non_202 or not exact:
+        raise SystemExit(f"bench: {non_202} webhooks not answered 202, {missing} {nouns} without an event, "
+                         f"{duplicated} with duplicate events")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -259,36 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         mock.process.stop()
         kafka.stop()
 
-    latencies = [(times[0] - run.sent[c]) * 1000 for c, times in run.arrived.items() if c in run.sent]
-    lat = latencies or [0.0]
-    events = sum(len(times) for times in run.arrived.values())
-    duplicated = sum(1 for times in run.arrived.values() if len(times) > 1)
-    missing = args.sales - len(run.arrived)
-    last_event = max((times[0] for times in run.arrived.values()), default=run.last_sent)
-    elapsed = last_event - run.started
-    non_202 = sum(v for k, v in run.statuses.items() if k != "202")
-
-    print()
-    print(f"sales sent:                          {args.sales:7d}   ({args.concurrency} webhooks in flight)")
-    print(f"webhook-to-event latency p50:        {_pct(lat, 0.5):7.1f} ms")
-    print(f"webhook-to-event latency p99:        {_pct(lat, 0.99):7.1f} ms")
-    print(f"webhook-to-event latency max:        {max(lat):7.1f} ms")
-    print(f"sales/s through the pipeline:        {len(run.arrived) / elapsed if elapsed > 0 else 0:7.1f}   "
-          f"(first send to last event, {elapsed:.2f} s; sending took {run.last_sent - run.started:.2f} s)")
-    detail = ", ".join(f"{k}: {v}" for k, v in sorted(run.statuses.items()))
-    print(f"webhook answers:                     {detail}")
-    for name, peak in rss.peak.items():
-        print(f"peak RSS {name:<19}         {peak:7.0f} MB")
-    parts = ", ".join(f"{name} {ms:.2f}" for name, ms in run.cpu_ms.items() if ms > 0.005)
-    print(f"CPU ms per sale (2 cores = 2,000 ms/s shared by all): {sum(run.cpu_ms.values()):.2f}  ({parts})")
-    print()
-    exact = events == args.sales and not missing and not duplicated
-    print(f"events seen vs sales sent: {events} / {args.sales}  ({missing} sales without an event, "
-          f"{duplicated} with more than one; {run.foreign_events} events of other carts ignored)  "
-          f"{'ok' if exact else 'NOT EXACTLY ONE PER SALE'}")
-    if non_202 or not exact:
-        raise SystemExit(f"bench: {non_202} webhooks not answered 202, {missing} sales without an event, "
-                         f"{duplicated} sales with duplicate events")
+    report(run, args.sales, args.concurrency, "sale", rss.peak)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from instore_shared.commercetools.errors import (
     InvalidInput,
     NotFound,
 )
-from instore_shared.contract.instore_webhooks import PAYMENT_WEBHOOK_TYPES, PaymentWebhook
+from instore_shared.contract.instore_webhooks import PAYMENT_WEBHOOK_TYPES, PaymentWebhook, decode_webhook
 from instore_shared.kafka.consumer import Unprocessable
 from instore_shared.logging import get_logger
 
@@ -79,19 +79,7 @@ def parse_webhook(body: bytes) -> PaymentWebhook | None:
     Raises :class:`PermanentFailure` for a body that is not a JSON object, or a payment
     webhook whose fields have the wrong types.
     """
-    try:
-        payload = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise PermanentFailure("bad-body", "not JSON") from exc
-    if not isinstance(payload, dict):
-        raise PermanentFailure("bad-body", f"a JSON {type(payload).__name__}, not an object")
-    kind = payload.get("type")
-    if not isinstance(kind, str) or kind not in PAYMENT_WEBHOOK_TYPES:
-        return None
-    try:
-        return msgspec.convert(payload, PaymentWebhook)
-    except msgspec.ValidationError as exc:
-        raise PermanentFailure("bad-body", str(exc)[:200]) from exc
+    return decode_webhook(body, PAYMENT_WEBHOOK_TYPES, PaymentWebhook, PermanentFailure)
 
 
 async def finalize(body: bytes, commerce: OrderCommerce, order_number_field: str, currency: str,

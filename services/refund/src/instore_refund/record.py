@@ -51,7 +51,7 @@ from instore_shared.commercetools.errors import (
     InvalidInput,
     NotFound,
 )
-from instore_shared.contract.instore_webhooks import REFUND_WEBHOOK_TYPES, RefundWebhook
+from instore_shared.contract.instore_webhooks import REFUND_WEBHOOK_TYPES, RefundWebhook, decode_webhook
 from instore_shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -115,19 +115,7 @@ def parse_webhook(body: bytes) -> RefundWebhook | None:
     Raises :class:`Refused` for a body that is not a JSON object or a refund webhook whose
     fields have the wrong types.
     """
-    try:
-        payload = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise Refused("bad-body", "not JSON") from exc
-    if not isinstance(payload, dict):
-        raise Refused("bad-body", f"a JSON {type(payload).__name__}, not an object")
-    kind = payload.get("type")
-    if not isinstance(kind, str) or kind not in REFUND_WEBHOOK_TYPES:
-        return None
-    try:
-        return msgspec.convert(payload, RefundWebhook)
-    except msgspec.ValidationError as exc:
-        raise Refused("bad-body", str(exc)[:200]) from exc
+    return decode_webhook(body, REFUND_WEBHOOK_TYPES, RefundWebhook, Refused)
 
 
 def tender_refunds(webhook: RefundWebhook) -> list[TenderRefund]:

@@ -20,7 +20,8 @@ import hmac
 import json
 import re
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -185,3 +186,29 @@ def refund_webhook(return_cart_id: str, refunds: list[tuple[str, str, int, str]]
     }
     body.update(extra)
     return json.dumps(body).encode()
+
+
+_W = TypeVar("_W")
+
+
+def decode_webhook(body: bytes, types: frozenset[str], struct: type[_W],
+                   refuse: Callable[[str, str], Exception]) -> _W | None:
+    """The fields of a webhook whose ``type`` is one of ``types``, as ``struct``; None for any other webhook.
+
+    Raises ``refuse("bad-body", detail)`` for a body that is not a JSON object, or a webhook of
+    one of ``types`` whose fields have the wrong types. A ``type`` that is not a string is
+    another kind of webhook.
+    """
+    try:
+        payload = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise refuse("bad-body", "not JSON") from exc
+    if not isinstance(payload, dict):
+        raise refuse("bad-body", f"a JSON {type(payload).__name__}, not an object")
+    kind = payload.get("type")
+    if not isinstance(kind, str) or kind not in types:
+        return None
+    try:
+        return msgspec.convert(payload, struct)
+    except msgspec.ValidationError as exc:
+        raise refuse("bad-body", str(exc)[:200]) from exc
