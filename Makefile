@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.local/uv/bin/uv)
 UV_VERSION := 0.13.9
 
-.PHONY: help install run demo simulate token test test-unit test-contract test-integration test-e2e bench bench-webhooks bench-orders bench-refunds replay-dlq settings-doc clean
+.PHONY: help install run demo simulate token test test-unit test-contract test-integration test-e2e bench bench-webhooks bench-orders bench-refunds replay-dlq events settings-doc clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -77,6 +77,10 @@ bench-refunds: ## refund-webhook-to-event latency: return items, Refunds, event 
 
 replay-dlq: ## re-publish dead letters to their source topic (make replay-dlq TOPIC=instore.webhooks.v1.dlq ARGS=--dry-run)
 	$(UV) run --frozen python -m instore_shared.kafka.dlq replay --topic $(or $(TOPIC),instore.webhooks.v1.dlq) $(ARGS)
+
+events: ## print a topic's messages (make events TOPIC=commerce.refunds.completed.v1); KAFKA_PORT or KAFKA_BOOTSTRAP_SERVERS
+	@KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-9092}} \
+	$(UV) run --frozen python -m instore_shared.kafka.events --topic $(or $(TOPIC),commerce.payments.completed.v1) $(ARGS)
 
 settings-doc: ## print the settings table the README holds
 	@$(UV) run --frozen python -m instore_shared.settings_doc

@@ -13,7 +13,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 PY="$REPO/.venv/bin/python"
-say() { printf '\033[1m[demo]\033[0m %s\n' "$*"; }
+if [[ -t 1 ]]; then say() { printf '\033[1m[demo]\033[0m %s\n' "$*"; }; else say() { printf '[demo] %s\n' "$*"; }; fi
 die() { printf '[demo] error: %s\n' "$*" >&2; exit 1; }
 [[ -x "$PY" ]] || die "no virtual environment: run 'make install' first"
 

@@ -28,11 +28,24 @@ export CTP_MOCK_PORT="${CTP_MOCK_PORT:-8989}"
 export DEVFAKES_HTTP_PORT="${DEVFAKES_HTTP_PORT:-8090}"
 export LOG_JSON="${LOG_JSON:-false}"
 
-say() { printf '\033[1m[run]\033[0m %s\n' "$*"; }
+if [[ -t 1 ]]; then say() { printf '\033[1m[run]\033[0m %s\n' "$*"; }; else say() { printf '[run] %s\n' "$*"; }; fi
 die() { printf '[run] error: %s\n' "$*" >&2; exit 1; }
 
 [[ -x "$PY" ]] || die "no virtual environment: run 'make install' first"
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+mkdir -p "$RUN_DIR"
+# One stack per checkout: it keeps its Kafka data, logs and pid files in .local/run.
+LOCK="$RUN_DIR/stack.pid"
+if [[ -f "$LOCK" ]] && grep -qs run-local "/proc/$(cat "$LOCK")/cmdline"; then
+  die "another 'make run' or 'make demo' of this checkout is running (pid $(cat "$LOCK")) and uses .local/run; stop it, or run a second stack from a separate clone"
+fi
+# Free = bindable on 127.0.0.1 the way the servers bind (SO_REUSEADDR): a port another
+# program listens on, or uses for an open connection, is not.
+port_free() {
+  "$PY" -c 'import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try: s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError: sys.exit(1)' "$1"
+}
 need_port() { port_free "$1" || die "port $1 ($2) is taken; stop what uses it or set $3=<another port>"; }
 
 need_port "$GATEWAY_HTTP_PORT" gateway GATEWAY_HTTP_PORT
@@ -60,13 +73,7 @@ trap 'cleanup; exit 0' INT      # Ctrl-C is how this is meant to end
 trap 'cleanup; exit 143' TERM
 trap cleanup EXIT
 
-mkdir -p "$RUN_DIR"
-# One stack per checkout: it keeps its Kafka data, logs and pid files in .local/run.
-LOCK="$RUN_DIR/stack.pid"
-if [[ -f "$LOCK" ]] && kill -0 "$(cat "$LOCK")" 2>/dev/null; then
-  die "another 'make run' or 'make demo' of this checkout is running (pid $(cat "$LOCK")) and uses .local/run; stop it, or run a second stack from a separate clone"
-fi
-echo $$ >"$LOCK"
+echo $$ >"$LOCK"   # ours now (see the check above)
 
 # -- Kafka ------------------------------------------------------------------------------
 if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then

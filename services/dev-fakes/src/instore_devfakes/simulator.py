@@ -279,7 +279,16 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
             event = await run.wait_for_event("order", PAYMENTS_COMPLETED.name,
                                              lambda e: e.get("cartId") == state["cart"]["id"])
             summary.order_id, summary.order_number = event["orderId"], event["orderNumber"]
-            state["order"] = (await run.commerce.get_order(event["orderId"], EXPAND_PAYMENTS)).json()
+            # order-finalization confirms the Order right after publishing the event (its
+            # "announced" marker): wait for it, with the step's deadline.
+            deadline = time.monotonic() + config.timeout_seconds
+            while True:
+                state["order"] = (await run.commerce.get_order(event["orderId"], EXPAND_PAYMENTS)).json()
+                if state["order"]["orderState"] == "Confirmed":
+                    break
+                if time.monotonic() > deadline:
+                    raise StepFailed("order", f"the Order stayed {state['order']['orderState']}, not Confirmed")
+                await asyncio.sleep(0.1)
             return (f"Order {event['orderNumber']} ({state['order']['orderState']}, {state['order']['paymentState']}), "
                     f"event {event['eventId'][:8]}… with {len(event['payments'])} tenders")
 
