@@ -323,3 +323,21 @@ def test_event_ids_tell_apart_what_was_recorded() -> None:
 
     assert event_id("o", "c", [], ["ret-a"]) != event_id("o", "c", [], ["ret-b"])
     assert event_id("o", "c", ["rf-2", "rf-1"], ["ret-b", "ret-a"]) == event_id("o", "c", ["rf-1", "rf-2"], ["ret-a", "ret-b"])
+
+
+async def test_two_returns_overdrawing_one_payment_at_once_one_wins_the_other_writes_nothing() -> None:
+    import asyncio
+
+    from instore_shared.kafka.consumer import KeyedLocks
+
+    # Order-2 was paid 1,500 in cash; two return carts each refund 1,000 of it at the same moment.
+    commerce = _world(_return_line("a1", "order-2", "ol9"), cart_id="ret-a")
+    commerce.add_cart({**_world(_return_line("b1", "order-2", "ol9"), cart_id="ret-b").cart("ret-b")})
+    locks = KeyedLocks()
+    results = await asyncio.gather(
+        record_refund(refund_webhook("ret-a", [("rf-a", "p-cash", 1000, EUR)]), commerce, FIELDS, locks=locks),
+        record_refund(refund_webhook("ret-b", [("rf-b", "p-cash", 1000, EUR)]), commerce, FIELDS, locks=locks),
+        return_exceptions=True)
+    refused = [r for r in results if isinstance(r, Refused)]
+    assert len(refused) == 1 and refused[0].reason == "refund-exceeds-capture"
+    assert len(_items(commerce, "order-2")) == 1 and len(_refunds(commerce, "p-cash")) == 1  # the loser wrote nothing

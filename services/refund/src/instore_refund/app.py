@@ -81,7 +81,8 @@ def create_broker(settings: RefundSettings, commerce: RefundCommerce, attempts: 
     group = settings.refund_consumer_group
     fields = LineFields(settings.instore_field_purchase_order_id, settings.instore_field_purchase_line_item_id,
                         settings.instore_field_return_comment)
-    order_locks = KeyedLocks()
+    order_locks = KeyedLocks()  # announcing, by Order id
+    recording_locks = KeyedLocks()  # recording, by the Orders the return lines name
     crash = _crash_for_test if settings.refund_crash_after_returns_recorded else None
 
     @broker.subscriber(
@@ -101,7 +102,8 @@ def create_broker(settings: RefundSettings, commerce: RefundCommerce, attempts: 
         correlation_id = correlation_of(message)
         with correlation_scope(correlation_id):
             try:
-                recorded = await record_refund(message.body, commerce, fields, after_returns=crash)
+                recorded = await record_refund(message.body, commerce, fields, after_returns=crash,
+                                                 locks=recording_locks)
             except Exception as exc:  # noqa: BLE001 - whatever it is, it must not block the partition
                 # If Kafka cannot take the dead letter this raises: no commit, the webhook comes again.
                 await park(broker, message, group, exc, attempts)

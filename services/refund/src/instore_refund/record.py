@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -52,6 +53,7 @@ from instore_shared.commercetools.errors import (
     NotFound,
 )
 from instore_shared.contract.instore_webhooks import REFUND_WEBHOOK_TYPES, RefundWebhook, decode_webhook
+from instore_shared.kafka.consumer import KeyedLocks
 from instore_shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -256,6 +258,7 @@ async def record_refund(
     fields: LineFields,
     max_conflicts: int = 5,
     after_returns: Callable[[], None] | None = None,
+    locks: KeyedLocks | None = None,
 ) -> Recorded:
     """Process one webhook's raw ``body``: record its return items and Refund transactions, once.
 
@@ -263,6 +266,12 @@ async def record_refund(
     Raises :class:`Refused` for what must be dead-lettered — nothing is written then — and
     lets ``TransientError`` (Composable Commerce unavailable after the client's bounded
     retries) through. ``after_returns`` runs between the two writes (crash tests).
+
+    With ``locks``, refunds of the same original Orders (as the lines name them) are
+    recorded one after the other in this process: two returns overdrawing one Payment at
+    the same moment then cannot both write their return items before one is refused (across
+    replicas the Orders' versions still stop a double return, but that loser keeps its
+    return items — see the README).
     """
     webhook = parse_webhook(body)
     if webhook is None:
@@ -280,6 +289,12 @@ async def record_refund(
     if len(named_lines) > MAX_LINES:
         raise Refused("too-large", f"{len(named_lines)} return lines in one webhook, at most {MAX_LINES}")
     check_refunds_against_return(cart, named_lines, refunds)
+    async with (locks.hold_all([line.order_ref for line in named_lines]) if locks else nullcontext()):
+        return await _record(commerce, cart, cart_ref, named_lines, refunds, max_conflicts, after_returns)
+
+
+async def _record(commerce: RefundCommerce, cart: dict[str, Any], cart_ref: str, named_lines: list[ReturnLine],
+                  refunds: list[TenderRefund], max_conflicts: int, after_returns: Callable[[], None] | None) -> Recorded:
     for _ in range(max_conflicts):
         by_ref: dict[str, dict[str, Any]] = {}
         for ref in dict.fromkeys(line.order_ref for line in named_lines):

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+import asyncio
 import uuid
 from collections.abc import Callable
 
@@ -117,6 +118,7 @@ class InMemoryCommerce:
         return item key already on the Order, ``InvalidInput`` for an unknown return item or action.
         """
         self.calls.append((f"update_{resource}", resource_id))
+        await asyncio.sleep(0)  # like a network call: other tasks run in between
         if self.fail_with:
             raise self.fail_with
         if self.before_update:
