@@ -179,3 +179,11 @@ def test_a_webhook_kafka_refuses_as_too_large_is_413_not_retried_forever() -> No
         response = _post(client, BODY, {"X-Signature": sign(BODY)})
     _problem(response, 413, "payload-too-large")
     assert "retry-after" not in response.headers
+
+
+def test_a_256_character_cart_key_is_still_the_kafka_key() -> None:
+    """commercetools keys reach 256 characters; the consumers accept them, so one cart's webhooks stay on one partition."""
+    from instore_shared.contract.instore_webhooks import routing_key
+
+    assert routing_key({"returnCartId": "k" * 256}) == "k" * 256
+    assert routing_key({"returnCartId": "k" * 257}) is None

@@ -28,7 +28,7 @@ import msgspec
 ROUTING_FIELDS = ("cartId", "returnCartId", "orderNumber")
 """Fields that name the entity a webhook is about, in order of preference (assumed)."""
 
-_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,256}")  # commercetools ids and keys reach 256
 _HEX = re.compile(r"[0-9a-fA-F]{64}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{43}={0,2}")
 
