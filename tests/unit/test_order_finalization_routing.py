@@ -141,3 +141,16 @@ async def test_keyed_locks_serialise_per_key_and_forget_idle_keys() -> None:
     await asyncio.gather(work("a", "1"), work("a", "2"), work("b", "3"))
     assert order.index("1-") < order.index("2+")  # same key: one after the other
     assert locks._locks == {}  # noqa: SLF001
+
+
+async def test_an_outage_that_ends_delays_the_order_instead_of_dead_lettering_it() -> None:
+    from instore_shared.commercetools.errors import TransientError
+
+    commerce = _world(payments=[_payment("p1", 3499)])
+    commerce.fail_with, commerce.fail_times = TransientError(503, "ServiceUnavailable", "down"), 2
+    broker = create_broker(OrderFinalizationSettings(order_finalization_retry_seconds=30), commerce)
+    events = _collect(broker, PAYMENTS_COMPLETED.name)
+    dead = _collect(broker, "instore.webhooks.v1.dlq")
+    async with TestKafkaBroker(broker) as br:
+        await br.publish(_webhook(), WEBHOOKS.name)
+    assert commerce.orders_created == 1 and len(events) == 1 and dead == []

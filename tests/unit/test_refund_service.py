@@ -341,3 +341,24 @@ async def test_two_returns_overdrawing_one_payment_at_once_one_wins_the_other_wr
     refused = [r for r in results if isinstance(r, Refused)]
     assert len(refused) == 1 and refused[0].reason == "refund-exceeds-capture"
     assert len(_items(commerce, "order-2")) == 1 and len(_refunds(commerce, "p-cash")) == 1  # the loser wrote nothing
+
+
+async def test_an_outage_that_ends_delays_the_refund_one_that_lasts_dead_letters_it() -> None:
+    from instore_shared.commercetools.errors import TransientError
+
+    body = refund_webhook("ret-cart-1", [("rf-1", "p-card", 1999, EUR)], "evt-1")
+    commerce = _world()
+    commerce.fail_with, commerce.fail_times = TransientError(503, "ServiceUnavailable", "down"), 2
+    broker = create_broker(RefundSettings(refund_retry_seconds=30), commerce)
+    events, dead = _collect(broker, REFUNDS_COMPLETED.name), _collect(broker, "instore.webhooks.v1.dlq")
+    async with TestKafkaBroker(broker) as br:
+        await br.publish(body, WEBHOOKS.name, headers={"webhook-id": "evt-1"})
+    assert len(events) == 1 and dead == [] and len(_refunds(commerce, "p-card")) == 1
+
+    commerce = _world()
+    commerce.fail_with = TransientError(503, "ServiceUnavailable", "down")  # for good
+    broker = create_broker(RefundSettings(refund_retry_seconds=0.2), commerce)
+    events, dead = _collect(broker, REFUNDS_COMPLETED.name), _collect(broker, "instore.webhooks.v1.dlq")
+    async with TestKafkaBroker(broker) as br:
+        await br.publish(body, WEBHOOKS.name, headers={"webhook-id": "evt-1"})
+    assert events == [] and [m.headers["dlq-error-reason"] for m in dead] == ["commerce-unavailable"]

@@ -43,7 +43,14 @@ from instore_order_finalization.settings import OrderFinalizationSettings
 from instore_shared.commercetools import CommercetoolsClient, TransientError
 from instore_shared.contract import payments_completed as event_contract
 from instore_shared.kafka import headers as h
-from instore_shared.kafka.consumer import KeyedLocks, Unprocessable, correlation_of, park, publish_event
+from instore_shared.kafka.consumer import (
+    KeyedLocks,
+    Unprocessable,
+    correlation_of,
+    park,
+    publish_event,
+    retry_transient,
+)
 from instore_shared.kafka.topics import PAYMENTS_COMPLETED, WEBHOOKS
 from instore_shared.logging import correlation_scope, get_logger
 from instore_shared.service import commerce_service_app, with_scopes
@@ -87,13 +94,14 @@ def create_broker(settings: OrderFinalizationSettings, commerce: OrderCommerce, 
         description="Payment webhooks → exactly one Order per Cart → commerce.payments.completed.v1.",
     )
     async def on_webhook(message: KafkaMessage) -> None:
-        record = message.raw_message
         webhook_id = message.headers.get(h.WEBHOOK_ID)
         correlation_id = correlation_of(message)
         with correlation_scope(correlation_id):
             try:
-                result = await finalize(message.body, commerce, settings.instore_field_order_number,
-                                        settings.instore_currency)
+                result = await retry_transient(
+                    lambda: finalize(message.body, commerce, settings.instore_field_order_number,
+                                     settings.instore_currency),
+                    settings.order_finalization_retry_seconds, "order")
             except Exception as exc:  # noqa: BLE001 - whatever it is, it must not block the partition
                 # If Kafka cannot take the dead letter this raises: no commit, the webhook comes again.
                 await park(broker, message, group, exc, attempts)
@@ -105,7 +113,9 @@ def create_broker(settings: OrderFinalizationSettings, commerce: OrderCommerce, 
                 log.warning("order_finalization.crash_for_test")
                 os._exit(3)  # crash-recovery tests: the Order exists, the event and the commit do not
             try:
-                await announce(result.cart, result.order, webhook_id, correlation_id)
+                cart, created = result.cart, result.order
+                await retry_transient(lambda: announce(cart, created, webhook_id, correlation_id),
+                                      settings.order_finalization_retry_seconds, "payments-completed")
             except (Unprocessable, TransientError) as exc:
                 # Composable Commerce refused or is down, or Kafka can never take the event: the
                 # Order exists; a replay of the dead letter announces it (same event id).

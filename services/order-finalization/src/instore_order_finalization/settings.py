@@ -35,6 +35,9 @@ class OrderFinalizationSettings(BaseServiceSettings):
     instore_field_user_id: str = "userId"
     """Cart Custom Field with the colleague's user id (ORDER_USERID_FIELD)."""
 
+    order_finalization_retry_seconds: float = Field(default=120.0, ge=0, le=3600)
+    """How long a webhook is retried (backoff up to 15 s) while Composable Commerce is unavailable, before it is dead-lettered; 0: at once."""
+
     order_finalization_http_host: str = "127.0.0.1"
     """Address of the health endpoints (/healthz, /readyz)."""
 

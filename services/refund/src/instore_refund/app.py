@@ -47,7 +47,14 @@ from instore_shared.commercetools import CommercetoolsClient, TransientError
 from instore_shared.contract import refunds_completed as event_contract
 from instore_shared.contract.instore_webhooks import RefundWebhook
 from instore_shared.kafka import headers as h
-from instore_shared.kafka.consumer import KeyedLocks, Unprocessable, correlation_of, park, publish_event
+from instore_shared.kafka.consumer import (
+    KeyedLocks,
+    Unprocessable,
+    correlation_of,
+    park,
+    publish_event,
+    retry_transient,
+)
 from instore_shared.kafka.topics import REFUNDS_COMPLETED, WEBHOOKS
 from instore_shared.logging import correlation_scope, get_logger
 from instore_shared.service import commerce_service_app, with_scopes
@@ -102,8 +109,9 @@ def create_broker(settings: RefundSettings, commerce: RefundCommerce, attempts: 
         correlation_id = correlation_of(message)
         with correlation_scope(correlation_id):
             try:
-                recorded = await record_refund(message.body, commerce, fields, after_returns=crash,
-                                                 locks=recording_locks)
+                recorded = await retry_transient(
+                    lambda: record_refund(message.body, commerce, fields, after_returns=crash, locks=recording_locks),
+                    settings.refund_retry_seconds, "refund")
             except Exception as exc:  # noqa: BLE001 - whatever it is, it must not block the partition
                 # If Kafka cannot take the dead letter this raises: no commit, the webhook comes again.
                 await park(broker, message, group, exc, attempts)
@@ -114,7 +122,8 @@ def create_broker(settings: RefundSettings, commerce: RefundCommerce, attempts: 
                      return_cart_id=recorded.return_cart.get("id"), orders=recorded.order_ids)
             try:
                 for order_id in recorded.order_ids:
-                    await announce(recorded, order_id, webhook_id, correlation_id)
+                    await retry_transient(lambda order_id=order_id: announce(recorded, order_id, webhook_id, correlation_id),
+                                          settings.refund_retry_seconds, "refunds-completed")
             except (Unprocessable, TransientError) as exc:
                 # Composable Commerce refused or is down while announcing: the writes are done,
                 # a replay of the dead letter announces what is left (same event ids).

@@ -36,18 +36,30 @@ from instore_shared.commercetools.errors import (
 
 
 class InMemoryCommerce:
-    """Carts and Orders held as JSON; ``fail_with`` makes every call raise that error."""
+    """Carts and Orders held as JSON; ``fail_with`` makes calls raise that error — every call, or
+    only the next ``fail_times`` calls when that is set (an outage that ends)."""
 
     def __init__(self) -> None:
         self.carts: dict[str, bytes] = {}
         self.orders: dict[str, bytes] = {}
         self.fail_with: CommercetoolsError | None = None
+        self.fail_times: int | None = None
         self.calls: list[tuple[str, str]] = []
         self.payments: dict[str, dict[str, Any]] = {}
         self.orders_created = 0
         self.updates: list[tuple[str, str, list[dict[str, Any]]]] = []
         self.before_update: Callable[[str, str], None] | None = None
         """Called with (resource, id) before each update is applied; may raise (tests)."""
+
+    def _maybe_fail(self) -> None:
+        if self.fail_with is None:
+            return
+        error = self.fail_with
+        if self.fail_times is not None:
+            self.fail_times -= 1
+            if self.fail_times <= 0:
+                self.fail_with, self.fail_times = None, None
+        raise error
 
     def add_cart(self, cart: dict[str, Any]) -> None:
         """Store a Cart under its ``id`` and, when it has one, its ``key``."""
@@ -77,8 +89,7 @@ class InMemoryCommerce:
     async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse:
         """The cart by id, else by key, Payments inlined when ``expand`` asks. Raises :class:`NotFound`."""
         self.calls.append(("find_cart", ref))
-        if self.fail_with:
-            raise self.fail_with
+        self._maybe_fail()
         raw = self.carts.get(ref) or self.carts.get(f"key={ref}")
         if raw is None:
             raise NotFound(404, "ResourceNotFound", f"cart {ref} not found")
@@ -119,8 +130,7 @@ class InMemoryCommerce:
         """
         self.calls.append((f"update_{resource}", resource_id))
         await asyncio.sleep(0)  # like a network call: other tasks run in between
-        if self.fail_with:
-            raise self.fail_with
+        self._maybe_fail()
         if self.before_update:
             self.before_update(resource, resource_id)
         if resource == "orders":
@@ -167,8 +177,7 @@ class InMemoryCommerce:
     ) -> ApiResponse:
         """Create an Order from the cart, enforcing version, state and unique order numbers (see module doc)."""
         self.calls.append(("create_order_from_cart", cart_id))
-        if self.fail_with:
-            raise self.fail_with
+        self._maybe_fail()
         cart = self.cart(cart_id)
         if cart["version"] != cart_version:
             raise ConcurrentModification(409, "ConcurrentModification", "version mismatch",
@@ -191,8 +200,7 @@ class InMemoryCommerce:
     async def find_order(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse:
         """The order by id, else by order number. Raises :class:`NotFound`."""
         self.calls.append(("find_order", ref))
-        if self.fail_with:
-            raise self.fail_with
+        self._maybe_fail()
         raw = self.orders.get(ref) or self.orders.get(f"order-number={ref}")
         if raw is None:
             raise NotFound(404, "ResourceNotFound", f"order {ref} not found")

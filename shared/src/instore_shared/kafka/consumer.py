@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from typing import TypeVar
+
 from aiokafka.errors import MessageSizeTooLargeError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, wait_random_exponential
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from instore_shared.commercetools.errors import TransientError
@@ -112,3 +115,34 @@ async def publish_event(broker: KafkaBroker, body: bytes, topic: str, *, key: by
         await broker.publish(body, topic, key=key, correlation_id=correlation_id, headers=headers)
     except MessageSizeTooLargeError as exc:
         raise Unprocessable("event-too-large", f"a {len(body)}-byte event is more than Kafka takes on {topic}") from exc
+
+
+_T = TypeVar("_T")
+
+
+async def retry_transient(work: Callable[[], Awaitable[_T]], budget_seconds: float, what: str) -> _T:
+    """``await work()``; while it raises ``TransientError`` (Composable Commerce down after the
+    client's own quick retries) and ``budget_seconds`` last, wait — jittered, doubling from
+    0.5 s up to 15 s — and run it again. The partition waits meanwhile: an outage of a few
+    minutes delays webhooks instead of dead-lettering every one. ``work`` must be safe to
+    repeat (the handlers are idempotent). Raises the last ``TransientError`` when the budget
+    is spent, anything else at once.
+    """
+    if budget_seconds <= 0:
+        return await work()
+
+    def before_sleep(state: RetryCallState) -> None:
+        log.warning("commerce.unavailable_retrying", what=what, attempt=state.attempt_number,
+                    wait_s=round(state.upcoming_sleep, 2), error=str(state.outcome.exception())[:200]
+                    if state.outcome else None)
+
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(budget_seconds),
+        wait=wait_random_exponential(multiplier=0.5, max=15),
+        retry=retry_if_exception_type(TransientError),
+        before_sleep=before_sleep,
+        reraise=True,
+    ):
+        with attempt:
+            return await work()
+    raise AssertionError("unreachable")  # AsyncRetrying either returns or re-raises
