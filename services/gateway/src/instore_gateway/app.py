@@ -120,7 +120,7 @@ def client_address(request: Request[Any, Any, Any]) -> str:
 
 
 # -- guard ----------------------------------------------------------------------------
-def callback_api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def callback_api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Let through only requests whose ``X-Api-Key`` equals the Callback API Key (constant-time compare).
 
     Source: https://docs.commercetools.com/instore/integration/callbacks (the key is sent as X-Api-Key).
