@@ -20,14 +20,10 @@ event — with the same deterministic ``eventId``.
 
 from __future__ import annotations
 
-import logging
 import os
-from typing import Any
 
-from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.message import StreamMessage
 
 from instore_order_finalization.events import payments_completed
 from instore_order_finalization.finalize import (
@@ -50,8 +46,11 @@ from instore_shared.kafka.consumer import (
     park,
     publish_event,
     retry_transient,
+    webhook_broker,
+    webhook_subscriber,
 )
-from instore_shared.kafka.topics import PAYMENTS_COMPLETED, WEBHOOKS
+from instore_shared.kafka.consumer import the_message as _the_message  # noqa: F401 - the tests' collector uses it
+from instore_shared.kafka.topics import PAYMENTS_COMPLETED
 from instore_shared.logging import correlation_scope, get_logger
 from instore_shared.service import commerce_service_app, with_scopes
 from instore_shared.settings import CommercetoolsSettings, load_settings
@@ -59,40 +58,15 @@ from instore_shared.settings import CommercetoolsSettings, load_settings
 log = get_logger(__name__)
 
 
-async def _the_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
-    return message
-
-
 def create_broker(settings: OrderFinalizationSettings, commerce: OrderCommerce, attempts: int = 1) -> KafkaBroker:
     """The broker with the webhook subscriber. ``attempts`` is what the Composable Commerce client
     tries per call (reported in the dead letter)."""
-    broker = KafkaBroker(
-        settings.kafka_bootstrap_servers,
-        client_id=f"{settings.kafka_client_id_prefix}-order-finalization",
-        security=settings.kafka_security(),
-        acks="all",
-        enable_idempotence=True,
-        logger=get_logger("instore_order_finalization.kafka"),
-        apply_types=False,
-        log_level=logging.DEBUG,
-    )
+    broker = webhook_broker(settings, "order-finalization")
     group = settings.order_finalization_consumer_group
     cart_locks = KeyedLocks()
 
-    @broker.subscriber(
-        WEBHOOKS.name,
-        group_id=group,
-        # Commit after the handler returned; an exception (Kafka could not take the event or
-        # the dead letter) leaves the offset where it was and the webhook comes again.
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        # One consumer per worker in the group, each with its own partitions: partitions are
-        # processed side by side, one partition's webhooks (one cart's) strictly in order.
-        max_workers=settings.order_finalization_concurrency,
-        auto_offset_reset="earliest",
-        decoder=_the_message,
-        title="order-finalization",
-        description="Payment webhooks → exactly one Order per Cart → commerce.payments.completed.v1.",
-    )
+    @webhook_subscriber(broker, group, settings.order_finalization_concurrency, "order-finalization",
+                        "Payment webhooks → exactly one Order per Cart → commerce.payments.completed.v1.")
     async def on_webhook(message: KafkaMessage) -> None:
         webhook_id = message.headers.get(h.WEBHOOK_ID)
         correlation_id = correlation_of(message)

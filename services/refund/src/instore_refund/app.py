@@ -22,14 +22,10 @@ moment, can repeat an event — with the same ``eventId``.
 
 from __future__ import annotations
 
-import logging
 import os
-from typing import Any
 
-from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.message import StreamMessage
 
 from instore_refund.events import refunds_completed
 from instore_refund.record import (
@@ -54,17 +50,16 @@ from instore_shared.kafka.consumer import (
     park,
     publish_event,
     retry_transient,
+    webhook_broker,
+    webhook_subscriber,
 )
-from instore_shared.kafka.topics import REFUNDS_COMPLETED, WEBHOOKS
+from instore_shared.kafka.consumer import the_message as _the_message  # noqa: F401 - the tests' collector uses it
+from instore_shared.kafka.topics import REFUNDS_COMPLETED
 from instore_shared.logging import correlation_scope, get_logger
 from instore_shared.service import commerce_service_app, with_scopes
 from instore_shared.settings import CommercetoolsSettings, load_settings
 
 log = get_logger(__name__)
-
-
-async def _the_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
-    return message
 
 
 def _crash_for_test() -> None:
@@ -75,16 +70,7 @@ def _crash_for_test() -> None:
 def create_broker(settings: RefundSettings, commerce: RefundCommerce, attempts: int = 1) -> KafkaBroker:
     """The broker with the refund webhook subscriber. ``attempts`` is what the Composable Commerce
     client tries per call (reported in the dead letter)."""
-    broker = KafkaBroker(
-        settings.kafka_bootstrap_servers,
-        client_id=f"{settings.kafka_client_id_prefix}-refund",
-        security=settings.kafka_security(),
-        acks="all",
-        enable_idempotence=True,
-        logger=get_logger("instore_refund.kafka"),
-        apply_types=False,
-        log_level=logging.DEBUG,
-    )
+    broker = webhook_broker(settings, "refund")
     group = settings.refund_consumer_group
     fields = LineFields(settings.instore_field_purchase_order_id, settings.instore_field_purchase_line_item_id,
                         settings.instore_field_return_comment)
@@ -92,18 +78,8 @@ def create_broker(settings: RefundSettings, commerce: RefundCommerce, attempts: 
     recording_locks = KeyedLocks()  # recording, by the Orders the return lines name
     crash = _crash_for_test if settings.refund_crash_after_returns_recorded else None
 
-    @broker.subscriber(
-        WEBHOOKS.name,
-        group_id=group,
-        # Commit after the handler returned; an exception (Kafka could not take the event or
-        # the dead letter) leaves the offset where it was and the webhook comes again.
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        max_workers=settings.refund_concurrency,
-        auto_offset_reset="earliest",
-        decoder=_the_message,
-        title="refund",
-        description="Refund webhooks → return items and Refund transactions, once → commerce.refunds.completed.v1.",
-    )
+    @webhook_subscriber(broker, group, settings.refund_concurrency, "refund",
+                        "Refund webhooks → return items and Refund transactions, once → commerce.refunds.completed.v1.")
     async def on_webhook(message: KafkaMessage) -> None:
         webhook_id = message.headers.get(h.WEBHOOK_ID)
         correlation_id = correlation_of(message)

@@ -8,14 +8,21 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from typing import TypeVar
 
+import logging
+from typing import Any
+
 from aiokafka.errors import MessageSizeTooLargeError
+from faststream import AckPolicy
+from faststream.message import StreamMessage
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, wait_random_exponential
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from instore_shared.commercetools.errors import TransientError
 from instore_shared.kafka import headers as h
 from instore_shared.kafka.dlq import dead_letter_headers, dlq_topic
+from instore_shared.kafka.topics import WEBHOOKS
 from instore_shared.logging import get_logger
+from instore_shared.settings import BaseServiceSettings
 
 log = get_logger(__name__)
 
@@ -27,6 +34,41 @@ class Unprocessable(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+async def the_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
+    """FastStream decoder that hands the handler the message itself (raw bytes, key, headers)."""
+    return message
+
+
+def webhook_broker(settings: BaseServiceSettings, name: str) -> KafkaBroker:
+    """The Kafka broker of a webhook consumer ``name``: idempotent ``acks=all`` producer (its events
+    and dead letters must not be lost or doubled by a retry), our logger, no dependency injection
+    (FastStream's DI resolved a parameter in a worker thread per message)."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"{settings.kafka_client_id_prefix}-{name}",
+        security=settings.kafka_security(),
+        acks="all",
+        enable_idempotence=True,
+        logger=get_logger(f"instore_{name.replace('-', '_')}.kafka"),
+        apply_types=False,
+        log_level=logging.DEBUG,
+    )
+
+
+def webhook_subscriber(broker: KafkaBroker, group: str, concurrency: int, title: str, description: str) -> Any:
+    """The subscriber decorator for ``instore.webhooks.v1`` in consumer group ``group``.
+
+    Offsets are committed after the handler returned; an exception (Kafka could not take an
+    event or a dead letter) leaves the offset where it was and the webhook comes again.
+    ``concurrency`` consumers in the group, each with its own partitions: partitions are
+    processed side by side, one partition's webhooks (one cart's) strictly in order.
+    """
+    return broker.subscriber(
+        WEBHOOKS.name, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR, max_workers=concurrency,
+        auto_offset_reset="earliest", decoder=the_message, title=title, description=description,
+    )
 
 
 class KeyedLocks:
