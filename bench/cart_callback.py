@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import statistics
 import threading
 import time
 import uuid
@@ -30,7 +29,13 @@ from dataclasses import dataclass
 import aiohttp
 import psutil
 
-from tests.support.processes import Service, free_port, start_ct_mock, start_kafka, start_service
+from tests.support.processes import (
+    Service,
+    free_port,
+    start_ct_mock,
+    start_kafka,
+    start_service,
+)
 
 API_KEY = "bench-callback-key-" + uuid.uuid4().hex
 
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=5, help="seconds of unmeasured load per target first")
     args = parser.parse_args(argv)
 
-    step: Callable[[str], None] = lambda s: print(f"bench: {s}", flush=True)  # noqa: E731
+    step: Callable[[str], None] = lambda s: print(f"bench: {s}", flush=True)
     step("starting Kafka, the commercetools mock, cart-mapping and the gateway …")
     kafka = start_kafka()
     mock = start_ct_mock()

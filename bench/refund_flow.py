@@ -29,9 +29,24 @@ from collections.abc import Callable
 import psutil
 
 from bench.cart_callback import RssSampler
-from bench.webhook_to_order import API_KEY, SECRET, _commerce, _run, _skip_old_webhooks, report, signed
+from bench.webhook_to_order import (
+    API_KEY,
+    SECRET,
+    _commerce,
+    _run,
+    _skip_old_webhooks,
+    report,
+    signed,
+)
 from instore_shared.logging import configure_logging
-from tests.support.processes import CtMock, Service, free_port, start_ct_mock, start_kafka, start_service
+from tests.support.processes import (
+    CtMock,
+    Service,
+    free_port,
+    start_ct_mock,
+    start_kafka,
+    start_service,
+)
 
 GROUP = f"bench-refunds-{uuid.uuid4().hex[:8]}"
 EVENTS = "commerce.refunds.completed.v1"
@@ -74,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     configure_logging("bench", level="WARNING", json=False)
-    step: Callable[[str], None] = lambda s: print(f"bench: {s}", flush=True)  # noqa: E731
+    step: Callable[[str], None] = lambda s: print(f"bench: {s}", flush=True)
     step("starting Kafka, the commercetools mock, the gateway and refund …")
     kafka = start_kafka()
     mock = start_ct_mock()

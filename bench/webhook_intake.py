@@ -99,7 +99,7 @@ async def _send(url: str, pool: list[tuple[bytes, dict[str, str]]], senders: int
                 async with session.post(url, data=body, headers=headers) as response:
                     await response.read()
                     status = str(response.status)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 status = type(exc).__name__
             if status == "202":
                 run.accepted_total += 1
@@ -138,7 +138,7 @@ async def _end_offsets_sum(bootstrap: str) -> int:
     try:
         partitions = consumer.partitions_for_topic(TOPIC)
         if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 (first look at a fresh client)
+            await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(TOPIC) or set()
         tps = [TopicPartition(TOPIC, p) for p in partitions]
         if not tps:
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", type=int, default=1000, help="distinct signed webhook bodies to cycle through")
     args = parser.parse_args(argv)
 
-    step: Callable[[str], None] = lambda s: print(f"bench: {s}", flush=True)  # noqa: E731
+    step: Callable[[str], None] = lambda s: print(f"bench: {s}", flush=True)
     pool = _pool(args.pool)
     sizes = sorted(len(body) for body, _ in pool)
     step(f"{len(pool)} signed webhook bodies, {sizes[0]}–{sizes[-1]} bytes (median {sizes[len(sizes) // 2]})")

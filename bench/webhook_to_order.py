@@ -42,7 +42,14 @@ from bench.cart_callback import RssSampler, _cpu_seconds, _pct
 from instore_shared.commercetools import CommercetoolsClient
 from instore_shared.logging import configure_logging
 from instore_shared.settings import CommercetoolsSettings
-from tests.support.processes import CtMock, Service, free_port, start_ct_mock, start_kafka, start_service
+from tests.support.processes import (
+    CtMock,
+    Service,
+    free_port,
+    start_ct_mock,
+    start_kafka,
+    start_service,
+)
 
 SECRET = "bench-orders-secret-" + uuid.uuid4().hex
 API_KEY = "bench-orders-key-" + uuid.uuid4().hex
@@ -94,7 +101,7 @@ async def _skip_old_webhooks(bootstrap: str, group: str = GROUP) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 (first look at a fresh client)
+        await consumer._client.force_metadata_update()
         tps = [TopicPartition(WEBHOOKS, p) for p in consumer.partitions_for_topic(WEBHOOKS) or set()]
         if not tps:
             return 0
@@ -139,7 +146,7 @@ async def _run(bootstrap: str, url: str, bodies: dict[str, tuple[bytes, dict[str
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001
+        await consumer._client.force_metadata_update()
         tps = [TopicPartition(events_topic, p) for p in consumer.partitions_for_topic(events_topic) or set()]
         if not tps:
             raise SystemExit(f"bench: topic {events_topic} does not exist after the services started")
@@ -181,7 +188,7 @@ async def _run(bootstrap: str, url: str, bodies: dict[str, tuple[bytes, dict[str
                             async with session.post(url, data=body, headers=headers) as response:
                                 await response.read()
                                 status = str(response.status)
-                        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                        except (TimeoutError, aiohttp.ClientError) as exc:
                             status = type(exc).__name__
                         run.statuses[status] = run.statuses.get(status, 0) + 1
 
@@ -191,7 +198,7 @@ async def _run(bootstrap: str, url: str, bodies: dict[str, tuple[bytes, dict[str
                 run.last_sent = time.perf_counter()
             try:
                 await asyncio.wait_for(all_seen.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             cpu_after = _cpu_seconds(procs)
             await asyncio.sleep(settle)  # any duplicate event would arrive now
@@ -252,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     configure_logging("bench", level="WARNING", json=False)  # not a debug line per API call while preparing
-    step: Callable[[str], None] = lambda s: print(f"bench: {s}", flush=True)  # noqa: E731
+    step: Callable[[str], None] = lambda s: print(f"bench: {s}", flush=True)
     step("starting Kafka, the commercetools mock, the gateway and order-finalization …")
     kafka = start_kafka()
     mock = start_ct_mock()

@@ -25,9 +25,16 @@ def load_example(name: str) -> dict[str, Any]:
 
 
 # -- real parts (started only by the tests that ask for them) -------------------------
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator
 
-from tests.support.processes import CtMock, Kafka, RedisServer, start_ct_mock, start_kafka, start_redis  # noqa: E402
+from tests.support.processes import (
+    CtMock,
+    Kafka,
+    RedisServer,
+    start_ct_mock,
+    start_kafka,
+    start_redis,
+)
 
 
 @pytest.fixture(scope="session")

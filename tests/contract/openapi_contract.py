@@ -40,9 +40,10 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import jsonschema
@@ -104,7 +105,7 @@ def load_spec() -> dict[str, Any]:
         except (OSError, ValueError):
             pass  # corrupt cache: fall through to a fresh parse
     with SPEC_PATH.open("rb") as fh:
-        spec = yaml.load(fh, Loader=_yaml_loader())  # noqa: S506 - safe loader
+        spec = yaml.load(fh, Loader=_yaml_loader())
     elapsed = time.perf_counter() - started
     LAST_LOAD.update(seconds=elapsed, source=str(SPEC_PATH), loader=_yaml_loader().__name__)
     if not isinstance(spec, dict) or not str(spec.get("openapi", "")).startswith("3."):
@@ -241,7 +242,7 @@ def _build_schema_root() -> dict[str, Any]:
     return {"components": {"schemas": schemas}}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator_for(ref: str) -> jsonschema.protocols.Validator:
     root = dict(_build_schema_root())
     root["$ref"] = ref  # draft 7: siblings of $ref are ignored, like OAS 3.0
@@ -343,8 +344,8 @@ def is_api_request(url: str) -> bool:
     segments = [s for s in parts.path.split("/") if s]
     return not (
         "oauth" in segments
-        or parts.hostname is not None
-        and parts.hostname.startswith("auth.")
+        or (parts.hostname is not None
+        and parts.hostname.startswith("auth."))
     )
 
 

@@ -16,8 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import openapi_contract as oc  # noqa: E402
-from openapi_contract import ContractViolation, validate_request  # noqa: E402
+import openapi_contract as oc
+from openapi_contract import ContractViolation, validate_request
 
 BASE = "http://127.0.0.1:8989/instore-demo"
 EXAMPLES = oc.SPEC_PATH.parent / "examples"
@@ -247,7 +247,7 @@ def test_oauth_token_request() -> None:
 def test_request_recorder_with_httpx() -> None:
     httpx = pytest.importorskip("httpx")
 
-    def handler(request: "httpx.Request") -> "httpx.Response":
+    def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={})
 
     async def run(recorder: oc.RequestRecorder, bad: bool) -> None:

@@ -12,7 +12,11 @@ import pytest
 from instore_cart_mapping.handler import handle_cart_lookup
 from instore_cart_mapping.settings import CartMappingSettings
 from instore_shared.commercetools import CommercetoolsClient, NotFound
-from instore_shared.contract.cart_lookup import CartKind, CartLookupRequest, LookupStatus
+from instore_shared.contract.cart_lookup import (
+    CartKind,
+    CartLookupRequest,
+    LookupStatus,
+)
 from instore_shared.settings import CommercetoolsSettings
 from tests.contract.openapi_contract import RequestRecorder, validate_request
 from tests.support.processes import CtMock
@@ -84,7 +88,12 @@ async def test_order_finalization_sends_only_valid_requests(ct_mock: CtMock) -> 
 
 async def test_the_refund_service_sends_only_valid_requests(ct_mock: CtMock) -> None:
     """Record a return and its refund on a fresh Order through the real client; every request validates."""
-    from instore_refund.record import LineFields, current_order, mark_refunded, record_refund
+    from instore_refund.record import (
+        LineFields,
+        current_order,
+        mark_refunded,
+        record_refund,
+    )
     from instore_shared.contract.instore_webhooks import refund_webhook
 
     recorder = RequestRecorder()

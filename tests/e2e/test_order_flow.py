@@ -23,7 +23,14 @@ from aiokafka import AIOKafkaConsumer
 from instore_shared.commercetools import CommercetoolsClient
 from instore_shared.contract.instore_webhooks import payment_webhook
 from instore_shared.settings import CommercetoolsSettings
-from tests.support.processes import CtMock, Kafka, Service, free_port, start_service, wait_until
+from tests.support.processes import (
+    CtMock,
+    Kafka,
+    Service,
+    free_port,
+    start_service,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 

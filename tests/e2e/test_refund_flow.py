@@ -23,7 +23,14 @@ from aiokafka import AIOKafkaConsumer
 
 from instore_shared.contract.instore_webhooks import payment_webhook, refund_webhook
 from tests.e2e.test_order_flow import _commerce, _orders_of, _sale
-from tests.support.processes import CtMock, Kafka, Service, free_port, start_service, wait_until
+from tests.support.processes import (
+    CtMock,
+    Kafka,
+    Service,
+    free_port,
+    start_service,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 

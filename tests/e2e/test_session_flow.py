@@ -19,7 +19,13 @@ import pytest
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support.processes import Kafka, RedisServer, Service, free_port, start_service
+from tests.support.processes import (
+    Kafka,
+    RedisServer,
+    Service,
+    free_port,
+    start_service,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support.processes import REPO_ROOT, CtMock, Kafka, Service, free_port, service_env, start_service
+from tests.support.processes import (
+    REPO_ROOT,
+    CtMock,
+    Kafka,
+    Service,
+    free_port,
+    service_env,
+    start_service,
+)
 
 pytestmark = pytest.mark.e2e
 

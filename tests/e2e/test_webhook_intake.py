@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from instore_shared.contract.instore_webhooks import payment_webhook
-from tests.support.processes import CtMock, Kafka, Service, free_port, start_kafka, start_service
+from tests.support.processes import (
+    CtMock,
+    Kafka,
+    Service,
+    free_port,
+    start_kafka,
+    start_service,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,13 @@ import time
 
 import pytest
 
-from tests.support.processes import CtMock, free_port, start_kafka, start_service, wait_until
+from tests.support.processes import (
+    CtMock,
+    free_port,
+    start_kafka,
+    start_service,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 

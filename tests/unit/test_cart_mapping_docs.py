@@ -22,7 +22,10 @@ async def test_asyncapi_and_schemas_are_served_and_nothing_publishes_over_http()
 
 
 def test_reply_schema_mirror_has_the_fields_of_the_reply() -> None:
-    from instore_shared.contract.cart_lookup import CartLookupReply, CartLookupReplySchema
+    from instore_shared.contract.cart_lookup import (
+        CartLookupReply,
+        CartLookupReplySchema,
+    )
 
     assert CartLookupReply.__struct_fields__ == CartLookupReplySchema.__struct_fields__
 

@@ -11,7 +11,11 @@ from instore_cart_mapping.handler import handle_cart_lookup
 from instore_cart_mapping.settings import CartMappingSettings
 from instore_shared.commercetools.errors import TransientError
 from instore_shared.commercetools.fake import InMemoryCommerce
-from instore_shared.contract.cart_lookup import CartKind, CartLookupRequest, LookupStatus
+from instore_shared.contract.cart_lookup import (
+    CartKind,
+    CartLookupRequest,
+    LookupStatus,
+)
 from tests.conftest import load_example
 
 SETTINGS = CartMappingSettings(instore_currency="EUR")

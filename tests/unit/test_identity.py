@@ -12,7 +12,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from instore_gateway.identity import IdentityProviderUnavailable, ImsVerifier, InvalidIdentity
+from instore_gateway.identity import (
+    IdentityProviderUnavailable,
+    ImsVerifier,
+    InvalidIdentity,
+)
 
 ISS, AUD = "https://ims.example/", "instore-integration"
 

@@ -5,16 +5,15 @@ carry the original bytes and name the error."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from faststream.kafka import KafkaMessage, TestKafkaBroker
 
 from instore_order_finalization.app import _the_message, create_broker
 from instore_order_finalization.settings import OrderFinalizationSettings
 from instore_shared.commercetools.fake import InMemoryCommerce
-from instore_shared.kafka.topics import PAYMENTS_COMPLETED, WEBHOOKS
-from typing import Any
-
 from instore_shared.contract.instore_webhooks import payment_webhook
+from instore_shared.kafka.topics import PAYMENTS_COMPLETED, WEBHOOKS
 from tests.unit.test_order_finalization import _payment, _world
 
 SETTINGS = OrderFinalizationSettings()
@@ -140,7 +139,7 @@ async def test_keyed_locks_serialise_per_key_and_forget_idle_keys() -> None:
 
     await asyncio.gather(work("a", "1"), work("a", "2"), work("b", "3"))
     assert order.index("1-") < order.index("2+")  # same key: one after the other
-    assert locks._locks == {}  # noqa: SLF001
+    assert locks._locks == {}
 
 
 async def test_an_outage_that_ends_delays_the_order_instead_of_dead_lettering_it() -> None:

@@ -13,7 +13,11 @@ from litestar.testing import TestClient
 
 from instore_gateway.app import Ports, create_app
 from instore_gateway.identity import Colleague, InvalidIdentity
-from instore_gateway.instore_auth import InStoreAuthTimeout, InStoreAuthUnavailable, UserAccessToken
+from instore_gateway.instore_auth import (
+    InStoreAuthTimeout,
+    InStoreAuthUnavailable,
+    UserAccessToken,
+)
 from instore_gateway.settings import GatewaySettings
 from instore_gateway.vault import InMemoryTokenVault
 from instore_shared.kafka.rpc import BrokerUnavailable

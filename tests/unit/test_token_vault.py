@@ -6,7 +6,13 @@ import pytest
 from cryptography.fernet import Fernet
 
 from instore_gateway.settings import GatewaySettings
-from instore_gateway.vault import InMemoryTokenVault, RedisTokenVault, StoredToken, TokenVault, create_vault
+from instore_gateway.vault import (
+    InMemoryTokenVault,
+    RedisTokenVault,
+    StoredToken,
+    TokenVault,
+    create_vault,
+)
 from instore_shared.settings import load_settings
 
 API_KEY = "callback-key-that-must-not-print"

@@ -15,7 +15,11 @@ from litestar.testing import TestClient
 from instore_gateway.app import Ports, create_app
 from instore_gateway.settings import GatewaySettings
 from instore_gateway.vault import InMemoryTokenVault
-from instore_shared.contract.instore_webhooks import routing_key, signature_valid, webhook_id
+from instore_shared.contract.instore_webhooks import (
+    routing_key,
+    signature_valid,
+    webhook_id,
+)
 from instore_shared.kafka.rpc import BrokerUnavailable
 
 SECRET = b"webhook-shared-secret-for-tests"

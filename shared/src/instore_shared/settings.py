@@ -16,7 +16,6 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 _S = TypeVar("_S", bound=BaseSettings)
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings
 from pydantic_core import PydanticUndefined
+from pydantic_settings import BaseSettings
 
 # (title, "module:Class") in README order; import paths so this module needs no service at import time.
 SETTINGS_CLASSES: list[tuple[str, str]] = [

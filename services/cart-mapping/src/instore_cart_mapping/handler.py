@@ -12,7 +12,12 @@ from instore_cart_mapping.model import Order, cart_decoder, order_decoder
 from instore_cart_mapping.settings import CartMappingSettings
 from instore_shared.commercetools.client import ApiResponse
 from instore_shared.commercetools.errors import CommercetoolsError, NotFound
-from instore_shared.contract.cart_lookup import CartKind, CartLookupReply, CartLookupRequest, LookupStatus
+from instore_shared.contract.cart_lookup import (
+    CartKind,
+    CartLookupReply,
+    CartLookupRequest,
+    LookupStatus,
+)
 from instore_shared.logging import get_logger
 
 log = get_logger(__name__)

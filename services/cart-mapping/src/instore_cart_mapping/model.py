@@ -15,8 +15,8 @@ import msgspec
 class Money(msgspec.Struct, frozen=True):
     """``TypedMoney``: integer ``centAmount`` in minor units of ``currencyCode`` (ISO 4217)."""
 
-    currencyCode: str  # noqa: N815 - the API's field name
-    centAmount: int  # noqa: N815
+    currencyCode: str
+    centAmount: int
 
 
 class CustomFields(msgspec.Struct, frozen=True):
@@ -37,7 +37,7 @@ class LineItem(msgspec.Struct, frozen=True):
     id: str
     quantity: int
     variant: Variant | None = None
-    productId: str | None = None  # noqa: N815
+    productId: str | None = None
     custom: CustomFields | None = None
 
 
@@ -55,19 +55,19 @@ class Cart(msgspec.Struct, frozen=True):
 
     id: str
     version: int
-    cartState: str  # noqa: N815
-    totalPrice: Money  # noqa: N815
+    cartState: str
+    totalPrice: Money
     key: str | None = None
-    lineItems: list[LineItem] = []  # noqa: N815
-    customLineItems: list[CustomLineItem] = []  # noqa: N815
+    lineItems: list[LineItem] = []
+    customLineItems: list[CustomLineItem] = []
 
 
 class ReturnItem(msgspec.Struct, frozen=True):
     """One returned quantity of one line item (``LineItemReturnItem`` or ``CustomLineItemReturnItem``)."""
 
     quantity: int
-    lineItemId: str | None = None  # noqa: N815
-    customLineItemId: str | None = None  # noqa: N815
+    lineItemId: str | None = None
+    customLineItemId: str | None = None
 
 
 class ReturnInfo(msgspec.Struct, frozen=True):
@@ -81,11 +81,11 @@ class Order(msgspec.Struct, frozen=True):
 
     id: str
     version: int
-    totalPrice: Money  # noqa: N815
-    orderNumber: str | None = None  # noqa: N815
-    lineItems: list[LineItem] = []  # noqa: N815
-    customLineItems: list[CustomLineItem] = []  # noqa: N815
-    returnInfo: list[ReturnInfo] = []  # noqa: N815
+    totalPrice: Money
+    orderNumber: str | None = None
+    lineItems: list[LineItem] = []
+    customLineItems: list[CustomLineItem] = []
+    returnInfo: list[ReturnInfo] = []
 
 
 cart_decoder = msgspec.json.Decoder(Cart)

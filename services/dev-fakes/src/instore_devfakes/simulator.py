@@ -88,7 +88,7 @@ class Summary:
 
     def lines(self) -> list[str]:
         """The summary as printable lines (money as minor units and ISO 4217 code)."""
-        money = lambda cents: f"{cents / 100:.2f} {self.currency}"  # noqa: E731
+        money = lambda cents: f"{cents / 100:.2f} {self.currency}"
         return [
             f"Order       {self.order_number} ({self.order_id}), total {money(self.total_cents)}, paid "
             + " + ".join(f"{method} {money(cents)}" for method, cents in self.tenders),
@@ -125,7 +125,7 @@ class _Run:
             got = await action()
         except StepFailed:
             raise
-        except Exception as exc:  # noqa: BLE001 - any failure is this step's failure
+        except Exception as exc:
             raise StepFailed(name, f"{type(exc).__name__}: {exc}") from exc
         ms = (time.perf_counter() - started) * 1000
         print(f"{self.number:>2}. {name:<18} → {sent}\n    {'':<18} ← {got}  ({ms:.0f} ms)", file=self.out, flush=True)
@@ -193,7 +193,7 @@ class _Run:
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public "refresh metadata"
+    await consumer._client.force_metadata_update()
     ids = consumer.partitions_for_topic(topic)
     if not ids:
         raise StepFailed("listen", f"topic {topic} does not exist (start the services first: they create it)")

@@ -36,7 +36,11 @@ from instore_gateway.problems import (
     handle_unexpected,
     redact_path,
 )
-from instore_gateway.sessions import EventPublisher, create_session, token_callback_handler
+from instore_gateway.sessions import (
+    EventPublisher,
+    create_session,
+    token_callback_handler,
+)
 from instore_gateway.settings import GatewaySettings
 from instore_gateway.vault import TokenVault, create_vault
 from instore_gateway.webhooks import webhook_handler
@@ -189,7 +193,7 @@ async def _cart_callback(request: Request[Any, Any, State], kind: CartKind, cart
     operation_id="getSaleCart",
     media_type="application/json",
 )
-async def sale_cart(request: Request[Any, Any, State], cartId: FromPath[str]) -> Response[bytes]:  # noqa: N803 - the contract's name
+async def sale_cart(request: Request[Any, Any, State], cartId: FromPath[str]) -> Response[bytes]:
     """``GET /instore/callbacks/carts/{cartId}`` — cartId is a cart id or key (assumed — see docs)."""
     return await _cart_callback(request, CartKind.SALE, cartId)
 
@@ -205,7 +209,7 @@ async def sale_cart(request: Request[Any, Any, State], cartId: FromPath[str]) ->
     operation_id="getReturnCart",
     media_type="application/json",
 )
-async def return_cart(request: Request[Any, Any, State], cartId: FromPath[str]) -> Response[bytes]:  # noqa: N803
+async def return_cart(request: Request[Any, Any, State], cartId: FromPath[str]) -> Response[bytes]:
     """``GET /instore/callbacks/return-carts/{cartId}`` (assumed — see docs)."""
     return await _cart_callback(request, CartKind.RETURN, cartId)
 

@@ -40,7 +40,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str | None = None
     instance: str | None = None
     reason: str | None = None
-    correlationId: str | None = None  # noqa: N815
+    correlationId: str | None = None
     errors: list[dict[str, str]] | None = None
     """For 400 validation errors: ``[{"key": field, "message": what is wrong}]`` (never the value sent)."""
 

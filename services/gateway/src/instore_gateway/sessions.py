@@ -32,8 +32,16 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
-from instore_gateway.identity import IdentityProviderUnavailable, ImsVerifier, InvalidIdentity
-from instore_gateway.instore_auth import InStoreAuthClient, InStoreAuthTimeout, InStoreAuthUnavailable
+from instore_gateway.identity import (
+    IdentityProviderUnavailable,
+    ImsVerifier,
+    InvalidIdentity,
+)
+from instore_gateway.instore_auth import (
+    InStoreAuthClient,
+    InStoreAuthTimeout,
+    InStoreAuthUnavailable,
+)
 from instore_gateway.problems import Problem, ProblemError
 from instore_gateway.vault import StoredToken, TokenVault, VaultUnavailable
 from instore_shared.contract import sessions as contract
@@ -201,7 +209,7 @@ def token_callback_handler(api_key_guard: Any) -> Any:
             503: ResponseSpec(description="token vault unavailable", **_PROBLEM),
         },
     )
-    async def user_token(request: Request[Any, Any, State], userKey: FromPath[str]) -> Response[bytes]:  # noqa: N803
+    async def user_token(request: Request[Any, Any, State], userKey: FromPath[str]) -> Response[bytes]:
         """``GET /instore/callbacks/tokens/{userKey}`` (assumed — see docs)."""
         key = _valid_user_key(userKey)
         vault: TokenVault = request.app.state.vault

@@ -55,7 +55,9 @@ class GatewaySettings(BaseServiceSettings, SessionSettings):
         if self.token_vault_backend == "redis" and not keys:
             raise ValueError("TOKEN_VAULT_BACKEND=redis needs TOKEN_VAULT_ENCRYPTION_KEYS (comma-separated Fernet keys)")
         if keys:
-            from instore_gateway.vault import fernets_from_keys  # raises ValueError naming the variable, not the key
+            from instore_gateway.vault import (
+                fernets_from_keys,  # raises ValueError naming the variable, not the key
+            )
 
             fernets_from_keys(keys)
         return self

@@ -243,7 +243,7 @@ class RedisTokenVault:
         pxat = math.ceil(token.expires_at * 1000)
         try:
             await self._redis.set(key, value, pxat=pxat)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             raise VaultUnavailable(f"Redis failed: {type(exc).__name__}") from None
 
     async def get(self, user_key: str) -> StoredToken | None:
@@ -251,7 +251,7 @@ class RedisTokenVault:
         key = self.redis_key(user_key)
         try:
             value = await self._redis.get(key)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             raise VaultUnavailable(f"Redis failed: {type(exc).__name__}") from None
         if value is None:
             return None
@@ -275,7 +275,7 @@ class RedisTokenVault:
         """True when Redis answers PING within the timeout; never raises."""
         try:
             return bool(await asyncio.wait_for(self._redis.ping(), self._timeout))
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             return False
 
     async def aclose(self) -> None:

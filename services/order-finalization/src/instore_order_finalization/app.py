@@ -76,7 +76,7 @@ def create_broker(settings: OrderFinalizationSettings, commerce: OrderCommerce, 
                     lambda: finalize(message.body, commerce, settings.instore_field_order_number,
                                      settings.instore_currency),
                     settings.order_finalization_retry_seconds, "order")
-            except Exception as exc:  # noqa: BLE001 - whatever it is, it must not block the partition
+            except Exception as exc:
                 # If Kafka cannot take the dead letter this raises: no commit, the webhook comes again.
                 await park(broker, message, group, exc, attempts)
                 return

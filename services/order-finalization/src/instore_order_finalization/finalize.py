@@ -27,7 +27,11 @@ from instore_shared.commercetools.errors import (
     InvalidInput,
     NotFound,
 )
-from instore_shared.contract.instore_webhooks import PAYMENT_WEBHOOK_TYPES, PaymentWebhook, decode_webhook
+from instore_shared.contract.instore_webhooks import (
+    PAYMENT_WEBHOOK_TYPES,
+    PaymentWebhook,
+    decode_webhook,
+)
 from instore_shared.kafka.consumer import Unprocessable
 from instore_shared.logging import get_logger
 
@@ -39,13 +43,13 @@ EXPAND_PAYMENTS = ("paymentInfo.payments[*]",)
 class OrderCommerce(Protocol):
     """What finalization needs from Composable Commerce (``CommercetoolsClient`` implements it)."""
 
-    async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse: ...  # noqa: D102
-    async def get_order_by_order_number(self, order_number: str) -> ApiResponse: ...  # noqa: D102
-    async def find_order_by_cart(self, cart_id: str) -> ApiResponse | None: ...  # noqa: D102
-    async def create_order_from_cart(  # noqa: D102
+    async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse: ...
+    async def get_order_by_order_number(self, order_number: str) -> ApiResponse: ...
+    async def find_order_by_cart(self, cart_id: str) -> ApiResponse | None: ...
+    async def create_order_from_cart(
         self, cart_id: str, cart_version: int, order_number: str, payment_state: str
     ) -> ApiResponse: ...
-    async def change_order_state(self, order_id: str, version: int, order_state: str) -> ApiResponse: ...  # noqa: D102
+    async def change_order_state(self, order_id: str, version: int, order_state: str) -> ApiResponse: ...
 
 
 class Outcome(enum.Enum):

@@ -14,8 +14,8 @@ import msgspec
 class Money(msgspec.Struct, frozen=True):
     """``TypedMoney``: ``centAmount`` minor units of ``currencyCode`` (ISO 4217)."""
 
-    currencyCode: str  # noqa: N815 - the API's names
-    centAmount: int  # noqa: N815
+    currencyCode: str
+    centAmount: int
 
 
 class Transaction(msgspec.Struct, frozen=True):
@@ -25,25 +25,25 @@ class Transaction(msgspec.Struct, frozen=True):
     type: str
     state: str
     amount: Money
-    interactionId: str | None = None  # noqa: N815
+    interactionId: str | None = None
 
 
 class PaymentMethodInfo(msgspec.Struct, frozen=True):
     """How the tender was paid (``method``, e.g. CREDIT_CARD or CASH) and through which ``paymentInterface``."""
 
     method: str | None = None
-    paymentInterface: str | None = None  # noqa: N815
+    paymentInterface: str | None = None
 
 
 class Payment(msgspec.Struct, frozen=True):
     """A Payment with its transactions."""
 
     id: str
-    amountPlanned: Money  # noqa: N815
+    amountPlanned: Money
     transactions: list[Transaction] = []
-    interfaceId: str | None = None  # noqa: N815
+    interfaceId: str | None = None
     key: str | None = None
-    paymentMethodInfo: PaymentMethodInfo = PaymentMethodInfo()  # noqa: N815
+    paymentMethodInfo: PaymentMethodInfo = PaymentMethodInfo()
 
 
 class PaymentRef(msgspec.Struct, frozen=True):
@@ -70,13 +70,13 @@ class Cart(msgspec.Struct, frozen=True):
 
     id: str
     version: int
-    cartState: str  # noqa: N815
-    totalPrice: Money  # noqa: N815
+    cartState: str
+    totalPrice: Money
     key: str | None = None
-    paymentInfo: PaymentInfo | None = None  # noqa: N815
+    paymentInfo: PaymentInfo | None = None
     custom: CustomFields | None = None
-    lineItems: list[Any] = []  # noqa: N815 - only counted
-    customLineItems: list[Any] = []  # noqa: N815
+    lineItems: list[Any] = []
+    customLineItems: list[Any] = []
 
 
 class OrderRef(msgspec.Struct, frozen=True):
@@ -84,8 +84,8 @@ class OrderRef(msgspec.Struct, frozen=True):
 
     id: str
     version: int
-    orderNumber: str | None = None  # noqa: N815
-    orderState: str = "Open"  # noqa: N815
+    orderNumber: str | None = None
+    orderState: str = "Open"
 
 
 cart_decoder = msgspec.json.Decoder(Cart)

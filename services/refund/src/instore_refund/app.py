@@ -88,7 +88,7 @@ def create_broker(settings: RefundSettings, commerce: RefundCommerce, attempts: 
                 recorded = await retry_transient(
                     lambda: record_refund(message.body, commerce, fields, after_returns=crash, locks=recording_locks),
                     settings.refund_retry_seconds, "refund")
-            except Exception as exc:  # noqa: BLE001 - whatever it is, it must not block the partition
+            except Exception as exc:
                 # If Kafka cannot take the dead letter this raises: no commit, the webhook comes again.
                 await park(broker, message, group, exc, attempts)
                 return

@@ -11,7 +11,6 @@ from instore_refund.settings import RefundSettings
 from instore_shared.contract import refunds_completed as contract
 from instore_shared.contract.payments_completed import Amount
 
-
 COMMENT_LIMIT = 500
 """Characters of a return comment carried in the event (the Order keeps it whole)."""
 

@@ -52,7 +52,11 @@ from instore_shared.commercetools.errors import (
     InvalidInput,
     NotFound,
 )
-from instore_shared.contract.instore_webhooks import REFUND_WEBHOOK_TYPES, RefundWebhook, decode_webhook
+from instore_shared.contract.instore_webhooks import (
+    REFUND_WEBHOOK_TYPES,
+    RefundWebhook,
+    decode_webhook,
+)
 from instore_shared.kafka.consumer import KeyedLocks
 from instore_shared.logging import get_logger
 
@@ -70,9 +74,9 @@ _ID = re.compile(r"[A-Za-z0-9._:-]{1,256}")
 class RefundCommerce(Protocol):
     """What the refund service needs from Composable Commerce (``CommercetoolsClient`` implements it)."""
 
-    async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse: ...  # noqa: D102
-    async def find_order(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse: ...  # noqa: D102
-    async def update(  # noqa: D102
+    async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse: ...
+    async def find_order(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse: ...
+    async def update(
         self, resource: str, resource_id: str, version: int, actions: list[dict[str, Any]]
     ) -> ApiResponse: ...
 

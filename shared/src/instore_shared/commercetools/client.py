@@ -16,27 +16,35 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import warnings
-
+import authlib.deprecate  # installs an "always" filter for its own warning; ours must come after
 import httpx
 import msgspec
 from httpx_aiohttp import AiohttpTransport
-
-import authlib.deprecate  # installs an "always" filter for its own warning; ours must come after
 
 with warnings.catch_warnings():
     # Authlib >= 1.7 prefers the "httpx2" fork and warns when it falls back to httpx, which
     # this project uses everywhere; the httpx integration is the same code path.
     warnings.simplefilter("ignore", authlib.deprecate.AuthlibDeprecationWarning)
     from authlib.integrations.httpx_client import AsyncOAuth2Client
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
-from instore_shared.commercetools.errors import AuthenticationFailed, NotFound, TransientError, error_from_response
+from instore_shared.commercetools.errors import (
+    AuthenticationFailed,
+    NotFound,
+    TransientError,
+    error_from_response,
+)
 from instore_shared.logging import get_logger
 from instore_shared.settings import CommercetoolsSettings
 

@@ -17,13 +17,12 @@ otherwise), ``setReturnPaymentState`` by ``returnItemId`` or ``returnItemKey``,
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
-
 import asyncio
 import uuid
 from collections.abc import Callable
+from typing import Any
+
+import msgspec
 
 from instore_shared.commercetools.client import ApiResponse
 from instore_shared.commercetools.errors import (

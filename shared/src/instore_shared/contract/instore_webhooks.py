@@ -98,7 +98,7 @@ class PaymentWebhook(msgspec.Struct, frozen=True):
 
     type: str
     id: str | None = None
-    cartId: str | None = None  # noqa: N815 - InStore's name (assumed)
+    cartId: str | None = None
     data: dict[str, object] = {}
 
     def cart_ref(self) -> str | None:
@@ -129,15 +129,15 @@ REFUND_WEBHOOK_TYPES = frozenset({"refund.completed", "refund.finalized"})
 class RefundAmount(msgspec.Struct, frozen=True):
     """Money as commercetools writes it: ``centAmount`` minor units of ``currencyCode`` (ISO 4217)."""
 
-    centAmount: int  # noqa: N815 - commercetools' names
-    currencyCode: str  # noqa: N815
+    centAmount: int
+    currencyCode: str
 
 
 class TenderRefundPayload(msgspec.Struct, frozen=True):
     """One refunded tender (assumed): InStore's refund id for it, the original Payment, the amount."""
 
-    refundId: str  # noqa: N815 - InStore's name (assumed)
-    paymentId: str  # noqa: N815
+    refundId: str
+    paymentId: str
     amount: RefundAmount
     tender: str | None = None
 
@@ -147,8 +147,8 @@ class RefundData(msgspec.Struct, frozen=True):
     lines the refund covers (absent: every line of the return cart)."""
 
     refunds: list[TenderRefundPayload] = []
-    returnCartId: str | None = None  # noqa: N815
-    lineItemIds: list[str] | None = None  # noqa: N815
+    returnCartId: str | None = None
+    lineItemIds: list[str] | None = None
 
 
 class RefundWebhook(msgspec.Struct, frozen=True):
@@ -158,7 +158,7 @@ class RefundWebhook(msgspec.Struct, frozen=True):
 
     type: str
     id: str | None = None
-    returnCartId: str | None = None  # noqa: N815
+    returnCartId: str | None = None
     data: RefundData = RefundData()
 
     def return_cart_ref(self) -> str | None:

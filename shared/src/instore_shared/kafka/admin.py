@@ -52,7 +52,7 @@ async def ensure_topics(
             if created:
                 log.info("kafka.topics_created", topics=created)
             return created
-        except (OSError, Exception) as exc:  # noqa: BLE001 - aiokafka raises many kinds while starting
+        except (OSError, Exception) as exc:
             if loop.time() + delay > deadline:
                 raise TimeoutError(f"Kafka at {bootstrap_servers} did not answer: {exc!r}") from exc
             await asyncio.sleep(delay)

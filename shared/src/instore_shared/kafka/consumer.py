@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-
-from typing import TypeVar
-
-import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka.errors import MessageSizeTooLargeError
 from faststream import AckPolicy
-from faststream.message import StreamMessage
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, wait_random_exponential
 from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.message import StreamMessage
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from instore_shared.commercetools.errors import TransientError
 from instore_shared.kafka import headers as h

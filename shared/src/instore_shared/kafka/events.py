@@ -31,7 +31,7 @@ async def show(bootstrap: str, topic: str, idle_timeout: float, client_options: 
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - no public "refresh metadata"
+            await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             raise LookupError(f"topic {topic} does not exist")
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LookupError as exc:
         print(f"events: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - aiokafka raises many kinds; say which
+    except Exception as exc:
         print(f"events: Kafka failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(f"events: {count} messages on {args.topic}", file=sys.stderr)

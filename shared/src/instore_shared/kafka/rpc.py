@@ -219,7 +219,7 @@ class RequestReplyClient:
     async def _reply_partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
         deadline = time.monotonic() + 10
         while True:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+            await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(self._reply_topic)
             if partitions:
                 return partitions
@@ -232,7 +232,7 @@ class RequestReplyClient:
             if client is not None:
                 try:
                     await client.stop()
-                except Exception:  # noqa: BLE001 - closing a half-open client
+                except Exception:
                     pass
         self._consumer = None
         self._producer = None
