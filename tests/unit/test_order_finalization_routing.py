@@ -11,9 +11,9 @@ from faststream.kafka import KafkaMessage, TestKafkaBroker
 
 from instore_order_finalization.app import _the_message, create_broker
 from instore_order_finalization.settings import OrderFinalizationSettings
-from instore_shared.commercetools.fake import InMemoryCommerce
 from instore_shared.contract.instore_webhooks import payment_webhook
 from instore_shared.kafka.topics import PAYMENTS_COMPLETED, WEBHOOKS
+from tests.fakes.commerce import InMemoryCommerce
 from tests.unit.test_order_finalization import _payment, _world
 
 SETTINGS = OrderFinalizationSettings()

@@ -16,9 +16,9 @@ from instore_refund.plan import Refused
 from instore_refund.record import LineFields, record_refund
 from instore_refund.settings import RefundSettings
 from instore_shared.commercetools.errors import ConcurrentModification, InvalidInput
-from instore_shared.commercetools.fake import InMemoryCommerce
 from instore_shared.contract.instore_webhooks import refund_webhook
 from instore_shared.kafka.topics import REFUNDS_COMPLETED, WEBHOOKS
+from tests.fakes.commerce import InMemoryCommerce
 
 SETTINGS = RefundSettings()
 FIELDS = LineFields("purchaseOrderId", "purchaseLineItemId", "returnComment")
