@@ -96,6 +96,7 @@ class InMemoryCommerce:
     async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse:
         """The cart by id, else by key, Payments inlined when ``expand`` asks. Raises :class:`NotFound`."""
         self.calls.append(("find_cart", ref))
+        await asyncio.sleep(0)  # like a network call: other tasks run in between
         self._maybe_fail()
         raw = self.carts.get(ref) or self.carts.get(f"key={ref}")
         if raw is None:
@@ -109,6 +110,7 @@ class InMemoryCommerce:
 
     async def get_order_by_order_number(self, order_number: str, expand: tuple[str, ...] = ()) -> ApiResponse:
         """The order whose ``orderNumber`` is ``order_number``. Raises :class:`NotFound`."""
+        await asyncio.sleep(0)
         raw = self.orders.get(f"order-number={order_number}")
         if raw is None:
             raise NotFound(404, "ResourceNotFound", f"order {order_number} not found")
@@ -184,6 +186,7 @@ class InMemoryCommerce:
     ) -> ApiResponse:
         """Create an Order from the cart, enforcing version, state and unique order numbers (see module doc)."""
         self.calls.append(("create_order_from_cart", cart_id))
+        await asyncio.sleep(0)
         self._maybe_fail()
         cart = self.cart(cart_id)
         if cart["version"] != cart_version:
