@@ -10,13 +10,13 @@ import msgspec
 from instore_cart_mapping.handler import handle_cart_lookup
 from instore_cart_mapping.settings import CartMappingSettings
 from instore_shared.commercetools.errors import TransientError
-from instore_shared.commercetools.fake import InMemoryCommerce
 from instore_shared.contract.cart_lookup import (
     CartKind,
     CartLookupRequest,
     LookupStatus,
 )
 from tests.conftest import load_example
+from tests.fakes.commerce import InMemoryCommerce
 
 SETTINGS = CartMappingSettings(instore_currency="EUR")
 

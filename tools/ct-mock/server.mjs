@@ -195,6 +195,44 @@ if (shims) {
   };
 }
 
+// --- Custom Objects: the draft version is a compare-and-set, 0 included -----
+// (always on: the consumers' announcement markers rely on it; https://docs.commercetools.com/api/projects/custom-objects#create-or-update-customobject)
+// The mock 4.4.0 tests `if (draft.version)`, so `version: 0` on an existing object
+// silently replaces it. The API: "If the request contains a version and an object with
+// the given container/key, then the version must match" — 409 ConcurrentModification.
+{
+  const customObjects = repos["key-value-document"];
+  const origCreate = customObjects.create.bind(customObjects);
+  // One write at a time per (container, key): the check and the write must not interleave
+  // with another request's (the API's compare-and-set is atomic).
+  const tails = new Map();
+  customObjects.create = (context, draft) => {
+    const id = `${context.projectKey}/${draft?.container}/${draft?.key}`;
+    const run = (tails.get(id) ?? Promise.resolve()).then(() => createChecked(context, draft));
+    const tail = run.catch(() => {});
+    tails.set(id, tail);
+    tail.then(() => tails.get(id) === tail && tails.delete(id));
+    return run;
+  };
+  const createChecked = async (context, draft) => {
+    if (draft?.version != null) {
+      const current = await customObjects.getWithContainerAndKey(context, draft.container, draft.key);
+      const actual = current ? current.version : 0;
+      if (actual !== draft.version) {
+        throw new CommercetoolsError(
+          {
+            code: "ConcurrentModification",
+            message: `Object ${current ? current.id : `${draft.container}/${draft.key}`} has a different version than expected. Expected: ${draft.version} - Actual: ${actual}.`,
+            ...(current ? { currentVersion: actual } : {}),
+          },
+          409,
+        );
+      }
+    }
+    return origCreate(context, draft);
+  };
+}
+
 // The token endpoint only reads `scope` from the query string; real clients
 // send it in the form body. Mirror body.scope into the query so the issued
 // token reports the requested scope instead of "todo".

@@ -218,6 +218,25 @@ class CommercetoolsClient:
                 pass
         return await self.get_order_by_order_number(ref, expand)
 
+    async def get_custom_object(self, container: str, key: str) -> ApiResponse:
+        """``GET /custom-objects/{container}/{key}`` (https://docs.commercetools.com/api/projects/custom-objects).
+
+        Raises :class:`NotFound` when there is none.
+        """
+        return await self.request("GET", f"/custom-objects/{quote(container, safe='')}/{quote(key, safe='')}")
+
+    async def put_custom_object(self, container: str, key: str, value: Any, version: int | None = None) -> ApiResponse:
+        """``POST /custom-objects`` with a ``CustomObjectDraft``: create, or replace the value of, the object.
+
+        With ``version``, the write is a compare-and-set: it must be the stored object's version,
+        and ``0`` creates only when no such object exists — otherwise ``ConcurrentModification``
+        (409). ``value`` is JSON; fields that are ``null`` are not saved by the API.
+        """
+        draft: dict[str, Any] = {"container": container, "key": key, "value": value}
+        if version is not None:
+            draft["version"] = version
+        return await self.request("POST", "/custom-objects", json=draft)
+
     # -- transport -------------------------------------------------------------------
     async def request(
         self,
