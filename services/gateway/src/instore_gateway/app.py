@@ -119,7 +119,12 @@ async def _send_problem(send: Send, problem: Problem) -> None:
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:
-    """The TCP peer's address: the rate-limit bucket. ``X-Forwarded-For`` is not trusted (anyone can set it)."""
+    """The client's address: the rate-limit bucket.
+
+    The TCP peer, unless it is one of ``GATEWAY_TRUSTED_PROXIES``: then the address that proxy
+    reports in ``X-Forwarded-For`` (uvicorn rewrites the ASGI ``client``; see
+    :func:`instore_shared.service.http_config`). From anyone else the header is ignored.
+    """
     return request.client.host if request.client else "unknown"
 
 
