@@ -186,3 +186,16 @@ def test_the_dev_fakes_bound_request_heads_too() -> None:
         assert _status(answer) == 431
     finally:
         fakes.stop()
+
+
+# -- B3: the Callback API Key as the HTTP parser hands it over ----------------------------------
+def test_whitespace_around_the_callback_api_key_is_one_rule_on_the_wire(gateway: Service) -> None:
+    """httptools drops the leading whitespace of a field value and keeps the trailing: both must pass."""
+    path = b"/instore/callbacks/tokens/" + b"A" * 43
+    for value in (API_KEY.encode(), b" " + API_KEY.encode(), API_KEY.encode() + b" ", b"\t" + API_KEY.encode() + b" \t"):
+        answer = _exchange(_port(gateway), b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Api-Key: "
+                           + value + b"\r\n\r\n")
+        assert _status(answer) == 404, (value, answer[:300])
+    answer = _exchange(_port(gateway), b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Api-Key: "
+                       + API_KEY.encode() + b" x\r\n\r\n")
+    assert _status(answer) == 401

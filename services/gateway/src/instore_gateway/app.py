@@ -133,12 +133,15 @@ async def callback_api_key_guard(connection: ASGIConnection[Any, Any, Any, Any],
     """Let through only requests whose ``X-Api-Key`` equals the Callback API Key (constant-time compare).
 
     Source: https://docs.commercetools.com/instore/integration/callbacks (the key is sent as X-Api-Key).
+    Whitespace around the value (SP, HTAB) is not part of it (RFC 9110 §5.5: optional whitespace
+    around a field value is excluded) and is trimmed before the compare — the HTTP parser
+    already drops leading whitespace but keeps trailing, so one rule for both.
     Raises :class:`ProblemError` 401 otherwise.
     """
     expected: bytes = connection.app.state.callback_api_key
     given = connection.headers.getall(API_KEY_HEADER, [])
     # Exactly one header: with two, a proxy and this guard could each read a different one.
-    if len(given) != 1 or not hmac.compare_digest(given[0].encode(errors="surrogateescape"), expected):
+    if len(given) != 1 or not hmac.compare_digest(given[0].strip(" \t").encode(errors="surrogateescape"), expected):
         raise ProblemError(401, "unauthorized", "Unauthorized", "missing or wrong X-Api-Key",
                            headers={"WWW-Authenticate": 'ApiKey header="X-Api-Key"'})
 
@@ -327,7 +330,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
         ],
         lifespan=[lifespan],
         state=State({
-            "callback_api_key": settings.instore_callback_api_key.get_secret_value().encode(),
+            "callback_api_key": settings.instore_callback_api_key.get_secret_value().strip(" \t").encode(),
             "webhook_secret": settings.instore_webhook_secret.get_secret_value().encode(),
         }),
         exception_handlers={
