@@ -152,8 +152,10 @@ _CART_RESPONSES = {
     401: ResponseSpec(data_container=Problem, description="missing or wrong X-Api-Key", media_type="application/problem+json"),
     404: ResponseSpec(data_container=Problem, description="no cart with that id or key", media_type="application/problem+json"),
     409: ResponseSpec(data_container=Problem, description="the cart's state forbids taking it (e.g. not Active)", media_type="application/problem+json"),
-    422: ResponseSpec(data_container=Problem, description="the cart's content forbids taking it (empty, wrong currency, bad return line)", media_type="application/problem+json"),
-    502: ResponseSpec(data_container=Problem, description="Composable Commerce could not be read", media_type="application/problem+json"),
+    422: ResponseSpec(data_container=Problem, description="the cart's content forbids taking it (empty, wrong currency, bad return line), "
+                      "or Composable Commerce refused the lookup (commerce-refused)", media_type="application/problem+json"),
+    502: ResponseSpec(data_container=Problem, description="Composable Commerce could not be read (commerce-unavailable) "
+                      "or refused this integration's credentials (commerce-access-denied)", media_type="application/problem+json"),
     503: ResponseSpec(data_container=Problem, description="Kafka is unreachable; retry later", media_type="application/problem+json"),
     504: ResponseSpec(data_container=Problem, description="cart-mapping did not answer in time", media_type="application/problem+json"),
 }
@@ -162,7 +164,7 @@ _STATUS_OF = {
     LookupStatus.NOT_FOUND: (404, "Cart not found"),
     LookupStatus.CONFLICT: (409, "Cart may not be taken"),
     LookupStatus.INVALID: (422, "Cart may not be taken"),
-    LookupStatus.UPSTREAM_ERROR: (502, "Composable Commerce unavailable"),
+    LookupStatus.UPSTREAM_ERROR: (502, "Composable Commerce could not be read"),
 }
 
 
