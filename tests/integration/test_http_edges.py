@@ -170,6 +170,21 @@ def test_a_head_that_trickles_in_is_cut_off_after_the_header_timeout(gateway: Se
     assert 0.9 <= took < 5, took
 
 
+def test_the_next_head_on_a_kept_alive_connection_has_the_same_deadline(gateway: Service) -> None:
+    with socket.create_connection(("127.0.0.1", _port(gateway)), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = b""
+        while not first.endswith(b'{"status":"ok"}'):
+            first += sock.recv(65536)
+        assert _status(first) == 200
+        started = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # the next request's head, never finished
+        answer = _read_all(sock)
+        took = time.monotonic() - started
+    assert _status(answer) == 408
+    assert 0.9 <= took < 5, took
+
+
 def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(gateway: Service) -> None:
     with socket.create_connection(("127.0.0.1", _port(gateway)), timeout=10) as sock:
         started = time.monotonic()
