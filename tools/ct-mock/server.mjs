@@ -15,7 +15,26 @@
 //
 // stdout carries only the protocol lines: optionally `SEED {json}`, then
 // `ct-mock ready on http://127.0.0.1:PORT`. Diagnostics go to stderr.
+import { createRequire } from "node:module";
 import { CommercetoolsMock } from "@labdigital/commercetools-mock";
+
+// fastify's router (find-my-way) answers 414 FST_ERR_MAX_PARAM_LENGTH for a path parameter
+// longer than its maxParamLength, 100 by default, and the mock builds its fastify app with no
+// way to pass router options. The real API takes keys of up to 256 characters
+// (https://docs.commercetools.com/api/projects/carts#cart — `key`), i.e. path segments such
+// as `key=<256 characters>`: raise the floor of every router this process creates. (A setter
+// on the prototype, because find-my-way assigns `this.maxParamLength` in its constructor.)
+const MAX_PARAM_LENGTH = 1024;
+const FindMyWay = createRequire(createRequire(import.meta.url).resolve("fastify"))("find-my-way");
+Object.defineProperty(FindMyWay.prototype, "maxParamLength", {
+  configurable: true,
+  get: () => MAX_PARAM_LENGTH,
+  set(value) {
+    Object.defineProperty(this, "maxParamLength", {
+      value: Math.max(Number(value) || 0, MAX_PARAM_LENGTH), writable: true, enumerable: true, configurable: true,
+    });
+  },
+});
 
 // CTP_MOCK_HOST: the address to bind (0.0.0.0 in a container); loopback by default.
 const HOST = process.env.CTP_MOCK_HOST || "127.0.0.1";

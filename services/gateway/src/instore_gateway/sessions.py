@@ -30,7 +30,7 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody, Parameter
 
 from instore_gateway.identity import (
     IdentityProviderUnavailable,
@@ -54,7 +54,14 @@ log = get_logger(__name__)
 USER_KEY = re.compile(r"[A-Za-z0-9_-]{43}")
 """A user key as :func:`new_user_key` draws them: 32 random bytes, URL-safe base64, no padding."""
 
-_ID = r"^[A-Za-z0-9._:-]{1,128}\Z"  # \Z: "$" would let a trailing newline through
+END_OF_STRING = r"(?![\s\S])"
+r"""The end of the string in Python's and in ECMA-262's (JSON Schema's) regexes alike: ``$`` would let a
+trailing newline through in Python, and ``\Z`` is no anchor in ECMA-262 (it would read as the letter Z)."""
+
+USER_KEY_SCHEMA = {"pattern": f"^{USER_KEY.pattern}{END_OF_STRING}", "minLength": 43, "maxLength": 43}
+"""The rule of :data:`USER_KEY` for the OpenAPI document."""
+
+_ID = rf"^[A-Za-z0-9._:-]{{1,128}}{END_OF_STRING}"
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -130,6 +137,7 @@ _PROBLEM = {"media_type": PROBLEM_JSON, "data_container": Problem}
 @post(
     "/sessions",
     guards=[colleague_guard],
+    security=[{"ImsBearer": []}],
     status_code=201,
     summary="Open a colleague session (host app)",
     description="Needs `Authorization: Bearer <IMS token>`. Answers the InStore user access token and "
@@ -198,6 +206,7 @@ def token_callback_handler(api_key_guard: Any) -> Any:
     @get(
         "/instore/callbacks/tokens/{userKey:str}",
         guards=[api_key_guard],
+        security=[{"CallbackApiKey": []}],
         summary="User token callback",
         description="InStore fetches the colleague's user access token by the user key the host app got.",
         tags=["InStore callbacks"],
@@ -209,7 +218,11 @@ def token_callback_handler(api_key_guard: Any) -> Any:
             503: ResponseSpec(description="token vault unavailable", **_PROBLEM),
         },
     )
-    async def user_token(request: Request[Any, Any, State], userKey: FromPath[str]) -> Response[bytes]:
+    async def user_token(
+        request: Request[Any, Any, State],
+        userKey: Annotated[str, Parameter(description="the user key POST /sessions answered: 43 of A-Z a-z 0-9 _ -",
+                                          schema_extra=USER_KEY_SCHEMA)],
+    ) -> Response[bytes]:
         """``GET /instore/callbacks/tokens/{userKey}`` (assumed — see docs)."""
         key = _valid_user_key(userKey)
         vault: TokenVault = request.app.state.vault
