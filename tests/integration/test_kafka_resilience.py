@@ -39,15 +39,15 @@ from tests.support.processes import Kafka, free_port, start_kafka
 pytestmark = pytest.mark.integration
 
 
-async def until(condition: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` (sync or async) until true; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
+async def until(condition: Callable[[], Awaitable[bool] | bool], limit_s: float, what: str) -> None:
+    """Poll ``condition`` (sync or async) until true; fail naming ``what`` after ``limit_s`` s."""
+    deadline = time.monotonic() + limit_s
     while True:
         result = condition()
         if await result if isinstance(result, Awaitable) else result:
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+            raise TimeoutError(f"timed out after {limit_s} s waiting for {what}")
         await asyncio.sleep(0.05)  # polling interval, bounded by the deadline above
 
 
@@ -57,12 +57,12 @@ async def _topic(kafka: Kafka) -> str:
     return topic.name
 
 
-async def _values(bootstrap: str, topic: str, want: int, timeout: float = 20) -> list[bytes]:
+async def _values(bootstrap: str, topic: str, want: int, limit_s: float = 20) -> list[bytes]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     values: list[bytes] = []
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + limit_s
         while len(values) < want and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=300)).values():
                 values += [r.value or b"" for r in records]
