@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.conn import AIOKafkaConnection
 from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber, UnknownProducerId
 from structlog.testing import capture_logs
 
 from instore_gateway.lookups import KafkaCartLookups
 from instore_shared.contract.cart_lookup import CartKind, LookupStatus
-from instore_shared.kafka import reconnect
 from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.broker_health import producer_guard
 from instore_shared.kafka.consumer import webhook_broker
@@ -244,7 +244,17 @@ async def test_after_an_outage_longer_than_every_timeout_the_gateway_client_publ
 
 
 # -- A7: reconnects back off -------------------------------------------------------------------
-async def test_a_stopped_broker_is_retried_with_backoff_and_logged_once_per_state_change() -> None:
+async def test_a_stopped_broker_is_retried_with_backoff_and_logged_once_per_state_change(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts = 0
+    connect = AIOKafkaConnection.connect
+
+    async def counted(self: AIOKafkaConnection) -> Any:  # every TCP connection attempt of every aiokafka client
+        nonlocal attempts
+        attempts += 1
+        return await connect(self)
+
+    monkeypatch.setattr(AIOKafkaConnection, "connect", counted)
     kafka = await asyncio.to_thread(start_kafka, free_port(), free_port())
     client = None
     try:
@@ -252,9 +262,9 @@ async def test_a_stopped_broker_is_retried_with_backoff_and_logged_once_per_stat
         client = await _client(kafka, "backoff")
         with capture_logs() as logs:
             await asyncio.to_thread(kafka.pause)
-            before, started = reconnect.attempts, time.monotonic()
+            before, started = attempts, time.monotonic()
             await asyncio.sleep(8)  # the outage under measurement (not synchronisation)
-            rate = (reconnect.attempts - before) / (time.monotonic() - started)
+            rate = (attempts - before) / (time.monotonic() - started)
             await asyncio.to_thread(kafka.resume)
             await until(client.ready, 60, "the client to reconnect")
         events = [e["event"] for e in logs if e["event"].startswith("kafka.broker_")]
