@@ -26,7 +26,14 @@ _JSON = {"content-type": "application/json"}
 
 
 def health_routes(broker: KafkaBroker) -> list[tuple[str, Any]]:
-    """``[("/healthz", …), ("/readyz", …)]`` for ``AsgiFastStream(asgi_routes=...)``."""
+    """``[("/healthz", …), ("/readyz", …)]`` for ``AsgiFastStream(asgi_routes=...)``.
+
+    Also puts ``broker``'s producer under a :class:`~instore_shared.kafka.broker_health.ProducerGuard`
+    (a broken producer is replaced in-process): ``/readyz`` is 503 while it is being replaced.
+    """
+    from instore_shared.kafka.broker_health import producer_guard
+
+    guard = producer_guard(broker)
 
     @get
     async def healthz(scope: object) -> AsgiResponse:
@@ -34,10 +41,11 @@ def health_routes(broker: KafkaBroker) -> list[tuple[str, Any]]:
 
     @get
     async def readyz(scope: object) -> AsgiResponse:
-        if await broker.ping(timeout=2.0):
+        reason = guard.unready_reason()
+        if reason is None and await broker.ping(timeout=2.0):
             return AsgiResponse(b'{"status":"ready"}', 200, headers=_JSON)
         problem = {"type": "urn:instore-integration:problem:not-ready", "title": "Not ready", "status": 503,
-                   "detail": "not connected to Kafka"}
+                   "detail": reason or "not connected to Kafka"}
         return AsgiResponse(json.dumps(problem).encode(), 503, headers={"content-type": "application/problem+json"})
 
     return [("/healthz", healthz), ("/readyz", readyz)]

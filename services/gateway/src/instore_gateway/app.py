@@ -242,12 +242,16 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", tags=["Operations"], summary="Readiness: Kafka and the token vault answer",
-     responses={503: ResponseSpec(data_container=Problem, description="not connected to Kafka")})
+@get("/readyz", tags=["Operations"], summary="Readiness: Kafka, its reply reader and producer, and the token vault",
+     responses={503: ResponseSpec(data_container=Problem, description="not connected to Kafka, no reply reader "
+                                  "running, the producer being replaced, or the vault unreachable")})
 async def readyz(request: Request[Any, Any, State]) -> dict[str, str]:
-    """200 when Kafka and the token vault answer now, else a 503 problem body."""
-    if not await request.app.state.cart_lookups.ready():
-        raise ProblemError(503, "not-ready", "Not ready", "not connected to Kafka", headers={"Retry-After": "2"})
+    """200 when Kafka answers, the cart-reply reader runs, the producer is healthy and the token
+    vault answers, else a 503 problem body saying which."""
+    lookups = request.app.state.cart_lookups
+    if not await lookups.ready():
+        reason = getattr(lookups, "unready_reason", lambda: None)() or "not connected to Kafka"
+        raise ProblemError(503, "not-ready", "Not ready", reason, headers={"Retry-After": "2"})
     if not await request.app.state.vault.ready():
         raise ProblemError(503, "not-ready", "Not ready", "the token vault cannot be reached",
                            headers={"Retry-After": "2"})
@@ -299,6 +303,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
                 settings.kafka_bootstrap_servers, CART_REPLIES.name, f"{settings.kafka_client_id_prefix}-gateway",
                 prepare=create_topics if settings.kafka_create_topics else None,
                 client_options=settings.kafka_client_options(),
+                producer_options={"request_timeout_ms": settings.gateway_kafka_request_timeout_ms},
             )
             await client.start()
             if settings.gateway_kafka_connect_wait_seconds:

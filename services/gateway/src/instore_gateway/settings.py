@@ -44,6 +44,9 @@ class GatewaySettings(BaseServiceSettings, SessionSettings):
     webhook_publish_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
     """How long a webhook waits for Kafka's acknowledgement before the gateway answers 503."""
 
+    gateway_kafka_request_timeout_ms: int = Field(default=40000, ge=1000)
+    """Request timeout of the gateway's Kafka producer, ms; a message waiting longer for a partition leader fails."""
+
     token_vault_backend: Literal["memory", "redis"] = "memory"
     """Where user access tokens wait for InStore under their user keys: memory (one replica only) or redis (shared by every replica)."""
 
