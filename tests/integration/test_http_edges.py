@@ -21,7 +21,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.processes import Service, free_port, start_service
+from tests.support.processes import Kafka, Service, free_port, start_service
 
 API_KEY = "edges-callback-key-" + uuid.uuid4().hex
 RATE = 5
@@ -214,3 +214,18 @@ def test_whitespace_around_the_callback_api_key_is_one_rule_on_the_wire(gateway:
     answer = _exchange(_port(gateway), b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Api-Key: "
                        + API_KEY.encode() + b" x\r\n\r\n")
     assert _status(answer) == 401
+
+
+def test_a_kafka_service_health_port_bounds_heads_by_its_settings(kafka: Kafka) -> None:
+    """cart-mapping (as order-finalization and refund) serves its health port through the same serve()."""
+    port = free_port()
+    service = start_service("cart-mapping-edges", "instore_cart_mapping", {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "CART_MAPPING_HTTP_PORT": str(port),
+        "CART_MAPPING_CONSUMER_GROUP": f"edges-{uuid.uuid4().hex[:8]}", "HTTP_MAX_HEADER_BYTES": "4096",
+    }, port, ready_path="/healthz")
+    try:
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: "
+        assert _status(_exchange(port, head + b"a" * 2048 + b"\r\n\r\n")) == 200
+        assert _status(_exchange(port, head + b"a" * 8192 + b"\r\n\r\n")) == 431
+    finally:
+        service.stop()
