@@ -35,6 +35,7 @@ from instore_gateway.problems import (
     handle_problem,
     handle_too_deep,
     handle_unexpected,
+    problem_spec,
     redact_path,
 )
 from instore_gateway.sessions import (
@@ -156,18 +157,16 @@ async def callback_api_key_guard(connection: ASGIConnection[Any, Any, Any, Any],
 
 # -- routes ---------------------------------------------------------------------------
 _CART_RESPONSES = {
-    400: ResponseSpec(data_container=Problem, description="cartId is not a commercetools id or key", media_type="application/problem+json"),
-    401: ResponseSpec(data_container=Problem, description="missing or wrong X-Api-Key", media_type="application/problem+json"),
-    404: ResponseSpec(data_container=Problem, description="no cart with that id or key", media_type="application/problem+json"),
-    409: ResponseSpec(data_container=Problem, description="the cart's state forbids taking it (e.g. not Active)", media_type="application/problem+json"),
-    422: ResponseSpec(data_container=Problem,
-                      description="the cart's content forbids taking it (empty, wrong currency, bad return line), "
-                      "or Composable Commerce refused the lookup (commerce-refused)", media_type="application/problem+json"),
-    502: ResponseSpec(data_container=Problem, description="Composable Commerce could not be read (commerce-unavailable) "
-                      "or refused this integration's credentials (commerce-access-denied)",
-                      media_type="application/problem+json"),
-    503: ResponseSpec(data_container=Problem, description="Kafka is unreachable; retry later", media_type="application/problem+json"),
-    504: ResponseSpec(data_container=Problem, description="cart-mapping did not answer in time", media_type="application/problem+json"),
+    400: problem_spec("cartId is not a commercetools id or key"),
+    401: problem_spec("missing or wrong X-Api-Key"),
+    404: problem_spec("no cart with that id or key"),
+    409: problem_spec("the cart's state forbids taking it (e.g. not Active)"),
+    422: problem_spec("the cart's content forbids taking it (empty, wrong currency, bad return line), "
+                      "or Composable Commerce refused the lookup (commerce-refused)"),
+    502: problem_spec("Composable Commerce could not be read (commerce-unavailable) "
+                      "or refused this integration's credentials (commerce-access-denied)"),
+    503: problem_spec("Kafka is unreachable; retry later"),
+    504: problem_spec("cart-mapping did not answer in time"),
 }
 
 _STATUS_OF = {

@@ -29,7 +29,6 @@ from litestar import Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
-from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
 from instore_gateway.identity import (
@@ -42,7 +41,7 @@ from instore_gateway.instore_auth import (
     InStoreAuthTimeout,
     InStoreAuthUnavailable,
 )
-from instore_gateway.problems import Problem, ProblemError
+from instore_gateway.problems import ProblemError, problem_spec
 from instore_gateway.vault import StoredToken, TokenVault, VaultUnavailable
 from instore_shared.contract import sessions as contract
 from instore_shared.kafka.rpc import BrokerUnavailable
@@ -131,7 +130,6 @@ async def colleague_guard(connection: ASGIConnection[Any, Any, Any, Any], _: Bas
     connection.scope["state"]["colleague"] = colleague
 
 
-_PROBLEM = {"media_type": PROBLEM_JSON, "data_container": Problem}
 
 
 @post(
@@ -145,12 +143,12 @@ _PROBLEM = {"media_type": PROBLEM_JSON, "data_container": Problem}
     tags=["Host app"],
     operation_id="createSession",
     responses={
-        400: ResponseSpec(description="body is not {locationId, workstationId}", **_PROBLEM),
-        401: ResponseSpec(description="missing or invalid IMS token", **_PROBLEM),
-        429: ResponseSpec(description="too many sessions from this client", **_PROBLEM),
-        502: ResponseSpec(description="the IMS or InStore's auth API failed", **_PROBLEM),
-        503: ResponseSpec(description="token vault or Kafka unavailable", **_PROBLEM),
-        504: ResponseSpec(description="InStore's auth API timed out", **_PROBLEM),
+        400: problem_spec("body is not {locationId, workstationId}"),
+        401: problem_spec("missing or invalid IMS token"),
+        429: problem_spec("too many sessions from this client"),
+        502: problem_spec("the IMS or InStore's auth API failed"),
+        503: problem_spec("token vault or Kafka unavailable"),
+        504: problem_spec("InStore's auth API timed out"),
     },
 )
 async def create_session(request: Request[Any, Any, State], data: JSONBody[SessionRequest]) -> SessionResponse:
@@ -212,10 +210,10 @@ def token_callback_handler(api_key_guard: Any) -> Any:
         tags=["InStore callbacks"],
         operation_id="getUserToken",
         responses={
-            400: ResponseSpec(description="not a user key", **_PROBLEM),
-            401: ResponseSpec(description="missing or wrong X-Api-Key", **_PROBLEM),
-            404: ResponseSpec(description="unknown or expired user key", **_PROBLEM),
-            503: ResponseSpec(description="token vault unavailable", **_PROBLEM),
+            400: problem_spec("not a user key"),
+            401: problem_spec("missing or wrong X-Api-Key"),
+            404: problem_spec("unknown or expired user key"),
+            503: problem_spec("token vault unavailable"),
         },
     )
     async def user_token(

@@ -22,9 +22,8 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, post
 from litestar.datastructures import State
-from litestar.openapi import ResponseSpec
 
-from instore_gateway.problems import Problem, ProblemError
+from instore_gateway.problems import ProblemError, problem_spec
 from instore_shared.contract import instore_webhooks as contract
 from instore_shared.kafka import headers as h
 from instore_shared.kafka.rpc import BrokerUnavailable, MessageRejected, NotAcknowledged
@@ -34,7 +33,6 @@ from instore_shared.logging import get_logger
 log = get_logger(__name__)
 
 MESSAGE_TYPE = "instore-webhook.v1"
-_PROBLEM = {"media_type": "application/problem+json", "data_container": Problem}
 
 
 class WebhookAccepted(msgspec.Struct, rename="camel"):
@@ -57,12 +55,12 @@ def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_t
         tags=["InStore webhooks"],
         operation_id="receiveWebhook",
         responses={
-            400: ResponseSpec(description="signed, but not a JSON object", **_PROBLEM),
-            401: ResponseSpec(description="signature missing or wrong", **_PROBLEM),
-            413: ResponseSpec(description="body larger than WEBHOOK_MAX_BODY_BYTES", **_PROBLEM),
-            503: ResponseSpec(description="not stored (type webhook-not-stored), or not acknowledged in time and "
+            400: problem_spec("signed, but not a JSON object"),
+            401: problem_spec("signature missing or wrong"),
+            413: problem_spec("body larger than WEBHOOK_MAX_BODY_BYTES"),
+            503: problem_spec("not stored (type webhook-not-stored), or not acknowledged in time and "
                               "perhaps stored (type webhook-not-acknowledged): resend after Retry-After; "
-                              "duplicates are safe", **_PROBLEM),
+                              "duplicates are safe"),
         },
     )
     async def receive_webhook(request: Request[Any, Any, State]) -> Response[bytes]:
