@@ -54,7 +54,7 @@ class Outage(InMemoryCommerce):
             raise DOWN
         return await super().find_cart(ref, expand)
 
-    async def get_custom_object(self, container: str, key: str) -> Any:
+    async def put_custom_object(self, container: str, key: str, value: Any, version: int | None = None) -> Any:
         raise DOWN
 
 
