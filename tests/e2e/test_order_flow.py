@@ -195,6 +195,26 @@ async def test_a_replay_for_an_order_the_oms_moved_on_publishes_nothing_and_chan
     assert await _marker(stack.mock, moved["id"]) == before
 
 
+async def test_two_replicas_the_same_webhook_ten_times_and_by_id_and_key_at_once_one_order_one_event(
+        stack: Stack) -> None:
+    """Two order-finalization processes in one consumer group: webhooks naming a cart by id and by
+    key land on different partitions, so possibly on different replicas — the claim decides."""
+    second = _finalizer(stack.kafka, stack.mock, "order-finalization-replica")
+    try:
+        carts = [await _sale(stack.mock, [("CREDIT_CARD", 2500, "Success")]) for _ in range(4)]
+        sends = []
+        for cart in carts:
+            webhook_id = f"evt-{uuid.uuid4().hex}"
+            sends += [(cart, webhook_id)] * 10 + [({"id": cart["key"]}, None)] * 5 + [(cart, None)] * 5
+        await asyncio.gather(*(asyncio.to_thread(_send, stack, cart, webhook_id) for cart, webhook_id in sends))
+        for cart in carts:
+            events = await _events_for(stack.kafka, cart["id"], settle=1.0, timeout=60)
+            assert len(events) == 1, f"{len(events)} events for cart {cart['id']}"
+            assert len(await _orders_of(stack.mock, cart["id"])) == 1
+    finally:
+        second.stop()
+
+
 async def test_split_tender_over_two_webhooks(stack: Stack) -> None:
     cart = await _sale(stack.mock, [("CREDIT_CARD", 1500, "Success")])
     first = _send(stack, cart)

@@ -98,7 +98,7 @@ async def test_two_returns_overdrawing_one_payment_at_once_the_loser_writes_noth
 async def test_the_same_refund_three_times_at_once_one_event_no_conflicting_claims() -> None:
     """The per-Order announce lock: the later deliveries wait and find the marker published."""
     commerce = _world()
-    ports = Ports(commerce)
+    ports = Ports(commerce, RecordingPublisher(yields=50))
     results = await asyncio.gather(*(ports.handle(BODY, ref=f"t/{i}/{i}") for i in range(3)))
     assert len(ports.publisher.events) == 1 and len(_refunds(commerce, "p-card")) == 1
     assert sorted(r.announcements["order-1"].value for r in results) == ["already-published"] * 2 + ["published"]
@@ -117,20 +117,20 @@ async def test_one_deadline_covers_the_recording_and_every_order() -> None:
     one deadline (then it is dead-lettered), not after a fresh budget for the second Order."""
     clock = FakeClock()
     commerce = _world(_return_line("r1", "order-1", "ol1"), _return_line("r2", "store-1-0002", "ol9"))
-    find_cart, get_custom_object = commerce.find_cart, commerce.get_custom_object
+    find_cart, put_custom_object = commerce.find_cart, commerce.put_custom_object
 
     async def cart_down_at_first(ref: str, expand: tuple[str, ...] = ()) -> Any:
         if clock.monotonic() < 100:
             raise DOWN
         return await find_cart(ref, expand)
 
-    async def order_2_marker_down(container: str, key: str) -> Any:
+    async def order_2_marker_down(container: str, key: str, value: Any, version: int | None = None) -> Any:
         if ".order-2." in key:
             raise DOWN
-        return await get_custom_object(container, key)
+        return await put_custom_object(container, key, value, version)
 
     commerce.find_cart = cart_down_at_first  # type: ignore[method-assign]
-    commerce.get_custom_object = order_2_marker_down  # type: ignore[method-assign]
+    commerce.put_custom_object = order_2_marker_down  # type: ignore[method-assign]
     ports = Ports(commerce, clock=clock)
     body = refund_webhook("ret-cart-1", [("rf-card", "p-card", 1999, EUR), ("rf-cash", "p-cash", 500, EUR)], "evt-2")
     with pytest.raises(TransientError):

@@ -11,9 +11,10 @@ a draft's version must match the stored object's; 409 ``ConcurrentModification``
 
 The protocol, per announcement key (:func:`announce_once`):
 
-1. **Claim before publishing.** Read the marker. None: create it with ``version: 0`` and
-   value ``{"state": "claimed", "eventId", "claimedBy": "<topic>/<partition>/<offset>",
-   "claimedAt"}``. A 409 means another handler claimed it first: read again.
+1. **Claim before publishing.** Create the marker with ``version: 0`` and value
+   ``{"state": "claimed", "eventId", "claimedBy": "<topic>/<partition>/<offset>",
+   "claimedAt"}`` — optimistically, without reading first: the first delivery (the common
+   case) costs one call. A 409 means it exists: read it and decide.
 2. **Decide.** ``published``: publish nothing. ``claimed`` by this very message (a
    redelivery after a crash or an eviction: same topic, partition, offset): go on. Claimed by
    another message less than the lease ago: publish nothing — that message is not committed
@@ -156,23 +157,25 @@ async def claim(store: MarkerStore, key: str, *, event_id: str, claimed_by: str,
     Raises ``TransientError`` (safe to repeat: nothing was published), :class:`Unprocessable`
     for a refusal of the marker or too many conflicts.
     """
-    for _ in range(MAX_CONFLICTS):
-        current = await read_claim(store, key)
-        if current is not None and current.state == "published":
-            return Verdict.ALREADY_PUBLISHED
-        if current is not None and current.claimed_by == claimed_by:
-            return current  # our own claim: this message is being delivered again
-        if current is not None and clock.now() - current.claimed_at < lease_seconds:
-            log.info("announcement.claimed_elsewhere", key=key, claimed_by=current.claimed_by)
-            return Verdict.CLAIMED_ELSEWHERE
-        if current is not None:
-            log.warning("announcement.claim_taken_over", key=key, claimed_by=current.claimed_by,
-                        age_s=round(clock.now() - current.claimed_at, 1))
+    current: Claim | None = None
+    for attempt in range(MAX_CONFLICTS):
+        if attempt > 0:  # the optimistic create lost (or a takeover raced): look at what is there
+            current = await read_claim(store, key)
+            if current is not None and current.state == "published":
+                return Verdict.ALREADY_PUBLISHED
+            if current is not None and current.claimed_by == claimed_by:
+                return current  # our own claim: this message is being delivered again
+            if current is not None and clock.now() - current.claimed_at < lease_seconds:
+                log.info("announcement.claimed_elsewhere", key=key, claimed_by=current.claimed_by)
+                return Verdict.CLAIMED_ELSEWHERE
+            if current is not None:
+                log.warning("announcement.claim_taken_over", key=key, claimed_by=current.claimed_by,
+                            age_s=round(clock.now() - current.claimed_at, 1))
         value = {"state": "claimed", "eventId": event_id, "claimedBy": claimed_by, "claimedAt": _iso(clock.now())}
         try:
             written = await store.put_custom_object(CONTAINER, key, value, current.version if current else 0)
         except ConcurrentModification:
-            continue  # another handler claimed (or marked) it meanwhile: read again
+            continue  # it exists (claimed or published, by us or another handler): read it
         except (InvalidInput, AuthenticationFailed) as exc:
             raise Unprocessable("marker-refused", f"{CONTAINER}/{key}: {exc.status} {exc.code}") from exc
         return Claim(written.json()["version"], "claimed", event_id, claimed_by, clock.now())

@@ -113,6 +113,9 @@ class Recorded:
     lines: list[ReturnLine] = field(default_factory=list)
     refunds: list[TenderRefund] = field(default_factory=list)
     order_ids: list[str] = field(default_factory=list)
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The Orders by id as last read, after this refund's return items and Refunds were written
+    (Payments expanded): what the events are made of, without reading them again."""
 
     def lines_of(self, order_id: str) -> list[ReturnLine]:
         """This refund's return lines on ``order_id``."""
@@ -337,11 +340,12 @@ async def _record(commerce: RefundCommerce, cart: dict[str, Any], cart_ref: str,
         except ConcurrentModification:
             log.info("refund.conflict", return_cart_id=cart["id"])
             continue  # something changed meanwhile: read again, plan again (what is there is kept)
-        recorded = Recorded(Outcome.ALREADY_RECORDED, cart, lines, refunds, list(orders))
+        recorded = Recorded(Outcome.ALREADY_RECORDED, cart, lines, refunds, list(orders), dict(orders))
         marked = False
         for order_id, order in orders.items():
             if return_updates or refund_updates or plan_refunded_marks(recorded.lines_of(order_id), order) is not None:
-                marked |= await mark_refunded(commerce, recorded, await current_order(commerce, order_id))
+                recorded.orders[order_id] = await current_order(commerce, order_id)
+                marked |= await mark_refunded(commerce, recorded, recorded.orders[order_id])
         if return_updates or refund_updates or marked:
             recorded.outcome = Outcome.RECORDED
         return recorded

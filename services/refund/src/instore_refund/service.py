@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from instore_refund.events import refunds_completed
@@ -110,8 +111,9 @@ async def _handle(body: bytes, headers: Mapping[str, str], commerce: Commerce, p
     for order_id in recorded.order_ids:
         # One announcer per Order in this process: two refunds of one Order wait for each other.
         async with order_locks.hold(order_id):
-            order = await retry_transient(lambda order_id=order_id: current_order(commerce, order_id),  # type: ignore[misc]
-                                          deadline, "refunds-completed")
+            order = recorded.orders.get(order_id)  # as read after the writes; else read it now
+            if order is None:
+                order = await retry_transient(partial(current_order, commerce, order_id), deadline, "refunds-completed")
             event = refunds_completed(recorded, order, webhook_id, settings)
 
             async def publish(event: event_contract.RefundsCompleted = event, order_id: str = order_id) -> None:

@@ -87,6 +87,9 @@ message dead-lettered as ``commerce-unavailable``."""
 POLL_MARGIN_SECONDS = 60.0
 """Beyond the grace: dead-lettering (one Kafka publish) and the offset commit."""
 
+KAFKA_DEFAULT_POLL_SECONDS = 300.0
+"""Kafka's default ``max.poll.interval.ms`` (in seconds): the derived interval is never shorter."""
+
 
 def max_poll_interval_ms(budget_seconds: float) -> int:
     """The consumer's ``max.poll.interval.ms`` for a per-message retry budget of ``budget_seconds``:
@@ -94,7 +97,7 @@ def max_poll_interval_ms(budget_seconds: float) -> int:
     default (300 s). Kafka evicts a member that does not poll within it — another member would
     then process the same webhook while this one still works on it.
     """
-    return int(max(budget_seconds + HANDLER_GRACE_SECONDS + POLL_MARGIN_SECONDS, 300.0) * 1000)
+    return int(max(budget_seconds + HANDLER_GRACE_SECONDS + POLL_MARGIN_SECONDS, KAFKA_DEFAULT_POLL_SECONDS) * 1000)
 
 
 class Deadline:
