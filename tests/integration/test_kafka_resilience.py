@@ -149,6 +149,23 @@ async def test_the_gateways_producer_left_with_a_sequence_gap_is_replaced(kafka:
     assert sorted(await _values(kafka.bootstrap_servers, topic, 3)) == [b'{"n":1}', b'{"n":3}', b'{"n":4}']
 
 
+async def test_a_producer_whose_sender_task_ended_is_found_by_the_readiness_check_and_replaced(kafka: Kafka) -> None:
+    topic = await _topic(kafka)
+    client = await _client(kafka, "dead-sender")
+    try:
+        dead = client._producer
+        assert dead is not None
+        dead._sender.sender_task.cancel()  # nothing would ever be sent again
+        await until(lambda: dead._sender.sender_task.done(), 5, "the sender task to end")
+        assert not await client.ready()
+        assert client.unready_reason() == "the Kafka producer failed and is being replaced"
+        await until(client.ready, 20, "the producer to be replaced")
+        await client.publish(topic, "cart-1", b'{"n":1}', message_type="t", timeout=10)
+        assert client.producers_replaced == 1 and client._producer is not dead
+    finally:
+        await client.stop()
+
+
 async def test_a_faststream_brokers_producer_left_with_a_sequence_gap_is_replaced(kafka: Kafka) -> None:
     """order-finalization and refund publish events and dead letters through ``broker.publish``:
     a broken producer there made every redelivery fail until the process restarted."""
