@@ -376,7 +376,9 @@ class RequestReplyClient:
             except (KafkaError, OSError, TimeoutError) as exc:
                 await _stop_quietly(new)
                 pause = random.uniform(delay / 2, delay)
-                log.warning("kafka.producer_replace_failed", error=type(exc).__name__, retry_in_s=round(pause, 2))
+                # the first failure is worth a line; the broker's state is logged by kafka.reconnect
+                (log.warning if delay == 0.2 else log.debug)(
+                    "kafka.producer_replace_failed", error=type(exc).__name__, retry_in_s=round(pause, 2))
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, self._backoff_max)
                 continue
