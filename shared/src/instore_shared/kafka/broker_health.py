@@ -14,6 +14,10 @@ broker's own connection settings (same ``acks=all``, idempotence, security), the
 old one. Meanwhile :meth:`ProducerGuard.unready_reason` makes ``/readyz`` answer 503, and
 publishes wait for the new producer instead of failing in a tight redelivery loop. Nothing
 else of the broker — its subscribers, their consumers and offsets — is touched.
+
+The consuming side needs no such guard: FastStream's consume loop logs a ``KafkaError`` and
+polls again after 5 s, and its task supervisor (``TaskCallbackSupervisor``) restarts a loop
+that ended with any other exception; an aiokafka consumer itself reconnects after an outage.
 """
 
 from __future__ import annotations
