@@ -176,7 +176,8 @@ class RequestReplyClient:
 
     def unready_reason(self) -> str | None:
         """Why a request could not succeed now (not connected, no reply reader, producer
-        being replaced), else None. Does not ask Kafka (see :meth:`ready`)."""
+        being replaced), else None. Does not ask Kafka (see :meth:`ready`); a producer found
+        dead here is put up for replacement."""
         if not self._connected.is_set() or self._producer is None:
             return "not connected to Kafka"
         if not self._reader_running:
@@ -375,7 +376,9 @@ class RequestReplyClient:
             except (KafkaError, OSError, TimeoutError) as exc:
                 await _stop_quietly(new)
                 pause = random.uniform(delay / 2, delay)
-                log.warning("kafka.producer_replace_failed", error=type(exc).__name__, retry_in_s=round(pause, 2))
+                # the first failure is worth a line; the broker's state is logged by kafka.reconnect
+                (log.warning if delay == 0.2 else log.debug)(
+                    "kafka.producer_replace_failed", error=type(exc).__name__, retry_in_s=round(pause, 2))
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, self._backoff_max)
                 continue
@@ -406,6 +409,8 @@ class RequestReplyClient:
         except MessageSizeTooLargeError as exc:
             raise MessageRejected(f"{topic}: message of {len(value)} bytes is too large") from exc
         except (TimeoutError, KafkaError) as exc:
+            if (dead := producer_health.dead_reason(producer)) is not None:  # e.g. its sender task ended
+                self._producer_failed(producer, KafkaError(dead))
             raise BrokerUnavailable(f"publish to {topic} failed: {type(exc).__name__}") from exc
         producer_health.watch(delivery, lambda exc: self._producer_failed(producer, exc))
         try:  # shielded: on a timeout the producer keeps delivering the batch
@@ -445,7 +450,7 @@ class RequestReplyClient:
                 the publish in time (:class:`NotAcknowledged`, a subclass).
             ReplyTimeout: published, but no reply within ``timeout``.
         """
-        if not self._reader_running:
+        if self._connected.is_set() and not self._reader_running:
             raise BrokerUnavailable("the reply reader is not running")
         cid = correlation_id or str(uuid.uuid4())
         loop = asyncio.get_running_loop()
