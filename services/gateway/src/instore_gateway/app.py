@@ -15,13 +15,14 @@ import structlog
 from litestar import Litestar, Request, Response, Router, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import Parameter
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
 from instore_gateway.identity import ImsVerifier
 from instore_gateway.instore_auth import InStoreAuthClient
@@ -84,7 +85,7 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
     """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         cid = new_correlation_id()
@@ -122,9 +123,11 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
 
 async def _send_problem(send: Send, problem: Problem) -> None:
     body = msgspec.json.encode(problem)
-    await send({"type": "http.response.start", "status": problem.status,
-                "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start", "status": problem.status,
+        "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]}
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": False})  # False: the ASGI default
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:

@@ -104,7 +104,7 @@ def _rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-async def colleague_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def colleague_guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
     """Let through only a request with a valid IMS bearer token; the colleague goes to ``scope["state"]``.
 
     Raises :class:`ProblemError` 401 (invalid token) or 502 (the IMS's keys cannot be fetched).

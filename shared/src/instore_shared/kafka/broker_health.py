@@ -69,7 +69,7 @@ class ProducerGuard:
         """How many times the producer was replaced."""
         guard = self
 
-        class _Middleware(BaseMiddleware):  # type: ignore[type-arg]
+        class _Middleware(BaseMiddleware):
             async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
                 return await guard._publish(call_next, cmd)
 

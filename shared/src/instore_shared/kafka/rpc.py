@@ -56,10 +56,11 @@ async def publish_reply(broker: KafkaBroker, request: KafkaMessage, value: bytes
     """
     if not request.reply_to:
         return False
+    record: Any = request.raw_message  # one ConsumerRecord (not a batch)
     await broker.publish(
         value,
         request.reply_to,
-        key=request.raw_message.key or None,
+        key=record.key or None,
         correlation_id=request.correlation_id,
         headers={h.MESSAGE_TYPE: message_type, h.CONTENT_TYPE: h.JSON},
     )
