@@ -125,13 +125,13 @@ async def test_the_gateways_producer_left_with_a_sequence_gap_is_replaced(kafka:
     topic = await _topic(kafka)
     client = await _client(kafka, "gap-gateway")
     try:
-        await client.publish(topic, "cart-1", b'{"n":1}', message_type="t", timeout=10)
+        await client.publish(topic, "cart-1", b'{"n":1}', message_type="t", timeout_s=10)
         broken = client._producer
         assert broken is not None
         _open_a_sequence_gap(broken, topic)
         with capture_logs() as logs:
             with pytest.raises(BrokerUnavailable) as refused:
-                await client.publish(topic, "cart-1", b'{"n":2}', message_type="t", timeout=10)
+                await client.publish(topic, "cart-1", b'{"n":2}', message_type="t", timeout_s=10)
             assert not isinstance(refused.value, NotAcknowledged)  # refused: certainly not stored
             assert isinstance(refused.value.__cause__, (OutOfOrderSequenceNumber, UnknownProducerId))
             assert client.unready_reason() == "the Kafka producer failed and is being replaced"
@@ -139,7 +139,7 @@ async def test_the_gateways_producer_left_with_a_sequence_gap_is_replaced(kafka:
             await until(lambda: client.producers_replaced == 1, 20, "the producer to be replaced")
             assert await client.ready()
             for n in (3, 4):  # the same partition as before: its sequence starts afresh
-                await client.publish(topic, "cart-1", b'{"n":%d}' % n, message_type="t", timeout=10)
+                await client.publish(topic, "cart-1", b'{"n":%d}' % n, message_type="t", timeout_s=10)
         assert client._producer is not broken
         assert [e["error"] for e in logs if e["event"] == "kafka.producer_failed"] in (
             ["OutOfOrderSequenceNumber"], ["UnknownProducerId"])
@@ -160,7 +160,7 @@ async def test_a_producer_whose_sender_task_ended_is_found_by_the_readiness_chec
         assert not await client.ready()
         assert client.unready_reason() == "the Kafka producer failed and is being replaced"
         await until(client.ready, 20, "the producer to be replaced")
-        await client.publish(topic, "cart-1", b'{"n":1}', message_type="t", timeout=10)
+        await client.publish(topic, "cart-1", b'{"n":1}', message_type="t", timeout_s=10)
         assert client.producers_replaced == 1 and client._producer is not dead
     finally:
         await client.stop()
@@ -233,7 +233,7 @@ async def test_after_an_outage_longer_than_every_timeout_the_gateway_client_publ
 
         async def publish(value: bytes, limit_s: float) -> bool:
             try:
-                await client.publish(topic, value.decode(), value, message_type="t", timeout=limit_s)  # type: ignore[union-attr]
+                await client.publish(topic, value.decode(), value, message_type="t", timeout_s=limit_s)  # type: ignore[union-attr]
             except BrokerUnavailable:
                 return False
             acked.append(value)

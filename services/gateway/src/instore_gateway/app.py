@@ -299,7 +299,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             async def create_topics() -> None:
                 await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS,
                                     settings.kafka_topic_partitions, settings.kafka_topic_replication_factor,
-                                    timeout=5.0, client_options=settings.kafka_client_options())
+                                    timeout_s=5.0, client_options=settings.kafka_client_options())
 
             client = RequestReplyClient(
                 settings.kafka_bootstrap_servers, CART_REPLIES.name, f"{settings.kafka_client_id_prefix}-gateway",
