@@ -311,8 +311,11 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             if settings.gateway_kafka_connect_wait_seconds:
                 await client.wait_connected(settings.gateway_kafka_connect_wait_seconds)
         # "is None", not "or": an empty in-memory vault is falsy (it has a length).
-        app.state.cart_lookups = given.cart_lookups if given.cart_lookups is not None else KafkaCartLookups(
-            client, settings.gateway_cart_lookup_timeout_seconds)  # type: ignore[arg-type]
+        if given.cart_lookups is not None:
+            app.state.cart_lookups = given.cart_lookups
+        else:
+            assert client is not None  # made above whenever the lookups are not given
+            app.state.cart_lookups = KafkaCartLookups(client, settings.gateway_cart_lookup_timeout_seconds)
         app.state.events = given.events if given.events is not None else client
         app.state.vault = given.vault if given.vault is not None else create_vault(settings)
         app.state.ims = given.ims if given.ims is not None else ImsVerifier(
