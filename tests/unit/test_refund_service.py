@@ -375,3 +375,13 @@ async def test_an_outage_that_ends_delays_the_refund_one_that_lasts_dead_letters
     async with TestKafkaBroker(broker) as br:
         await br.publish(body, WEBHOOKS.name, headers={"webhook-id": "evt-1"})
     assert events == [] and [m.headers["dlq-error-reason"] for m in dead] == ["commerce-unavailable"]
+
+
+def test_a_refund_webhook_with_an_unusable_id_is_still_read() -> None:
+    from instore_refund.record import parse_webhook
+
+    body = refund_webhook("ret-cart-1", [("rf", "p-card", 1, EUR)], "evt-x")
+    payload = json.loads(body)
+    payload["id"] = 987  # the gateway keyed it by the body's hash; the refund itself is intact
+    webhook = parse_webhook(json.dumps(payload).encode())
+    assert webhook is not None and webhook.return_cart_ref() == "ret-cart-1" and webhook.id is None
