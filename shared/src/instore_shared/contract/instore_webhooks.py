@@ -100,7 +100,7 @@ class PaymentWebhook(msgspec.Struct, frozen=True):
     id: str | None = None
     cartId: str | None = None
     data: dict[str, object] = {}
-    lenient_fields: ClassVar[dict[str, type]] = {"id": str, "data": dict}
+    lenient_fields: ClassVar[dict[str, Any]] = {"id": str, "data": dict}
     """Fields ignored when they have another type (:func:`decode_webhook`): none of them is needed to find the cart."""
 
     def cart_ref(self) -> str | None:
@@ -162,7 +162,7 @@ class RefundWebhook(msgspec.Struct, frozen=True):
     id: str | None = None
     returnCartId: str | None = None
     data: RefundData = RefundData()
-    lenient_fields: ClassVar[dict[str, type]] = {"id": str}
+    lenient_fields: ClassVar[dict[str, Any]] = {"id": str}
     """Fields ignored when they have another type (:func:`decode_webhook`); ``data`` is needed, so it is checked."""
 
     def return_cart_ref(self) -> str | None:
