@@ -34,6 +34,7 @@ def _gateway(name: str, **env: str) -> Service:
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "KAFKA_CREATE_TOPICS": "false",
         "GATEWAY_HTTP_PORT": str(port), "INSTORE_CALLBACK_API_KEY": API_KEY,
         "SESSIONS_RATE_LIMIT_PER_MINUTE": str(RATE), "HTTP_HEADER_TIMEOUT_SECONDS": "1",
+        "HTTP_BODY_TIMEOUT_SECONDS": "2", "INSTORE_WEBHOOK_SECRET": "edges-webhook-secret",
         "IMS_JWKS_URL": f"http://127.0.0.1:{free_port()}/jwks.json", **env,
     }, port, ready_path="/healthz")
 
@@ -183,6 +184,47 @@ def test_the_next_head_on_a_kept_alive_connection_has_the_same_deadline(gateway:
         took = time.monotonic() - started
     assert _status(answer) == 408
     assert 0.9 <= took < 5, took
+
+
+def test_a_webhook_body_that_trickles_in_is_cut_off_after_the_body_timeout(gateway: Service) -> None:
+    # Found by an adversarial pass: bodies sent at 1 byte/s held their connections (and up to their
+    # Content-Length of memory) without end; the signature is only checked once the body is in.
+    with socket.create_connection(("127.0.0.1", _port(gateway)), timeout=10) as sock:
+        sock.sendall(b"POST /instore/webhooks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"X-Signature: 00\r\nContent-Length: 100000\r\n\r\n{")
+        started = time.monotonic()
+        sock.settimeout(0.3)
+        answer = b""
+        while time.monotonic() - started < 8:  # keep trickling, as the attacker does
+            try:
+                sock.sendall(b" ")
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+        took = time.monotonic() - started
+    assert _status(answer) == 408, answer[:200]
+    assert _problem(answer)["type"] == PROBLEM + "request-timeout"
+    assert 1.9 <= took < 6, took
+
+
+def test_a_body_within_the_body_timeout_is_taken(gateway: Service) -> None:
+    with socket.create_connection(("127.0.0.1", _port(gateway)), timeout=10) as sock:
+        sock.sendall(b"POST /instore/webhooks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"X-Signature: 00\r\nContent-Length: 2\r\n\r\n{")
+        time.sleep(1.2)  # a slow client within the 2 s body timeout (the pause is the input, not synchronisation)
+        sock.sendall(b"}")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert _status(answer) == 401  # read whole, then refused for its signature — not a 408
 
 
 def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(gateway: Service) -> None:

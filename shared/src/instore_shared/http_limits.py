@@ -15,7 +15,11 @@ without a header deadline or count. So this module subclasses uvicorn's httptool
   limit plus one read (≤ 256 KiB), and measured exactly once the head is complete;
 - at most ``max_headers`` header fields (431 beyond);
 - the whole head within ``header_timeout_seconds`` of the connection opening or the next
-  request's first byte (408, RFC 9110 §15.5.9; a connection that sent nothing is closed).
+  request's first byte (408, RFC 9110 §15.5.9; a connection that sent nothing is closed);
+- the whole body within ``body_timeout_seconds`` of the head's end (408 when the application
+  has not answered yet, and the application sees the client disconnect: a webhook whose body
+  trickles in is never published; found by an adversarial pass: 400 connections sending a
+  999,000-byte body at 2 KB/s were all held open).
 
 A refused request is answered with an RFC 9457 problem body and ``Connection: close``;
 what the client still sends is read and dropped for :data:`LINGER_SECONDS` so the answer
@@ -47,11 +51,13 @@ class HttpLimits:
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
     header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> HttpLimits:
         """The limits named by ``settings`` (``http_max_header_bytes``, ``http_max_headers``, ``http_header_timeout_seconds``)."""
-        return cls(settings.http_max_header_bytes, settings.http_max_headers, settings.http_header_timeout_seconds)
+        return cls(settings.http_max_header_bytes, settings.http_max_headers, settings.http_header_timeout_seconds,
+                   settings.http_body_timeout_seconds)
 
 
 class _Refused(Exception):
@@ -69,6 +75,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # bytes received since the head began (an upper bound of its size)
         self._head_started: float | None = None  # loop time the head's clock started; None between requests
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_started: float | None = None  # loop time the head ended while its body is unfinished
         self._refused = False
 
     # -- connection ----------------------------------------------------------------
@@ -124,11 +131,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(431, "headers-too-large", "Request header fields too large",
                          f"the request line and headers exceed {self.limits.max_header_bytes} bytes")
             raise _Refused
+        self._body_started = self.loop.time()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._awaiting_head, self._head_bytes, self._head_started = True, 0, None
+        self._awaiting_head, self._head_bytes, self._head_started, self._body_started = True, 0, None, None
 
     # -- refusing ----------------------------------------------------------------------
     def _cancel_head_timer(self) -> None:
@@ -142,6 +150,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or self._refused:
             return
         timeout = self.limits.header_timeout_seconds
+        if not self._awaiting_head and self._body_started is not None:  # the body of a request is arriving
+            body_deadline = self._body_started + self.limits.body_timeout_seconds
+            if self.loop.time() < body_deadline:
+                self._head_timer = self.loop.call_at(min(body_deadline, self.loop.time() + timeout), self._check_head)
+            else:
+                self._body_too_slow()
+            return
         if not self._awaiting_head or self._head_started is None:  # a request in flight, or idle between requests
             self._head_timer = self.loop.call_later(timeout, self._check_head)
             return
@@ -153,6 +168,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         else:
             self._refuse(408, "request-timeout", "Request timeout",
                          f"the request line and headers did not arrive within {timeout} s")
+
+    def _body_too_slow(self) -> None:
+        """The body did not arrive within ``body_timeout_seconds``: the application sees a disconnect;
+        408 when it has not started answering, else the connection just closes."""
+        cycle = self.cycle
+        answered = cycle is not None and cycle.response_started
+        if cycle is not None:
+            cycle.disconnected = True  # its receive() now says http.disconnect, its send() is dropped
+            cycle.message_event.set()
+        detail = f"the request body did not arrive within {self.limits.body_timeout_seconds} s"
+        if answered:
+            self.logger.warning("Request timeout: %s", detail)
+            self.transport.close()
+        else:
+            self._refuse(408, "request-timeout", "Request timeout", detail)
 
     def _refuse(self, status: int, slug: str, title: str, detail: str) -> None:
         """Answer ``status`` with a problem body, half-close, drain for :data:`LINGER_SECONDS`, close."""

@@ -98,6 +98,9 @@ class BaseServiceSettings(BaseSettings):
     http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     """Time an HTTP client has to send a request's line and headers, in seconds (408 and closed after)."""
 
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    """Time an HTTP client has to send a request's body once its headers are in, in seconds (408 and closed after)."""
+
 
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Self:
