@@ -13,12 +13,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.refund_flow import MUG, _prepare_returns
 from bench.webhook_to_order import _commerce, _prepare_sales
-from faults.stack import DLQ, PAYMENTS, REFUNDS, Stack, all_orders, header, read_topic
+from faults.stack import DLQ, PAYMENTS, REFUNDS, WEBHOOKS, Stack, all_orders, header, read_topic
 from instore_shared.contract.instore_webhooks import payment_webhook, refund_webhook
 from tests.support.processes import CtMock
 
@@ -84,6 +85,8 @@ class Tally:
     refund_events: dict[str, int] = field(default_factory=dict)
     dead_letters: Counter[str] = field(default_factory=Counter)
     webhooks_in_kafka: Counter[str] = field(default_factory=Counter)
+    records_read: Counter[str] = field(default_factory=Counter)
+    """Records read per topic (all of them, not only this scenario's)."""
 
     def complete(self) -> bool:
         """Every sale has an Order with an event, every return its item, refund and event."""
@@ -121,7 +124,7 @@ async def tally(stack: Stack, sales: list[Sale], returns: list[Return], webhook_
                 t.orders_per_cart[cid] += 1
                 mine.add(order["id"])
         t.events_per_order = {oid: 0 for oid in mine}
-        for record in await read_topic(bootstrap, PAYMENTS):
+        for record in await _read(t, bootstrap, PAYMENTS):
             oid = json.loads(record.value).get("orderId")
             if oid in mine:
                 t.events_per_order[oid] += 1
@@ -137,20 +140,25 @@ async def tally(stack: Stack, sales: list[Sale], returns: list[Return], webhook_
                                                     if tr["type"] == "Refund" and tr.get("interactionId") == r.refund_id)
         wanted = {(r.cart_id, r.order_id) for r in returns}
         t.refund_events = {f"{c}/{o}": 0 for c, o in wanted}
-        for record in await read_topic(bootstrap, REFUNDS):
+        for record in await _read(t, bootstrap, REFUNDS):
             event = json.loads(record.value)
             key = (event.get("returnCartId"), event.get("orderId"))
             if key in wanted:
                 t.refund_events[f"{key[0]}/{key[1]}"] += 1
-    for record in await read_topic(bootstrap, DLQ):
+    for record in await _read(t, bootstrap, DLQ):
         if header(record, "webhook-id") in ids:
             t.dead_letters[header(record, "dlq-error-reason") or "?"] += 1
-    from faults.stack import WEBHOOKS
-    for record in await read_topic(bootstrap, WEBHOOKS):
+    for record in await _read(t, bootstrap, WEBHOOKS):
         wid = header(record, "webhook-id")
         if wid in ids:
             t.webhooks_in_kafka[wid] += 1
     return t
+
+
+async def _read(t: Tally, bootstrap: str, topic: str) -> list[Any]:
+    records = await read_topic(bootstrap, topic)
+    t.records_read[topic] += len(records)
+    return records
 
 
 async def converge(stack: Stack, sales: list[Sale], returns: list[Return], timeout: float,

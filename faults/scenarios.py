@@ -92,6 +92,7 @@ def _account(row: Row, deliveries: dict[str, Delivery], t: Tally) -> None:
     no_retry_after = sum(1 for d in deliveries.values() for a in d.answers if a.status == 503 and not a.retry_after)
     if no_retry_after:
         row.problems.append(f"{no_retry_after} answers 503 without Retry-After")
+    row.notes.append("records read: " + ", ".join(f"{k} {v}" for k, v in t.records_read.items()))
     row.notes.append("webhook answers: " + ", ".join(f"{k} × {v}" for k, v in sorted(_statuses(deliveries).items())))
 
 

@@ -244,23 +244,26 @@ def http_session(limit: int = 64, timeout: float = 30) -> aiohttp.ClientSession:
 
 
 # -- Kafka -------------------------------------------------------------------------------
-async def read_topic(bootstrap: str, topic: str, timeout: float = 30) -> list[Any]:
+async def read_topic(bootstrap: str, topic: str, within: float = 30) -> list[Any]:
     """Every record of ``topic`` from the beginning to its end offsets now (an empty list when
-    the topic does not exist). Raises ``TimeoutError`` when Kafka does not deliver them in ``timeout`` s."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                request_timeout_ms=10000)
+    the topic does not exist). Raises ``TimeoutError`` when Kafka does not deliver them in ``within`` s.
+
+    The consumer names the topic (no group): a consumer without topics asks Kafka for the
+    metadata of no topic at all, and would see none of its partitions.
+    """
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", request_timeout_ms=10000)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + within
         records: list[Any] = []
-        deadline = time.monotonic() + timeout
+        while not consumer.assignment():
+            if time.monotonic() > deadline:
+                return []  # no such topic
+            for batch in (await consumer.getmany(timeout_ms=100)).values():
+                records += batch
+        tps = sorted(consumer.assignment())
+        ends = await consumer.end_offsets(tps)
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic}")
