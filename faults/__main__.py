@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             try:
                 result = asyncio.run(job())
-            except Exception as exc:  # noqa: BLE001 - one broken scenario must not hide the others
+            except Exception as exc:
                 traceback.print_exc()
                 harness_error = True
                 result = Row(label, problems=[f"harness error: {type(exc).__name__}: {exc}"[:300]])

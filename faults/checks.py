@@ -13,7 +13,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,13 +160,13 @@ async def _read(t: Tally, bootstrap: str, topic: str) -> list[Any]:
     return records
 
 
-async def converge(stack: Stack, sales: list[Sale], returns: list[Return], timeout: float,
+async def converge(stack: Stack, sales: list[Sale], returns: list[Return], within: float,
                    settle: float = 3.0, webhook_ids: set[str] | None = None,
                    done: Callable[[Tally], bool] | None = None) -> tuple[Tally, bool]:
-    """Poll :func:`tally` until everything is complete (or ``done(tally)``) or ``timeout`` s pass;
+    """Poll :func:`tally` until everything is complete (or ``done(tally)``) or ``within`` s pass;
     then wait ``settle`` s more (a late duplicate would show then) and count again.
     Returns the final tally and whether it converged in time."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     finished = done or Tally.complete
     converged = False
     while time.monotonic() < deadline:
@@ -175,21 +174,21 @@ async def converge(stack: Stack, sales: list[Sale], returns: list[Return], timeo
             if finished(await tally(stack, sales, returns, webhook_ids)):
                 converged = True
                 break
-        except Exception:  # noqa: BLE001 - Kafka or the mock busy: look again
+        except Exception:
             pass
         await asyncio.sleep(1.0)
     await asyncio.sleep(settle)
     return await tally(stack, sales, returns, webhook_ids), converged
 
 
-async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.5) -> bool:
-    """Poll an async condition until true or ``timeout`` s; True when it became true."""
-    deadline = time.monotonic() + timeout
+async def wait_for(condition: Callable[[], Awaitable[bool]], within: float, interval: float = 0.5) -> bool:
+    """Poll an async condition until true or ``within`` s; True when it became true."""
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
             if await condition():
                 return True
-        except Exception:  # noqa: BLE001 - transient while parts restart
+        except Exception:
             pass
         await asyncio.sleep(interval)
     return False

@@ -160,7 +160,7 @@ async def kill_order_finalization(o: Options) -> Row:
                     slow += 1
                     say(f"kill order-finalization: run {i + 1}: no Order and event 90 s after the restart")
                 say(f"kill order-finalization: run {i + 1}/{o.n} done ({time.monotonic() - started:.0f} s)")
-        t, converged = await converge(stack, sales, [], 60)
+        t, _ = await converge(stack, sales, [], 60)
         _account(row, deliveries, t)
         row.notes.append("killed while: " + ", ".join(f"{k} × {v}" for k, v in stages.most_common()))
         if slow:
@@ -287,14 +287,17 @@ async def broker_outage(o: Options, outage: float) -> Row:
             if not service.process.alive():
                 row.problems.append(f"{name} exited during the scenario")
                 continue
-            try:
-                ready = httpx.get(service.url + "/readyz", timeout=3).status_code
-            except httpx.HTTPError as exc:
-                ready = type(exc).__name__  # type: ignore[assignment]
-            row.notes.append(f"{name} /readyz at the end: {ready}")
+            row.notes.append(f"{name} /readyz at the end: {await asyncio.to_thread(_ready, service)}")
     finally:
         await asyncio.to_thread(stack.stop)
     return row
+
+
+def _ready(service: Service) -> str:
+    try:
+        return str(httpx.get(service.url + "/readyz", timeout=3).status_code)
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
 
 
 # -- 4. duplicates with two replicas ---------------------------------------------------------------
@@ -405,7 +408,7 @@ async def commerce_faults(o: Options) -> Row:
         faults.share = o.fault_share
         deliveries = await _send_all(stack, gateway, bodies)
         say(f"commerce faults: {len(bodies)} webhooks sent; waiting for every sale and return")
-        t, converged = await converge(stack, sales, returns, 300,
+        t, _ = await converge(stack, sales, returns, 300,
                                       done=lambda t: t.complete() or (t.lost() - sum(t.dead_letters.values()) <= 0
                                                                       and bool(t.dead_letters)))
         faults.share = 0.0

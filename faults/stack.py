@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import hmac
 import random
@@ -30,11 +31,11 @@ from typing import Any
 
 import aiohttp
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.webhook_to_order import API_KEY, SECRET, _commerce
-from faults.proxy import Faults, FaultProxy
+from faults.proxy import FaultProxy, Faults
 from tests.support.processes import (
     CtMock,
     Kafka,
@@ -197,10 +198,8 @@ class Stack:
 
     def stop(self) -> None:
         for service in self.services.values():
-            try:
+            with contextlib.suppress(Exception):  # best effort: the other parts must still stop
                 service.stop()
-            except Exception:  # noqa: BLE001 - best effort: the next part must still stop
-                pass
         if self.proxy is not None:
             self.proxy.stop()
         self.mock.process.stop()
