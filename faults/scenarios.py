@@ -36,6 +36,8 @@ class Options:
     fault_share: float = 0.3
     token_ttl: int = 5
     marker_outage_seconds: float = 30.0
+    broker_fault: str = "kill"
+    """How the broker goes down: ``kill`` (SIGKILL: a crash, in-flight requests unanswered) or ``stop`` (SIGTERM)."""
     kill_window_ms: float = 400.0
     seed: int | None = None
     rng: random.Random = field(default_factory=random.Random)
@@ -214,7 +216,7 @@ async def kill_refund(o: Options) -> Row:
 async def broker_outage(o: Options, outage: float) -> Row:
     """Webhooks at a steady rate; the broker stopped for ``outage`` s and started again; nothing restarted.
     Webhooks answered 503 are sent again after the outage, like InStore retries them."""
-    row = Row(f"broker down {outage:g} s")
+    row = Row(f"broker {'killed' if o.broker_fault == 'kill' else 'stopped'} {outage:g} s")
     stack = await asyncio.to_thread(Stack.start)
     pre, post = 3.0, 5.0
     try:
@@ -244,7 +246,7 @@ async def broker_outage(o: Options, outage: float) -> Row:
             before = stack.log_counts()
             down_at = time.monotonic()
             say(f"broker down {outage:g} s: stopping the broker")
-            await asyncio.to_thread(stack.kafka.pause)
+            await asyncio.to_thread(stack.kill_kafka if o.broker_fault == "kill" else stack.kafka.pause)
             await asyncio.sleep(max(0.0, outage - (time.monotonic() - down_at)))
             say(f"broker down {outage:g} s: starting the broker again")
             try:

@@ -18,6 +18,7 @@ import collections
 import contextlib
 import hashlib
 import hmac
+import os
 import random
 import signal
 import socket
@@ -190,6 +191,21 @@ class Stack:
     def kill(self, name: str) -> None:
         """SIGKILL service ``name`` (its whole process group)."""
         self.services[name].process.stop(signal.SIGKILL)
+
+    def kill_kafka(self) -> None:
+        """SIGKILL the broker (a crash: nothing flushed, in-flight requests unanswered); ``kafka.resume()`` starts it again."""
+        assert self.kafka.home is not None
+        pid = int((self.kafka.home / "kafka.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+
+        def gone() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        wait_until(gone, 30, "the killed broker to exit")
 
     def log_counts(self) -> dict[str, int]:
         """Lines printed so far, by service."""
