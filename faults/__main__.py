@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=3.0, help="webhooks/s during the broker outage scenario")
     parser.add_argument("--drain-seconds", type=float, default=180.0, help="how long the backlog may take to drain")
     parser.add_argument("--fault-share", type=float, default=0.3, help="share of Composable Commerce calls faulted")
-    parser.add_argument("--token-ttl", type=int, default=5, help="token expires_in the proxy hands out (s)")
+    parser.add_argument("--token-ttl", type=int, default=2, help="token expires_in the proxy hands out (s)")
     parser.add_argument("--marker-outage-seconds", type=float, default=30.0, help="how long the marker write fails")
     parser.add_argument("--seed", type=int, default=None, help="random seed (kill points, faults)")
     args = parser.parse_args(argv)

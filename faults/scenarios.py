@@ -34,7 +34,7 @@ class Options:
     rate: float = 3.0
     drain_seconds: float = 180.0
     fault_share: float = 0.3
-    token_ttl: int = 5
+    token_ttl: int = 2
     marker_outage_seconds: float = 30.0
     broker_fault: str = "kill"
     """How the broker goes down: ``kill`` (SIGKILL: a crash, in-flight requests unanswered) or ``stop`` (SIGTERM)."""
