@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import sys
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 
 from faults import scenarios as sc
 from faults.report import Row, table
@@ -28,6 +30,10 @@ fault proxy; marker: only the marker write failing."""
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+async def _awaited(job: Callable[[], Awaitable[Row | list[Row]]]) -> Row | list[Row]:
+    return await job()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,20 +70,22 @@ def main(argv: list[str] | None = None) -> int:
     harness_error = False
     started = time.monotonic()
     for name in chosen:
-        runs = {
+        runs: dict[str, Callable[[], Awaitable[Row | list[Row]]]] = {
             "kill-of": lambda: sc.kill_order_finalization(opts),
             "kill-refund": lambda: sc.kill_refund(opts),
             "replicas": lambda: sc.two_replicas(opts),
             "commerce": lambda: sc.commerce_faults(opts),
             "marker": lambda: sc.marker_outage(opts),
         }
-        jobs = [(f"outage {o:g}", (lambda o=o: sc.broker_outage(opts, o))) for o in opts.outages] \
-            if name == "outage" else [(name, runs[name])]
+        jobs: list[tuple[str, Callable[[], Awaitable[Row | list[Row]]]]] = [
+            (f"outage {o:g}", functools.partial(sc.broker_outage, opts, o)) for o in opts.outages
+        ] if name == "outage" else [(name, runs[name])]
         for label, job in jobs:
             say(f"--- {label} ---")
             t0 = time.monotonic()
+            result: Row | list[Row]
             try:
-                result = asyncio.run(job())
+                result = asyncio.run(_awaited(job))
             except Exception as exc:
                 traceback.print_exc()
                 harness_error = True

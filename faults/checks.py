@@ -133,7 +133,7 @@ async def tally(stack: Stack, sales: list[Sale], returns: list[Return], webhook_
             order = by_id.get(r.order_id, {})
             items = [i for info in order.get("returnInfo") or [] for i in info.get("items", [])]
             t.items_per_line[r.return_line_id] = sum(1 for i in items if i.get("key") == RETURN_KEY_PREFIX + r.return_line_id)
-            payment = next((p["obj"] for p in (order.get("paymentInfo") or {}).get("payments", [])
+            payment: dict[str, Any] = next((p["obj"] for p in (order.get("paymentInfo") or {}).get("payments", [])
                             if p["id"] == r.payment_id and "obj" in p), {})
             t.refunds_per_tender[r.refund_id] = sum(1 for tr in payment.get("transactions", [])
                                                     if tr["type"] == "Refund" and tr.get("interactionId") == r.refund_id)

@@ -7,6 +7,7 @@ count is of real state: the mock's Orders and Payments, the topics read from the
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import random
@@ -158,7 +159,7 @@ async def kill_order_finalization(o: Options) -> Row:
                 await asyncio.to_thread(stack.kill, "order-finalization")
                 stages[_sale_stage(victim, sale)] += 1
                 await asyncio.to_thread(stack.finalizer)
-                if not await wait_for(lambda sale=sale: _done(stack, [sale], []), 90):
+                if not await wait_for(functools.partial(_done, stack, [sale], []), 90):
                     slow += 1
                     say(f"kill order-finalization: run {i + 1}: no Order and event 90 s after the restart")
                 say(f"kill order-finalization: run {i + 1}/{o.n} done ({time.monotonic() - started:.0f} s)")
@@ -198,7 +199,7 @@ async def kill_refund(o: Options) -> Row:
                 await asyncio.to_thread(stack.kill, "refund")
                 stages[_return_stage(victim, ret)] += 1
                 await asyncio.to_thread(stack.refund)
-                if not await wait_for(lambda ret=ret: _done(stack, [], [ret]), 90):
+                if not await wait_for(functools.partial(_done, stack, [], [ret]), 90):
                     slow += 1
                     say(f"kill refund: run {i + 1}: not recorded and announced 90 s after the restart")
                 say(f"kill refund: run {i + 1}/{o.n} done ({time.monotonic() - started:.0f} s)")
