@@ -57,7 +57,8 @@ def is_marker_write(method: str, path: str, body: Any) -> bool:
         return True
     if len(parts) == 3 and parts[1] == "orders" and isinstance(body, dict):
         actions = body.get("actions")
-        return isinstance(actions, list) and bool(actions) and all(isinstance(a, dict) and a.get("action") in MARKER_ACTIONS for a in actions)
+        return isinstance(actions, list) and bool(actions) and all(
+            isinstance(a, dict) and a.get("action") in MARKER_ACTIONS for a in actions)
     return False
 
 
