@@ -86,6 +86,14 @@ class Tally:
     webhooks_in_kafka: Counter[str] = field(default_factory=Counter)
     records_read: Counter[str] = field(default_factory=Counter)
     """Records read per topic (all of them, not only this scenario's)."""
+    unfinished: set[str] = field(default_factory=set)
+    """Webhook ids of the sales and returns not complete yet."""
+    dead_lettered: set[str] = field(default_factory=set)
+    """Webhook ids found on the dead-letter topic."""
+
+    def settled(self) -> bool:
+        """Every sale and return is complete, or its webhook was dead-lettered (nothing more will happen)."""
+        return self.unfinished <= self.dead_lettered
 
     def complete(self) -> bool:
         """Every sale has an Order with an event, every return its item, refund and event."""
@@ -127,6 +135,8 @@ async def tally(stack: Stack, sales: list[Sale], returns: list[Return], webhook_
             oid = json.loads(record.value).get("orderId")
             if oid in mine:
                 t.events_per_order[oid] += 1
+        announced = {o["cart"]["id"] for o in orders if o["id"] in mine and t.events_per_order[o["id"]]}
+        t.unfinished |= {s.webhook_id for s in sales if s.cart_id not in announced}
     if returns:
         by_id = {o["id"]: o for o in orders}
         for r in returns:
@@ -144,9 +154,13 @@ async def tally(stack: Stack, sales: list[Sale], returns: list[Return], webhook_
             key = (event.get("returnCartId"), event.get("orderId"))
             if key in wanted:
                 t.refund_events[f"{key[0]}/{key[1]}"] += 1
+        t.unfinished |= {r.webhook_id for r in returns if not (t.items_per_line[r.return_line_id]
+                         and t.refunds_per_tender[r.refund_id] and t.refund_events[f"{r.cart_id}/{r.order_id}"])}
     for record in await _read(t, bootstrap, DLQ):
-        if header(record, "webhook-id") in ids:
+        wid = header(record, "webhook-id")
+        if wid in ids:
             t.dead_letters[header(record, "dlq-error-reason") or "?"] += 1
+            t.dead_lettered.add(wid)
     for record in await _read(t, bootstrap, WEBHOOKS):
         wid = header(record, "webhook-id")
         if wid in ids:
@@ -163,11 +177,11 @@ async def _read(t: Tally, bootstrap: str, topic: str) -> list[Any]:
 async def converge(stack: Stack, sales: list[Sale], returns: list[Return], within: float,
                    settle: float = 3.0, webhook_ids: set[str] | None = None,
                    done: Callable[[Tally], bool] | None = None) -> tuple[Tally, bool]:
-    """Poll :func:`tally` until everything is complete (or ``done(tally)``) or ``within`` s pass;
+    """Poll :func:`tally` until everything is settled (complete or dead-lettered; or ``done(tally)``) or ``within`` s pass;
     then wait ``settle`` s more (a late duplicate would show then) and count again.
     Returns the final tally and whether it converged in time."""
     deadline = time.monotonic() + within
-    finished = done or Tally.complete
+    finished = done or Tally.settled
     converged = False
     while time.monotonic() < deadline:
         try:

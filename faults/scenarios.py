@@ -174,7 +174,7 @@ async def kill_order_finalization(o: Options) -> Row:
 
 
 async def _done(stack: Stack, sales: list[Sale], returns: list[Return]) -> bool:
-    return (await tally(stack, sales, returns)).complete()
+    return (await tally(stack, sales, returns)).settled()
 
 
 # -- 2. SIGKILL refund ----------------------------------------------------------------------------
@@ -411,9 +411,7 @@ async def commerce_faults(o: Options) -> Row:
         faults.share = o.fault_share
         deliveries = await _send_all(stack, gateway, bodies)
         say(f"commerce faults: {len(bodies)} webhooks sent; waiting for every sale and return")
-        t, _ = await converge(stack, sales, returns, 300,
-                                      done=lambda t: t.complete() or (t.lost() - sum(t.dead_letters.values()) <= 0
-                                                                      and bool(t.dead_letters)))
+        t, _ = await converge(stack, sales, returns, 300)
         faults.share = 0.0
         _account(row, deliveries, t)
         row.notes.append(f"proxy: {stack.proxy.stats.summary()}; token expires_in rewritten to {o.token_ttl} s")
