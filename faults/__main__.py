@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage-seconds", default="10,120", help="broker outages to run, comma-separated (10,120)")
     parser.add_argument("--broker-fault", choices=("kill", "stop"), default="kill",
                         help="how the broker goes down: SIGKILL (a crash, default) or SIGTERM (a clean stop)")
+    parser.add_argument("--burst", type=int, default=20, help="webhooks sent at once just before the broker goes down")
     parser.add_argument("--rate", type=float, default=3.0, help="webhooks/s during the broker outage scenario")
     parser.add_argument("--drain-seconds", type=float, default=180.0, help="how long the backlog may take to drain")
     parser.add_argument("--fault-share", type=float, default=0.3, help="share of Composable Commerce calls faulted")
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     opts = sc.Options(n=args.n, outages=_floats(args.outage_seconds), rate=args.rate, drain_seconds=args.drain_seconds,
                       fault_share=args.fault_share, token_ttl=args.token_ttl,
-                      marker_outage_seconds=args.marker_outage_seconds, broker_fault=args.broker_fault,
+                      marker_outage_seconds=args.marker_outage_seconds, broker_fault=args.broker_fault, burst=args.burst,
                       seed=seed, rng=random.Random(seed))
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(chosen) - set(SCENARIOS)

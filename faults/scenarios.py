@@ -37,6 +37,8 @@ class Options:
     fault_share: float = 0.3
     token_ttl: int = 2
     marker_outage_seconds: float = 30.0
+    burst: int = 20
+    """Webhooks sent at once just before the broker goes down (so produce requests are in flight)."""
     broker_fault: str = "kill"
     """How the broker goes down: ``kill`` (SIGKILL: a crash, in-flight requests unanswered) or ``stop`` (SIGTERM)."""
     kill_window_ms: float = 400.0
@@ -224,7 +226,8 @@ async def broker_outage(o: Options, outage: float) -> Row:
         gateway = await asyncio.to_thread(stack.gateway)
         await asyncio.to_thread(stack.finalizer)
         await asyncio.to_thread(stack.refund)
-        sales = await prepare_sales(stack.mock, math.ceil(o.rate * (pre + outage + post + 30)))
+        sales = await prepare_sales(stack.mock, math.ceil(o.rate * (pre + outage + post + 30)) + o.burst)
+        burst, sales = sales[:o.burst], sales[o.burst:]
         row.sales = 0
         deliveries: dict[str, Delivery] = {}
         sent: list[Sale] = []
@@ -244,6 +247,12 @@ async def broker_outage(o: Options, outage: float) -> Row:
 
             sending = asyncio.create_task(sender())
             await asyncio.sleep(pre)
+            if burst:  # requests in flight in every part when the broker goes: produce calls that never get an answer
+                for sale in burst:
+                    deliveries[sale.webhook_id] = d = Delivery()
+                    sent.append(sale)
+                    tasks.append(asyncio.create_task(deliver(session, gateway, sale.body(), d)))
+                await asyncio.sleep(0.15)
             before = stack.log_counts()
             down_at = time.monotonic()
             say(f"broker down {outage:g} s: stopping the broker")
