@@ -47,14 +47,17 @@ before issue 10) and the return items' setReturnPaymentState (the refund path)."
 
 
 def is_marker_write(method: str, path: str, body: Any) -> bool:
-    """True for a write that records an announcement: ``POST /{project}/custom-objects`` (the
-    marker as a Custom Object), or ``POST /{project}/orders/{id}`` whose actions are all
-    :data:`MARKER_ACTIONS` (the marker as Order state)."""
+    """True for a write that records "the event went out": ``POST /{project}/custom-objects``
+    setting an announcement marker ``published`` (the Custom Object marker of
+    ``instore_shared.announcements``; its ``claimed`` write before publishing is not one —
+    and a Custom Object without a ``state`` counts), or ``POST /{project}/orders/{id}`` whose
+    actions are all :data:`MARKER_ACTIONS` (the marker as Order state, before issue 10)."""
     if method != "POST":
         return False
     parts = [p for p in path.split("/") if p]
-    if len(parts) >= 2 and parts[1] == "custom-objects":
-        return True
+    if len(parts) == 2 and parts[1] == "custom-objects":
+        value = body.get("value") if isinstance(body, dict) else None
+        return not (isinstance(value, dict) and value.get("state") not in (None, "published"))
     if len(parts) == 3 and parts[1] == "orders" and isinstance(body, dict):
         actions = body.get("actions")
         return isinstance(actions, list) and bool(actions) and all(
