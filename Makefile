@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.local/uv/bin/uv)
 UV_VERSION := 0.13.9
 
-.PHONY: help install run demo simulate token test test-unit test-contract test-integration test-e2e bench bench-webhooks bench-orders bench-refunds faults replay-dlq events settings-doc clean
+.PHONY: help install run demo simulate token test lint test-unit test-contract test-integration test-e2e bench bench-webhooks bench-orders bench-refunds faults replay-dlq events settings-doc clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -50,6 +50,10 @@ token: ## mint a colleague token from the local IMS (make -s token USER_ID=colle
 
 test: ## every test tier: unit, contract, integration (real Kafka + mock), end-to-end
 	$(UV) run --frozen pytest -ra
+
+lint: ## ruff and mypy over the whole workspace (both must be clean)
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen mypy
 
 test-unit: ## unit tests only (no network)
 	$(UV) run --frozen pytest -ra tests/unit

@@ -10,7 +10,7 @@ return (refunding one mug to the card) is sent, C at a time, and it measures:
 
 - webhook-to-event latency p50/p99/max per return (gateway → Kafka → refund: read the
   return cart and the Order with its Payments, write the return item, write the Refund,
-  publish, set ``Refunded``);
+  set ``Refunded``, claim the announcement marker, publish, mark it published);
 - returns/s through the pipeline, exactly one event per return, CPU ms per return by process.
 
 Exits non-zero when a webhook is not answered 202, or the events are not exactly one per return.

@@ -10,13 +10,17 @@ time) and it measures:
 
 - webhook-to-event latency p50/p99/max per sale: from sending the webhook to the gateway
   until its cart's event arrives (gateway → Kafka → order-finalization → Order created →
-  event published → confirmed);
+  event published; the announcement marker, a Custom Object, is set published after that);
 - sales/s through the pipeline (first send to last event);
 - events seen vs. sales sent: exactly one event per sale (a short settle after the last
   catches duplicates);
 - CPU ms per sale by process (gateway, order-finalization, mock, Kafka, load generator).
 
-Exits non-zero when a webhook is not answered 202, or the events are not exactly one per sale.
+- afterwards (untimed): every sale's Order is still as created (``Open``, never changed as a
+  marker) and its marker ``payments-completed.<order id>`` is ``published``.
+
+Exits non-zero when a webhook is not answered 202, the events are not exactly one per sale,
+or an Order was changed or left without a published marker.
 
 Usage: ``make bench-orders`` or ``uv run python -m bench.webhook_to_order [--sales N] [--concurrency C]``.
 Honours ``KAFKA_BOOTSTRAP_SERVERS`` (else starts a local broker).
@@ -39,6 +43,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.cart_callback import RssSampler, _cpu_seconds, _pct
+from instore_shared import announcements
 from instore_shared.commercetools import CommercetoolsClient
 from instore_shared.logging import configure_logging
 from instore_shared.settings import CommercetoolsSettings
@@ -214,6 +219,21 @@ async def _run(bootstrap: str, url: str, bodies: dict[str, tuple[bytes, dict[str
     return run
 
 
+async def _check_orders(mock: CtMock, cart_ids: list[str]) -> tuple[int, int]:
+    """(Orders still ``Open`` at version 1, announcement markers ``published``) over ``cart_ids``' Orders."""
+    untouched = published = 0
+    async with _commerce(mock) as c:
+        for cart_id in cart_ids:
+            found = await c.find_order_by_cart(cart_id)
+            if found is None:
+                continue
+            order = found.json()
+            untouched += order["orderState"] == "Open" and order["version"] == 1
+            claim = await announcements.read_claim(c, announcements.marker_key("payments-completed", order["id"]))
+            published += claim is not None and claim.state == "published"
+    return untouched, published
+
+
 def report(run: Run, count: int, concurrency: int, noun: str, peak_rss: dict[str, float]) -> None:
     """Print the figures of ``run`` (``count`` webhooks, one event each expected); exit non-zero when a
     webhook was not answered 202 or the events are not exactly one per ``noun``."""
@@ -295,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
                                        "cartId": cart_id, "locationId": "store-berlin-01"}) for cart_id in cart_ids}
             run = asyncio.run(_run(kafka.bootstrap_servers, f"{services['gateway'].url}/instore/webhooks", bodies,
                                    args.concurrency, args.timeout, args.settle, procs))
+        untouched, published = asyncio.run(_check_orders(mock, cart_ids))
     finally:
         for service in services.values():
             service.stop()
@@ -302,6 +323,10 @@ def main(argv: list[str] | None = None) -> None:
         kafka.stop()
 
     report(run, args.sales, args.concurrency, "sale", rss.peak)
+    print(f"Orders left as created (Open, version 1): {untouched} / {args.sales}; "
+          f"announcement markers published: {published} / {args.sales}")
+    if untouched != args.sales or published != args.sales:
+        raise SystemExit("bench: an Order was changed, or its announcement was not marked published")
 
 
 if __name__ == "__main__":

@@ -117,3 +117,29 @@ async def test_the_refund_service_sends_only_valid_requests(ct_mock: CtMock) -> 
     sent = [(r.method, r.url.split("?")[0].split("/instore-demo")[-1]) for r in recorder.requests]
     assert ("POST", f"/orders/{order['id']}") in sent and ("POST", f"/payments/{payment['id']}") in sent
     recorder.assert_all_valid()
+
+
+async def test_custom_object_markers_are_compare_and_set_on_the_mock(ct_mock: CtMock) -> None:
+    """The announcement markers: ``version: 0`` creates only once (409 after), a stale version is
+    refused, the right one replaces — and every request validates against the OpenAPI."""
+    import asyncio
+
+    from instore_shared.commercetools import ConcurrentModification
+
+    recorder = RequestRecorder()
+    async with CommercetoolsClient(_settings(ct_mock), request_hooks=[recorder]) as client:
+        container, key = "instore-integration-announcements", "contract-test.marker-1"
+        with pytest.raises(NotFound):
+            await client.get_custom_object(container, key)
+        results = await asyncio.gather(
+            *(client.put_custom_object(container, key, {"state": "claimed", "n": n}, version=0) for n in range(5)),
+            return_exceptions=True)
+        assert sum(not isinstance(r, BaseException) for r in results) == 1
+        assert all(isinstance(r, ConcurrentModification) for r in results if isinstance(r, BaseException))
+        stored = (await client.get_custom_object(container, key)).json()
+        with pytest.raises(ConcurrentModification):
+            await client.put_custom_object(container, key, {"state": "published"}, version=stored["version"] + 1)
+        updated = (await client.put_custom_object(container, key, {"state": "published"},
+                                                  version=stored["version"])).json()
+        assert updated["version"] == stored["version"] + 1 and updated["value"] == {"state": "published"}
+    recorder.assert_all_valid()

@@ -184,6 +184,28 @@ async def _create_cart(mock: CtMock, draft: dict[str, Any]) -> dict[str, Any]:
         return (await commerce.request("POST", "/carts", json=draft)).json()
 
 
+@pytest.mark.parametrize("length", [101, 200, 256])
+def test_unknown_long_keys_are_404_not_an_outage(stack: Stack, length: int) -> None:
+    """Issue 10 B4: keys of 101-256 characters answered 502 commerce-unavailable (the mock's 414)."""
+    ref = (uuid.uuid4().hex * 8)[:length]
+    for path in ("carts", "return-carts"):
+        _assert_problem(_get(stack.gateways[0], f"/instore/callbacks/{path}/{ref}"), 404, "cart-not-found")
+
+
+async def test_a_cart_with_a_256_character_key_is_served(stack: Stack) -> None:
+    key = ("k-" + uuid.uuid4().hex * 8)[:256]
+    cart = await _create_cart(stack.mock, {
+        "currency": "EUR", "country": "DE", "key": key,
+        "customLineItems": [{"name": {"en": "Gift card"}, "quantity": 1, "slug": "gift-card",
+                             "money": {"currencyCode": "EUR", "centAmount": 2500},
+                             "taxCategory": {"typeId": "tax-category", "key": "standard"}}],
+    })
+    assert cart["key"] == key
+    response = _get(stack.gateways[1], f"/instore/callbacks/carts/{key}")
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == cart["id"]
+
+
 async def test_cart_in_another_currency_is_422(stack: Stack) -> None:
     cart = await _create_cart(stack.mock, {
         "currency": "USD", "country": "US", "key": f"usd-{uuid.uuid4().hex[:8]}",

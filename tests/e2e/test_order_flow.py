@@ -6,6 +6,7 @@ Carts and Payments are created through the API for each test, like InStore would
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -20,7 +21,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from instore_shared.commercetools import CommercetoolsClient
+from instore_shared.announcements import CONTAINER
+from instore_shared.commercetools import CommercetoolsClient, NotFound
 from instore_shared.contract.instore_webhooks import payment_webhook
 from instore_shared.settings import CommercetoolsSettings
 from tests.support.processes import (
@@ -130,17 +132,29 @@ async def _events_for(kafka: Kafka, cart_id: str, settle: float = 2.0, timeout: 
     return found
 
 
+async def _marker(mock: CtMock, order_id: str) -> dict[str, Any] | None:
+    """The announcement marker of Order ``order_id`` (a Custom Object), or None."""
+    async with _commerce(mock) as c:
+        try:
+            return (await c.get_custom_object(CONTAINER, f"payments-completed.{order_id}")).json()
+        except NotFound:
+            return None
+
+
 def _processed(service: Service, webhook_id: str) -> int:
     return sum(1 for line in service.process.output().splitlines()
                if '"webhook.processed"' in line and webhook_id in line)
 
 
-async def test_a_paid_sale_becomes_one_confirmed_order_and_one_event(stack: Stack) -> None:
+async def test_a_paid_sale_becomes_one_order_and_one_event_the_order_left_as_created(stack: Stack) -> None:
     cart = await _sale(stack.mock, [("CREDIT_CARD", 2500, "Success")])
     webhook_id = _send(stack, cart)
     events = await _events_for(stack.kafka, cart["id"])
     (order,) = await _orders_of(stack.mock, cart["id"])
-    assert order["paymentState"] == "Paid" and order["orderState"] == "Confirmed"
+    assert order["paymentState"] == "Paid" and order["orderState"] == "Open" and order["version"] == 1
+    marker = await _marker(stack.mock, order["id"])
+    assert marker is not None and marker["value"]["state"] == "published"
+    assert marker["value"]["eventId"] == events[0]["eventId"]
     assert order["orderNumber"] == f"instore-{cart['id']}"
     (event,) = events
     assert (event["orderId"], event["orderNumber"], event["sourceWebhookId"]) == (order["id"], order["orderNumber"], webhook_id)
@@ -157,6 +171,48 @@ async def test_the_same_webhook_ten_times_is_one_order_and_one_event(stack: Stac
     wait_until(lambda: _processed(stack.finalizer, webhook_id) >= 10, 60, "ten deliveries processed")
     assert len(await _orders_of(stack.mock, cart["id"])) == 1
     assert len(await _events_for(stack.kafka, cart["id"])) == 1
+
+
+@pytest.mark.parametrize("state", ["Complete", "Cancelled"])
+async def test_a_replay_for_an_order_the_oms_moved_on_publishes_nothing_and_changes_nothing(
+        stack: Stack, state: str) -> None:
+    cart = await _sale(stack.mock, [("CREDIT_CARD", 2500, "Success")])
+    _send(stack, cart)
+    (first,) = await _events_for(stack.kafka, cart["id"], settle=0.5)
+    deadline = time.monotonic() + 30
+    while ((await _marker(stack.mock, first["orderId"])) or {}).get("value", {}).get("state") != "published":
+        assert time.monotonic() < deadline, "the marker was not set published"
+        await asyncio.sleep(0.1)  # polling a condition with a deadline
+    async with _commerce(stack.mock) as c:
+        order = (await c.get_order(first["orderId"])).json()
+        moved = (await c.change_order_state(order["id"], order["version"], state)).json()  # the retailer's OMS
+    before = await _marker(stack.mock, moved["id"])
+    replayed = [_send(stack, cart), _send(stack, {"id": cart["key"]})]  # by id and by key
+    wait_until(lambda: all(_processed(stack.finalizer, w) >= 1 for w in replayed), 30, "the replays processed")
+    assert [e["eventId"] for e in await _events_for(stack.kafka, cart["id"])] == [first["eventId"]]
+    async with _commerce(stack.mock) as c:
+        assert (await c.get_order(moved["id"])).json() == moved  # not a field, not a version changed
+    assert await _marker(stack.mock, moved["id"]) == before
+
+
+async def test_two_replicas_the_same_webhook_ten_times_and_by_id_and_key_at_once_one_order_one_event(
+        stack: Stack) -> None:
+    """Two order-finalization processes in one consumer group: webhooks naming a cart by id and by
+    key land on different partitions, so possibly on different replicas — the claim decides."""
+    second = _finalizer(stack.kafka, stack.mock, "order-finalization-replica")
+    try:
+        carts = [await _sale(stack.mock, [("CREDIT_CARD", 2500, "Success")]) for _ in range(4)]
+        sends = []
+        for cart in carts:
+            webhook_id = f"evt-{uuid.uuid4().hex}"
+            sends += [(cart, webhook_id)] * 10 + [({"id": cart["key"]}, None)] * 5 + [(cart, None)] * 5
+        await asyncio.gather(*(asyncio.to_thread(_send, stack, cart, webhook_id) for cart, webhook_id in sends))
+        for cart in carts:
+            events = await _events_for(stack.kafka, cart["id"], settle=1.0, timeout=60)
+            assert len(events) == 1, f"{len(events)} events for cart {cart['id']}"
+            assert len(await _orders_of(stack.mock, cart["id"])) == 1
+    finally:
+        second.stop()
 
 
 async def test_split_tender_over_two_webhooks(stack: Stack) -> None:
@@ -204,6 +260,7 @@ async def test_killed_after_creating_the_order_then_restarted_is_one_order_and_o
     assert crashing.process.proc.returncode == 3
     (order,) = await _orders_of(stack.mock, cart["id"])
     assert order["orderState"] == "Open"  # created, not yet announced, offset not committed
+    assert await _marker(stack.mock, order["id"]) is None
     restarted = _finalizer(stack.kafka, stack.mock, "order-finalization-restarted")
     try:
         events = await _events_for(stack.kafka, cart["id"])
@@ -211,4 +268,6 @@ async def test_killed_after_creating_the_order_then_restarted_is_one_order_and_o
         restarted.stop()
     assert len(events) == 1
     (order,) = await _orders_of(stack.mock, cart["id"])
-    assert order["orderState"] == "Confirmed"
+    assert order["orderState"] == "Open" and order["version"] == 1  # never changed as a marker
+    marker = await _marker(stack.mock, order["id"])
+    assert marker is not None and marker["value"]["state"] == "published"

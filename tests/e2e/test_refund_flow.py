@@ -21,8 +21,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from instore_shared.announcements import CONTAINER
 from instore_shared.contract.instore_webhooks import payment_webhook, refund_webhook
-from tests.e2e.test_order_flow import _commerce, _orders_of, _sale
+from tests.e2e.test_order_flow import _commerce, _marker, _orders_of, _processed, _sale
 from tests.support.processes import (
     CtMock,
     Kafka,
@@ -89,11 +90,12 @@ async def _ordered_sale(stack: Stack, tenders: list[tuple[str, int]]) -> dict[st
     cart = await _sale(stack.mock, [(method, cents, "Success") for method, cents in tenders])
     _post_webhook(stack, payment_webhook(cart["id"]))
 
-    async def confirmed() -> bool:
+    async def announced() -> bool:  # the Order exists and its payments-completed event went out
         orders = await _orders_of(stack.mock, cart["id"])
-        return bool(orders) and orders[0]["orderState"] == "Confirmed"
+        marker = await _marker(stack.mock, orders[0]["id"]) if orders else None
+        return marker is not None and marker["value"]["state"] == "published"
 
-    await _wait_async(confirmed, 30, f"the Order of cart {cart['id']}")
+    await _wait_async(announced, 30, f"the Order of cart {cart['id']}")
     async with _commerce(stack.mock) as c:
         (order,) = await _orders_of(stack.mock, cart["id"])
         return (await c.get_order(order["id"], ("paymentInfo.payments[*]",))).json()
@@ -189,6 +191,32 @@ async def test_a_sale_then_a_full_return_through_the_gateway(stack: Stack) -> No
         order["id"], order["orderNumber"], webhook_id)
     assert event["totalRefunded"] == {"centAmount": 2500, "currencyCode": EUR}
     assert [(r["refundId"], r["transactionId"]) for r in event["refunds"]] == [(refund["interactionId"], refund["id"])]
+
+
+async def test_a_replayed_refund_for_an_order_the_oms_completed_publishes_nothing_and_changes_nothing(
+        stack: Stack) -> None:
+    order = await _ordered_sale(stack, [("CREDIT_CARD", 2500)])
+    cart = await _return_cart(stack, [(order["id"], order["lineItems"][0]["id"], 1)])
+    body = refund_webhook(cart["id"], [("rf-" + uuid.uuid4().hex, _payment_id(order, "CREDIT_CARD"), 1250, EUR)],
+                          f"evt-{uuid.uuid4().hex}")
+    _post_webhook(stack, body)
+    (event,) = await _events(stack.kafka, cart["id"])
+
+    async def marked() -> bool:
+        async with _commerce(stack.mock) as c:
+            key = f"refunds-completed.{order['id']}.{event['eventId']}"
+            return (await c.get_custom_object(CONTAINER, key)).json()["value"]["state"] == "published"
+
+    await _wait_async(marked, 30, "the refund's announcement marker")
+    async with _commerce(stack.mock) as c:
+        current = (await c.get_order(order["id"])).json()
+        assert current["orderState"] == "Open"  # the Order's state is never a marker
+        moved = (await c.change_order_state(order["id"], current["version"], "Complete")).json()  # the OMS
+    replay = _post_webhook(stack, body)
+    wait_until(lambda: _processed(stack.refund, replay) >= 2, 30, "the replay processed")  # same body, same id
+    assert [e["eventId"] for e in await _events(stack.kafka, cart["id"])] == [event["eventId"]]
+    async with _commerce(stack.mock) as c:
+        assert (await c.get_order(order["id"])).json() == moved
 
 
 async def test_a_partial_return(stack: Stack) -> None:

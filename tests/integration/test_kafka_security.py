@@ -12,12 +12,12 @@ import pytest
 from instore_cart_mapping.app import create_broker
 from instore_cart_mapping.settings import CartMappingSettings
 from instore_gateway.lookups import KafkaCartLookups
-from instore_shared.commercetools.fake import InMemoryCommerce
 from instore_shared.contract.cart_lookup import CartKind, LookupStatus
 from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.rpc import RequestReplyClient
 from instore_shared.kafka.topics import ALL_TOPICS, CART_REPLIES
 from tests.conftest import load_example
+from tests.fakes.commerce import InMemoryCommerce
 from tests.support.processes import Kafka, free_port, start_kafka
 
 pytestmark = pytest.mark.integration

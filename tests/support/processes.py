@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,11 +34,27 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+FREE_PORTS = range(20000, 32000)
+"""Where :func:`free_port` picks: below the kernel's ephemeral range (``/proc/sys/net/ipv4/ip_local_port_range``,
+32768-60999 by default), so no client's outgoing connection can take a port a test server must
+bind again — and a client retrying a stopped broker cannot connect to itself on the broker's
+port (TCP simultaneous open), which then keeps the broker from starting again."""
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A random TCP port of :data:`FREE_PORTS` that binds on 127.0.0.1 right now.
+
+    Raises ``RuntimeError`` when 200 random tries found none free.
+    """
+    for _ in range(200):
+        port = random.choice(FREE_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {FREE_PORTS.start}-{FREE_PORTS.stop - 1}")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:

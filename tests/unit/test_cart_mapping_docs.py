@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from instore_cart_mapping.app import create_app
-from instore_shared.commercetools.fake import InMemoryCommerce
+from tests.fakes.commerce import InMemoryCommerce
 
 
 async def test_asyncapi_and_schemas_are_served_and_nothing_publishes_over_http() -> None:

@@ -9,11 +9,11 @@ from faststream.kafka import KafkaMessage, TestKafkaBroker
 
 from instore_cart_mapping.app import _the_message, create_broker
 from instore_cart_mapping.settings import CartMappingSettings
-from instore_shared.commercetools.fake import InMemoryCommerce
 from instore_shared.contract import cart_lookup as c
 from instore_shared.kafka import headers as h
 from instore_shared.kafka.topics import CART_REPLIES, CART_REQUESTS
 from tests.conftest import load_example
+from tests.fakes.commerce import InMemoryCommerce
 
 
 def _commerce() -> InMemoryCommerce:

@@ -186,3 +186,65 @@ async def test_find_cart_falls_back_from_id_to_key() -> None:
 
 def test_secret_is_not_printed() -> None:
     assert "csecret" not in repr(SETTINGS) and "csecret" not in str(SETTINGS)
+
+
+class FlakyAuth(Server):
+    """A Composable Commerce whose token endpoint first answers ``failures`` (a response or an exception), in order."""
+
+    def __init__(self, failures: list[httpx.Response | Exception]) -> None:
+        super().__init__(lambda r: httpx.Response(200, json=CART))
+        self.failures = failures
+        self.token_calls = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            self.token_calls += 1
+            if self.failures:
+                failure = self.failures.pop(0)
+                if isinstance(failure, Exception):
+                    raise failure
+                return failure
+        return super().__call__(request)
+
+
+_TIMEOUT = httpx.ReadTimeout("token endpoint hangs")
+_CT_429 = httpx.Response(429, json={"statusCode": 429, "message": "Too many requests",
+                                    "errors": [{"code": "TooManyRequests", "message": "slow down"}]})
+_CT_503 = httpx.Response(503, json={"statusCode": 503, "message": "Service unavailable", "errors": []})
+
+
+@pytest.mark.parametrize("failure", [
+    _CT_429, _CT_503, httpx.Response(502, text="<html>bad gateway</html>"), httpx.Response(500),
+    httpx.Response(200, json={"token_type": "Bearer"}),  # a 2xx without a token: a broken answer, not a refusal
+    httpx.Response(400, text="bad request from a proxy"),  # a 400 without an OAuth error code
+    _TIMEOUT,
+], ids=["429", "503", "502-html", "500-empty", "200-no-token", "400-no-oauth-code", "timeout"])
+async def test_a_token_endpoint_blip_is_retried_like_any_call(failure: httpx.Response | Exception) -> None:
+    server = FlakyAuth([failure])
+    async with _client(server) as client:
+        assert (await client.get_cart(CART["id"])).json()["id"] == CART["id"]
+    assert server.token_calls == 2 and len(server.api_calls) == 1
+
+
+@pytest.mark.parametrize("failure", [_CT_429, _CT_503, _TIMEOUT], ids=["429", "503", "timeout"])
+async def test_a_token_endpoint_outage_is_transient_once_the_retries_are_spent(failure: httpx.Response | Exception) -> None:
+    server = FlakyAuth([failure] * SETTINGS.max_attempts)
+    async with _client(server) as client:
+        with pytest.raises(TransientError):  # the consumers wait out an outage instead of dead-lettering
+            await client.get_cart(CART["id"])
+    assert server.token_calls == SETTINGS.max_attempts and not server.api_calls
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (401, {"statusCode": 401, "message": "Please provide valid client credentials.",
+           "errors": [{"code": "invalid_client", "message": "bad"}], "error": "invalid_client"}),
+    (400, {"statusCode": 400, "message": "Illegal scope", "errors": [{"code": "invalid_scope", "message": "x"}],
+           "error": "invalid_scope"}),
+    (401, {"errors": [{"code": "invalid_client"}]}),
+])
+async def test_refused_credentials_are_permanent_at_once(status: int, body: dict[str, object]) -> None:
+    server = FlakyAuth([httpx.Response(status, json=body)] * 5)
+    async with _client(server) as client:
+        with pytest.raises(AuthenticationFailed) as info:
+            await client.get_cart(CART["id"])
+    assert server.token_calls == 1 and info.value.code == body.get("error", "invalid_client")

@@ -55,8 +55,8 @@ CART_MAPPING_VARS = _names(CartMappingSettings) | CTP_VARS
 ORDER_FINALIZATION_VARS = _names(OrderFinalizationSettings) | CTP_VARS
 REFUND_VARS = _names(RefundSettings) | CTP_VARS
 # Composable Commerce scopes order-finalization and refund need (their API clients must have exactly these).
-ORDER_FINALIZATION_SCOPES = ("manage_orders", "view_orders", "view_payments")
-REFUND_SCOPES = ("manage_orders", "view_orders", "manage_payments")
+ORDER_FINALIZATION_SCOPES = ("manage_orders", "view_orders", "view_payments", "manage_key_value_documents")
+REFUND_SCOPES = ("manage_orders", "view_orders", "manage_payments", "manage_key_value_documents")
 DEVFAKES_PREFIX = "DEVFAKES_"
 DEVFAKES_VARS = _names(DevFakesSettings, DEVFAKES_PREFIX)
 # Values that must never be written into a manifest: SecretStr fields, plus the API client id.
@@ -586,3 +586,10 @@ def test_dockerfile_env_and_ports(service: str) -> None:
         assert name in TOOLING_ENV or name.startswith("UV_"), f"{service}/Dockerfile sets {name}, no settings field"
     assert "HEALTHCHECK" in text and f"'http://127.0.0.1:%s{image.health}'" in text
     assert "USER 10001" in text
+
+
+def test_the_manifests_scopes_are_what_the_services_ask_for() -> None:
+    from instore_order_finalization.app import SCOPES as FINALIZATION_ASKS
+    from instore_refund.app import SCOPES as REFUND_ASKS
+
+    assert set(ORDER_FINALIZATION_SCOPES) == set(FINALIZATION_ASKS) and set(REFUND_SCOPES) == set(REFUND_ASKS)

@@ -11,9 +11,9 @@ from faststream.kafka import KafkaMessage, TestKafkaBroker
 
 from instore_order_finalization.app import _the_message, create_broker
 from instore_order_finalization.settings import OrderFinalizationSettings
-from instore_shared.commercetools.fake import InMemoryCommerce
 from instore_shared.contract.instore_webhooks import payment_webhook
 from instore_shared.kafka.topics import PAYMENTS_COMPLETED, WEBHOOKS
+from tests.fakes.commerce import InMemoryCommerce
 from tests.unit.test_order_finalization import _payment, _world
 
 SETTINGS = OrderFinalizationSettings()
@@ -44,7 +44,7 @@ async def test_ten_deliveries_make_one_order_and_one_event() -> None:
     assert len(events) == 1
     event = json.loads(events[0].body)
     order = json.loads(commerce.orders[event["orderId"]])
-    assert order["orderState"] == "Confirmed" and order["paymentState"] == "Paid"
+    assert order["orderState"] == "Open" and order["paymentState"] == "Paid"  # the Order stays as created
     assert event["eventId"] and event["sourceWebhookId"] == "evt-1" and event["type"] == "payments-completed"
     assert event["total"] == {"centAmount": 3499, "currencyCode": "EUR"}
     assert [(p["method"], p["amount"]["centAmount"]) for p in event["payments"]] == [("CREDIT_CARD", 2000),

@@ -16,9 +16,9 @@ from instore_refund.plan import Refused
 from instore_refund.record import LineFields, record_refund
 from instore_refund.settings import RefundSettings
 from instore_shared.commercetools.errors import ConcurrentModification, InvalidInput
-from instore_shared.commercetools.fake import InMemoryCommerce
 from instore_shared.contract.instore_webhooks import refund_webhook
 from instore_shared.kafka.topics import REFUNDS_COMPLETED, WEBHOOKS
+from tests.fakes.commerce import InMemoryCommerce
 
 SETTINGS = RefundSettings()
 FIELDS = LineFields("purchaseOrderId", "purchaseLineItemId", "returnComment")
@@ -205,10 +205,9 @@ async def test_recorded_but_not_announced_is_announced_on_redelivery_with_the_sa
     commerce = _world()
     body = refund_webhook("ret-cart-1", [("rf-1", "p-card", 1999, EUR)], "evt-1")
     first, _ = await _deliver(commerce, body)
-    # as if the process died after the writes but before marking: items back to Initial
-    order = commerce.order("order-1")
-    order["returnInfo"][0]["items"][0]["paymentState"] = "Initial"
-    commerce.add_order(order)
+    # as if the process died after the writes but before announcing: no marker
+    assert [v["value"]["state"] for v in commerce.custom_objects.values()] == ["published"]
+    commerce.custom_objects.clear()
     again, _ = await _deliver(commerce, body)
     assert len(again) == 1 and json.loads(again[0].body)["eventId"] == json.loads(first[0].body)["eventId"]
     assert len(_refunds(commerce, "p-card")) == 1
@@ -252,7 +251,7 @@ async def test_two_returns_racing_for_the_last_unit_one_wins_the_other_writes_no
     assert _refunds(commerce, "p-card") == [] and commerce.updates == []
 
 
-async def test_a_refusal_while_announcing_is_dead_lettered_not_retried_forever() -> None:
+async def test_a_refusal_of_the_refunded_marks_is_dead_lettered_not_retried_forever() -> None:
     commerce = _world()
 
     def refuse_marks(resource: str, resource_id: str) -> None:
@@ -261,8 +260,20 @@ async def test_a_refusal_while_announcing_is_dead_lettered_not_retried_forever()
 
     commerce.before_update = refuse_marks
     events, dead = await _deliver(commerce, refund_webhook("ret-cart-1", [("rf-1", "p-card", 1999, EUR)], "evt-1"))
-    assert len(events) == 1 and [m.headers["dlq-error-reason"] for m in dead] == ["commerce-refused"]
-    assert len(_refunds(commerce, "p-card")) == 1
+    assert events == [] and [m.headers["dlq-error-reason"] for m in dead] == ["commerce-refused"]
+    assert len(_refunds(commerce, "p-card")) == 1 and commerce.custom_objects == {}
+
+
+async def test_a_refusal_of_the_announcement_marker_is_dead_lettered_and_publishes_nothing() -> None:
+    commerce = _world()
+
+    def refuse(container: str, key: str, value: Any, version: int | None) -> None:
+        raise InvalidInput(403, "insufficient_scope", "manage_key_value_documents missing")
+
+    commerce.before_custom_object_write = refuse
+    events, dead = await _deliver(commerce, refund_webhook("ret-cart-1", [("rf-1", "p-card", 1999, EUR)], "evt-1"))
+    assert events == [] and [m.headers["dlq-error-reason"] for m in dead] == ["marker-refused"]
+    assert [i["paymentState"] for i in _items(commerce, "order-1")] == ["Refunded"]  # recorded all the same
 
 
 async def test_a_refund_id_already_recorded_elsewhere_is_a_conflict_not_a_replay() -> None:
@@ -306,7 +317,8 @@ async def test_an_event_kafka_can_never_take_is_dead_lettered_not_retried_foreve
         await br.publish(refund_webhook("ret-cart-1", [("rf-1", "p-card", 1999, EUR)], "evt-1"), WEBHOOKS.name,
                          headers={"webhook-id": "evt-1"})
     assert [m.headers["dlq-error-reason"] for m in dead] == ["event-too-large"]
-    assert [i["paymentState"] for i in _items(commerce, "order-1")] == ["Initial"]  # recorded, not announced
+    assert [i["paymentState"] for i in _items(commerce, "order-1")] == ["Refunded"]  # recorded, not announced
+    assert [v["value"]["state"] for v in commerce.custom_objects.values()] == ["claimed"]
 
 
 async def test_odd_and_oversized_refund_webhooks() -> None:

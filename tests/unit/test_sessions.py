@@ -210,6 +210,18 @@ def test_token_callback_errors(world: tuple[World, TestClient[Any]]) -> None:
              "user-key-not-found")
 
 
+def test_the_callback_api_key_is_compared_without_surrounding_whitespace(world: tuple[World, TestClient[Any]]) -> None:
+    """RFC 9110 §5.5: whitespace around a field value is not part of it — leading and trailing alike."""
+    _, client = world
+    path = f"/instore/callbacks/tokens/{'A' * 43}"
+    for given in (API_KEY, f" {API_KEY}", f"{API_KEY} ", f"\t{API_KEY}\t", f"  {API_KEY} \t"):
+        _problem(client.get(path, headers={"X-Api-Key": given}), 404, "user-key-not-found")
+    for given in (f"{API_KEY} x", f"{API_KEY}\n", API_KEY[:-1], "", " "):
+        _problem(client.get(path, headers={"X-Api-Key": given}), 401, "unauthorized")
+    twice = client.get(path, headers=[("X-Api-Key", API_KEY), ("X-Api-Key", f"{API_KEY} ")])
+    _problem(twice, 401, "unauthorized")
+
+
 def test_sessions_are_rate_limited_per_client() -> None:
     w = World(rate_limit=3)
     with TestClient(w.app) as client:

@@ -61,3 +61,12 @@ def test_kafka_security_becomes_aiokafka_options(protocol: str, mechanism: str, 
 def test_client_certificate_needs_its_key() -> None:
     with pytest.raises(ValueError, match="KAFKA_SSL_KEYFILE"):
         GatewaySettings(instore_callback_api_key=KEY, kafka_ssl_certfile="/tmp/cert.pem")
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    settings = GatewaySettings(instore_callback_api_key=KEY, gateway_trusted_proxies=" 10.0.0.0/8, 192.0.2.7 ,, ::1")
+    assert settings.trusted_proxies() == ["10.0.0.0/8", "192.0.2.7", "::1"]
+    assert GatewaySettings(instore_callback_api_key=KEY).trusted_proxies() == []
+    for bad in ("*", "ingress.local", "10.0.0.0/33"):  # "*" would let every client choose its address
+        with pytest.raises(ValueError, match="GATEWAY_TRUSTED_PROXIES"):
+            GatewaySettings(instore_callback_api_key=KEY, gateway_trusted_proxies=bad)

@@ -20,7 +20,7 @@ from instore_shared.contract.instore_webhooks import (
     signature_valid,
     webhook_id,
 )
-from instore_shared.kafka.rpc import BrokerUnavailable
+from instore_shared.kafka.rpc import BrokerUnavailable, NotAcknowledged
 
 SECRET = b"webhook-shared-secret-for-tests"
 PROBLEM = "urn:instore-integration:problem:"
@@ -35,12 +35,12 @@ def sign(body: bytes, secret: bytes = SECRET) -> str:
 class Recorder:
     def __init__(self) -> None:
         self.published: list[dict[str, Any]] = []
-        self.fail = False
+        self.fail: Exception | None = None
 
     async def publish(self, topic: str, key: str | None, value: bytes, *, message_type: str, timeout: float,
                       headers: dict[str, str] | None = None) -> None:
-        if self.fail:
-            raise BrokerUnavailable("down")
+        if self.fail is not None:
+            raise self.fail
         self.published.append({"topic": topic, "key": key, "value": value, "headers": headers or {}})
 
 
@@ -126,12 +126,22 @@ def test_too_large_is_413(gateway: tuple[Recorder, TestClient[Any]]) -> None:
     assert events.published == []
 
 
-def test_kafka_down_is_503_with_retry_after(gateway: tuple[Recorder, TestClient[Any]]) -> None:
+def test_kafka_down_is_503_not_stored_with_retry_after(gateway: tuple[Recorder, TestClient[Any]]) -> None:
     events, client = gateway
-    events.fail = True
+    events.fail = BrokerUnavailable("not connected to Kafka")
     response = _post(client, BODY, {"X-Signature": sign(BODY)})
-    _problem(response, 503, "broker-unavailable")
+    _problem(response, 503, "webhook-not-stored")
     assert response.headers["retry-after"] == "5"
+
+
+def test_a_publish_not_acknowledged_in_time_says_it_may_be_stored(gateway: tuple[Recorder, TestClient[Any]]) -> None:
+    """A timeout is not a refusal: the webhook may be in Kafka, so the answer must not say "not stored"."""
+    events, client = gateway
+    events.fail = NotAcknowledged("publish to instore.webhooks.v1 not acknowledged within 2 s")
+    response = _post(client, BODY, {"X-Signature": sign(BODY)})
+    _problem(response, 503, "webhook-not-acknowledged")
+    assert response.headers["retry-after"] == "5"
+    assert "may have been stored" in response.json()["detail"] and "duplicates are safe" in response.json()["detail"]
 
 
 def test_no_secret_configured_refuses_everything() -> None:

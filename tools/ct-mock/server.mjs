@@ -15,7 +15,26 @@
 //
 // stdout carries only the protocol lines: optionally `SEED {json}`, then
 // `ct-mock ready on http://127.0.0.1:PORT`. Diagnostics go to stderr.
+import { createRequire } from "node:module";
 import { CommercetoolsMock } from "@labdigital/commercetools-mock";
+
+// fastify's router (find-my-way) answers 414 FST_ERR_MAX_PARAM_LENGTH for a path parameter
+// longer than its maxParamLength, 100 by default, and the mock builds its fastify app with no
+// way to pass router options. The real API takes keys of up to 256 characters
+// (https://docs.commercetools.com/api/projects/carts#cart — `key`), i.e. path segments such
+// as `key=<256 characters>`: raise the floor of every router this process creates. (A setter
+// on the prototype, because find-my-way assigns `this.maxParamLength` in its constructor.)
+const MAX_PARAM_LENGTH = 1024;
+const FindMyWay = createRequire(createRequire(import.meta.url).resolve("fastify"))("find-my-way");
+Object.defineProperty(FindMyWay.prototype, "maxParamLength", {
+  configurable: true,
+  get: () => MAX_PARAM_LENGTH,
+  set(value) {
+    Object.defineProperty(this, "maxParamLength", {
+      value: Math.max(Number(value) || 0, MAX_PARAM_LENGTH), writable: true, enumerable: true, configurable: true,
+    });
+  },
+});
 
 // CTP_MOCK_HOST: the address to bind (0.0.0.0 in a container); loopback by default.
 const HOST = process.env.CTP_MOCK_HOST || "127.0.0.1";
@@ -192,6 +211,44 @@ if (shims) {
   };
   orderActions.setReturnShipmentState = (_context, resource, action) => {
     findReturnItem(resource, action).shipmentState = action.shipmentState;
+  };
+}
+
+// --- Custom Objects: the draft version is a compare-and-set, 0 included -----
+// (always on: the consumers' announcement markers rely on it; https://docs.commercetools.com/api/projects/custom-objects#create-or-update-customobject)
+// The mock 4.4.0 tests `if (draft.version)`, so `version: 0` on an existing object
+// silently replaces it. The API: "If the request contains a version and an object with
+// the given container/key, then the version must match" — 409 ConcurrentModification.
+{
+  const customObjects = repos["key-value-document"];
+  const origCreate = customObjects.create.bind(customObjects);
+  // One write at a time per (container, key): the check and the write must not interleave
+  // with another request's (the API's compare-and-set is atomic).
+  const tails = new Map();
+  customObjects.create = (context, draft) => {
+    const id = `${context.projectKey}/${draft?.container}/${draft?.key}`;
+    const run = (tails.get(id) ?? Promise.resolve()).then(() => createChecked(context, draft));
+    const tail = run.catch(() => {});
+    tails.set(id, tail);
+    tail.then(() => tails.get(id) === tail && tails.delete(id));
+    return run;
+  };
+  const createChecked = async (context, draft) => {
+    if (draft?.version != null) {
+      const current = await customObjects.getWithContainerAndKey(context, draft.container, draft.key);
+      const actual = current ? current.version : 0;
+      if (actual !== draft.version) {
+        throw new CommercetoolsError(
+          {
+            code: "ConcurrentModification",
+            message: `Object ${current ? current.id : `${draft.container}/${draft.key}`} has a different version than expected. Expected: ${draft.version} - Actual: ${actual}.`,
+            ...(current ? { currentVersion: actual } : {}),
+          },
+          409,
+        );
+      }
+    }
+    return origCreate(context, draft);
   };
 }
 

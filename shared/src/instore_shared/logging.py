@@ -16,8 +16,28 @@ from contextlib import contextmanager
 from typing import Any
 
 import structlog
+from log_rate_limit import DefaultSID, StreamRateLimitFilter
 
 CORRELATION_ID_KEY = "correlation_id"
+
+KAFKA_CLIENT_LOG_PERIOD_SECONDS = 30.0
+"""aiokafka writes a line per failed attempt (thousands a second in an outage): each of its log
+statements gets through at most once per this many seconds, with a count of what was skipped."""
+
+
+class KafkaClientLogRateLimit(logging.Filter):
+    """Handler filter: at most one line per aiokafka log statement (file:line) per ``period`` s,
+    the next one saying how many were skipped (``log-rate-limit``). Other loggers pass untouched.
+    State changes (broker unreachable, still unreachable, reconnected) are logged once each by
+    :mod:`instore_shared.kafka.reconnect`."""
+
+    def __init__(self, period: float = KAFKA_CLIENT_LOG_PERIOD_SECONDS) -> None:
+        super().__init__()
+        self._limit = StreamRateLimitFilter(period_sec=period, default_stream_id=DefaultSID.FILE_LINE_NO)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True when ``record`` is to be written."""
+        return not record.name.startswith("aiokafka") or self._limit.filter(record)
 
 
 def configure_logging(service: str, level: str = "INFO", json: bool = True, stream: Any = None) -> None:
@@ -54,6 +74,7 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True, stre
     )
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(formatter)
+    handler.addFilter(KafkaClientLogRateLimit())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,13 +19,21 @@ import uvicorn
 from faststream.asgi import AsgiResponse, get
 from faststream.kafka import KafkaBroker
 
+from instore_shared.http_limits import HttpLimits, bounded_protocol
 from instore_shared.settings import BaseServiceSettings, CommercetoolsSettings
 
 _JSON = {"content-type": "application/json"}
 
 
 def health_routes(broker: KafkaBroker) -> list[tuple[str, Any]]:
-    """``[("/healthz", …), ("/readyz", …)]`` for ``AsgiFastStream(asgi_routes=...)``."""
+    """``[("/healthz", …), ("/readyz", …)]`` for ``AsgiFastStream(asgi_routes=...)``.
+
+    Also puts ``broker``'s producer under a :class:`~instore_shared.kafka.broker_health.ProducerGuard`
+    (a broken producer is replaced in-process): ``/readyz`` is 503 while it is being replaced.
+    """
+    from instore_shared.kafka.broker_health import producer_guard
+
+    guard = producer_guard(broker)
 
     @get
     async def healthz(scope: object) -> AsgiResponse:
@@ -33,10 +41,11 @@ def health_routes(broker: KafkaBroker) -> list[tuple[str, Any]]:
 
     @get
     async def readyz(scope: object) -> AsgiResponse:
-        if await broker.ping(timeout=2.0):
+        reason = guard.unready_reason()
+        if reason is None and await broker.ping(timeout=2.0):
             return AsgiResponse(b'{"status":"ready"}', 200, headers=_JSON)
         problem = {"type": "urn:instore-integration:problem:not-ready", "title": "Not ready", "status": 503,
-                   "detail": "not connected to Kafka"}
+                   "detail": reason or "not connected to Kafka"}
         return AsgiResponse(json.dumps(problem).encode(), 503, headers={"content-type": "application/problem+json"})
 
     return [("/healthz", healthz), ("/readyz", readyz)]
@@ -74,13 +83,30 @@ class _Server(uvicorn.Server):
         os._exit(1)
 
 
-def serve(app: Any, host: str, port: int, shutdown_deadline: float = SHUTDOWN_DEADLINE_SECONDS) -> None:
-    """Run ``app`` with uvicorn until SIGTERM/SIGINT (logging is already configured by the caller).
+def http_config(app: Any, host: str, port: int, limits: HttpLimits | None = None,
+                trusted_proxies: Sequence[str] = ()) -> uvicorn.Config:
+    """The uvicorn configuration of every HTTP port of the integration.
+
+    - request heads bounded by ``limits`` (:mod:`instore_shared.http_limits`; defaults when None);
+    - ``X-Forwarded-For``/``-Proto`` ignored unless the TCP peer is one of ``trusted_proxies``
+      (addresses or CIDRs; uvicorn's own default trusts 127.0.0.1, so a forged header from any
+      same-host client would set the client address); from a trusted proxy, the client is the
+      right-most address it reports that is not itself a trusted proxy;
+    - no server header, no uvicorn access log (structlog's), 10 s for in-flight work at shutdown.
+    """
+    return uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                          timeout_graceful_shutdown=10, server_header=False,
+                          http=bounded_protocol(limits or HttpLimits()),
+                          proxy_headers=bool(trusted_proxies), forwarded_allow_ips=list(trusted_proxies) or None)
+
+
+def serve(app: Any, host: str, port: int, shutdown_deadline: float = SHUTDOWN_DEADLINE_SECONDS, *,
+          limits: HttpLimits | None = None, trusted_proxies: Sequence[str] = ()) -> None:
+    """Run ``app`` with uvicorn (:func:`http_config`) until SIGTERM/SIGINT (logging is already configured by the caller).
 
     In-flight HTTP work gets 10 s; the whole shutdown ``shutdown_deadline`` seconds (see :class:`_Server`).
     """
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                    timeout_graceful_shutdown=10, server_header=False))
+    server = _Server(http_config(app, host, port, limits, trusted_proxies))
     server.deadline_seconds = shutdown_deadline
     server.run()
 

@@ -89,6 +89,15 @@ class BaseServiceSettings(BaseSettings):
     log_json: bool = True
     """Log one JSON object per line (false: coloured console lines for development)."""
 
+    http_max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    """Largest request line plus header fields an HTTP port of this service reads, in bytes (431 beyond)."""
+
+    http_max_headers: int = Field(default=100, ge=10, le=1000)
+    """Most header fields in one HTTP request (431 beyond)."""
+
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """Time an HTTP client has to send a request's line and headers, in seconds (408 and closed after)."""
+
 
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Self:
@@ -154,7 +163,7 @@ class CommercetoolsSettings(BaseSettings):
     """API base URL; calls go to ``{api_url}/{project_key}/...``."""
 
     scopes: str = ""
-    """Space-separated OAuth scopes; empty: what the service needs, each ``:{project_key}`` — cart-mapping ``view_orders``, order-finalization ``manage_orders view_orders view_payments``, refund ``manage_orders view_orders manage_payments``."""
+    """Space-separated OAuth scopes; empty: what the service needs, each ``:{project_key}`` — cart-mapping ``view_orders``, order-finalization ``manage_orders view_orders view_payments manage_key_value_documents``, refund ``manage_orders view_orders manage_payments manage_key_value_documents``."""
 
     timeout_seconds: float = Field(default=5.0, gt=0)
     """Timeout of one HTTP call to Composable Commerce, in seconds."""

@@ -47,9 +47,10 @@ async def handle_cart_lookup(
     """Look up ``request.cart_ref`` and decide whether InStore may take it.
 
     Returns ``found`` with the Cart bytes exactly as Composable Commerce sent them, or a
-    refusal (``not_found``, ``conflict``, ``invalid``), or ``upstream_error`` when Composable
-    Commerce could not be read after the client's bounded retries. Never raises for
-    Composable Commerce errors.
+    refusal (``not_found``, ``conflict``, ``invalid`` — also when Composable Commerce refuses
+    the read with a 4xx), or ``upstream_error`` when it could not be read after the client's
+    bounded retries or refuses this service's credentials (see :func:`_upstream_error`).
+    Never raises for Composable Commerce errors.
     """
     try:
         response = await commerce.find_cart(request.cart_ref)
@@ -82,9 +83,24 @@ async def handle_cart_lookup(
 
 
 def _upstream_error(exc: Exception) -> CartLookupReply:
-    """Composable Commerce could not be read: logged in full, answered without internals."""
+    """Composable Commerce did not give what the lookup needs: logged in full, answered without internals.
+
+    A 4xx is a refusal, never an outage (a retry of the same lookup gets the same answer):
+    401/403 → ``upstream_error`` ``commerce-access-denied`` (this service's credentials or
+    scopes; 502 at the gateway), any other 4xx but 404 and 429 → ``invalid``
+    ``commerce-refused`` with the status and error code (422 at the gateway). Only 429 and
+    5xx after the client's retries, or no answer at all, are ``commerce-unavailable``.
+    """
     if isinstance(exc, CommercetoolsError):
         log.warning("cart_lookup.upstream_error", status=exc.status, code=exc.code, message=exc.message)
+        if exc.status in (401, 403):
+            return CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="commerce-access-denied",
+                                   detail=f"Composable Commerce refused this service's credentials or scopes "
+                                          f"(answered {exc.status})")
+        if 400 <= exc.status < 500 and exc.status != 429:
+            code = f" {exc.code}" if exc.code else ""
+            return CartLookupReply(status=LookupStatus.INVALID, reason="commerce-refused",
+                                   detail=f"Composable Commerce refused the lookup (answered {exc.status}{code})")
         what = f"answered {exc.status}" if exc.status else "could not be reached"
     else:
         log.error("cart_lookup.unexpected_order_shape", error=str(exc))

@@ -29,23 +29,15 @@ DEFAULT_TTL_SECONDS = 900
 
 def serve() -> None:
     """Read settings from the environment, configure logging, serve until SIGTERM/SIGINT."""
-    import uvicorn
-
     from instore_devfakes.app import create_app
     from instore_shared.logging import configure_logging
+    from instore_shared.service import serve as serve_http
     from instore_shared.settings import load_settings
 
     settings = load_settings(DevFakesSettings, "instore-devfakes")
     configure_logging("dev-fakes", settings.log_level, settings.log_json)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        server_header=False,
-    )
+    # the same server as every service: bounded request heads, no proxy headers, no server header
+    serve_http(create_app(settings), settings.http_host, settings.http_port)
 
 
 def mint_token(url: str, user: str, ttl: int, audience: str | None = None, name: str | None = None,

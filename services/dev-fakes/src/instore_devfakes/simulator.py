@@ -36,6 +36,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from instore_devfakes.__main__ import mint_token
+from instore_shared import announcements
 from instore_shared.commercetools import CommercetoolsClient
 from instore_shared.contract.instore_webhooks import payment_webhook, refund_webhook
 from instore_shared.kafka.topics import PAYMENTS_COMPLETED, REFUNDS_COMPLETED
@@ -106,7 +107,8 @@ class _Run:
         self.number = 0
         self.http = httpx.AsyncClient(timeout=config.timeout_seconds, trust_env=False)
         scopes = config.commerce.scopes or " ".join(
-            f"{scope}:{config.commerce.project_key}" for scope in ("manage_orders", "manage_payments"))
+            f"{scope}:{config.commerce.project_key}" for scope in ("manage_orders", "manage_payments",
+                                                                            "view_key_value_documents"))
         self.commerce = CommercetoolsClient(config.commerce.model_copy(update={"scopes": scopes}))
         self.consumer: AIOKafkaConsumer | None = None
         self.seen: dict[str, list[dict[str, Any]]] = {PAYMENTS_COMPLETED.name: [], REFUNDS_COMPLETED.name: []}
@@ -279,15 +281,18 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
             event = await run.wait_for_event("order", PAYMENTS_COMPLETED.name,
                                              lambda e: e.get("cartId") == state["cart"]["id"])
             summary.order_id, summary.order_number = event["orderId"], event["orderNumber"]
-            # order-finalization confirms the Order right after publishing the event (its
-            # "announced" marker): wait for it, with the step's deadline.
+            # order-finalization marks the announcement in a Custom Object right after Kafka
+            # acked the event (the Order itself stays as created): wait for it, with the step's deadline.
+            state["order"] = (await run.commerce.get_order(event["orderId"], EXPAND_PAYMENTS)).json()
+            marker = announcements.marker_key("payments-completed", event["orderId"])
             deadline = time.monotonic() + config.timeout_seconds
             while True:
-                state["order"] = (await run.commerce.get_order(event["orderId"], EXPAND_PAYMENTS)).json()
-                if state["order"]["orderState"] == "Confirmed":
+                claim = await announcements.read_claim(run.commerce, marker)
+                if claim is not None and claim.state == "published" and claim.event_id == event["eventId"]:
                     break
                 if time.monotonic() > deadline:
-                    raise StepFailed("order", f"the Order stayed {state['order']['orderState']}, not Confirmed")
+                    raise StepFailed("order", f"the announcement marker {marker} is "
+                                              f"{claim.state if claim else 'missing'}, not published")
                 await asyncio.sleep(0.1)
             return (f"Order {event['orderNumber']} ({state['order']['orderState']}, {state['order']['paymentState']}), "
                     f"event {event['eventId'][:8]}… with {len(event['payments'])} tenders")
@@ -332,8 +337,8 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
         async def refunded() -> str:
             event = await run.wait_for_event("refunded", REFUNDS_COMPLETED.name,
                                              lambda e: e.get("returnCartId") == state["return_cart"]["id"])
-            # The refund service sets the return items Refunded right after publishing the event
-            # (that is its "announced" marker): wait for it, with the step's deadline.
+            # The refund service sets the return items Refunded with the refund, before the
+            # event (its announcement marker is a Custom Object): check it, with the step's deadline.
             deadline = time.monotonic() + config.timeout_seconds
             while True:
                 order = (await run.commerce.get_order(summary.order_id, EXPAND_PAYMENTS)).json()

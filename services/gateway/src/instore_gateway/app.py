@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import structlog
@@ -19,7 +19,8 @@ from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.params import FromPath
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.params import Parameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from instore_gateway.identity import ImsVerifier
@@ -34,9 +35,11 @@ from instore_gateway.problems import (
     handle_problem,
     handle_too_deep,
     handle_unexpected,
+    problem_spec,
     redact_path,
 )
 from instore_gateway.sessions import (
+    END_OF_STRING,
     EventPublisher,
     create_session,
     token_callback_handler,
@@ -55,6 +58,12 @@ log = get_logger(__name__)
 CART_REF = re.compile(r"[A-Za-z0-9_-]{2,256}")
 """A commercetools Cart id (UUID) or key: 2-256 of ``A-Za-z0-9_-``
 (https://docs.commercetools.com/api/projects/carts#cart — ``key`` pattern)."""
+
+CART_REF_SCHEMA = {"pattern": f"^{CART_REF.pattern}{END_OF_STRING}", "minLength": 2, "maxLength": 256}
+"""The rule of :data:`CART_REF` for the OpenAPI document (checked by the handlers, answered 400 ``invalid-cart-id``)."""
+
+CartRef = Annotated[str, Parameter(description="a commercetools Cart id or key: 2-256 of A-Z a-z 0-9 _ -",
+                                   schema_extra=CART_REF_SCHEMA)]
 
 API_KEY_HEADER = "x-api-key"
 
@@ -119,7 +128,12 @@ async def _send_problem(send: Send, problem: Problem) -> None:
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:
-    """The TCP peer's address: the rate-limit bucket. ``X-Forwarded-For`` is not trusted (anyone can set it)."""
+    """The client's address: the rate-limit bucket.
+
+    The TCP peer, unless it is one of ``GATEWAY_TRUSTED_PROXIES``: then the address that proxy
+    reports in ``X-Forwarded-For`` (uvicorn rewrites the ASGI ``client``; see
+    :func:`instore_shared.service.http_config`). From anyone else the header is ignored.
+    """
     return request.client.host if request.client else "unknown"
 
 
@@ -128,33 +142,38 @@ async def callback_api_key_guard(connection: ASGIConnection[Any, Any, Any, Any],
     """Let through only requests whose ``X-Api-Key`` equals the Callback API Key (constant-time compare).
 
     Source: https://docs.commercetools.com/instore/integration/callbacks (the key is sent as X-Api-Key).
+    Whitespace around the value (SP, HTAB) is not part of it (RFC 9110 §5.5: optional whitespace
+    around a field value is excluded) and is trimmed before the compare — the HTTP parser
+    already drops leading whitespace but keeps trailing, so one rule for both.
     Raises :class:`ProblemError` 401 otherwise.
     """
     expected: bytes = connection.app.state.callback_api_key
     given = connection.headers.getall(API_KEY_HEADER, [])
     # Exactly one header: with two, a proxy and this guard could each read a different one.
-    if len(given) != 1 or not hmac.compare_digest(given[0].encode(errors="surrogateescape"), expected):
+    if len(given) != 1 or not hmac.compare_digest(given[0].strip(" \t").encode(errors="surrogateescape"), expected):
         raise ProblemError(401, "unauthorized", "Unauthorized", "missing or wrong X-Api-Key",
                            headers={"WWW-Authenticate": 'ApiKey header="X-Api-Key"'})
 
 
 # -- routes ---------------------------------------------------------------------------
 _CART_RESPONSES = {
-    400: ResponseSpec(data_container=Problem, description="cartId is not a commercetools id or key", media_type="application/problem+json"),
-    401: ResponseSpec(data_container=Problem, description="missing or wrong X-Api-Key", media_type="application/problem+json"),
-    404: ResponseSpec(data_container=Problem, description="no cart with that id or key", media_type="application/problem+json"),
-    409: ResponseSpec(data_container=Problem, description="the cart's state forbids taking it (e.g. not Active)", media_type="application/problem+json"),
-    422: ResponseSpec(data_container=Problem, description="the cart's content forbids taking it (empty, wrong currency, bad return line)", media_type="application/problem+json"),
-    502: ResponseSpec(data_container=Problem, description="Composable Commerce could not be read", media_type="application/problem+json"),
-    503: ResponseSpec(data_container=Problem, description="Kafka is unreachable; retry later", media_type="application/problem+json"),
-    504: ResponseSpec(data_container=Problem, description="cart-mapping did not answer in time", media_type="application/problem+json"),
+    400: problem_spec("cartId is not a commercetools id or key"),
+    401: problem_spec("missing or wrong X-Api-Key"),
+    404: problem_spec("no cart with that id or key"),
+    409: problem_spec("the cart's state forbids taking it (e.g. not Active)"),
+    422: problem_spec("the cart's content forbids taking it (empty, wrong currency, bad return line), "
+                      "or Composable Commerce refused the lookup (commerce-refused)"),
+    502: problem_spec("Composable Commerce could not be read (commerce-unavailable) "
+                      "or refused this integration's credentials (commerce-access-denied)"),
+    503: problem_spec("Kafka is unreachable; retry later"),
+    504: problem_spec("cart-mapping did not answer in time"),
 }
 
 _STATUS_OF = {
     LookupStatus.NOT_FOUND: (404, "Cart not found"),
     LookupStatus.CONFLICT: (409, "Cart may not be taken"),
     LookupStatus.INVALID: (422, "Cart may not be taken"),
-    LookupStatus.UPSTREAM_ERROR: (502, "Composable Commerce unavailable"),
+    LookupStatus.UPSTREAM_ERROR: (502, "Composable Commerce could not be read"),
 }
 
 
@@ -185,6 +204,7 @@ async def _cart_callback(request: Request[Any, Any, State], kind: CartKind, cart
 @get(
     "/instore/callbacks/carts/{cartId:str}",
     guards=[callback_api_key_guard],
+    security=[{"CallbackApiKey": []}],
     summary="Sale cart callback",
     description="InStore asks for the Cart to collect payment for. Answers the Composable Commerce Cart "
     "as the commerce API returns it, after checks (Active, not empty, environment currency).",
@@ -193,7 +213,7 @@ async def _cart_callback(request: Request[Any, Any, State], kind: CartKind, cart
     operation_id="getSaleCart",
     media_type="application/json",
 )
-async def sale_cart(request: Request[Any, Any, State], cartId: FromPath[str]) -> Response[bytes]:
+async def sale_cart(request: Request[Any, Any, State], cartId: CartRef) -> Response[bytes]:
     """``GET /instore/callbacks/carts/{cartId}`` — cartId is a cart id or key (assumed — see docs)."""
     return await _cart_callback(request, CartKind.SALE, cartId)
 
@@ -201,6 +221,7 @@ async def sale_cart(request: Request[Any, Any, State], cartId: FromPath[str]) ->
 @get(
     "/instore/callbacks/return-carts/{cartId:str}",
     guards=[callback_api_key_guard],
+    security=[{"CallbackApiKey": []}],
     summary="Return cart callback",
     description="InStore asks for the return Cart to refund. Every line must point at a purchased line "
     "with enough quantity not yet returned.",
@@ -209,7 +230,7 @@ async def sale_cart(request: Request[Any, Any, State], cartId: FromPath[str]) ->
     operation_id="getReturnCart",
     media_type="application/json",
 )
-async def return_cart(request: Request[Any, Any, State], cartId: FromPath[str]) -> Response[bytes]:
+async def return_cart(request: Request[Any, Any, State], cartId: CartRef) -> Response[bytes]:
     """``GET /instore/callbacks/return-carts/{cartId}`` (assumed — see docs)."""
     return await _cart_callback(request, CartKind.RETURN, cartId)
 
@@ -220,12 +241,16 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", tags=["Operations"], summary="Readiness: Kafka and the token vault answer",
-     responses={503: ResponseSpec(data_container=Problem, description="not connected to Kafka")})
+@get("/readyz", tags=["Operations"], summary="Readiness: Kafka, its reply reader and producer, and the token vault",
+     responses={503: ResponseSpec(data_container=Problem, description="not connected to Kafka, no reply reader "
+                                  "running, the producer being replaced, or the vault unreachable")})
 async def readyz(request: Request[Any, Any, State]) -> dict[str, str]:
-    """200 when Kafka and the token vault answer now, else a 503 problem body."""
-    if not await request.app.state.cart_lookups.ready():
-        raise ProblemError(503, "not-ready", "Not ready", "not connected to Kafka", headers={"Retry-After": "2"})
+    """200 when Kafka answers, the cart-reply reader runs, the producer is healthy and the token
+    vault answers, else a 503 problem body saying which."""
+    lookups = request.app.state.cart_lookups
+    if not await lookups.ready():
+        reason = getattr(lookups, "unready_reason", lambda: None)() or "not connected to Kafka"
+        raise ProblemError(503, "not-ready", "Not ready", reason, headers={"Retry-After": "2"})
     if not await request.app.state.vault.ready():
         raise ProblemError(503, "not-ready", "Not ready", "the token vault cannot be reached",
                            headers={"Retry-After": "2"})
@@ -277,6 +302,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
                 settings.kafka_bootstrap_servers, CART_REPLIES.name, f"{settings.kafka_client_id_prefix}-gateway",
                 prepare=create_topics if settings.kafka_create_topics else None,
                 client_options=settings.kafka_client_options(),
+                producer_options={"request_timeout_ms": settings.gateway_kafka_request_timeout_ms},
             )
             await client.start()
             if settings.gateway_kafka_connect_wait_seconds:
@@ -322,7 +348,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
         ],
         lifespan=[lifespan],
         state=State({
-            "callback_api_key": settings.instore_callback_api_key.get_secret_value().encode(),
+            "callback_api_key": settings.instore_callback_api_key.get_secret_value().strip(" \t").encode(),
             "webhook_secret": settings.instore_webhook_secret.get_secret_value().encode(),
         }),
         exception_handlers={
@@ -337,6 +363,12 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             description="The HTTP face of the commercetools InStore integration server: callbacks "
             "(guarded by the Callback API Key), colleague sessions for the host app, operations endpoints.",
             path="/schema",
+            components=Components(security_schemes={
+                "CallbackApiKey": SecurityScheme(type="apiKey", name="X-Api-Key", security_scheme_in="header",
+                                                 description="The Callback API Key registered in InStore Center"),
+                "ImsBearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT",
+                                            description="The colleague's IMS token (POST /sessions)"),
+            }),
         ),
         debug=False,
         logging_config=None,  # logging is structlog's, configured in __main__

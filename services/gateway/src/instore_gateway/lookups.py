@@ -56,5 +56,10 @@ class KafkaCartLookups:
         return contract.decode_reply(reply.value)
 
     async def ready(self) -> bool:
-        """True when Kafka answers a metadata request now."""
+        """True when a lookup could succeed now: connected, reply reader running, producer healthy,
+        and Kafka answers a metadata request."""
         return await self._client.ready()
+
+    def unready_reason(self) -> str | None:
+        """Why a lookup could not succeed now, else None (see ``RequestReplyClient.unready_reason``)."""
+        return self._client.unready_reason()

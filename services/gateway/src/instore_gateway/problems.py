@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.openapi import ResponseSpec
 
 from instore_shared.logging import get_logger
 
@@ -43,6 +44,11 @@ class Problem(msgspec.Struct, omit_defaults=True):
     correlationId: str | None = None
     errors: list[dict[str, str]] | None = None
     """For 400 validation errors: ``[{"key": field, "message": what is wrong}]`` (never the value sent)."""
+
+
+def problem_spec(description: str) -> ResponseSpec:
+    """An OpenAPI response whose body is a :class:`Problem` (``application/problem+json``)."""
+    return ResponseSpec(description=description, media_type=PROBLEM_JSON, data_container=Problem)
 
 
 class ProblemError(Exception):

@@ -29,8 +29,7 @@ from litestar import Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
-from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody, Parameter
 
 from instore_gateway.identity import (
     IdentityProviderUnavailable,
@@ -42,7 +41,7 @@ from instore_gateway.instore_auth import (
     InStoreAuthTimeout,
     InStoreAuthUnavailable,
 )
-from instore_gateway.problems import Problem, ProblemError
+from instore_gateway.problems import ProblemError, problem_spec
 from instore_gateway.vault import StoredToken, TokenVault, VaultUnavailable
 from instore_shared.contract import sessions as contract
 from instore_shared.kafka.rpc import BrokerUnavailable
@@ -54,7 +53,14 @@ log = get_logger(__name__)
 USER_KEY = re.compile(r"[A-Za-z0-9_-]{43}")
 """A user key as :func:`new_user_key` draws them: 32 random bytes, URL-safe base64, no padding."""
 
-_ID = r"^[A-Za-z0-9._:-]{1,128}\Z"  # \Z: "$" would let a trailing newline through
+END_OF_STRING = r"(?![\s\S])"
+r"""The end of the string in Python's and in ECMA-262's (JSON Schema's) regexes alike: ``$`` would let a
+trailing newline through in Python, and ``\Z`` is no anchor in ECMA-262 (it would read as the letter Z)."""
+
+USER_KEY_SCHEMA = {"pattern": f"^{USER_KEY.pattern}{END_OF_STRING}", "minLength": 43, "maxLength": 43}
+"""The rule of :data:`USER_KEY` for the OpenAPI document."""
+
+_ID = rf"^[A-Za-z0-9._:-]{{1,128}}{END_OF_STRING}"
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -124,12 +130,12 @@ async def colleague_guard(connection: ASGIConnection[Any, Any, Any, Any], _: Bas
     connection.scope["state"]["colleague"] = colleague
 
 
-_PROBLEM = {"media_type": PROBLEM_JSON, "data_container": Problem}
 
 
 @post(
     "/sessions",
     guards=[colleague_guard],
+    security=[{"ImsBearer": []}],
     status_code=201,
     summary="Open a colleague session (host app)",
     description="Needs `Authorization: Bearer <IMS token>`. Answers the InStore user access token and "
@@ -137,12 +143,12 @@ _PROBLEM = {"media_type": PROBLEM_JSON, "data_container": Problem}
     tags=["Host app"],
     operation_id="createSession",
     responses={
-        400: ResponseSpec(description="body is not {locationId, workstationId}", **_PROBLEM),
-        401: ResponseSpec(description="missing or invalid IMS token", **_PROBLEM),
-        429: ResponseSpec(description="too many sessions from this client", **_PROBLEM),
-        502: ResponseSpec(description="the IMS or InStore's auth API failed", **_PROBLEM),
-        503: ResponseSpec(description="token vault or Kafka unavailable", **_PROBLEM),
-        504: ResponseSpec(description="InStore's auth API timed out", **_PROBLEM),
+        400: problem_spec("body is not {locationId, workstationId}"),
+        401: problem_spec("missing or invalid IMS token"),
+        429: problem_spec("too many sessions from this client"),
+        502: problem_spec("the IMS or InStore's auth API failed"),
+        503: problem_spec("token vault or Kafka unavailable"),
+        504: problem_spec("InStore's auth API timed out"),
     },
 )
 async def create_session(request: Request[Any, Any, State], data: JSONBody[SessionRequest]) -> SessionResponse:
@@ -198,18 +204,23 @@ def token_callback_handler(api_key_guard: Any) -> Any:
     @get(
         "/instore/callbacks/tokens/{userKey:str}",
         guards=[api_key_guard],
+        security=[{"CallbackApiKey": []}],
         summary="User token callback",
         description="InStore fetches the colleague's user access token by the user key the host app got.",
         tags=["InStore callbacks"],
         operation_id="getUserToken",
         responses={
-            400: ResponseSpec(description="not a user key", **_PROBLEM),
-            401: ResponseSpec(description="missing or wrong X-Api-Key", **_PROBLEM),
-            404: ResponseSpec(description="unknown or expired user key", **_PROBLEM),
-            503: ResponseSpec(description="token vault unavailable", **_PROBLEM),
+            400: problem_spec("not a user key"),
+            401: problem_spec("missing or wrong X-Api-Key"),
+            404: problem_spec("unknown or expired user key"),
+            503: problem_spec("token vault unavailable"),
         },
     )
-    async def user_token(request: Request[Any, Any, State], userKey: FromPath[str]) -> Response[bytes]:
+    async def user_token(
+        request: Request[Any, Any, State],
+        userKey: Annotated[str, Parameter(description="the user key POST /sessions answered: 43 of A-Z a-z 0-9 _ -",
+                                          schema_extra=USER_KEY_SCHEMA)],
+    ) -> Response[bytes]:
         """``GET /instore/callbacks/tokens/{userKey}`` (assumed — see docs)."""
         key = _valid_user_key(userKey)
         vault: TokenVault = request.app.state.vault

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
@@ -18,6 +19,9 @@ class GatewaySettings(BaseServiceSettings, SessionSettings):
 
     gateway_http_port: int = Field(default=8080, ge=0, le=65535)
     """Port of the HTTP server."""
+
+    gateway_trusted_proxies: str = ""
+    """Comma-separated IPs or CIDRs of the proxies in front (the ingress) whose X-Forwarded-For is believed; empty: none."""
 
     instore_callback_api_key: SecretStr = Field(min_length=16)
     """The Callback API Key registered in InStore Center; InStore sends it as X-Api-Key. Required, at least 16 characters."""
@@ -40,6 +44,9 @@ class GatewaySettings(BaseServiceSettings, SessionSettings):
     webhook_publish_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
     """How long a webhook waits for Kafka's acknowledgement before the gateway answers 503."""
 
+    gateway_kafka_request_timeout_ms: int = Field(default=40000, ge=1000)
+    """Request timeout of the gateway's Kafka producer, ms; a message waiting longer for a partition leader fails."""
+
     token_vault_backend: Literal["memory", "redis"] = "memory"
     """Where user access tokens wait for InStore under their user keys: memory (one replica only) or redis (shared by every replica)."""
 
@@ -61,6 +68,20 @@ class GatewaySettings(BaseServiceSettings, SessionSettings):
 
             fernets_from_keys(keys)
         return self
+
+    @model_validator(mode="after")
+    def _trusted_proxies_are_addresses(self) -> Self:
+        for entry in self.trusted_proxies():
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                # "*" (uvicorn's "trust everyone") would let any client choose its address
+                raise ValueError(f"GATEWAY_TRUSTED_PROXIES: {entry!r} is not an IP address or CIDR") from None
+        return self
+
+    def trusted_proxies(self) -> list[str]:
+        """``GATEWAY_TRUSTED_PROXIES`` split at commas, blanks dropped."""
+        return [entry.strip() for entry in self.gateway_trusted_proxies.split(",") if entry.strip()]
 
     def token_vault_keys(self) -> list[str]:
         """``TOKEN_VAULT_ENCRYPTION_KEYS`` split at commas, blanks dropped (first one encrypts)."""

@@ -6,6 +6,12 @@ untouched, with the received time and a stable webhook id in headers, keyed by t
 id / return cart id / order number the webhook names; the answer is 2xx only after Kafka
 acknowledged the write (acks=all, idempotent producer), else 503 with ``Retry-After`` so
 InStore retries. What the payload means is the consumers' business.
+
+The contract towards InStore is at-least-once: a 202 means stored; a 503 means "send it
+again", and its problem type says which of two things happened — ``webhook-not-stored``
+(Kafka was unreachable or refused it: it is not in Kafka) or ``webhook-not-acknowledged``
+(Kafka did not confirm in time: it may well be stored, and may still be written). Either
+way a resend is safe: the webhook id is stable and the consumers are idempotent.
 """
 
 from __future__ import annotations
@@ -16,19 +22,17 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, post
 from litestar.datastructures import State
-from litestar.openapi import ResponseSpec
 
-from instore_gateway.problems import Problem, ProblemError
+from instore_gateway.problems import ProblemError, problem_spec
 from instore_shared.contract import instore_webhooks as contract
 from instore_shared.kafka import headers as h
-from instore_shared.kafka.rpc import BrokerUnavailable, MessageRejected
+from instore_shared.kafka.rpc import BrokerUnavailable, MessageRejected, NotAcknowledged
 from instore_shared.kafka.topics import WEBHOOKS
 from instore_shared.logging import get_logger
 
 log = get_logger(__name__)
 
 MESSAGE_TYPE = "instore-webhook.v1"
-_PROBLEM = {"media_type": "application/problem+json", "data_container": Problem}
 
 
 class WebhookAccepted(msgspec.Struct, rename="camel"):
@@ -51,10 +55,12 @@ def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_t
         tags=["InStore webhooks"],
         operation_id="receiveWebhook",
         responses={
-            400: ResponseSpec(description="signed, but not a JSON object", **_PROBLEM),
-            401: ResponseSpec(description="signature missing or wrong", **_PROBLEM),
-            413: ResponseSpec(description="body larger than WEBHOOK_MAX_BODY_BYTES", **_PROBLEM),
-            503: ResponseSpec(description="Kafka did not take it; retry (Retry-After)", **_PROBLEM),
+            400: problem_spec("signed, but not a JSON object"),
+            401: problem_spec("signature missing or wrong"),
+            413: problem_spec("body larger than WEBHOOK_MAX_BODY_BYTES"),
+            503: problem_spec("not stored (type webhook-not-stored), or not acknowledged in time and "
+                              "perhaps stored (type webhook-not-acknowledged): resend after Retry-After; "
+                              "duplicates are safe"),
         },
     )
     async def receive_webhook(request: Request[Any, Any, State]) -> Response[bytes]:
@@ -87,10 +93,16 @@ def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_t
             log.error("webhook.too_large_for_kafka", webhook_id=webhook_id, bytes=len(body))
             raise ProblemError(413, "payload-too-large", "Payload too large",
                                "the webhook is larger than the message broker accepts") from exc
+        except NotAcknowledged as exc:
+            log.error("webhook.not_acknowledged", webhook_id=webhook_id, error=str(exc))
+            raise ProblemError(503, "webhook-not-acknowledged", "Webhook not acknowledged in time",
+                               "Kafka did not acknowledge the webhook in time; it may have been stored. "
+                               "Resend it: duplicates are safe", headers={"Retry-After": "5"}) from exc
         except BrokerUnavailable as exc:
             log.error("webhook.not_stored", webhook_id=webhook_id, error=str(exc))
-            raise ProblemError(503, "broker-unavailable", "Service unavailable",
-                               "the webhook could not be stored; retry later", headers={"Retry-After": "5"}) from exc
+            raise ProblemError(503, "webhook-not-stored", "Webhook not stored",
+                               "the message broker could not store the webhook; resend it later",
+                               headers={"Retry-After": "5"}) from exc
         log.info("webhook.accepted", webhook_id=webhook_id, key=key, bytes=len(body))
         return Response(msgspec.json.encode(WebhookAccepted(webhook_id=webhook_id)), status_code=202,
                         media_type="application/json")

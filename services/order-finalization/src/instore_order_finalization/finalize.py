@@ -49,7 +49,6 @@ class OrderCommerce(Protocol):
     async def create_order_from_cart(
         self, cart_id: str, cart_version: int, order_number: str, payment_state: str
     ) -> ApiResponse: ...
-    async def change_order_state(self, order_id: str, version: int, order_state: str) -> ApiResponse: ...
 
 
 class Outcome(enum.Enum):
@@ -140,36 +139,6 @@ async def finalize(body: bytes, commerce: OrderCommerce, order_number_field: str
         log.info("finalize.order_created", cart_id=cart.id, order_id=order.id, order_number=order.orderNumber)
         return Result(Outcome.ORDER_CREATED, cart, order)
     raise PermanentFailure("too-many-conflicts", f"cart {cart_ref} kept changing")
-
-
-ANNOUNCED_STATE = "Confirmed"
-"""The ``orderState`` that says the Order's payments-completed event went out (Open before)."""
-
-
-def needs_announcement(order: OrderRef) -> bool:
-    """True while the Order's payments-completed event has not been confirmed as published."""
-    return order.orderState != ANNOUNCED_STATE
-
-
-async def current_order(commerce: OrderCommerce, order: OrderRef) -> OrderRef:
-    """``order`` as Composable Commerce has it now (re-read by its number)."""
-    if not order.orderNumber:
-        return order
-    return order_decoder.decode((await commerce.get_order_by_order_number(order.orderNumber)).content)
-
-
-async def mark_announced(commerce: OrderCommerce, order: OrderRef, max_conflicts: int = 5) -> None:
-    """Set the Order's ``orderState`` to ``Confirmed`` after its event was published (409: re-read, retry)."""
-    current = order
-    for _ in range(max_conflicts):
-        if not needs_announcement(current):
-            return
-        try:
-            await commerce.change_order_state(current.id, current.version, ANNOUNCED_STATE)
-            return
-        except ConcurrentModification:
-            current = order_decoder.decode((await commerce.get_order_by_order_number(current.orderNumber or "")).content)
-    raise PermanentFailure("too-many-conflicts", f"order {order.id} kept changing")
 
 
 async def _read_cart(commerce: OrderCommerce, ref: str) -> Cart:

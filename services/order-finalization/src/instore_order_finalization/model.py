@@ -80,7 +80,7 @@ class Cart(msgspec.Struct, frozen=True):
 
 
 class OrderRef(msgspec.Struct, frozen=True):
-    """An Order's identity (``id``, ``version``, ``orderNumber``) and ``orderState`` (``Confirmed`` = announced downstream)."""
+    """An Order's identity (``id``, ``version``, ``orderNumber``) and ``orderState`` (read, never changed here)."""
 
     id: str
     version: int

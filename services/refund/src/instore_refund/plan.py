@@ -8,9 +8,9 @@ https://docs.commercetools.com/api/projects/payments#add-transaction):
   purchase-line-item Custom Fields); the quantity asked back may not exceed what was bought
   minus what is already returned;
 - each returned line becomes one return item with ``shipmentState: Returned`` and the stable
-  ``key`` ``ret-<return cart line item id>``; once the return is announced downstream its
-  ``paymentState`` goes from ``Initial`` to ``Refunded`` — that second step is also the
-  marker that the announcement happened (see :mod:`instore_refund.record`);
+  ``key`` ``ret-<return cart line item id>``; once its Refund transactions are written its
+  ``paymentState`` goes from ``Initial`` to ``Refunded`` (a business effect, not the marker
+  of the announcement, which is a Custom Object — see :mod:`instore_refund.record`);
 - each refunded tender becomes one ``Refund`` transaction on the original Payment with
   ``interactionId`` = InStore's refund id, in the payment's currency, and refunds may not
   exceed what the payment captured (successful ``Charge`` transactions);
@@ -83,8 +83,8 @@ def plan_returns(lines: list[ReturnLine], orders: dict[str, dict[str, Any]]) -> 
     :class:`Refused` for a non-positive quantity, a line that points at no bought line, or
     one that asks back more than is left (bought minus every return item already on the
     Order, ours included). Orders with nothing to add are omitted. The items' ``Refunded``
-    payment state is a second step (:func:`plan_refunded_marks`), taken once the return is
-    announced downstream.
+    payment state is a later step (:func:`plan_refunded_marks`), taken once the Refund
+    transactions are written.
     """
     by_order: dict[str, list[ReturnLine]] = defaultdict(list)
     for line in lines:

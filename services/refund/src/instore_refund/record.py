@@ -11,10 +11,14 @@ Payments are read from Composable Commerce. Steps, each safe to repeat:
 3. write the return items (one ``addReturnInfo`` per Order), then the ``Refund``
    transactions (one update per Payment); a 409 re-reads and plans again, and what is
    already there (return item keys, transaction ``interactionId`` s) is not written twice;
-4. per Order, while some of this refund's return items are not yet ``Refunded`` (or this
-   delivery wrote a refund), the caller publishes ``commerce.refunds.completed.v1`` and then
-   sets them ``Refunded`` (:func:`mark_refunded`): ``Refunded`` is the marker that the event
-   went out, so a redelivery after it publishes nothing and one before it publishes then.
+4. set this refund's return items ``paymentState: Refunded`` (the contract's business effect,
+   ../shared/reference/instore-contract.md §5) once its Refund transactions are written.
+
+Announcing ``commerce.refunds.completed.v1`` is not recorded here and never in a business
+field: the caller keeps that marker in a Custom Object (:mod:`instore_shared.announcements`).
+``Refunded`` says "refunded", not "announced": a replay finds everything written and records
+nothing; a second refund of the same returned lines (new refund ids, items already
+``Refunded``) is refused (:func:`check_replay`).
 
 Return items go first: two return carts racing for the same bought line are then stopped
 by the Order's version (the second re-plans and is refused), before any Refund is written.
@@ -109,6 +113,9 @@ class Recorded:
     lines: list[ReturnLine] = field(default_factory=list)
     refunds: list[TenderRefund] = field(default_factory=list)
     order_ids: list[str] = field(default_factory=list)
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The Orders by id as last read, after this refund's return items and Refunds were written
+    (Payments expanded): what the events are made of, without reading them again."""
 
     def lines_of(self, order_id: str) -> list[ReturnLine]:
         """This refund's return lines on ``order_id``."""
@@ -333,14 +340,16 @@ async def _record(commerce: RefundCommerce, cart: dict[str, Any], cart_ref: str,
         except ConcurrentModification:
             log.info("refund.conflict", return_cart_id=cart["id"])
             continue  # something changed meanwhile: read again, plan again (what is there is kept)
-        outcome = Outcome.RECORDED if return_updates or refund_updates else Outcome.ALREADY_RECORDED
-        return Recorded(outcome, cart, lines, refunds, list(orders))
+        recorded = Recorded(Outcome.ALREADY_RECORDED, cart, lines, refunds, list(orders), dict(orders))
+        marked = False
+        for order_id, order in orders.items():
+            if return_updates or refund_updates or plan_refunded_marks(recorded.lines_of(order_id), order) is not None:
+                recorded.orders[order_id] = await current_order(commerce, order_id)
+                marked |= await mark_refunded(commerce, recorded, recorded.orders[order_id])
+        if return_updates or refund_updates or marked:
+            recorded.outcome = Outcome.RECORDED
+        return recorded
     raise Refused("too-many-conflicts", f"the orders of return cart {cart_ref} kept changing")
-
-
-def needs_announcement(recorded: Recorded, order: dict[str, Any]) -> bool:
-    """True while some of this refund's return items on ``order`` are not ``Refunded`` (not yet announced)."""
-    return plan_refunded_marks(recorded.lines_of(order["id"]), order) is not None
 
 
 async def current_order(commerce: RefundCommerce, order_id: str) -> dict[str, Any]:
@@ -349,20 +358,22 @@ async def current_order(commerce: RefundCommerce, order_id: str) -> dict[str, An
 
 
 async def mark_refunded(commerce: RefundCommerce, recorded: Recorded, order: dict[str, Any],
-                        max_conflicts: int = 5) -> None:
-    """Set this refund's return items on ``order`` to ``Refunded`` (after the event is published); 409: re-read, retry."""
+                        max_conflicts: int = 5) -> bool:
+    """Set this refund's return items on ``order`` to ``Refunded`` (once its Refund transactions are
+    written); 409: re-read, retry. Returns whether it wrote anything. Raises :class:`Refused`."""
     current = order
     for _ in range(max_conflicts):
         marks = plan_refunded_marks(recorded.lines_of(current["id"]), current)
         if marks is None:
-            return
+            return False
         try:
             await _apply(commerce, "orders", marks)
-            return
+            log.info("refund.items_refunded", order_id=current["id"], items=len(marks.actions))
+            return True
         except ConcurrentModification:
             current = await current_order(commerce, current["id"])
     raise Refused("too-many-conflicts", f"order {order['id']} kept changing")
 
 
 __all__ = ["LineFields", "Outcome", "Recorded", "RefundCommerce", "current_order", "mark_refunded",
-           "needs_announcement", "record_refund", "return_item_key"]
+           "record_refund", "return_item_key"]

@@ -126,6 +126,8 @@ class CommercetoolsClient:
         self._token: str | None = None
         self._token_expires_at = 0.0
         self._token_lock = asyncio.Lock()
+        # Before Authlib reads the answer: a 503 or a 429 of the token endpoint is a blip, not a refusal.
+        self._oauth.register_compliance_hook("access_token_response", self._check_token_answer)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -216,6 +218,25 @@ class CommercetoolsClient:
                 pass
         return await self.get_order_by_order_number(ref, expand)
 
+    async def get_custom_object(self, container: str, key: str) -> ApiResponse:
+        """``GET /custom-objects/{container}/{key}`` (https://docs.commercetools.com/api/projects/custom-objects).
+
+        Raises :class:`NotFound` when there is none.
+        """
+        return await self.request("GET", f"/custom-objects/{quote(container, safe='')}/{quote(key, safe='')}")
+
+    async def put_custom_object(self, container: str, key: str, value: Any, version: int | None = None) -> ApiResponse:
+        """``POST /custom-objects`` with a ``CustomObjectDraft``: create, or replace the value of, the object.
+
+        With ``version``, the write is a compare-and-set: it must be the stored object's version,
+        and ``0`` creates only when no such object exists — otherwise ``ConcurrentModification``
+        (409). ``value`` is JSON; fields that are ``null`` are not saved by the API.
+        """
+        draft: dict[str, Any] = {"container": container, "key": key, "value": value}
+        if version is not None:
+            draft["version"] = version
+        return await self.request("POST", "/custom-objects", json=draft)
+
     # -- transport -------------------------------------------------------------------
     async def request(
         self,
@@ -285,19 +306,74 @@ class CommercetoolsClient:
         async with self._token_lock:  # one fetch for all the calls waiting on it
             if self._token and self._token != stale and self._clock() < self._token_expires_at:
                 return self._token
-            try:
-                token = await self._oauth.fetch_token()
-            except httpx.TransportError:
-                raise
-            except Exception as exc:  # authlib raises OAuthError (or a decode error) for a refused request
-                raise AuthenticationFailed(
-                    401, "invalid_client", f"token request refused: {type(exc).__name__}"
-                ) from exc
+            token = await self._fetch_token()
             expires_in = float(token.get("expires_in") or 0) or 3600.0
             self._token = f"Bearer {token['access_token']}"
             self._token_expires_at = self._clock() + max(expires_in - TOKEN_LEEWAY_SECONDS, expires_in / 2)
             log.info("commercetools.token_fetched", expires_in_s=int(expires_in))
             return self._token
+
+    async def _fetch_token(self) -> dict[str, Any]:
+        """One client-credentials exchange (Authlib), its answer classified before Authlib reads it.
+
+        - 2xx with an ``access_token`` → the token answer;
+        - 400/401 carrying an RFC 6749 §5.2 error code (``invalid_client``, ``invalid_scope``…),
+          or a 2xx naming an ``error`` → :class:`AuthenticationFailed`: the credentials or scopes
+          are wrong and a retry cannot help;
+        - anything else — 429, 5xx, another 4xx from a proxy, a 2xx without a token, a body
+          that is not JSON — is a blip of the auth server: ``_RetryableStatus``, retried like
+          any call by :meth:`request` (bounded, jittered) and raised as ``TransientError``
+          after, so the consumers spend their outage budget on it instead of dead-lettering a
+          paid sale. Timeouts and network errors pass through as ``httpx.TransportError``
+          (retried the same way).
+
+        https://docs.commercetools.com/api/authorization#client-credentials-flow,
+        https://www.rfc-editor.org/rfc/rfc6749#section-5.2
+        """
+        try:
+            token = await self._oauth.fetch_token()
+        except (_RetryableStatus, AuthenticationFailed, httpx.TransportError):
+            raise  # classified by _check_token_answer, or a network error: request() retries what it should
+        except Exception as exc:  # Authlib's OAuthError: a 2xx that names an error
+            raise AuthenticationFailed(
+                401, getattr(exc, "error", None) or "invalid_client", f"token request refused: {type(exc).__name__}"
+            ) from exc
+        if not isinstance(token.get("access_token"), str) or not token["access_token"]:
+            raise _RetryableStatus(httpx.Response(502, content=b'{"message": "token answer without access_token"}'))
+        return dict(token)
+
+    def _check_token_answer(self, response: httpx.Response) -> httpx.Response:
+        """Authlib's ``access_token_response`` hook: refusals and blips are told apart here (see :meth:`_fetch_token`)."""
+        if response.is_success:
+            return response
+        if response.status_code in (400, 401):
+            code = _oauth_error_code(response)
+            if code in _PERMANENT_OAUTH_ERRORS:
+                raise AuthenticationFailed(response.status_code, code, "the token endpoint refused the client credentials")
+        log.warning("commercetools.token_endpoint_unavailable", status=response.status_code)
+        raise _RetryableStatus(response)
+
+
+_PERMANENT_OAUTH_ERRORS = frozenset(
+    {"invalid_client", "invalid_scope", "unauthorized_client", "unsupported_grant_type", "invalid_grant", "invalid_request"}
+)
+"""RFC 6749 §5.2 error codes: the request as configured will never get a token."""
+
+
+def _oauth_error_code(response: httpx.Response) -> str:
+    """The OAuth ``error`` of a token endpoint answer (commercetools also lists it in ``errors[0].code``), or ``""``."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    code = body.get("error")
+    if not isinstance(code, str):
+        errors = body.get("errors")
+        first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+        code = first.get("code")
+    return code if isinstance(code, str) else ""
 
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")

@@ -16,10 +16,10 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    stop_after_delay,
     wait_random_exponential,
 )
 
+from instore_shared.clock import Clock, SystemClock
 from instore_shared.commercetools.errors import TransientError
 from instore_shared.kafka import headers as h
 from instore_shared.kafka.dlq import dead_letter_headers, dlq_topic
@@ -60,18 +60,61 @@ def webhook_broker(settings: BaseServiceSettings, name: str) -> KafkaBroker:
     )
 
 
-def webhook_subscriber(broker: KafkaBroker, group: str, concurrency: int, title: str, description: str) -> Any:
+def webhook_subscriber(broker: KafkaBroker, group: str, concurrency: int, title: str, description: str,
+                       budget_seconds: float | None = None) -> Any:
     """The subscriber decorator for ``instore.webhooks.v1`` in consumer group ``group``.
 
     Offsets are committed after the handler returned; an exception (Kafka could not take an
     event or a dead letter) leaves the offset where it was and the webhook comes again.
     ``concurrency`` consumers in the group, each with its own partitions: partitions are
     processed side by side, one partition's webhooks (one cart's) strictly in order.
+    With ``budget_seconds`` (one message's retry budget) the consumer's ``max.poll.interval.ms``
+    is :func:`max_poll_interval_ms` of it, so a handler within its deadline is never evicted.
     """
     return broker.subscriber(
         WEBHOOKS.name, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR, max_workers=concurrency,
         auto_offset_reset="earliest", decoder=the_message, title=title, description=description,
+        max_poll_interval_ms=300_000 if budget_seconds is None else max_poll_interval_ms(budget_seconds),
     )
+
+
+HANDLER_GRACE_SECONDS = 60.0
+"""How long a message's service function may run past its retry deadline — the last Composable
+Commerce attempt (each call is bounded by the client's timeout × attempts), publishing the event
+(the producer's request timeout is 40 s) and the marker write — before it is cancelled and the
+message dead-lettered as ``commerce-unavailable``."""
+
+POLL_MARGIN_SECONDS = 60.0
+"""Beyond the grace: dead-lettering (one Kafka publish) and the offset commit."""
+
+KAFKA_DEFAULT_POLL_SECONDS = 300.0
+"""Kafka's default ``max.poll.interval.ms`` (in seconds): the derived interval is never shorter."""
+
+
+def max_poll_interval_ms(budget_seconds: float) -> int:
+    """The consumer's ``max.poll.interval.ms`` for a per-message retry budget of ``budget_seconds``:
+    budget + :data:`HANDLER_GRACE_SECONDS` + :data:`POLL_MARGIN_SECONDS`, never below Kafka's
+    default (300 s). Kafka evicts a member that does not poll within it — another member would
+    then process the same webhook while this one still works on it.
+    """
+    return int(max(budget_seconds + HANDLER_GRACE_SECONDS + POLL_MARGIN_SECONDS, KAFKA_DEFAULT_POLL_SECONDS) * 1000)
+
+
+class Deadline:
+    """One message's retry deadline: ``budget_seconds`` from its creation, on ``clock``'s monotonic time.
+
+    Every retry for that message — reading, writing, announcing, for every Order it touches —
+    draws on this one budget, so a message never outlives :func:`max_poll_interval_ms`.
+    """
+
+    def __init__(self, budget_seconds: float, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.budget_seconds = budget_seconds
+        self._at = self.clock.monotonic() + budget_seconds
+
+    def remaining(self) -> float:
+        """Seconds left (0 when spent)."""
+        return max(0.0, self._at - self.clock.monotonic())
 
 
 class KeyedLocks:
@@ -165,16 +208,20 @@ async def publish_event(broker: KafkaBroker, body: bytes, topic: str, *, key: by
 _T = TypeVar("_T")
 
 
-async def retry_transient(work: Callable[[], Awaitable[_T]], budget_seconds: float, what: str) -> _T:
+async def retry_transient(work: Callable[[], Awaitable[_T]], deadline: Deadline | float, what: str) -> _T:
     """``await work()``; while it raises ``TransientError`` (Composable Commerce down after the
-    client's own quick retries) and ``budget_seconds`` last, wait — jittered, doubling from
-    0.5 s up to 15 s — and run it again. The partition waits meanwhile: an outage of a few
-    minutes delays webhooks instead of dead-lettering every one. ``work`` must be safe to
-    repeat (the handlers are idempotent). Raises the last ``TransientError`` when the budget
-    is spent, anything else at once.
+    client's own quick retries) and ``deadline`` (a :class:`Deadline`, or a budget in seconds
+    from now) is not reached, wait — jittered, doubling from 0.5 s up to 15 s, never past the
+    deadline — and run it again. The partition waits meanwhile: an outage of a few minutes
+    delays webhooks instead of dead-lettering every one. ``work`` must be safe to repeat (the
+    handlers are idempotent). Raises the last ``TransientError`` when the deadline is reached,
+    anything else at once.
     """
-    if budget_seconds <= 0:
+    if not isinstance(deadline, Deadline):
+        deadline = Deadline(deadline)
+    if deadline.remaining() <= 0:
         return await work()
+    backoff = wait_random_exponential(multiplier=0.5, max=15)
 
     def before_sleep(state: RetryCallState) -> None:
         log.warning("commerce.unavailable_retrying", what=what, attempt=state.attempt_number,
@@ -182,8 +229,9 @@ async def retry_transient(work: Callable[[], Awaitable[_T]], budget_seconds: flo
                     if state.outcome else None)
 
     async for attempt in AsyncRetrying(
-        stop=stop_after_delay(budget_seconds),
-        wait=wait_random_exponential(multiplier=0.5, max=15),
+        stop=lambda _state: deadline.remaining() <= 0,
+        wait=lambda state: min(backoff(state), deadline.remaining()),
+        sleep=deadline.clock.sleep,
         retry=retry_if_exception_type(TransientError),
         before_sleep=before_sleep,
         reraise=True,

@@ -13,6 +13,10 @@ version check, as https://docs.commercetools.com/api/projects/orders#update-acti
 unique per Order; ``paymentState`` ``Initial`` for ``Returned`` items, ``NonRefundable``
 otherwise), ``setReturnPaymentState`` by ``returnItemId`` or ``returnItemKey``,
 ``changeOrderState``, ``addTransaction``.
+
+Custom Objects (https://docs.commercetools.com/api/projects/custom-objects): ``POST /custom-objects``
+creates or replaces by (container, key); a draft ``version`` must equal the stored one, so
+``version: 0`` creates only when absent (409 ``ConcurrentModification`` otherwise).
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ class InMemoryCommerce:
         self.updates: list[tuple[str, str, list[dict[str, Any]]]] = []
         self.before_update: Callable[[str, str], None] | None = None
         """Called with (resource, id) before each update is applied; may raise (tests)."""
+        self.custom_objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.custom_object_writes: list[tuple[str, str, Any]] = []
+        self.before_custom_object_write: Callable[[str, str, Any, int | None], None] | None = None
+        """Called with (container, key, value, version) before each Custom Object write; may raise (tests)."""
 
     def _maybe_fail(self) -> None:
         if self.fail_with is None:
@@ -88,6 +96,7 @@ class InMemoryCommerce:
     async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse:
         """The cart by id, else by key, Payments inlined when ``expand`` asks. Raises :class:`NotFound`."""
         self.calls.append(("find_cart", ref))
+        await asyncio.sleep(0)  # like a network call: other tasks run in between
         self._maybe_fail()
         raw = self.carts.get(ref) or self.carts.get(f"key={ref}")
         if raw is None:
@@ -101,6 +110,7 @@ class InMemoryCommerce:
 
     async def get_order_by_order_number(self, order_number: str, expand: tuple[str, ...] = ()) -> ApiResponse:
         """The order whose ``orderNumber`` is ``order_number``. Raises :class:`NotFound`."""
+        await asyncio.sleep(0)
         raw = self.orders.get(f"order-number={order_number}")
         if raw is None:
             raise NotFound(404, "ResourceNotFound", f"order {order_number} not found")
@@ -176,6 +186,7 @@ class InMemoryCommerce:
     ) -> ApiResponse:
         """Create an Order from the cart, enforcing version, state and unique order numbers (see module doc)."""
         self.calls.append(("create_order_from_cart", cart_id))
+        await asyncio.sleep(0)
         self._maybe_fail()
         cart = self.cart(cart_id)
         if cart["version"] != cart_version:
@@ -195,6 +206,37 @@ class InMemoryCommerce:
         self.add_cart(cart)
         self.orders_created += 1
         return ApiResponse(201, msgspec.json.encode(order))
+
+    async def get_custom_object(self, container: str, key: str) -> ApiResponse:
+        """``GET /custom-objects/{container}/{key}``. Raises :class:`NotFound`."""
+        self.calls.append(("get_custom_object", f"{container}/{key}"))
+        await asyncio.sleep(0)  # like a network call: other tasks run in between
+        self._maybe_fail()
+        stored = self.custom_objects.get((container, key))
+        if stored is None:
+            raise NotFound(404, "ResourceNotFound", f"custom object {container}/{key} not found")
+        return ApiResponse(200, msgspec.json.encode(stored))
+
+    async def put_custom_object(self, container: str, key: str, value: Any, version: int | None = None) -> ApiResponse:
+        """Create or replace the Custom Object; a ``version`` must be the stored one (0: none stored).
+
+        Raises ``ConcurrentModification`` (409, with the current version) when it is not.
+        """
+        self.calls.append(("put_custom_object", f"{container}/{key}"))
+        await asyncio.sleep(0)
+        self._maybe_fail()
+        if self.before_custom_object_write:
+            self.before_custom_object_write(container, key, value, version)
+        stored = self.custom_objects.get((container, key))
+        current = stored["version"] if stored else 0
+        if version is not None and version != current:
+            raise ConcurrentModification(409, "ConcurrentModification", "version mismatch",
+                                         current_version=current or None)
+        obj = {"id": stored["id"] if stored else str(uuid.uuid4()), "version": current + 1, "container": container,
+               "key": key, "value": value}
+        self.custom_objects[(container, key)] = obj
+        self.custom_object_writes.append((container, key, value))
+        return ApiResponse(200 if stored else 201, msgspec.json.encode(obj))
 
     async def find_order(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse:
         """The order by id, else by order number. Raises :class:`NotFound`."""
