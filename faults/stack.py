@@ -55,7 +55,7 @@ PAYMENTS = "commerce.payments.completed.v1"
 REFUNDS = "commerce.refunds.completed.v1"
 
 INTERESTING = ("webhook.", "finalize.", "payments_completed.", "refunds_completed.", "refund.", "commerce.",
-               "order_finalization.", "crash", "Traceback", "error")
+               "order_finalization.", "announcement.", "crash", "Traceback", "error")
 """Lines kept in memory (the rest are only counted): what the checks and the notes look for."""
 LOG_FILE_CAP = 50_000_000
 """Bytes of output mirrored to a process's log file (an outage can make hundreds of MB)."""
