@@ -79,7 +79,8 @@ def _statuses(deliveries: dict[str, Delivery]) -> Counter[str]:
     c: Counter[str] = Counter()
     for d in deliveries.values():
         for a in d.answers:
-            c[str(a.status) if a.status else (a.error or "no answer")] += 1
+            label = str(a.status) if a.status else (a.error or "no answer")
+            c[f"{label} {a.problem}" if a.problem else label] += 1
     return c
 
 

@@ -18,6 +18,7 @@ import collections
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import random
 import signal
@@ -231,6 +232,8 @@ class Answer:
     retry_after: str | None = None
     webhook_id: str | None = None
     error: str | None = None
+    problem: str | None = None
+    """The last path segment of an RFC 9457 problem body's ``type``."""
 
 
 def sign(body: bytes) -> dict[str, str]:
@@ -244,11 +247,16 @@ async def post_webhook(session: aiohttp.ClientSession, gateway: Service, body: b
     try:
         async with session.post(f"{gateway.url}/instore/webhooks", data=body, headers=sign(body)) as response:
             payload = await response.read()
-            wid = None
+            wid = problem = None
+            try:
+                decoded = json.loads(payload) if payload else {}
+            except ValueError:
+                decoded = {}
             if response.status == 202:
-                import json as _json
-                wid = _json.loads(payload).get("webhookId")
-            return Answer(response.status, response.headers.get("Retry-After"), wid)
+                wid = decoded.get("webhookId")
+            elif isinstance(decoded, dict) and isinstance(decoded.get("type"), str):
+                problem = decoded["type"].rstrip("/").rsplit("/", 1)[-1]
+            return Answer(response.status, response.headers.get("Retry-After"), wid, problem=problem)
     except (TimeoutError, aiohttp.ClientError) as exc:
         return Answer(0, error=type(exc).__name__)
 
