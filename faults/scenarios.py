@@ -283,6 +283,10 @@ async def broker_outage(o: Options, outage: float) -> Row:
                 stored = (await tally(stack, [], [], unacked)).webhooks_in_kafka
                 row.notes.append(f"{len(unacked)} webhooks not acknowledged during the outage, "
                                  f"{sum(1 for w in unacked if stored.get(w))} of them stored in Kafka all the same")
+                said_not_stored = {w for w in unacked if any(a.problem == "webhook-not-stored" for a in deliveries[w].answers)}
+                if said_not_stored:
+                    row.notes.append(f"{len(said_not_stored)} answered 503 webhook-not-stored, "
+                                     f"{sum(1 for w in said_not_stored if stored.get(w))} of them stored all the same")
                 say(f"broker down {outage:g} s: sending {len(unacked)} unacknowledged webhooks again")
                 retry_started = time.monotonic()
                 await asyncio.gather(*(deliver(session, gateway, s.body(), deliveries[s.webhook_id], retry_for=60)

@@ -21,6 +21,7 @@ import hmac
 import json
 import os
 import random
+import re
 import signal
 import socket
 import sys
@@ -255,7 +256,7 @@ async def post_webhook(session: aiohttp.ClientSession, gateway: Service, body: b
             if response.status == 202:
                 wid = decoded.get("webhookId")
             elif isinstance(decoded, dict) and isinstance(decoded.get("type"), str):
-                problem = decoded["type"].rstrip("/").rsplit("/", 1)[-1]
+                problem = re.split(r"[/:]", decoded["type"].rstrip("/"))[-1]
             return Answer(response.status, response.headers.get("Retry-After"), wid, problem=problem)
     except (TimeoutError, aiohttp.ClientError) as exc:
         return Answer(0, error=type(exc).__name__)
