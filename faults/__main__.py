@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-share", type=float, default=0.3, help="share of Composable Commerce calls faulted")
     parser.add_argument("--token-ttl", type=int, default=2, help="token expires_in the proxy hands out (s)")
     parser.add_argument("--marker-outage-seconds", type=float, default=30.0, help="how long the marker write fails")
+    parser.add_argument("--slow-marker-ms", type=float, default=0.0,
+                        help="kill scenarios: delay the marker write by this much (a proxy before the mock)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (kill points, faults)")
     args = parser.parse_args(argv)
     if args.short:
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = sc.Options(n=args.n, outages=_floats(args.outage_seconds), rate=args.rate, drain_seconds=args.drain_seconds,
                       fault_share=args.fault_share, token_ttl=args.token_ttl,
                       marker_outage_seconds=args.marker_outage_seconds, broker_fault=args.broker_fault, burst=args.burst,
+                      slow_marker_ms=args.slow_marker_ms,
                       seed=seed, rng=random.Random(seed))
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(chosen) - set(SCENARIOS)

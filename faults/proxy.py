@@ -81,6 +81,8 @@ class Faults:
     """Rewrite the token answer's ``expires_in`` to this (None: as the mock says)."""
     marker_outage_until: float = 0.0
     """Until this ``time.monotonic()`` instant, every marker write is answered 503."""
+    marker_delay_seconds: float = 0.0
+    """Every marker write is forwarded this much later (a slow write widens the window between publishing and marking)."""
     seed: int | None = None
 
 
@@ -163,6 +165,10 @@ class FaultProxy:
                 is_marker_write(request.method, path, payload):
             self.stats.injected["marker-503"] += 1
             return _error(503, "ServiceUnavailable", "injected: marker write unavailable")
+        if f.marker_delay_seconds and is_marker_write(request.method, path, payload):
+            self.stats.injected["marker-delay"] += 1
+            await asyncio.sleep(f.marker_delay_seconds)
+            return await self._forward(request, body, is_token)
         share = f.token_share if (is_token and f.token_share is not None) else f.share
         if share > 0 and self._random.random() < share:
             kind = self._random.choice(f.kinds)

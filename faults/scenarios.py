@@ -42,6 +42,8 @@ class Options:
     broker_fault: str = "kill"
     """How the broker goes down: ``kill`` (SIGKILL: a crash, in-flight requests unanswered) or ``stop`` (SIGTERM)."""
     kill_window_ms: float = 400.0
+    slow_marker_ms: float = 0.0
+    """In the kill scenarios: the marker write reaches Composable Commerce this much later (through the proxy)."""
     seed: int | None = None
     rng: random.Random = field(default_factory=random.Random)
 
@@ -139,12 +141,16 @@ def _return_stage(service: Service, ret: Return) -> str:
     return "before any write"
 
 
+def _slow_marker(o: Options) -> Faults | None:
+    return Faults(marker_delay_seconds=o.slow_marker_ms / 1000) if o.slow_marker_ms else None
+
+
 # -- 1. SIGKILL order-finalization ---------------------------------------------------------------
 async def kill_order_finalization(o: Options) -> Row:
     """N runs: a paid sale's webhook, order-finalization SIGKILLed 0–400 ms later and restarted;
     each run waits for its sale's Order and event before the next."""
-    row = Row("kill order-finalization", sales=o.n)
-    stack = await asyncio.to_thread(Stack.start)
+    row = Row("kill order-finalization" + (f", marker +{o.slow_marker_ms:g} ms" if o.slow_marker_ms else ""), sales=o.n)
+    stack = await asyncio.to_thread(Stack.start, _slow_marker(o))
     try:
         gateway = await asyncio.to_thread(stack.gateway)
         await asyncio.to_thread(stack.finalizer)
@@ -183,8 +189,8 @@ async def _done(stack: Stack, sales: list[Sale], returns: list[Return]) -> bool:
 # -- 2. SIGKILL refund ----------------------------------------------------------------------------
 async def kill_refund(o: Options) -> Row:
     """N runs: a return's refund webhook, the refund service SIGKILLed 0–400 ms later and restarted."""
-    row = Row("kill refund", returns=o.n)
-    stack = await asyncio.to_thread(Stack.start)
+    row = Row("kill refund" + (f", marker +{o.slow_marker_ms:g} ms" if o.slow_marker_ms else ""), returns=o.n)
+    stack = await asyncio.to_thread(Stack.start, _slow_marker(o))
     try:
         gateway = await asyncio.to_thread(stack.gateway)
         await asyncio.to_thread(stack.refund)
