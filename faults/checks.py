@@ -86,6 +86,9 @@ class Tally:
     webhooks_in_kafka: Counter[str] = field(default_factory=Counter)
     records_read: Counter[str] = field(default_factory=Counter)
     """Records read per topic (all of them, not only this scenario's)."""
+    event_ids: dict[str, set[str]] = field(default_factory=dict)
+    """Distinct ``eventId`` s per Order (payments) and per return/Order (refunds): a repeat with
+    the same id can be deduplicated downstream."""
     unfinished: set[str] = field(default_factory=set)
     """Webhook ids of the sales and returns not complete yet."""
     dead_lettered: set[str] = field(default_factory=set)
@@ -132,9 +135,11 @@ async def tally(stack: Stack, sales: list[Sale], returns: list[Return], webhook_
                 mine.add(order["id"])
         t.events_per_order = {oid: 0 for oid in mine}
         for record in await _read(t, bootstrap, PAYMENTS):
-            oid = json.loads(record.value).get("orderId")
+            event = json.loads(record.value)
+            oid = event.get("orderId")
             if oid in mine:
                 t.events_per_order[oid] += 1
+                t.event_ids.setdefault(oid, set()).add(str(event.get("eventId")))
         announced = {o["cart"]["id"] for o in orders if o["id"] in mine and t.events_per_order[o["id"]]}
         t.unfinished |= {s.webhook_id for s in sales if s.cart_id not in announced}
     if returns:
@@ -154,6 +159,7 @@ async def tally(stack: Stack, sales: list[Sale], returns: list[Return], webhook_
             key = (event.get("returnCartId"), event.get("orderId"))
             if key in wanted:
                 t.refund_events[f"{key[0]}/{key[1]}"] += 1
+                t.event_ids.setdefault(f"{key[0]}/{key[1]}", set()).add(str(event.get("eventId")))
         t.unfinished |= {r.webhook_id for r in returns if not (t.items_per_line[r.return_line_id]
                          and t.refunds_per_tender[r.refund_id] and t.refund_events[f"{r.cart_id}/{r.order_id}"])}
     for record in await _read(t, bootstrap, DLQ):

@@ -100,6 +100,11 @@ def _account(row: Row, deliveries: dict[str, Delivery], t: Tally) -> None:
     no_retry_after = sum(1 for d in deliveries.values() for a in d.answers if a.status == 503 and not a.retry_after)
     if no_retry_after:
         row.problems.append(f"{no_retry_after} answers 503 without Retry-After")
+    repeated = {k: n for d in (t.events_per_order, t.refund_events) for k, n in d.items() if n > 1}
+    if repeated:
+        same = sum(1 for k in repeated if len(t.event_ids.get(k, ())) == 1)
+        row.notes.append(f"{len(repeated)} Orders with a repeated event ({sum(repeated.values()) - len(repeated)} extra); "
+                         f"{same} of them repeat one eventId (deduplicable downstream)")
     row.notes.append("records read: " + ", ".join(f"{k} {v}" for k, v in t.records_read.items()))
     row.notes.append("webhook answers: " + ", ".join(f"{k} × {v}" for k, v in sorted(_statuses(deliveries).items())))
 
