@@ -2,7 +2,7 @@
 was lost or duplicated (or another expectation broke), 2 on a harness error.
 
 Usage: ``make faults ARGS="--n 25"``; ``make faults ARGS=--short`` for CI (N=3, a 10 s
-broker outage, a 10 s marker outage); ``--scenarios kill-of,outage`` to pick.
+broker outage, 10 s of Composable Commerce down, a 10 s marker outage); ``--scenarios kill-of,outage`` to pick.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from faults.report import Row, table
 from faults.stack import say
 from instore_shared.logging import configure_logging
 
-SCENARIOS = ("kill-of", "kill-refund", "outage", "replicas", "commerce", "marker")
+SCENARIOS = ("kill-of", "kill-refund", "outage", "replicas", "commerce", "commerce-down", "marker")
 """kill-of: SIGKILL order-finalization; kill-refund: SIGKILL refund; outage: the broker down (each
 --outage-seconds); replicas: duplicates with two order-finalization replicas; commerce: the
-fault proxy; marker: only the marker write failing."""
+fault proxy; commerce-down: every Composable Commerce call failing for a while; marker: only the marker write failing."""
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m faults", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=25, help="runs / sales / returns per scenario (default 25)")
     parser.add_argument("--short", action="store_true",
-                        help="the CI version: --n 3 --outage-seconds 10 --marker-outage-seconds 10 --rate 2")
+                        help="the CI version: --n 3 --outage-seconds 10 --marker-outage-seconds 10 "
+                        "--commerce-outage-seconds 10 --rate 2")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of {', '.join(SCENARIOS)}")
     parser.add_argument("--outage-seconds", default="10,120", help="broker outages to run, comma-separated (10,120)")
     parser.add_argument("--broker-fault", choices=("kill", "stop"), default="kill",
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-seconds", type=float, default=180.0, help="how long the backlog may take to drain")
     parser.add_argument("--fault-share", type=float, default=0.3, help="share of Composable Commerce calls faulted")
     parser.add_argument("--token-ttl", type=int, default=2, help="token expires_in the proxy hands out (s)")
+    parser.add_argument("--commerce-outage-seconds", type=float, default=60.0,
+                        help="how long every Composable Commerce call fails in commerce-down (60; under the retry budget)")
     parser.add_argument("--marker-outage-seconds", type=float, default=30.0, help="how long the marker write fails")
     parser.add_argument("--slow-marker-ms", type=float, default=0.0,
                         help="kill scenarios: delay the marker write by this much (a proxy before the mock)")
@@ -57,13 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.short:
         args.n, args.outage_seconds, args.marker_outage_seconds, args.rate = 3, "10", 10.0, 2.0
+        args.commerce_outage_seconds = 10.0
     configure_logging("faults", level="WARNING", json=False)  # not a line per API call while preparing
     os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # every scenario needs a broker of its own to stop
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     opts = sc.Options(n=args.n, outages=_floats(args.outage_seconds), rate=args.rate, drain_seconds=args.drain_seconds,
                       fault_share=args.fault_share, token_ttl=args.token_ttl,
                       marker_outage_seconds=args.marker_outage_seconds, broker_fault=args.broker_fault, burst=args.burst,
-                      slow_marker_ms=args.slow_marker_ms,
+                      slow_marker_ms=args.slow_marker_ms, commerce_outage_seconds=args.commerce_outage_seconds,
                       seed=seed, rng=random.Random(seed))
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(chosen) - set(SCENARIOS)
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             "kill-refund": lambda: sc.kill_refund(opts),
             "replicas": lambda: sc.two_replicas(opts),
             "commerce": lambda: sc.commerce_faults(opts),
+            "commerce-down": lambda: sc.commerce_outage(opts),
             "marker": lambda: sc.marker_outage(opts),
         }
         jobs: list[tuple[str, Callable[[], Awaitable[Row | list[Row]]]]] = [

@@ -42,6 +42,8 @@ class Options:
     broker_fault: str = "kill"
     """How the broker goes down: ``kill`` (SIGKILL: a crash, in-flight requests unanswered) or ``stop`` (SIGTERM)."""
     kill_window_ms: float = 400.0
+    commerce_outage_seconds: float = 60.0
+    """How long every Composable Commerce call fails in the commerce-down scenario."""
     slow_marker_ms: float = 0.0
     """In the kill scenarios: the marker write reaches Composable Commerce this much later (through the proxy)."""
     seed: int | None = None
@@ -443,6 +445,38 @@ async def commerce_faults(o: Options) -> Row:
         if t.dead_letters:
             row.problems.append(f"{sum(t.dead_letters.values())} webhooks dead-lettered that a retry could have done: "
                                 f"{dict(t.dead_letters)}")
+    finally:
+        await asyncio.to_thread(stack.stop)
+    return row
+
+
+async def commerce_outage(o: Options) -> Row:
+    """Sales and returns while Composable Commerce answers every call 503 (the token endpoint too) for
+    ``commerce_outage_seconds`` — less than the consumers' retry budget: nothing may be dead-lettered."""
+    row = Row(f"commerce down {o.commerce_outage_seconds:g} s", sales=o.n, returns=o.n)
+    faults = Faults(kinds=("503",), token_ttl_seconds=o.token_ttl, seed=o.seed)
+    stack = await asyncio.to_thread(Stack.start, faults)
+    assert stack.proxy is not None
+    try:
+        gateway = await asyncio.to_thread(_proxy_services, stack)
+        sales = await prepare_sales(stack.mock, o.n)
+        returns = await prepare_returns(stack.mock, o.n)
+        bodies = {s.webhook_id: s.body() for s in sales} | {r.webhook_id: r.body() for r in returns}
+        faults.share = 1.0
+        up_at = time.monotonic() + o.commerce_outage_seconds
+        deliveries = await _send_all(stack, gateway, bodies)
+        await asyncio.sleep(max(0.0, up_at - time.monotonic()))
+        faults.share = 0.0
+        recovered = time.monotonic()
+        t, converged = await converge(stack, sales, returns, 240)
+        _account(row, deliveries, t)
+        if converged:
+            row.notes.append(f"every sale and return done {time.monotonic() - recovered - 3:.0f} s after "
+                             "Composable Commerce came back")
+        row.notes.append(f"proxy: {stack.proxy.stats.summary()}")
+        if t.dead_letters:
+            row.problems.append(f"{sum(t.dead_letters.values())} webhooks dead-lettered during an outage shorter than the "
+                                f"retry budget: {dict(t.dead_letters)}")
     finally:
         await asyncio.to_thread(stack.stop)
     return row
