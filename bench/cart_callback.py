@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -67,7 +67,7 @@ def _cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:
 
 def _pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def _measure(name: str, url: str, headers: dict[str, str], sequential: int, seconds: float,
@@ -119,10 +119,8 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.wait(0.2):
             for name, proc in self.procs.items():
-                try:
+                with contextlib.suppress(psutil.Error):
                     self.peak[name] = max(self.peak[name], proc.memory_info().rss / 2**20)
-                except psutil.Error:
-                    pass
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -139,10 +137,10 @@ def _mark(ok: bool) -> str:
 
 async def _token(mock_url: str) -> str:
     basic = base64.b64encode(b"bench:bench").decode()
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{mock_url}/oauth/token", data={"grant_type": "client_credentials"},
-                                headers={"Authorization": f"Basic {basic}"}) as response:
-            return (await response.json())["access_token"]
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{mock_url}/oauth/token", data={"grant_type": "client_credentials"},
+            headers={"Authorization": f"Basic {basic}"}) as response:
+        return (await response.json())["access_token"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -154,7 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=5, help="seconds of unmeasured load per target first")
     args = parser.parse_args(argv)
 
-    step: Callable[[str], None] = lambda s: print(f"bench: {s}", flush=True)
+    def step(s: str) -> None:
+        print(f"bench: {s}", flush=True)
+
     step("starting Kafka, the commercetools mock, cart-mapping and the gateway …")
     kafka = start_kafka()
     mock = start_ct_mock()

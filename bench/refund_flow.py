@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 
 import psutil
 
@@ -89,7 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     configure_logging("bench", level="WARNING", json=False)
-    step: Callable[[str], None] = lambda s: print(f"bench: {s}", flush=True)
+    def step(s: str) -> None:
+        print(f"bench: {s}", flush=True)
+
     step("starting Kafka, the commercetools mock, the gateway and refund …")
     kafka = start_kafka()
     mock = start_ct_mock()

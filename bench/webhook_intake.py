@@ -28,7 +28,6 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -159,7 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", type=int, default=1000, help="distinct signed webhook bodies to cycle through")
     args = parser.parse_args(argv)
 
-    step: Callable[[str], None] = lambda s: print(f"bench: {s}", flush=True)
+    def step(s: str) -> None:
+        print(f"bench: {s}", flush=True)
+
     pool = _pool(args.pool)
     sizes = sorted(len(body) for body, _ in pool)
     step(f"{len(pool)} signed webhook bodies, {sizes[0]}–{sizes[-1]} bytes (median {sizes[len(sizes) // 2]})")

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -142,7 +142,7 @@ def signed(body: dict[str, object]) -> tuple[bytes, dict[str, str]]:
 
 
 async def _run(bootstrap: str, url: str, bodies: dict[str, tuple[bytes, dict[str, str]]], concurrency: int,
-               timeout: float, settle: float, procs: dict[str, psutil.Process], events_topic: str = EVENTS,
+               timeout_s: float, settle: float, procs: dict[str, psutil.Process], events_topic: str = EVENTS,
                id_field: str = "cartId") -> Run:
     """Send each of ``bodies`` (by the id its event names in ``id_field``), C at a time, and time its event."""
     run = Run()
@@ -201,18 +201,14 @@ async def _run(bootstrap: str, url: str, bodies: dict[str, tuple[bytes, dict[str
                 run.started = time.perf_counter()
                 await asyncio.gather(*(sender() for _ in range(concurrency)))
                 run.last_sent = time.perf_counter()
-            try:
-                await asyncio.wait_for(all_seen.wait(), timeout)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_seen.wait(), timeout_s)
             cpu_after = _cpu_seconds(procs)
             await asyncio.sleep(settle)  # any duplicate event would arrive now
         finally:
             reader.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            except asyncio.CancelledError:
-                pass
     finally:
         await consumer.stop()
     run.cpu_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / max(1, len(cart_ids)) for k in procs}
@@ -279,7 +275,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     configure_logging("bench", level="WARNING", json=False)  # not a debug line per API call while preparing
-    step: Callable[[str], None] = lambda s: print(f"bench: {s}", flush=True)
+    def step(s: str) -> None:
+        print(f"bench: {s}", flush=True)
+
     step("starting Kafka, the commercetools mock, the gateway and order-finalization …")
     kafka = start_kafka()
     mock = start_ct_mock()

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.processes import (
+    CtMock,
+    Kafka,
+    RedisServer,
+    start_ct_mock,
+    start_kafka,
+    start_redis,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = (REPO_ROOT / ".." / "shared").resolve()
@@ -25,18 +35,6 @@ def load_example(name: str) -> dict[str, Any]:
 
 
 # -- real parts (started only by the tests that ask for them) -------------------------
-from collections.abc import Iterator
-
-from tests.support.processes import (
-    CtMock,
-    Kafka,
-    RedisServer,
-    start_ct_mock,
-    start_kafka,
-    start_redis,
-)
-
-
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[Kafka]:
     """A real Kafka broker: ``KAFKA_BOOTSTRAP_SERVERS``, else a local KRaft node for this run."""

@@ -330,9 +330,9 @@ def match_path(path: str) -> str:
     for tpl in _templates():
         if len(tpl.segments) != len(segments):
             continue
-        if all(rx.match(seg) for rx, seg in zip(tpl.segments, segments, strict=True)):
-            if best is None or tpl.score > best.score:
-                best = tpl
+        if all(rx.match(seg) for rx, seg in zip(tpl.segments, segments, strict=True)) and (
+                best is None or tpl.score > best.score):
+            best = tpl
     if best is None:
         raise ContractViolation(f"no path in the commercetools API spec matches {path!r}")
     return best.template

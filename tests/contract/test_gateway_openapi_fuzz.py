@@ -73,7 +73,7 @@ class FakeAuth:
 
 
 class FakeEvents:
-    async def publish(self, topic: str, key: str, value: bytes, *, message_type: str, timeout: float) -> None:  # noqa: ASYNC109
+    async def publish(self, topic: str, key: str, value: bytes, *, message_type: str, timeout_s: float) -> None:
         return None
 
 

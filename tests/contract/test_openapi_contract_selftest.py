@@ -203,7 +203,7 @@ def test_get_paths_pass(url: str, template: str) -> None:
 
 
 def test_unknown_path_fails() -> None:
-    with pytest.raises(ContractViolation, match="no path .* matches '/instore-demo/cartz/1'"):
+    with pytest.raises(ContractViolation, match=r"no path .* matches '/instore-demo/cartz/1'"):
         validate_request("GET", f"{BASE}/cartz/1", None)
 
 

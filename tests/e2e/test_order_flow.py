@@ -114,14 +114,14 @@ async def _orders_of(mock: CtMock, cart_id: str) -> list[dict[str, Any]]:
         return (await c.request("GET", "/orders", params={"where": f'cart(id="{cart_id}")'})).json()["results"]
 
 
-async def _events_for(kafka: Kafka, cart_id: str, settle: float = 2.0, timeout: float = 30) -> list[dict[str, Any]]:
+async def _events_for(kafka: Kafka, cart_id: str, settle: float = 2.0, timeout_s: float = 30) -> list[dict[str, Any]]:
     """Every payments-completed event of ``cart_id``: read until one is there, then ``settle`` s more."""
     consumer = AIOKafkaConsumer("commerce.payments.completed.v1", bootstrap_servers=kafka.bootstrap_servers,
                                 group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     found: list[dict[str, Any]] = []
     try:
-        deadline, settled = time.monotonic() + timeout, None
+        deadline, settled = time.monotonic() + timeout_s, None
         while time.monotonic() < (settled or deadline):
             for records in (await consumer.getmany(timeout_ms=300)).values():
                 found += [e for e in (json.loads(r.value) for r in records) if e["cartId"] == cart_id]
@@ -208,7 +208,7 @@ async def test_two_replicas_the_same_webhook_ten_times_and_by_id_and_key_at_once
             sends += [(cart, webhook_id)] * 10 + [({"id": cart["key"]}, None)] * 5 + [(cart, None)] * 5
         await asyncio.gather(*(asyncio.to_thread(_send, stack, cart, webhook_id) for cart, webhook_id in sends))
         for cart in carts:
-            events = await _events_for(stack.kafka, cart["id"], settle=1.0, timeout=60)
+            events = await _events_for(stack.kafka, cart["id"], settle=1.0, timeout_s=60)
             assert len(events) == 1, f"{len(events)} events for cart {cart['id']}"
             assert len(await _orders_of(stack.mock, cart["id"])) == 1
     finally:

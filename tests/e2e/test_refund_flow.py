@@ -101,11 +101,11 @@ async def _ordered_sale(stack: Stack, tenders: list[tuple[str, int]]) -> dict[st
         return (await c.get_order(order["id"], ("paymentInfo.payments[*]",))).json()
 
 
-async def _wait_async(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
+async def _wait_async(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
     while not await condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.1)
 
 
@@ -139,7 +139,7 @@ async def _state(stack: Stack, order_id: str) -> tuple[list[dict[str, Any]], dic
     return items, refunds
 
 
-async def _read_topic(kafka: Kafka, topic: str, match: Any, settle: float = 2.0, timeout: float = 30,
+async def _read_topic(kafka: Kafka, topic: str, match: Any, settle: float = 2.0, timeout_s: float = 30,
                       want: int = 1) -> list[Any]:
     """Records of ``topic`` for which ``match(record)`` gives a value: read until ``want`` are there, then ``settle`` s more."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap_servers, group_id=None,
@@ -147,7 +147,7 @@ async def _read_topic(kafka: Kafka, topic: str, match: Any, settle: float = 2.0,
     await consumer.start()
     found: list[Any] = []
     try:
-        deadline, settled = time.monotonic() + timeout, None
+        deadline, settled = time.monotonic() + timeout_s, None
         while time.monotonic() < (settled or deadline):
             for records in (await consumer.getmany(timeout_ms=300)).values():
                 found += [m for m in (match(r) for r in records) if m is not None]

@@ -50,14 +50,14 @@ def _gateway(name: str, bootstrap: str) -> Service:
     }, port)
 
 
-async def _read_all(bootstrap: str, want: set[str], timeout: float = 30) -> dict[str, tuple[bytes | None, bytes]]:
+async def _read_all(bootstrap: str, want: set[str], timeout_s: float = 30) -> dict[str, tuple[bytes | None, bytes]]:
     """webhook-id → (key, value) for every message on instore.webhooks.v1 until ``want`` are all seen."""
     consumer = AIOKafkaConsumer("instore.webhooks.v1", bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="earliest")
     await consumer.start()
     seen: dict[str, tuple[bytes | None, bytes]] = {}
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout_s
         while not want <= set(seen) and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for record in records:
@@ -77,7 +77,8 @@ def gateway(kafka: Kafka) -> Iterator[Service]:
 
 async def test_signed_webhook_lands_in_kafka_byte_for_byte(gateway: Service, kafka: Kafka) -> None:
     body = _webhook("cart-e2e-1")
-    response = httpx.post(f"{gateway.url}/instore/webhooks", content=body, headers={"X-Signature": _sign(body)})
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{gateway.url}/instore/webhooks", content=body, headers={"X-Signature": _sign(body)})
     assert response.status_code == 202, response.text
     webhook_id = response.json()["webhookId"]
     seen = await _read_all(kafka.bootstrap_servers, {webhook_id})
@@ -130,7 +131,7 @@ async def test_every_acknowledged_webhook_survives_a_broker_outage_and_is_proces
                 await send(retry.pop(0))
                 retry += refused
                 refused = []
-        seen = await _read_all(kafka.bootstrap_servers, set(acknowledged), timeout=60)
+        seen = await _read_all(kafka.bootstrap_servers, set(acknowledged), timeout_s=60)
         assert not set(acknowledged) - set(seen), "an acknowledged webhook was lost"
 
         async def all_ordered() -> bool:

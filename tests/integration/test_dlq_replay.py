@@ -106,7 +106,7 @@ async def test_replay_republishes_original_bytes_key_and_headers(kafka: Kafka) -
 async def test_replay_count_counts_on(kafka: Kafka) -> None:
     source, dead = await _topics(kafka)
     value, key, headers = _letters(source, 1)[0]
-    await _publish(kafka, dead, [(value, key, headers + [("dlq-replay-count", b"2")])])
+    await _publish(kafka, dead, [(value, key, [*headers, ("dlq-replay-count", b"2")])])
     report = await replay(kafka.bootstrap_servers, dead, idle_timeout=IDLE, group_id=f"replay-{uuid.uuid4()}")
     assert report.replayed == 1
     [(_, _, out)] = await _read_all(kafka, source)

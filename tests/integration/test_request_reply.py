@@ -135,7 +135,7 @@ async def test_gateway_client_connects_and_creates_topics_when_kafka_comes_later
     bootstrap = f"127.0.0.1:{port}"
 
     async def create_topics() -> None:
-        await ensure_topics(bootstrap, ALL_TOPICS, 1, 1, timeout=2)
+        await ensure_topics(bootstrap, ALL_TOPICS, 1, 1, timeout_s=2)
 
     client = RequestReplyClient(bootstrap, CART_REPLIES.name, "late-kafka", connect_backoff_max=0.5,
                                 prepare=create_topics)

@@ -13,6 +13,7 @@ Every wait is on a condition with a deadline; nothing sleeps to synchronise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -109,10 +110,8 @@ class LoggedProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         """Send ``sig`` and wait for the exit (SIGKILL after ``timeout`` s); return the exit code."""
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

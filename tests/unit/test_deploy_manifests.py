@@ -351,8 +351,9 @@ def test_example_secret_holds_only_placeholders() -> None:
     secret = _example_secret()
     assert secret["kind"] == "Secret"
     assert "data" not in secret, "use stringData with CHANGE-ME placeholders"
-    assert set(secret["stringData"]) == {"INSTORE_CALLBACK_API_KEY", "INSTORE_CONNECTION_KEY", "INSTORE_WEBHOOK_SECRET", "TOKEN_VAULT_REDIS_URL",
-                                         "TOKEN_VAULT_ENCRYPTION_KEYS", "CTP_CLIENT_ID", "CTP_CLIENT_SECRET"}
+    assert set(secret["stringData"]) == {"INSTORE_CALLBACK_API_KEY", "INSTORE_CONNECTION_KEY", "INSTORE_WEBHOOK_SECRET",
+                                         "TOKEN_VAULT_REDIS_URL", "TOKEN_VAULT_ENCRYPTION_KEYS", "CTP_CLIENT_ID",
+                                         "CTP_CLIENT_SECRET"}
     assert set(secret["stringData"]) <= SECRET_VARS
     assert all(v == PLACEHOLDER for v in secret["stringData"].values())
 

@@ -41,7 +41,8 @@ def _order(order_id: str, number: str, lines: list[tuple[str, int]], payments: l
 
 def _return_line(line_id: str, order_ref: str, order_line: str, qty: int = 1, cents: int | None = None) -> dict[str, Any]:
     """A return cart line worth ``cents`` (default 2,500 per unit)."""
-    return {"id": line_id, "quantity": qty, "totalPrice": {"currencyCode": EUR, "centAmount": 2500 * qty if cents is None else cents},
+    total = {"currencyCode": EUR, "centAmount": 2500 * qty if cents is None else cents}
+    return {"id": line_id, "quantity": qty, "totalPrice": total,
             "custom": {"fields": {
         "purchaseOrderId": order_ref, "purchaseLineItemId": order_line, "returnComment": f"{line_id} too small"}}}
 

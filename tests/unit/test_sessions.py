@@ -55,7 +55,7 @@ class FakeEvents:
         self.published: list[tuple[str, str, bytes]] = []
         self.fail = False
 
-    async def publish(self, topic: str, key: str, value: bytes, *, message_type: str, timeout: float) -> None:
+    async def publish(self, topic: str, key: str, value: bytes, *, message_type: str, timeout_s: float) -> None:
         if self.fail:
             raise BrokerUnavailable("down")
         self.published.append((topic, key, value))

@@ -37,7 +37,7 @@ class Recorder:
         self.published: list[dict[str, Any]] = []
         self.fail: Exception | None = None
 
-    async def publish(self, topic: str, key: str | None, value: bytes, *, message_type: str, timeout: float,
+    async def publish(self, topic: str, key: str | None, value: bytes, *, message_type: str, timeout_s: float,
                       headers: dict[str, str] | None = None) -> None:
         if self.fail is not None:
             raise self.fail
@@ -176,7 +176,7 @@ def test_json_that_is_not_an_object_is_400(gateway: tuple[Recorder, TestClient[A
     lambda b: sign(b)[:-1],
 ])
 def test_signatures_with_stray_characters_are_refused(gateway: tuple[Recorder, TestClient[Any]], signature: Any) -> None:
-    events, client = gateway
+    _events, client = gateway
     _problem(_post(client, BODY, {"X-Signature": signature(BODY)}), 401, "invalid-signature")
 
 

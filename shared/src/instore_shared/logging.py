@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 from log_rate_limit import DefaultSID, StreamRateLimitFilter
+from structlog.typing import Processor
 
 CORRELATION_ID_KEY = "correlation_id"
 
@@ -50,7 +51,7 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True, stre
         stream: where the lines go (default: standard output; a CLI whose output is its
             result passes ``sys.stderr``).
     """
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -163,7 +163,9 @@ class CommercetoolsSettings(BaseSettings):
     """API base URL; calls go to ``{api_url}/{project_key}/...``."""
 
     scopes: str = ""
-    """Space-separated OAuth scopes; empty: what the service needs, each ``:{project_key}`` — cart-mapping ``view_orders``, order-finalization ``manage_orders view_orders view_payments manage_key_value_documents``, refund ``manage_orders view_orders manage_payments manage_key_value_documents``."""
+    """Space-separated OAuth scopes; empty: what the service needs, each ``:{project_key}`` — cart-mapping ``view_orders``,
+    order-finalization ``manage_orders view_orders view_payments manage_key_value_documents``,
+    refund ``manage_orders view_orders manage_payments manage_key_value_documents``."""
 
     timeout_seconds: float = Field(default=5.0, gt=0)
     """Timeout of one HTTP call to Composable Commerce, in seconds."""

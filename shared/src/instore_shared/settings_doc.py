@@ -42,7 +42,8 @@ def _rows(cls: type[BaseSettings], skip: set[str]) -> list[str]:
             default = "*(secret; development default)*"
         else:
             default = f"`{field.default}`" if field.default not in ("", None) else "*(empty)*"
-        rows.append(f"| `{prefix}{name.upper()}` | {default} | {(field.description or '').strip()} |")
+        meaning = " ".join((field.description or "").split())  # a docstring wrapped over lines is one table cell
+        rows.append(f"| `{prefix}{name.upper()}` | {default} | {meaning} |")
     return rows
 
 

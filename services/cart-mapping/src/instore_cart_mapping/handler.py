@@ -69,7 +69,8 @@ async def handle_cart_lookup(
     if request.kind is CartKind.SALE:
         refusal = rules.check_sale_cart(cart, settings.instore_currency, settings.instore_field_purchase_order_id)
     else:
-        refs, refusal = rules.purchase_refs(cart, settings.instore_field_purchase_order_id, settings.instore_field_purchase_line_item_id)
+        refs, refusal = rules.purchase_refs(cart, settings.instore_field_purchase_order_id,
+                                            settings.instore_field_purchase_line_item_id)
         if refusal is None:
             try:
                 orders = await _load_orders({r.order_ref for r in refs}, commerce)

@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from instore_cart_mapping.model import Cart, CustomFields, Order
+from instore_cart_mapping.model import Cart, CustomFields, CustomLineItem, LineItem, Order
 from instore_shared.contract.cart_lookup import LookupStatus
 
 
@@ -69,7 +69,7 @@ def check_sale_cart(cart: Cart, currency: str, order_field: str) -> Refusal | No
     refused = _common_checks(cart, currency)
     if refused:
         return refused
-    lines = [*cart.lineItems, *cart.customLineItems]
+    lines: list[LineItem | CustomLineItem] = [*cart.lineItems, *cart.customLineItems]
     if any(_field(line.custom, order_field) for line in lines):
         return Refusal(LookupStatus.INVALID, "cart-is-a-return",
                        f"cart {cart.id} has returned lines ({order_field!r} set): use the return cart callback")
@@ -156,7 +156,7 @@ def check_return_cart(
                 f"line {ref.line_item_id} of order {order.id}: {asked[(order.id, ref.line_item_id)]} asked back, "
                 f"{bought.quantity} bought, {returned} already returned",
             )
-        if not ref.custom_line:
+        if isinstance(bought, LineItem):  # i.e. not ref.custom_line: only a line item has a variant
             line = next(li for li in cart.lineItems if li.id == ref.return_line_id)
             bought_sku = bought.variant.sku if bought.variant else None
             line_sku = line.variant.sku if line.variant else None

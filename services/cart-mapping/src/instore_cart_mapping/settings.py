@@ -22,7 +22,8 @@ class CartMappingSettings(BaseServiceSettings):
     """ISO 4217 currency of this InStore environment; a sale cart in another currency is refused."""
 
     instore_field_purchase_order_id: str = "purchaseOrderId"
-    """Line item Custom Field naming the original Order (id, or orderNumber) of a returned line (LINEITEM_PURCHASEORDERID_FIELD)."""
+    """Line item Custom Field naming the original Order (id, or orderNumber) of a returned line
+    (LINEITEM_PURCHASEORDERID_FIELD)."""
 
     instore_field_purchase_line_item_id: str = "purchaseLineItemId"
     """Line item Custom Field naming the original line item id of a returned line (LINEITEM_PURCHASELINEITEM_ID_FIELD)."""

@@ -89,7 +89,9 @@ class Summary:
 
     def lines(self) -> list[str]:
         """The summary as printable lines (money as minor units and ISO 4217 code)."""
-        money = lambda cents: f"{cents / 100:.2f} {self.currency}"
+        def money(cents: int) -> str:
+            return f"{cents / 100:.2f} {self.currency}"
+
         return [
             f"Order       {self.order_number} ({self.order_id}), total {money(self.total_cents)}, paid "
             + " + ".join(f"{method} {money(cents)}" for method, cents in self.tenders),

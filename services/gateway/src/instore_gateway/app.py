@@ -15,13 +15,14 @@ import structlog
 from litestar import Litestar, Request, Response, Router, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import Parameter
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
 from instore_gateway.identity import ImsVerifier
 from instore_gateway.instore_auth import InStoreAuthClient
@@ -84,7 +85,7 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
     """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         cid = new_correlation_id()
@@ -122,9 +123,11 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
 
 async def _send_problem(send: Send, problem: Problem) -> None:
     body = msgspec.json.encode(problem)
-    await send({"type": "http.response.start", "status": problem.status,
-                "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start", "status": problem.status,
+        "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]}
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": False})  # False: the ASGI default
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:
@@ -296,7 +299,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             async def create_topics() -> None:
                 await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS,
                                     settings.kafka_topic_partitions, settings.kafka_topic_replication_factor,
-                                    timeout=5.0, client_options=settings.kafka_client_options())
+                                    timeout_s=5.0, client_options=settings.kafka_client_options())
 
             client = RequestReplyClient(
                 settings.kafka_bootstrap_servers, CART_REPLIES.name, f"{settings.kafka_client_id_prefix}-gateway",
@@ -308,8 +311,11 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             if settings.gateway_kafka_connect_wait_seconds:
                 await client.wait_connected(settings.gateway_kafka_connect_wait_seconds)
         # "is None", not "or": an empty in-memory vault is falsy (it has a length).
-        app.state.cart_lookups = given.cart_lookups if given.cart_lookups is not None else KafkaCartLookups(
-            client, settings.gateway_cart_lookup_timeout_seconds)  # type: ignore[arg-type]
+        if given.cart_lookups is not None:
+            app.state.cart_lookups = given.cart_lookups
+        else:
+            assert client is not None  # made above whenever the lookups are not given
+            app.state.cart_lookups = KafkaCartLookups(client, settings.gateway_cart_lookup_timeout_seconds)
         app.state.events = given.events if given.events is not None else client
         app.state.vault = given.vault if given.vault is not None else create_vault(settings)
         app.state.ims = given.ims if given.ims is not None else ImsVerifier(

@@ -49,7 +49,7 @@ class KafkaCartLookups:
             self._topic,
             key=cart_ref,
             value=contract.encode(request),
-            timeout=self._timeout,
+            timeout_s=self._timeout,
             message_type=contract.REQUEST_TYPE,
             correlation_id=correlation_id,
         )

@@ -42,7 +42,8 @@ class SessionSettings(BaseSettings):
     """Path of the user-token call under INSTORE_AUTH_BASE_URL (assumed; not public)."""
 
     instore_auth_request_body: str = DEFAULT_AUTH_BODY
-    """JSON template of the user-token request; placeholders {tenantId} {userId} {connectionKey} {locationId} {workstationId} {scopes}."""
+    """JSON template of the user-token request;
+    placeholders {tenantId} {userId} {connectionKey} {locationId} {workstationId} {scopes}."""
 
     instore_tenant_id: str = "local-tenant"
     """InStore tenant id."""

@@ -95,8 +95,8 @@ class TokenResponse(msgspec.Struct, kw_only=True):
 class EventPublisher(Protocol):
     """Publishes one event to Kafka (``RequestReplyClient.publish``). Raises ``BrokerUnavailable``."""
 
-    async def publish(self, topic: str, key: str, value: bytes, *, message_type: str, timeout: float) -> None:
-        """Publish ``value`` keyed by ``key``."""
+    async def publish(self, topic: str, key: str, value: bytes, *, message_type: str, timeout_s: float) -> None:
+        """Publish ``value`` keyed by ``key``; ``timeout_s``: seconds for Kafka's acknowledgement."""
         ...
 
 
@@ -104,7 +104,7 @@ def _rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-async def colleague_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def colleague_guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
     """Let through only a request with a valid IMS bearer token; the colleague goes to ``scope["state"]``.
 
     Raises :class:`ProblemError` 401 (invalid token) or 502 (the IMS's keys cannot be fetched).
@@ -121,9 +121,9 @@ async def colleague_guard(connection: ASGIConnection[Any, Any, Any, Any], _: Bas
         log.info("session.refused", reason=exc.reason)
         # The reason code (expired, wrong-audience, ...) helps the host app's developers and
         # tells an attacker nothing the token's own claims don't; the token is never echoed.
+        challenge = f'Bearer error="invalid_token", error_description="{exc.reason}"'
         raise ProblemError(401, "unauthorized", "Unauthorized", f"the IMS token is not valid: {exc.reason}",
-                           reason=exc.reason,
-                           headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.reason}"'}) from exc
+                           reason=exc.reason, headers={"WWW-Authenticate": challenge}) from exc
     except IdentityProviderUnavailable as exc:
         raise ProblemError(502, "identity-provider-unavailable", "Identity provider unavailable",
                            "the identity system's keys could not be fetched") from exc
@@ -181,7 +181,7 @@ async def create_session(request: Request[Any, Any, State], data: JSONBody[Sessi
     events: EventPublisher = state.events
     try:
         await events.publish(SESSION_EVENTS.name, colleague.user_id, contract.encode(event),
-                             message_type=contract.MESSAGE_TYPE, timeout=3.0)
+                             message_type=contract.MESSAGE_TYPE, timeout_s=3.0)
     except BrokerUnavailable as exc:
         # No audit record, no session: the user key stays unknown to everyone and expires.
         raise ProblemError(503, "broker-unavailable", "Service unavailable",

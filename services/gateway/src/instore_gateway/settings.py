@@ -39,7 +39,8 @@ class GatewaySettings(BaseServiceSettings, SessionSettings):
     """Comma-separated headers that may carry the webhook signature, tried in order."""
 
     webhook_max_body_bytes: int = Field(default=1_000_000, ge=1024, le=50_000_000)
-    """Largest webhook body accepted, in bytes (413 beyond); keep it below the topic's max.message.bytes (Kafka's default 1,048,588)."""
+    """Largest webhook body accepted, in bytes (413 beyond);
+    keep it below the topic's max.message.bytes (Kafka's default 1,048,588)."""
 
     webhook_publish_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
     """How long a webhook waits for Kafka's acknowledgement before the gateway answers 503."""
@@ -48,7 +49,8 @@ class GatewaySettings(BaseServiceSettings, SessionSettings):
     """Request timeout of the gateway's Kafka producer, ms; a message waiting longer for a partition leader fails."""
 
     token_vault_backend: Literal["memory", "redis"] = "memory"
-    """Where user access tokens wait for InStore under their user keys: memory (one replica only) or redis (shared by every replica)."""
+    """Where user access tokens wait for InStore under their user keys:
+    memory (one replica only) or redis (shared by every replica)."""
 
     token_vault_redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     """Redis URL of the token vault (redis:// or rediss:// for TLS; may hold a password) when the backend is redis."""

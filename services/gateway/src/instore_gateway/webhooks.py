@@ -88,7 +88,7 @@ def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_t
         }
         try:
             await request.app.state.events.publish(WEBHOOKS.name, key, body, message_type=MESSAGE_TYPE,
-                                                   timeout=publish_timeout, headers=headers)
+                                                   timeout_s=publish_timeout, headers=headers)
         except MessageRejected as exc:
             log.error("webhook.too_large_for_kafka", webhook_id=webhook_id, bytes=len(body))
             raise ProblemError(413, "payload-too-large", "Payload too large",

@@ -19,7 +19,8 @@ class Money(msgspec.Struct, frozen=True):
 
 
 class Transaction(msgspec.Struct, frozen=True):
-    """A payment transaction: ``type`` Authorization|CancelAuthorization|Charge|Refund|Chargeback, ``state`` Initial|Pending|Success|Failure."""
+    """A payment transaction: ``type`` Authorization|CancelAuthorization|Charge|Refund|Chargeback,
+    ``state`` Initial|Pending|Success|Failure."""
 
     id: str
     type: str

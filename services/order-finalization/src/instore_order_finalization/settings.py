@@ -36,7 +36,8 @@ class OrderFinalizationSettings(BaseServiceSettings):
     """Cart Custom Field with the colleague's user id (ORDER_USERID_FIELD)."""
 
     order_finalization_retry_seconds: float = Field(default=120.0, ge=0, le=3600)
-    """One deadline per webhook for all its retries (backoff up to 15 s) while Composable Commerce is unavailable, then dead-lettered; 0: at once. max.poll.interval.ms = this + 120 s (≥ 300 s)."""
+    """One deadline per webhook for all its retries (backoff up to 15 s) while Composable Commerce is unavailable, then
+    dead-lettered; 0: at once. max.poll.interval.ms = this + 120 s (≥ 300 s)."""
 
     order_finalization_http_host: str = "127.0.0.1"
     """Address of the health endpoints (/healthz, /readyz)."""

@@ -96,8 +96,8 @@ def plan_returns(lines: list[ReturnLine], orders: dict[str, dict[str, Any]]) -> 
         order = orders[ref]
         existing = {item.get("key"): item for info in order.get("returnInfo") or [] for item in info.get("items") or []}
         returned: dict[str, int] = defaultdict(int)
-        for item in existing.values():
-            returned[item.get("lineItemId") or item.get("customLineItemId") or ""] += int(item.get("quantity", 0))
+        for recorded in existing.values():
+            returned[recorded.get("lineItemId") or recorded.get("customLineItemId") or ""] += int(recorded.get("quantity", 0))
         new_items: list[dict[str, Any]] = []
         for line in order_lines:
             key = return_item_key(line.line_id)

@@ -23,7 +23,8 @@ class RefundSettings(BaseServiceSettings):
     """Partitions processed at once (one consumer each; a partition's webhooks stay in order)."""
 
     instore_field_purchase_order_id: str = "purchaseOrderId"
-    """Line item Custom Field naming the original Order (id, or orderNumber) of a returned line (LINEITEM_PURCHASEORDERID_FIELD)."""
+    """Line item Custom Field naming the original Order (id, or orderNumber) of a returned line
+    (LINEITEM_PURCHASEORDERID_FIELD)."""
 
     instore_field_purchase_line_item_id: str = "purchaseLineItemId"
     """Line item Custom Field naming the original line item id of a returned line (LINEITEM_PURCHASELINEITEM_ID_FIELD)."""
@@ -41,7 +42,8 @@ class RefundSettings(BaseServiceSettings):
     """Cart Custom Field with the colleague's user id (ORDER_USERID_FIELD)."""
 
     refund_retry_seconds: float = Field(default=120.0, ge=0, le=3600)
-    """One deadline per webhook for all its retries (backoff up to 15 s) while Composable Commerce is unavailable, then dead-lettered; 0: at once. max.poll.interval.ms = this + 120 s (≥ 300 s)."""
+    """One deadline per webhook for all its retries (backoff up to 15 s) while Composable Commerce is unavailable, then
+    dead-lettered; 0: at once. max.poll.interval.ms = this + 120 s (≥ 300 s)."""
 
     refund_http_host: str = "127.0.0.1"
     """Address of the health endpoints (/healthz, /readyz)."""

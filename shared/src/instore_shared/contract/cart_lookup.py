@@ -14,14 +14,14 @@ from typing import Any
 import msgspec
 
 
-class CartKind(str, enum.Enum):
+class CartKind(enum.StrEnum):
     """Which callback asked: the sale (payment) cart or the return cart."""
 
     SALE = "sale"
     RETURN = "return"
 
 
-class LookupStatus(str, enum.Enum):
+class LookupStatus(enum.StrEnum):
     """Outcome of a lookup.
 
     - ``found``: the cart may be taken; ``cart`` holds it.

@@ -20,17 +20,17 @@ async def ensure_topics(
     topics: Iterable[Topic],
     partitions: int,
     replication_factor: int,
-    timeout: float = 30.0,
+    timeout_s: float = 30.0,
     client_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create each topic of ``topics`` that does not exist yet; return the names created.
 
-    Retries the connection until ``timeout`` seconds have passed (Kafka may still be
+    Retries the connection until ``timeout_s`` seconds have passed (Kafka may still be
     starting). ``client_options`` are more aiokafka keyword arguments (security). Raises
     :class:`TimeoutError` when Kafka never answered.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + timeout_s
     delay = 0.2
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="instore-admin",

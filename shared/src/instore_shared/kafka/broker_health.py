@@ -14,6 +14,10 @@ broker's own connection settings (same ``acks=all``, idempotence, security), the
 old one. Meanwhile :meth:`ProducerGuard.unready_reason` makes ``/readyz`` answer 503, and
 publishes wait for the new producer instead of failing in a tight redelivery loop. Nothing
 else of the broker — its subscribers, their consumers and offsets — is touched.
+
+The consuming side needs no such guard: FastStream's consume loop logs a ``KafkaError`` and
+polls again after 5 s, and its task supervisor (``TaskCallbackSupervisor``) restarts a loop
+that ended with any other exception; an aiokafka consumer itself reconnects after an outage.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ class ProducerGuard:
         """How many times the producer was replaced."""
         guard = self
 
-        class _Middleware(BaseMiddleware):  # type: ignore[type-arg]
+        class _Middleware(BaseMiddleware):
             async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
                 return await guard._publish(call_next, cmd)
 
@@ -122,7 +126,9 @@ class ProducerGuard:
                     except Exception as stop_exc:
                         log.debug("kafka.producer_stop_failed", error=type(stop_exc).__name__)
                     pause = random.uniform(delay / 2, delay)
-                    log.warning("kafka.producer_replace_failed", error=type(exc).__name__, retry_in_s=round(pause, 2))
+                    # the first failure is worth a line; the broker's state is logged by kafka.reconnect
+                    (log.warning if delay == 0.2 else log.debug)(
+                        "kafka.producer_replace_failed", error=type(exc).__name__, retry_in_s=round(pause, 2))
                     await asyncio.sleep(pause)
                     delay = min(delay * 2, self._backoff_max)
                     continue

@@ -159,7 +159,7 @@ async def dead_letter(broker: KafkaBroker, message: KafkaMessage, consumer_group
     Raises whatever the producer raises when Kafka cannot take it: the caller must then not
     commit the offset, so the message comes again.
     """
-    record = message.raw_message
+    record: Any = message.raw_message  # one ConsumerRecord (not a batch)
     await broker.publish(
         message.body, dlq_topic(record.topic), key=record.key, correlation_id=correlation_of(message) or None,
         headers=dead_letter_headers(
@@ -186,8 +186,9 @@ async def park(broker: KafkaBroker, message: KafkaMessage, consumer_group: str, 
     else:
         log.error("webhook.failed", webhook_id=webhook_id, exc_info=exc)
         reason, detail, tries = "unexpected-error", type(exc).__name__, 1
+    record: Any = message.raw_message  # one ConsumerRecord (not a batch)
     log.warning("webhook.dead_lettered", webhook_id=webhook_id, reason=reason, detail=detail[:200],
-                offset=message.raw_message.offset)
+                offset=record.offset)
     await dead_letter(broker, message, consumer_group, reason=reason, detail=detail, attempts=tries)
 
 

@@ -210,7 +210,7 @@ def _replay_headers(raw: Sequence[tuple[str, bytes]], dlq_offset: int) -> list[t
             text = value.decode(errors="replace").strip()
             count = int(text) if text.isdigit() else 0
     kept = [(k, v) for k, v in raw if not k.startswith(DLQ_PREFIX)]
-    return kept + [(REPLAYED_FROM_OFFSET, str(dlq_offset).encode()), (REPLAY_COUNT, str(count + 1).encode())]
+    return [*kept, (REPLAYED_FROM_OFFSET, str(dlq_offset).encode()), (REPLAY_COUNT, str(count + 1).encode())]
 
 
 def _header(raw: Sequence[tuple[str, bytes]], name: str) -> str:

@@ -118,7 +118,7 @@ def install() -> None:
     global _original
     if _original is None:
         _original = aiokafka.client.create_conn
-        aiokafka.client.create_conn = _create_conn  # type: ignore[assignment]
+        aiokafka.client.create_conn = _create_conn
 
 
 def uninstall() -> None:

@@ -56,10 +56,11 @@ async def publish_reply(broker: KafkaBroker, request: KafkaMessage, value: bytes
     """
     if not request.reply_to:
         return False
+    record: Any = request.raw_message  # one ConsumerRecord (not a batch)
     await broker.publish(
         value,
         request.reply_to,
-        key=request.raw_message.key or None,
+        key=record.key or None,
         correlation_id=request.correlation_id,
         headers={h.MESSAGE_TYPE: message_type, h.CONTENT_TYPE: h.JSON},
     )
@@ -161,10 +162,10 @@ class RequestReplyClient:
         self._stopping = False
         self._tasks.append(asyncio.create_task(self._connect_loop(), name="rpc-connect"))
 
-    async def wait_connected(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the connection; true when connected."""
+    async def wait_connected(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for the connection; true when connected."""
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            await asyncio.wait_for(self._connected.wait(), timeout_s)
         except TimeoutError:
             return False
         return True
@@ -176,7 +177,8 @@ class RequestReplyClient:
 
     def unready_reason(self) -> str | None:
         """Why a request could not succeed now (not connected, no reply reader, producer
-        being replaced), else None. Does not ask Kafka (see :meth:`ready`)."""
+        being replaced), else None. Does not ask Kafka (see :meth:`ready`); a producer found
+        dead here is put up for replacement."""
         if not self._connected.is_set() or self._producer is None:
             return "not connected to Kafka"
         if not self._reader_running:
@@ -189,13 +191,13 @@ class RequestReplyClient:
             return f"the Kafka producer failed ({dead}) and is being replaced"
         return None
 
-    async def ready(self, timeout: float = 1.0) -> bool:
+    async def ready(self, timeout_s: float = 1.0) -> bool:
         """True when a request could succeed now: connected, reply reader running, producer
-        healthy, and a metadata request succeeds in ``timeout`` s."""
+        healthy, and a metadata request succeeds in ``timeout_s`` s."""
         if self.unready_reason() is not None or self._producer is None:
             return False
         try:
-            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout)
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout_s)
         except (TimeoutError, KafkaError, OSError):
             return False
         return True
@@ -375,7 +377,9 @@ class RequestReplyClient:
             except (KafkaError, OSError, TimeoutError) as exc:
                 await _stop_quietly(new)
                 pause = random.uniform(delay / 2, delay)
-                log.warning("kafka.producer_replace_failed", error=type(exc).__name__, retry_in_s=round(pause, 2))
+                # the first failure is worth a line; the broker's state is logged by kafka.reconnect
+                (log.warning if delay == 0.2 else log.debug)(
+                    "kafka.producer_replace_failed", error=type(exc).__name__, retry_in_s=round(pause, 2))
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, self._backoff_max)
                 continue
@@ -406,6 +410,8 @@ class RequestReplyClient:
         except MessageSizeTooLargeError as exc:
             raise MessageRejected(f"{topic}: message of {len(value)} bytes is too large") from exc
         except (TimeoutError, KafkaError) as exc:
+            if (dead := producer_health.dead_reason(producer)) is not None:  # e.g. its sender task ended
+                self._producer_failed(producer, KafkaError(dead))
             raise BrokerUnavailable(f"publish to {topic} failed: {type(exc).__name__}") from exc
         producer_health.watch(delivery, lambda exc: self._producer_failed(producer, exc))
         try:  # shielded: on a timeout the producer keeps delivering the batch
@@ -426,7 +432,7 @@ class RequestReplyClient:
         key: str,
         value: bytes,
         *,
-        timeout: float,
+        timeout_s: float,
         message_type: str,
         correlation_id: str | None = None,
     ) -> Reply:
@@ -436,20 +442,20 @@ class RequestReplyClient:
             topic: the request topic.
             key: the Kafka message key (decides the partition).
             value: the request body (JSON bytes).
-            timeout: seconds to wait in all, publish included.
+            timeout_s: seconds to wait in all, publish included.
             message_type: written to the ``message-type`` header.
             correlation_id: ties the reply to the request; a UUID4 when omitted.
 
         Raises:
             BrokerUnavailable: not connected, no reply reader, or Kafka did not acknowledge
                 the publish in time (:class:`NotAcknowledged`, a subclass).
-            ReplyTimeout: published, but no reply within ``timeout``.
+            ReplyTimeout: published, but no reply within ``timeout_s``.
         """
-        if not self._reader_running:
+        if self._connected.is_set() and not self._reader_running:
             raise BrokerUnavailable("the reply reader is not running")
         cid = correlation_id or str(uuid.uuid4())
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + timeout_s
         fut: asyncio.Future[Reply] = loop.create_future()
         self._pending[cid] = fut
         try:
@@ -458,13 +464,13 @@ class RequestReplyClient:
                 h.REPLY_TO: self._reply_topic,
                 h.CONTENT_TYPE: h.JSON,
                 h.MESSAGE_TYPE: message_type,
-                h.DEADLINE: str(int((time.time() + timeout) * 1000)),
+                h.DEADLINE: str(int((time.time() + timeout_s) * 1000)),
             }
-            await self._send(topic, key.encode(), value, headers, timeout)
+            await self._send(topic, key.encode(), value, headers, timeout_s)
             try:
                 return await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
             except TimeoutError as exc:
-                raise ReplyTimeout(f"no reply on {self._reply_topic} within {timeout} s") from exc
+                raise ReplyTimeout(f"no reply on {self._reply_topic} within {timeout_s} s") from exc
         finally:
             self._pending.pop(cid, None)
 
@@ -475,7 +481,7 @@ class RequestReplyClient:
         value: bytes,
         *,
         message_type: str,
-        timeout: float,
+        timeout_s: float,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         """Publish one message (acks=all, idempotent) on this client's connection; returns once Kafka acknowledged it.
@@ -483,12 +489,12 @@ class RequestReplyClient:
         ``key`` None lets the producer pick the partition; ``headers`` are added to
         ``content-type`` (JSON) and ``message-type``. Raises :class:`MessageRejected` when
         the message is too large for Kafka; :class:`NotAcknowledged` when Kafka did not
-        acknowledge it within ``timeout`` s (or failed so that it may be stored: resend);
+        acknowledge it within ``timeout_s`` s (or failed so that it may be stored: resend);
         :class:`BrokerUnavailable` when it is certainly not stored (not connected, producer
         being replaced, refused).
         """
         all_headers = {h.CONTENT_TYPE: h.JSON, h.MESSAGE_TYPE: message_type, **(headers or {})}
-        await self._send(topic, key.encode() if key is not None else None, value, all_headers, timeout)
+        await self._send(topic, key.encode() if key is not None else None, value, all_headers, timeout_s)
 
     @property
     def pending(self) -> int:
