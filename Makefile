@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.local/uv/bin/uv)
 UV_VERSION := 0.13.9
 
-.PHONY: help install run demo simulate token test lint test-unit test-contract test-integration test-e2e bench bench-webhooks bench-orders bench-refunds replay-dlq events settings-doc clean
+.PHONY: help install run demo simulate token test lint test-unit test-contract test-integration test-e2e bench bench-webhooks bench-orders bench-refunds faults replay-dlq events settings-doc clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -78,6 +78,9 @@ bench-orders: ## webhook-to-Order latency through the whole pipeline (ARGS="--he
 
 bench-refunds: ## refund-webhook-to-event latency: return items, Refunds, event (ARGS="--help")
 	$(UV) run --frozen python -m bench.refund_flow $(ARGS)
+
+faults: ## the fault suite: crashes, broker outages, duplicates, a faulty Composable Commerce (ARGS="--n 25", ARGS=--short)
+	$(UV) run --frozen python -m faults $(ARGS)
 
 replay-dlq: ## re-publish dead letters to their source topic (make replay-dlq TOPIC=instore.webhooks.v1.dlq ARGS=--dry-run)
 	$(UV) run --frozen python -m instore_shared.kafka.dlq replay --topic $(or $(TOPIC),instore.webhooks.v1.dlq) $(ARGS)
