@@ -227,6 +227,15 @@ def test_a_body_within_the_body_timeout_is_taken(gateway: Service) -> None:
     assert _status(answer) == 401  # read whole, then refused for its signature — not a 408
 
 
+def test_a_request_that_is_not_valid_http_gets_a_problem_body(gateway: Service) -> None:
+    # Found by the OpenAPI fuzz test: uvicorn answered a malformed Transfer-Encoding with text/plain.
+    with socket.create_connection(("127.0.0.1", _port(gateway)), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: %^E\r\n\r\n")
+        answer = _read_all(sock)
+    assert _status(answer) == 400
+    assert _problem(answer)["type"] == PROBLEM + "invalid-http"
+
+
 def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(gateway: Service) -> None:
     with socket.create_connection(("127.0.0.1", _port(gateway)), timeout=10) as sock:
         started = time.monotonic()

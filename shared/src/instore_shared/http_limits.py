@@ -103,9 +103,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             if self._refused:  # a callback below answered already and stopped the parser
                 return
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
+            # uvicorn would answer text/plain; every answer of ours is an RFC 9457 problem (found by the fuzz test:
+            # a request with a malformed Transfer-Encoding header).
+            self._refuse(400, "invalid-http", "Bad request", "the request is not valid HTTP/1.1")
             return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
