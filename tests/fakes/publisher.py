@@ -36,3 +36,9 @@ class RecordingPublisher:
             self.fail_times -= 1
             raise self.fail_with
         self.events.append(Published(body, topic, key, correlation_id, dict(headers)))
+
+    async def published_since(self, topic: str, event_id: str, since: float) -> bool:
+        """True when an event with ``event_id`` was published to ``topic`` (the fake keeps no times)."""
+        for _ in range(self.yields):
+            await asyncio.sleep(0)
+        return any(e.topic == topic and e.headers.get("event-id") == event_id for e in self.events)

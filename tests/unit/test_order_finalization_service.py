@@ -196,3 +196,37 @@ def test_the_consumer_poll_interval_covers_the_budget_and_its_grace() -> None:
         configured = subscriber._connection_args["max_poll_interval_ms"]
         assert configured == max_poll_interval_ms(budget) >= (budget + 120) * 1000
         assert configured >= 300_000  # never below Kafka's default
+
+
+async def test_a_crash_between_publishing_and_marking_does_not_repeat_the_event() -> None:
+    """The fault suite's kills with a 300 ms marker write: 5 of 10 Orders announced twice. The
+    redelivery finds its own claim not marked published, looks in the topic, finds the event."""
+    commerce = _paid()
+
+    def published_refused(container: str, key: str, value: Any, version: int | None) -> None:
+        if value["state"] == "published":
+            raise DOWN  # as if the process died after Kafka acknowledged the event
+
+    commerce.before_custom_object_write = published_refused
+    ports = Ports(commerce)
+    await ports.handle(ref="instore.webhooks.v1/2/40")
+    commerce.before_custom_object_write = None
+    again = await ports.handle(ref="instore.webhooks.v1/2/40")  # the same message, delivered again
+    assert again.announcement is Verdict.PUBLISHED and len(ports.publisher.events) == 1
+    assert _marker(commerce, json.loads(ports.publisher.events[0].body)["orderId"])["value"]["state"] == "published"
+
+
+async def test_a_claim_taken_over_after_its_event_went_out_publishes_nothing_again() -> None:
+    commerce = _paid()
+
+    def published_refused(container: str, key: str, value: Any, version: int | None) -> None:
+        if value["state"] == "published":
+            raise DOWN
+
+    commerce.before_custom_object_write = published_refused
+    ports = Ports(commerce)
+    await ports.handle(ref="instore.webhooks.v1/2/40")
+    commerce.before_custom_object_write = None
+    ports.clock.advance(max_poll_interval_ms(SETTINGS.order_finalization_retry_seconds) / 1000 + 1)
+    replay = await ports.handle(ref="instore.webhooks.v1/3/77")  # another message, after the lease
+    assert replay.announcement is Verdict.PUBLISHED and len(ports.publisher.events) == 1

@@ -29,8 +29,12 @@ The protocol, per announcement key (:func:`announce_once`):
    the lease publishes again.
 
 So across processes and replicas: at most one handler publishes per decision. A crash (or
-a marker write failing for longer than its budget) between steps 3 and 4 can repeat an
-event — with the same deterministic ``eventId``, so consumers downstream deduplicate it.
+a marker write failing for longer than its budget) between steps 3 and 4 leaves a claim
+that is not ``published``; whoever resumes it (the same message delivered again, or a
+takeover) first looks in the event topic for the ``eventId`` since the claim's time and
+publishes only when it is not there. What remains: a publish whose acknowledgement was lost
+*and* that the broker stored only after that look — the event then repeats, with the same
+deterministic ``eventId``, so consumers downstream can deduplicate it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -110,6 +114,9 @@ class Claim:
     event_id: str
     claimed_by: str
     claimed_at: float
+    resumed_since: float | None = None
+    """For a claim held before (this message's own, delivered again, or one taken over): since when
+    the event may already be in Kafka (the earlier claim's time) — look before publishing again."""
 
 
 _stored = msgspec.json.Decoder(_Stored)
@@ -164,7 +171,8 @@ async def claim(store: MarkerStore, key: str, *, event_id: str, claimed_by: str,
             if current is not None and current.state == "published":
                 return Verdict.ALREADY_PUBLISHED
             if current is not None and current.claimed_by == claimed_by:
-                return current  # our own claim: this message is being delivered again
+                # our own claim: this message is being delivered again — it may have published before it stopped
+                return replace(current, resumed_since=current.claimed_at)
             if current is not None and clock.now() - current.claimed_at < lease_seconds:
                 log.info("announcement.claimed_elsewhere", key=key, claimed_by=current.claimed_by)
                 return Verdict.CLAIMED_ELSEWHERE
@@ -178,7 +186,8 @@ async def claim(store: MarkerStore, key: str, *, event_id: str, claimed_by: str,
             continue  # it exists (claimed or published, by us or another handler): read it
         except (InvalidInput, AuthenticationFailed) as exc:
             raise Unprocessable("marker-refused", f"{CONTAINER}/{key}: {exc.status} {exc.code}") from exc
-        return Claim(written.json()["version"], "claimed", event_id, claimed_by, clock.now())
+        return Claim(written.json()["version"], "claimed", event_id, claimed_by, clock.now(),
+                     resumed_since=current.claimed_at if current is not None else None)
     raise Unprocessable("too-many-conflicts", f"marker {CONTAINER}/{key} kept changing")
 
 
@@ -229,17 +238,27 @@ async def mark_published(store: MarkerStore, key: str, held: Claim, *, clock: Cl
 async def announce_once(store: MarkerStore, key: str, *, event_id: str, claimed_by: str,
                         publish: Callable[[], Awaitable[None]], clock: Clock, lease_seconds: float,
                         claim_retry: Callable[[Callable[[], Awaitable[Verdict | Claim]]], Awaitable[Verdict | Claim]],
-                        mark_budget_seconds: float) -> Verdict:
+                        mark_budget_seconds: float,
+                        find_published: Callable[[float], Awaitable[bool]] | None = None) -> Verdict:
     """Publish the event ``event_id`` at most once per decision (module doc).
 
     ``claim_retry`` runs the claim step with the message's retries (e.g. ``retry_transient``
     with its deadline); ``publish`` is called at most once and its errors propagate;
     ``mark_budget_seconds`` bounds the retries of the marker write alone.
+
+    ``find_published(since)`` (epoch seconds) answers whether the event is already in Kafka; it
+    is asked only when the claim was held before — a redelivery after a crash between publishing
+    and marking, or a claim taken over — so such a crash does not repeat the event (the fault
+    suite's kills found it with a realistic 300 ms marker write: 5 of 10 Orders announced twice).
+    Its errors propagate (the message is not committed and comes again).
     """
     held = await claim_retry(lambda: claim(store, key, event_id=event_id, claimed_by=claimed_by, clock=clock,
                                            lease_seconds=lease_seconds))
     if isinstance(held, Verdict):
         return held
-    await publish()
+    if held.resumed_since is not None and find_published is not None and await find_published(held.resumed_since):
+        log.info("announcement.found_published", key=key, event_id=event_id)
+    else:
+        await publish()
     await mark_published(store, key, held, clock=clock, budget_seconds=mark_budget_seconds)
     return Verdict.PUBLISHED

@@ -55,12 +55,16 @@ def _crash_for_test() -> None:
     os._exit(3)  # crash-recovery tests: the Order exists, the event and the commit do not
 
 
+def _publisher(broker: KafkaBroker, settings: Any) -> KafkaEventPublisher:
+    return KafkaEventPublisher(broker, settings.kafka_bootstrap_servers, settings.kafka_client_options())
+
+
 def create_broker(settings: OrderFinalizationSettings, commerce: Commerce, attempts: int = 1) -> KafkaBroker:
     """The broker with the webhook subscriber. ``attempts`` is what the Composable Commerce client
     tries per call (reported in the dead letter)."""
     broker = webhook_broker(settings, "order-finalization")
     group = settings.order_finalization_consumer_group
-    publisher, cart_locks, clock = KafkaEventPublisher(broker), KeyedLocks(), SystemClock()
+    publisher, cart_locks, clock = _publisher(broker, settings), KeyedLocks(), SystemClock()
     crash = _crash_for_test if settings.order_finalization_crash_after_order_created else None
 
     @webhook_subscriber(broker, group, settings.order_finalization_concurrency, "order-finalization",

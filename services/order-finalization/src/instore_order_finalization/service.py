@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from instore_order_finalization.events import payments_completed
@@ -120,7 +121,8 @@ async def _handle(body: bytes, headers: Mapping[str, str], commerce: Commerce, p
             commerce, marker_key(order.id), event_id=event.event_id, claimed_by=message_ref, publish=publish,
             clock=clock, lease_seconds=max_poll_interval_ms(settings.order_finalization_retry_seconds) / 1000,
             claim_retry=lambda claim: retry_transient(claim, deadline, "payments-completed"),
-            mark_budget_seconds=deadline.remaining() + HANDLER_GRACE_SECONDS / 2)
+            mark_budget_seconds=deadline.remaining() + HANDLER_GRACE_SECONDS / 2,
+                find_published=partial(publisher.published_since, PAYMENTS_COMPLETED.name, event.event_id))
     if verdict is not Verdict.PUBLISHED:
         log.info("payments_completed.not_published", order_id=order.id, verdict=verdict.value)
     return Handled(result, verdict)

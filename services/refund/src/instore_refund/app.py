@@ -61,12 +61,16 @@ def _crash_for_test() -> None:
     os._exit(3)  # crash-recovery tests: the return items exist, the refunds, event and commit do not
 
 
+def _publisher(broker: KafkaBroker, settings: Any) -> KafkaEventPublisher:
+    return KafkaEventPublisher(broker, settings.kafka_bootstrap_servers, settings.kafka_client_options())
+
+
 def create_broker(settings: RefundSettings, commerce: Commerce, attempts: int = 1) -> KafkaBroker:
     """The broker with the refund webhook subscriber. ``attempts`` is what the Composable Commerce
     client tries per call (reported in the dead letter)."""
     broker = webhook_broker(settings, "refund")
     group = settings.refund_consumer_group
-    publisher, clock = KafkaEventPublisher(broker), SystemClock()
+    publisher, clock = _publisher(broker, settings), SystemClock()
     order_locks = KeyedLocks()  # announcing, by Order id
     recording_locks = KeyedLocks()  # recording, by the Orders the return lines name
     crash = _crash_for_test if settings.refund_crash_after_returns_recorded else None

@@ -128,5 +128,6 @@ async def _handle(body: bytes, headers: Mapping[str, str], commerce: Commerce, p
                 commerce, marker_key(order_id, event.event_id), event_id=event.event_id, claimed_by=message_ref,
                 publish=publish, clock=clock, lease_seconds=lease,
                 claim_retry=lambda claim: retry_transient(claim, deadline, "refunds-completed"),
-                mark_budget_seconds=deadline.remaining() + HANDLER_GRACE_SECONDS / 2)
+                mark_budget_seconds=deadline.remaining() + HANDLER_GRACE_SECONDS / 2,
+                find_published=partial(publisher.published_since, REFUNDS_COMPLETED.name, event.event_id))
     return handled

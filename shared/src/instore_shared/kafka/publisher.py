@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import time
+from typing import Any, Protocol
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka import KafkaBroker
 
 from instore_shared.kafka.consumer import publish_event
@@ -26,13 +28,22 @@ class EventPublisher(Protocol):
         """
         ...
 
+    async def published_since(self, topic: str, event_id: str, since: float) -> bool:
+        """True when ``topic`` holds an event whose ``event-id`` header is ``event_id``, written at or
+        after ``since`` (epoch seconds). Raises :class:`PublishFailed` when Kafka could not be read."""
+        ...
+
 
 class KafkaEventPublisher:
     """:class:`EventPublisher` on the service's FastStream broker (acks as the broker is configured:
     ``acks=all``, idempotent producer)."""
 
-    def __init__(self, broker: KafkaBroker) -> None:
+    def __init__(self, broker: KafkaBroker, bootstrap_servers: str = "", client_options: dict[str, Any] | None = None,
+                 read_timeout_s: float = 30.0) -> None:
         self._broker = broker
+        self._bootstrap = bootstrap_servers
+        self._options = client_options or {}
+        self._read_timeout_s = read_timeout_s
 
     async def publish(self, body: bytes, topic: str, *, key: bytes, correlation_id: str | None,
                       headers: dict[str, str]) -> None:
@@ -45,3 +56,50 @@ class KafkaEventPublisher:
             raise
         except Exception as exc:
             raise PublishFailed(f"{topic}: {type(exc).__name__}: {exc}") from exc
+
+    async def published_since(self, topic: str, event_id: str, since: float) -> bool:
+        """See :meth:`EventPublisher.published_since`: every partition of ``topic`` is read from the first
+        offset at ``since`` minus :data:`CLOCK_SKEW_SECONDS` to its end, by a consumer without a group
+        (asked only after a crash between publishing and marking, so the cost is rare)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, **self._options)
+        wanted = event_id.encode()
+        try:
+            await consumer.start()
+            deadline = time.monotonic() + self._read_timeout_s
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                await consumer.topics()  # fetch the metadata once
+                partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            if not tps:
+                return False
+            consumer.assign(tps)
+            starts = await consumer.offsets_for_times({tp: int((since - CLOCK_SKEW_SECONDS) * 1000) for tp in tps})
+            ends = await consumer.end_offsets(tps)
+            left = {}
+            for tp in tps:
+                start = starts.get(tp)
+                if start is not None and start.offset < ends[tp]:
+                    consumer.seek(tp, start.offset)
+                    left[tp] = ends[tp]
+            while left:
+                if time.monotonic() > deadline:
+                    raise PublishFailed(f"{topic}: could not read back to look for event {event_id} in time")
+                batch = await consumer.getmany(*left, timeout_ms=500)
+                for tp, records in batch.items():
+                    for record in records:
+                        if any(name == "event-id" and value == wanted for name, value in record.headers or ()):
+                            return True
+                        if record.offset + 1 >= left.get(tp, 0):
+                            left.pop(tp, None)
+            return False
+        except PublishFailed:
+            raise
+        except Exception as exc:
+            raise PublishFailed(f"{topic}: reading back failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            await consumer.stop()
+
+
+CLOCK_SKEW_SECONDS = 60.0
+"""Margin for clocks: an event is looked for from this long before the claim's time."""
