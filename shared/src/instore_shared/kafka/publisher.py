@@ -66,10 +66,10 @@ class KafkaEventPublisher:
         try:
             await consumer.start()
             deadline = time.monotonic() + self._read_timeout_s
-            partitions = consumer.partitions_for_topic(topic) or set()
-            if not partitions:
-                await consumer.topics()  # fetch the metadata once
-                partitions = consumer.partitions_for_topic(topic) or set()
+            # A consumer without a group learns a topic's partitions only through its client's metadata
+            # (aiokafka's public topics() returns names and leaves the consumer's cluster view as it was).
+            cluster = await consumer._client.fetch_all_metadata()
+            partitions = cluster.partitions_for_topic(topic) or set()
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
             if not tps:
                 return False
