@@ -48,6 +48,12 @@ def _paid() -> InMemoryCommerce:
     return _world(payments=[_payment("p1", 3499)])
 
 
+def _published_refused(container: str, key: str, value: Any, version: int | None) -> None:
+    """A marker store hook: every write setting a marker ``published`` fails."""
+    if value["state"] == "published":
+        raise DOWN
+
+
 def _marker(commerce: InMemoryCommerce, order_id: str) -> dict[str, Any]:
     return commerce.custom_objects[(CONTAINER, marker_key(order_id))]
 
@@ -105,11 +111,7 @@ async def test_the_marker_write_failing_n_times_gives_exactly_one_event() -> Non
 async def test_a_marker_write_that_never_succeeds_still_publishes_once_and_does_not_dead_letter() -> None:
     commerce = _paid()
 
-    def published_refused(container: str, key: str, value: Any, version: int | None) -> None:
-        if value["state"] == "published":
-            raise DOWN
-
-    commerce.before_custom_object_write = published_refused
+    commerce.before_custom_object_write = _published_refused  # as if the process died after Kafka acked
     ports = Ports(commerce)
     assert (await ports.handle()).announcement is Verdict.PUBLISHED
     assert len(ports.publisher.events) == 1  # the claim stays; nothing is re-published for it
@@ -203,11 +205,7 @@ async def test_a_crash_between_publishing_and_marking_does_not_repeat_the_event(
     redelivery finds its own claim not marked published, looks in the topic, finds the event."""
     commerce = _paid()
 
-    def published_refused(container: str, key: str, value: Any, version: int | None) -> None:
-        if value["state"] == "published":
-            raise DOWN  # as if the process died after Kafka acknowledged the event
-
-    commerce.before_custom_object_write = published_refused
+    commerce.before_custom_object_write = _published_refused  # as if the process died after Kafka acked
     ports = Ports(commerce)
     await ports.handle(ref="instore.webhooks.v1/2/40")
     commerce.before_custom_object_write = None
@@ -219,11 +217,7 @@ async def test_a_crash_between_publishing_and_marking_does_not_repeat_the_event(
 async def test_a_claim_taken_over_after_its_event_went_out_publishes_nothing_again() -> None:
     commerce = _paid()
 
-    def published_refused(container: str, key: str, value: Any, version: int | None) -> None:
-        if value["state"] == "published":
-            raise DOWN
-
-    commerce.before_custom_object_write = published_refused
+    commerce.before_custom_object_write = _published_refused  # as if the process died after Kafka acked
     ports = Ports(commerce)
     await ports.handle(ref="instore.webhooks.v1/2/40")
     commerce.before_custom_object_write = None
