@@ -605,7 +605,9 @@ def test_readme_operations_documents_every_exposed_family() -> None:
     def documented_name(family: Family) -> str:
         return family.name + ("_total" if family.type == "counter" else "")
 
-    assert set(table) == {documented_name(f) for f in exposed.values()}, "README's metric table and /metrics differ"
+    # Litestar creates this one at the first 5xx answer, which building the app does not produce.
+    lazy = {"instore_http_requests_error_total"}
+    assert set(table) - lazy == {documented_name(f) for f in exposed.values()} - lazy, "README's table and /metrics differ"
     for family in exposed.values():
         kind, labels = table[documented_name(family)]
         assert kind == family.type, family.name
