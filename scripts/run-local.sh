@@ -206,6 +206,11 @@ cat <<MSG
     AsyncAPI: cart-mapping http://127.0.0.1:$CART_MAPPING_HTTP_PORT/asyncapi, order-finalization
     http://127.0.0.1:$ORDER_FINALIZATION_HTTP_PORT/asyncapi, refund http://127.0.0.1:$REFUND_HTTP_PORT/asyncapi (.json: the document)
 
+  Metrics (Prometheus text format; README "Operations"):
+    gateway $GW/metrics   cart-mapping http://127.0.0.1:$CART_MAPPING_HTTP_PORT/metrics
+    order-finalization http://127.0.0.1:$ORDER_FINALIZATION_HTTP_PORT/metrics   refund http://127.0.0.1:$REFUND_HTTP_PORT/metrics
+    e.g. curl -s $GW/metrics | grep ^instore_webhooks
+
   A simulated InStore day (sale, split tender, Order, return, refund) against this stack,
   from another terminal with the same environment:  make simulate
 

@@ -171,7 +171,7 @@ async def test_a_faststream_brokers_producer_left_with_a_sequence_gap_is_replace
     a broken producer there made every redelivery fail until the process restarted."""
     topic = await _topic(kafka)
     broker = webhook_broker(BaseServiceSettings(kafka_bootstrap_servers=kafka.bootstrap_servers), "guard-test")
-    (_, _), (_, readyz) = health_routes(broker)  # puts the producer under its guard, as every service does
+    (_, _), (_, readyz), (_, _) = health_routes(broker)  # puts the producer under its guard, as every service does
     guard = producer_guard(broker)
     await broker.start()
     try:

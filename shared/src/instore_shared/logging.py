@@ -19,6 +19,8 @@ import structlog
 from log_rate_limit import DefaultSID, StreamRateLimitFilter
 from structlog.typing import Processor
 
+from instore_shared.telemetry import add_trace_ids
+
 CORRELATION_ID_KEY = "correlation_id"
 
 KAFKA_CLIENT_LOG_PERIOD_SECONDS = 30.0
@@ -53,6 +55,7 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True, stre
     """
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),

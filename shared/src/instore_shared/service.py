@@ -7,6 +7,7 @@ structlog logging, graceful shutdown on SIGTERM (10 s for in-flight work) and no
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -18,7 +19,9 @@ from typing import Any
 import uvicorn
 from faststream.asgi import AsgiResponse, get
 from faststream.kafka import KafkaBroker
+from prometheus_client import make_asgi_app
 
+from instore_shared import metrics, telemetry
 from instore_shared.http_limits import HttpLimits, bounded_protocol
 from instore_shared.settings import BaseServiceSettings, CommercetoolsSettings
 
@@ -26,7 +29,10 @@ _JSON = {"content-type": "application/json"}
 
 
 def health_routes(broker: KafkaBroker) -> list[tuple[str, Any]]:
-    """``[("/healthz", …), ("/readyz", …)]`` for ``AsgiFastStream(asgi_routes=...)``.
+    """``[("/healthz", …), ("/readyz", …), ("/metrics", …)]`` for ``AsgiFastStream(asgi_routes=...)``.
+
+    ``/metrics`` is prometheus_client's exposition of this process's registry (README "Operations");
+    ``/readyz`` also sets ``instore_ready``.
 
     Also puts ``broker``'s producer under a :class:`~instore_shared.kafka.broker_health.ProducerGuard`
     (a broken producer is replaced in-process): ``/readyz`` is 503 while it is being replaced.
@@ -43,12 +49,14 @@ def health_routes(broker: KafkaBroker) -> list[tuple[str, Any]]:
     async def readyz(scope: object) -> AsgiResponse:
         reason = guard.unready_reason()
         if reason is None and await broker.ping(timeout=2.0):
+            metrics.READY.set(1)
             return AsgiResponse(b'{"status":"ready"}', 200, headers=_JSON)
+        metrics.READY.set(0)
         problem = {"type": "urn:instore-integration:problem:not-ready", "title": "Not ready", "status": 503,
                    "detail": reason or "not connected to Kafka"}
         return AsgiResponse(json.dumps(problem).encode(), 503, headers={"content-type": "application/problem+json"})
 
-    return [("/healthz", healthz), ("/readyz", readyz)]
+    return [("/healthz", healthz), ("/readyz", readyz), ("/metrics", make_asgi_app())]
 
 
 SHUTDOWN_DEADLINE_SECONDS = 20.0
@@ -122,11 +130,14 @@ def commerce_service_app(name: str, broker: KafkaBroker, settings: BaseServiceSe
                          description: str, schemas: dict[str, type] | None = None) -> Any:
     """The ASGI app of a Kafka service that calls Composable Commerce.
 
-    Routes: ``/healthz``, ``/readyz``, the AsyncAPI document of ``broker`` (``/asyncapi.json``,
+    Routes: ``/healthz``, ``/readyz``, ``/metrics``, the AsyncAPI document of ``broker`` (``/asyncapi.json``,
     browsable at ``/asyncapi``, without FastStream's "try it out", which would publish to
     Kafka over HTTP) and a JSON Schema per ``schemas`` entry (path → msgspec Struct). At
-    start it creates missing topics (``KAFKA_CREATE_TOPICS``); at stop it closes ``client``
-    when it is a :class:`CommercetoolsClient` (not a test's fake).
+    start it creates missing topics (``KAFKA_CREATE_TOPICS``) and starts refreshing
+    ``instore_kafka_consumer_lag``; at stop it closes ``client`` when it is a
+    :class:`CommercetoolsClient` (not a test's fake) and flushes the spans not yet exported.
+    Tracing is set up here (:func:`instore_shared.telemetry.configure_tracing`, off unless
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set).
     """
     import msgspec
     from faststream.asgi import AsgiFastStream
@@ -139,6 +150,7 @@ def commerce_service_app(name: str, broker: KafkaBroker, settings: BaseServiceSe
     from instore_shared.logging import get_logger
 
     log = get_logger(f"instore_{name.replace('-', '_')}.app")
+    telemetry.configure_tracing(name)
 
     @asynccontextmanager
     async def lifespan(*_: object) -> AsyncIterator[None]:
@@ -146,11 +158,15 @@ def commerce_service_app(name: str, broker: KafkaBroker, settings: BaseServiceSe
             await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS, settings.kafka_topic_partitions,
                                 settings.kafka_topic_replication_factor,
                                 client_options=settings.kafka_client_options())
+        lag = asyncio.create_task(metrics.track_consumer_lag(broker), name="consumer-lag")
         try:
             yield
         finally:
+            lag.cancel()
+            await asyncio.gather(lag, return_exceptions=True)
             if isinstance(client, CommercetoolsClient):
                 await client.aclose()
+            telemetry.shutdown_tracing()
             log.info(f"{name.replace('-', '_')}.stopped")
 
     def schema_route(struct: type) -> Any:

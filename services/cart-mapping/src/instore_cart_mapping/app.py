@@ -18,6 +18,7 @@ from instore_shared.contract import cart_lookup as contract
 from instore_shared.kafka.rpc import publish_reply, request_expired
 from instore_shared.kafka.topics import CART_REQUESTS
 from instore_shared.logging import correlation_scope, get_logger
+from instore_shared.metrics import kafka_middlewares
 from instore_shared.service import commerce_service_app
 from instore_shared.settings import CommercetoolsSettings, load_settings
 
@@ -46,6 +47,7 @@ def create_broker(settings: CartMappingSettings, commerce: CommerceReader) -> Ka
         # service's CPU under load, measured with py-spy); msgspec does the decoding.
         apply_types=False,
         log_level=logging.DEBUG,  # "Received"/"Processed" per message; our handler logs the outcome at INFO
+        middlewares=kafka_middlewares("cart-mapping"),
     )
 
     @broker.subscriber(

@@ -22,6 +22,7 @@ from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import Parameter
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
 from instore_gateway.identity import ImsVerifier
@@ -46,8 +47,9 @@ from instore_gateway.sessions import (
     token_callback_handler,
 )
 from instore_gateway.settings import GatewaySettings
-from instore_gateway.vault import TokenVault, create_vault
+from instore_gateway.vault import MeteredVault, TokenVault, create_vault
 from instore_gateway.webhooks import webhook_handler
+from instore_shared import metrics, telemetry
 from instore_shared.contract.cart_lookup import CartKind, CartLookupReply, LookupStatus
 from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.rpc import BrokerUnavailable, ReplyTimeout, RequestReplyClient
@@ -71,6 +73,7 @@ API_KEY_HEADER = "x-api-key"
 
 # -- middleware -----------------------------------------------------------------------
 _AMBIGUOUS_PATH = re.compile(rb"%2f|%5c|//", re.IGNORECASE)
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def edge_middleware(app: ASGIApp) -> ASGIApp:
@@ -81,7 +84,9 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
     - refuses a path whose raw form holds an encoded ``/`` or ``\\`` or an empty segment
       (400): after decoding it could route differently than a proxy in front decided;
     - marks every answer ``Cache-Control: no-store`` (carts carry customer data);
-    - logs one access line per request (not for the probes).
+    - logs one access line per request (not for the probes and /metrics), with the trace and
+      span ids of the request's server span when tracing is on (the span is current where the
+      answer is sent, not here).
     """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -92,11 +97,13 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
         scope.setdefault("state", {})["correlation_id"] = cid
         started = time.perf_counter()
         status = 500
+        trace_ids: dict[str, str] = {}
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                telemetry.add_trace_ids(None, "", trace_ids)
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-correlation-id", cid.encode()),
@@ -114,9 +121,9 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
                 else:
                     await app(scope, receive, send_wrapper)
             finally:
-                if scope["path"] not in ("/healthz", "/readyz"):
+                if scope["path"] not in _QUIET_PATHS:
                     log.info("http.request", method=scope["method"], path=redact_path(scope["path"]), status=status,
-                             ms=round((time.perf_counter() - started) * 1000, 2))
+                             ms=round((time.perf_counter() - started) * 1000, 2), **trace_ids)
 
     return middleware
 
@@ -181,13 +188,29 @@ _STATUS_OF = {
 
 
 async def _cart_callback(request: Request[Any, Any, State], kind: CartKind, cart_id: str) -> Response[bytes]:
+    """Answer one cart callback, counted in ``instore_cart_lookups_total{kind, outcome}`` (outcome: the status answered)."""
+    status = 500
+    try:
+        response = await _look_up(request, kind, cart_id)
+        status = response.status_code or 200
+        return response
+    except ProblemError as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics.CART_LOOKUPS.labels(kind.value, str(status)).inc()
+
+
+async def _look_up(request: Request[Any, Any, State], kind: CartKind, cart_id: str) -> Response[bytes]:
     if not CART_REF.fullmatch(cart_id):
         raise ProblemError(400, "invalid-cart-id", "Invalid cart id",
                            "cartId must be a commercetools cart id or key: 2-256 characters of A-Z a-z 0-9 _ -")
     lookups: CartLookups = request.app.state.cart_lookups
     cid = request.scope["state"]["correlation_id"]
+    started = time.perf_counter()
     try:
         reply: CartLookupReply = await lookups.lookup(kind, cart_id, cid)
+        metrics.CART_LOOKUP_ROUND_TRIP.labels(kind.value).observe(time.perf_counter() - started)
     except BrokerUnavailable as exc:
         raise ProblemError(503, "broker-unavailable", "Service unavailable",
                            "the message broker cannot be reached; retry later", headers={"Retry-After": "5"}) from exc
@@ -251,13 +274,22 @@ async def readyz(request: Request[Any, Any, State]) -> dict[str, str]:
     """200 when Kafka answers, the cart-reply reader runs, the producer is healthy and the token
     vault answers, else a 503 problem body saying which."""
     lookups = request.app.state.cart_lookups
+    metrics.READY.set(0)
     if not await lookups.ready():
         reason = getattr(lookups, "unready_reason", lambda: None)() or "not connected to Kafka"
         raise ProblemError(503, "not-ready", "Not ready", reason, headers={"Retry-After": "2"})
     if not await request.app.state.vault.ready():
         raise ProblemError(503, "not-ready", "Not ready", "the token vault cannot be reached",
                            headers={"Retry-After": "2"})
+    metrics.READY.set(1)
     return {"status": "ready"}
+
+
+class _MetricsRoute(PrometheusController):
+    """``GET /metrics``: every metric family of this process (Prometheus text format; README "Operations")."""
+
+    path = "/metrics"
+    include_in_schema = False
 
 
 # -- assembly -------------------------------------------------------------------------
@@ -317,7 +349,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             assert client is not None  # made above whenever the lookups are not given
             app.state.cart_lookups = KafkaCartLookups(client, settings.gateway_cart_lookup_timeout_seconds)
         app.state.events = given.events if given.events is not None else client
-        app.state.vault = given.vault if given.vault is not None else create_vault(settings)
+        app.state.vault = MeteredVault(given.vault if given.vault is not None else create_vault(settings))
         app.state.ims = given.ims if given.ims is not None else ImsVerifier(
             settings.ims_jwks_url, settings.ims_issuer, settings.ims_audience,
             [a.strip() for a in settings.ims_algorithms.split(",") if a.strip()],
@@ -328,7 +360,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             settings.instore_tenant_id, settings.instore_connection_key.get_secret_value(),
             settings.instore_auth_scopes.split(), settings.instore_auth_timeout_seconds,
         )
-        closers += [x for x, g in ((app.state.vault, given.vault), (app.state.ims, given.ims),
+        closers += [x for x, g in ((app.state.vault.inner, given.vault), (app.state.ims, given.ims),
                                    (app.state.instore_auth, given.instore_auth)) if g is None]
         log.info("gateway.started", port=settings.gateway_http_port, vault=settings.token_vault_backend)
         try:
@@ -338,11 +370,20 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
                 await client.stop()
             for closer in closers:
                 await closer.aclose()
+            telemetry.shutdown_tracing()
             log.info("gateway.stopped")
 
+    plugins: list[Any] = []
+    if telemetry.configure_tracing("gateway"):
+        from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+
+        # A server span per request (route template as its name), parent of the Kafka publish spans.
+        plugins.append(OpenTelemetryPlugin(OpenTelemetryConfig(exclude=list(_QUIET_PATHS), exclude_spans=["receive", "send"])))
+    prometheus = PrometheusConfig(app_name="gateway", prefix=f"{metrics.PREFIX}_http", group_path=True,
+                                  exclude=list(_QUIET_PATHS))
     app = Litestar(
         route_handlers=[
-            sale_cart, return_cart, token_callback_handler(callback_api_key_guard), healthz, readyz,
+            sale_cart, return_cart, token_callback_handler(callback_api_key_guard), healthz, readyz, _MetricsRoute,
             webhook_handler(settings.webhook_max_body_bytes, settings.instore_webhook_signature_headers.split(","),
                             settings.webhook_publish_timeout_seconds),
             # POST /sessions alone is rate-limited, per client address (in this replica's memory).
@@ -353,6 +394,8 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             ]),
         ],
         lifespan=[lifespan],
+        middleware=[prometheus.middleware],
+        plugins=plugins,
         state=State({
             "callback_api_key": settings.instore_callback_api_key.get_secret_value().strip(" \t").encode(),
             "webhook_secret": settings.instore_webhook_secret.get_secret_value().encode(),

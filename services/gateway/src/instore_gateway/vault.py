@@ -34,6 +34,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
+from instore_shared import metrics
 from instore_shared.logging import get_logger
 
 if TYPE_CHECKING:
@@ -313,3 +314,39 @@ def create_vault(settings: GatewaySettings) -> TokenVault:
     if settings.token_vault_backend == "redis":
         return RedisTokenVault(settings.token_vault_redis_url.get_secret_value(), settings.token_vault_keys())
     return InMemoryTokenVault()
+
+
+class MeteredVault:
+    """A :class:`TokenVault` that counts every ``put`` and ``get`` of the vault it wraps in
+    ``instore_token_vault_operations_total{operation, outcome}`` (outcome ``ok``, ``miss`` for a
+    ``get`` that found nothing, ``error`` for :class:`VaultUnavailable`)."""
+
+    def __init__(self, vault: TokenVault) -> None:
+        self.inner = vault
+
+    async def put(self, user_key: str, token: StoredToken) -> None:
+        """See :meth:`TokenVault.put`."""
+        try:
+            await self.inner.put(user_key, token)
+        except VaultUnavailable:
+            metrics.VAULT_OPERATIONS.labels("put", "error").inc()
+            raise
+        metrics.VAULT_OPERATIONS.labels("put", "ok").inc()
+
+    async def get(self, user_key: str) -> StoredToken | None:
+        """See :meth:`TokenVault.get`."""
+        try:
+            token = await self.inner.get(user_key)
+        except VaultUnavailable:
+            metrics.VAULT_OPERATIONS.labels("get", "error").inc()
+            raise
+        metrics.VAULT_OPERATIONS.labels("get", "ok" if token is not None else "miss").inc()
+        return token
+
+    async def ready(self) -> bool:
+        """See :meth:`TokenVault.ready`."""
+        return await self.inner.ready()
+
+    async def aclose(self) -> None:
+        """See :meth:`TokenVault.aclose`."""
+        await self.inner.aclose()

@@ -22,8 +22,10 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, post
 from litestar.datastructures import State
+from litestar.exceptions import HTTPException
 
 from instore_gateway.problems import ProblemError, problem_spec
+from instore_shared import metrics
 from instore_shared.contract import instore_webhooks as contract
 from instore_shared.kafka import headers as h
 from instore_shared.kafka.rpc import BrokerUnavailable, MessageRejected, NotAcknowledged
@@ -64,7 +66,22 @@ def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_t
         },
     )
     async def receive_webhook(request: Request[Any, Any, State]) -> Response[bytes]:
-        """``POST /instore/webhooks`` (header names and signature encodings assumed — see docs)."""
+        """``POST /instore/webhooks`` (header names and signature encodings assumed — see docs).
+
+        Counted in ``instore_webhooks_accepted_total`` or ``instore_webhooks_refused_total{reason}``
+        (reason: the problem type answered)."""
+        try:
+            response = await _receive(request)
+        except ProblemError as exc:
+            metrics.WEBHOOKS_REFUSED.labels(exc.slug).inc()
+            raise
+        except HTTPException as exc:  # the body limit (413), read before our code runs
+            metrics.WEBHOOKS_REFUSED.labels("payload-too-large" if exc.status_code == 413 else str(exc.status_code)).inc()
+            raise
+        metrics.WEBHOOKS_ACCEPTED.inc()
+        return response
+
+    async def _receive(request: Request[Any, Any, State]) -> Response[bytes]:
         received_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         body = await request.body()
         secret: bytes = request.app.state.webhook_secret

@@ -27,9 +27,11 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 
 from instore_order_finalization.service import Commerce, handle_payment_webhook
 from instore_order_finalization.settings import OrderFinalizationSettings
+from instore_shared import metrics
 from instore_shared.clock import SystemClock
 from instore_shared.commercetools import CommercetoolsClient
 from instore_shared.contract import payments_completed as event_contract
+from instore_shared.kafka import headers as h
 from instore_shared.kafka.consumer import (
     KeyedLocks,
     correlation_of,
@@ -39,6 +41,7 @@ from instore_shared.kafka.consumer import (
 )
 from instore_shared.kafka.consumer import the_message as _the_message  # noqa: F401 - the tests' collector uses it
 from instore_shared.kafka.publisher import KafkaEventPublisher, PublishFailed
+from instore_shared.kafka.topics import PAYMENTS_COMPLETED
 from instore_shared.logging import correlation_scope, get_logger
 from instore_shared.service import commerce_service_app, with_scopes
 from instore_shared.settings import CommercetoolsSettings, load_settings
@@ -74,7 +77,7 @@ def create_broker(settings: OrderFinalizationSettings, commerce: Commerce, attem
         record: Any = message.raw_message  # one ConsumerRecord (not a batch)
         with correlation_scope(correlation_of(message)):
             try:
-                await handle_payment_webhook(
+                handled = await handle_payment_webhook(
                     message.body, message.headers, commerce=commerce, publisher=publisher, locks=cart_locks,
                     clock=clock, settings=settings, message_ref=f"{record.topic}/{record.partition}/{record.offset}",
                     after_order_created=crash)
@@ -83,6 +86,10 @@ def create_broker(settings: OrderFinalizationSettings, commerce: Commerce, attem
             except Exception as exc:
                 # If Kafka cannot take the dead letter this raises: no commit, the webhook comes again.
                 await park(broker, message, group, exc, attempts)
+            else:
+                verdicts = [handled.announcement.value] if handled.announcement else []
+                metrics.webhook_handled(handled.result.outcome.value, PAYMENTS_COMPLETED.name, verdicts,
+                                        message.headers.get(h.RECEIVED_AT))
 
     return broker
 

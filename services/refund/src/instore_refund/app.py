@@ -32,10 +32,12 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 
 from instore_refund.service import Commerce, handle_refund_webhook
 from instore_refund.settings import RefundSettings
+from instore_shared import metrics
 from instore_shared.clock import SystemClock
 from instore_shared.commercetools import CommercetoolsClient
 from instore_shared.contract import refunds_completed as event_contract
 from instore_shared.contract.instore_webhooks import RefundWebhook
+from instore_shared.kafka import headers as h
 from instore_shared.kafka.consumer import (
     KeyedLocks,
     correlation_of,
@@ -45,6 +47,7 @@ from instore_shared.kafka.consumer import (
 )
 from instore_shared.kafka.consumer import the_message as _the_message  # noqa: F401 - the tests' collector uses it
 from instore_shared.kafka.publisher import KafkaEventPublisher, PublishFailed
+from instore_shared.kafka.topics import REFUNDS_COMPLETED
 from instore_shared.logging import correlation_scope, get_logger
 from instore_shared.service import commerce_service_app, with_scopes
 from instore_shared.settings import CommercetoolsSettings, load_settings
@@ -82,7 +85,7 @@ def create_broker(settings: RefundSettings, commerce: Commerce, attempts: int = 
         record: Any = message.raw_message  # one ConsumerRecord (not a batch)
         with correlation_scope(correlation_of(message)):
             try:
-                await handle_refund_webhook(
+                handled = await handle_refund_webhook(
                     message.body, message.headers, commerce=commerce, publisher=publisher, order_locks=order_locks,
                     recording_locks=recording_locks, clock=clock, settings=settings,
                     message_ref=f"{record.topic}/{record.partition}/{record.offset}", after_returns=crash)
@@ -91,6 +94,10 @@ def create_broker(settings: RefundSettings, commerce: Commerce, attempts: int = 
             except Exception as exc:
                 # If Kafka cannot take the dead letter this raises: no commit, the webhook comes again.
                 await park(broker, message, group, exc, attempts)
+            else:
+                verdicts = [v.value for v in handled.announcements.values()]
+                metrics.webhook_handled(handled.recorded.outcome.value, REFUNDS_COMPLETED.name, verdicts,
+                                        message.headers.get(h.RECEIVED_AT))
 
     return broker
 

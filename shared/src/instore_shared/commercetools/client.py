@@ -26,6 +26,7 @@ import authlib.deprecate  # installs an "always" filter for its own warning; our
 import httpx
 import msgspec
 from httpx_aiohttp import AiohttpTransport
+from opentelemetry.trace import SpanKind
 
 with warnings.catch_warnings():
     # Authlib >= 1.7 prefers the "httpx2" fork and warns when it falls back to httpx, which
@@ -39,6 +40,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from instore_shared import metrics, telemetry
 from instore_shared.commercetools.errors import (
     AuthenticationFailed,
     NotFound,
@@ -254,29 +256,45 @@ class CommercetoolsClient:
         content = msgspec.json.encode(json) if json is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
         s = self._settings
+        operation = metrics.commerce_operation(method, path)
+        status = "error"
         started = time.perf_counter()
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(s.max_attempts),
-                wait=wait_random_exponential(multiplier=s.backoff_initial_seconds, max=s.backoff_max_seconds),
-                retry=retry_if_exception_type((httpx.TransportError, _RetryableStatus)),
-                reraise=True,
-            ):
-                with attempt:
-                    response = await self._send(method, url, params, content, headers)
-                    if response.status_code == 429 or response.status_code >= 500:
-                        raise _RetryableStatus(response)
-        except _RetryableStatus as exc:
-            raise error_from_response(exc.response.status_code, exc.response.content) from None
-        except httpx.TransportError as exc:
-            raise TransientError(0, type(exc).__name__, f"{method} {path}: {exc!s}") from exc
-        log.debug(
-            "commercetools.call", method=method, path=path, status=response.status_code,
-            ms=round((time.perf_counter() - started) * 1000, 1),
-        )
-        if response.is_success:
-            return ApiResponse(response.status_code, response.content)
-        raise error_from_response(response.status_code, response.content)
+        # Our span, not an HTTP client instrumentation's: its name is the operation (a path
+        # template, ids removed), the same bounded label the metrics use.
+        with telemetry.tracer().start_as_current_span(
+                f"commercetools {operation}", kind=SpanKind.CLIENT,
+                attributes={"http.request.method": method, "url.template": operation.split(" ", 1)[1]}) as span:
+            try:
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(s.max_attempts),
+                    wait=wait_random_exponential(multiplier=s.backoff_initial_seconds, max=s.backoff_max_seconds),
+                    retry=retry_if_exception_type((httpx.TransportError, _RetryableStatus)),
+                    reraise=True,
+                ):
+                    with attempt:
+                        if attempt.retry_state.attempt_number > 1:
+                            metrics.COMMERCE_RETRIES.labels(operation).inc()
+                        response = await self._send(method, url, params, content, headers)
+                        if response.status_code == 429 or response.status_code >= 500:
+                            raise _RetryableStatus(response)
+            except _RetryableStatus as exc:
+                status = str(exc.response.status_code)
+                raise error_from_response(exc.response.status_code, exc.response.content) from None
+            except httpx.TransportError as exc:
+                raise TransientError(0, type(exc).__name__, f"{method} {path}: {exc!s}") from exc
+            else:
+                status = str(response.status_code)
+            finally:
+                elapsed = time.perf_counter() - started
+                metrics.COMMERCE_REQUESTS.labels(operation, status).inc()
+                metrics.COMMERCE_DURATION.labels(operation).observe(elapsed)
+                if status.isdigit():
+                    span.set_attribute("http.response.status_code", int(status))
+            log.debug("commercetools.call", method=method, path=path, status=response.status_code,
+                      ms=round(elapsed * 1000, 1))
+            if response.is_success:
+                return ApiResponse(response.status_code, response.content)
+            raise error_from_response(response.status_code, response.content)
 
     async def _send(
         self,

@@ -19,12 +19,14 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from instore_shared import metrics
 from instore_shared.clock import Clock, SystemClock
 from instore_shared.commercetools.errors import TransientError
 from instore_shared.kafka import headers as h
 from instore_shared.kafka.dlq import dead_letter_headers, dlq_topic
 from instore_shared.kafka.topics import WEBHOOKS
 from instore_shared.logging import get_logger
+from instore_shared.metrics import kafka_middlewares
 from instore_shared.settings import BaseServiceSettings
 
 log = get_logger(__name__)
@@ -47,7 +49,8 @@ async def the_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
 def webhook_broker(settings: BaseServiceSettings, name: str) -> KafkaBroker:
     """The Kafka broker of a webhook consumer ``name``: idempotent ``acks=all`` producer (its events
     and dead letters must not be lost or doubled by a retry), our logger, no dependency injection
-    (FastStream's DI resolved a parameter in a worker thread per message)."""
+    (FastStream's DI resolved a parameter in a worker thread per message), the Prometheus and
+    (when tracing is on) OpenTelemetry middlewares (:func:`instore_shared.metrics.kafka_middlewares`)."""
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"{settings.kafka_client_id_prefix}-{name}",
@@ -57,6 +60,7 @@ def webhook_broker(settings: BaseServiceSettings, name: str) -> KafkaBroker:
         logger=get_logger(f"instore_{name.replace('-', '_')}.kafka"),
         apply_types=False,
         log_level=logging.DEBUG,
+        middlewares=kafka_middlewares(name),
     )
 
 
@@ -167,6 +171,7 @@ async def dead_letter(broker: KafkaBroker, message: KafkaMessage, consumer_group
             partition=record.partition, offset=record.offset, consumer_group=consumer_group,
         ),
     )
+    metrics.DEAD_LETTERS.labels(record.topic, reason).inc()
 
 
 async def park(broker: KafkaBroker, message: KafkaMessage, consumer_group: str, exc: Exception,
@@ -225,6 +230,8 @@ async def retry_transient(work: Callable[[], Awaitable[_T]], deadline: Deadline 
     backoff = wait_random_exponential(multiplier=0.5, max=15)
 
     def before_sleep(state: RetryCallState) -> None:
+        metrics.OUTAGE_RETRIES.labels(what).inc()
+        metrics.OUTAGE_WAIT.labels(what).inc(state.upcoming_sleep)
         log.warning("commerce.unavailable_retrying", what=what, attempt=state.attempt_number,
                     wait_s=round(state.upcoming_sleep, 2), error=str(state.outcome.exception())[:200]
                     if state.outcome else None)

@@ -32,7 +32,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from faststream.kafka import KafkaBroker, KafkaMessage
+from opentelemetry.trace import SpanKind
 
+from instore_shared import metrics, telemetry
 from instore_shared.kafka import headers as h
 from instore_shared.kafka import producer_health
 from instore_shared.logging import get_logger
@@ -113,6 +115,12 @@ class RequestReplyClient:
         producer_options: aiokafka keyword arguments for the producer only (e.g. ``request_timeout_ms``).
         restart_backoff: first pause, in seconds, before restarting a reply reader that ended
             (doubling, jittered, up to ``connect_backoff_max``).
+        app_name: the ``app_name`` label of ``instore_published_messages_total`` and
+            ``instore_published_messages_duration_seconds`` (the families FastStream's middleware
+            writes in the other services).
+
+    Every publish is a ``<topic> publish`` PRODUCER span (when tracing is on) whose context goes
+    into the message's ``traceparent`` header, so the consumer's span continues the trace.
 
     Usage: ``await client.start()`` (returns at once; connects in the background, see
     :meth:`ready`), ``await client.request(...)``, ``await client.stop()``.
@@ -133,7 +141,9 @@ class RequestReplyClient:
         client_options: Mapping[str, Any] | None = None,
         producer_options: Mapping[str, Any] | None = None,
         restart_backoff: float = 0.5,
+        app_name: str = "gateway",
     ) -> None:
+        self._app_name = app_name
         self._options = dict(client_options or {})
         self._producer_options = dict(producer_options or {})
         self._prepare = prepare
@@ -392,11 +402,28 @@ class RequestReplyClient:
 
     async def _send(self, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, str],
                     limit_s: float) -> None:
-        """Publish and wait for Kafka's acknowledgement, at most ``limit_s`` s.
+        """Publish and wait for Kafka's acknowledgement, at most ``limit_s`` s, in a PRODUCER span
+        whose context is written into the headers; counted in ``instore_published_messages_*``.
 
         Raises :class:`MessageRejected` (too large), :class:`NotAcknowledged` (timed out, or
         failed in a way that may have stored it), :class:`BrokerUnavailable` (not stored).
         """
+        started = time.perf_counter()
+        status = "error"
+        with telemetry.tracer().start_as_current_span(
+                f"{topic} publish", kind=SpanKind.PRODUCER,
+                attributes={"messaging.system": "kafka", "messaging.destination.name": topic,
+                            "messaging.operation": "publish"}):
+            traced = dict(headers)
+            telemetry.inject(traced)
+            try:
+                await self._send_now(topic, key, value, traced, limit_s)
+                status = "success"
+            finally:
+                metrics.published(self._app_name, topic, status, time.perf_counter() - started)
+
+    async def _send_now(self, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, str],
+                        limit_s: float) -> None:
         producer = self._producer
         if not self._connected.is_set() or producer is None:
             raise BrokerUnavailable("not connected to Kafka")
