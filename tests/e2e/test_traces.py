@@ -175,8 +175,8 @@ def test_span_names_and_routes_carry_no_cart_id(lookup: Lookup) -> None:
     backend groups spans by name, and a name per cart would be unbounded. ``http.route`` is the route template
     (OpenTelemetry's HTTP semantic conventions), not the path requested.
 
-    Fails against Litestar's OpenTelemetry plugin as configured on 2026-12-03: it wraps the app before routing, so
-    its default span name and ``http.route`` are the raw path (``GET /instore/callbacks/carts/demo-sale-cart``).
+    Fails while the gateway keeps the Litestar OpenTelemetry plugin's default span details: the plugin wraps the app
+    before routing, so its span name and ``http.route`` are the raw path (``GET /instore/callbacks/carts/demo-sale-cart``).
     """
     named = [s["name"] for s in lookup.spans if lookup.cart_key in s["name"]]
     assert named == [], f"span names with the cart key {lookup.cart_key!r}: {named}"
