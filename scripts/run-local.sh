@@ -127,6 +127,11 @@ else
   export DEVFAKES_ISSUER="${DEVFAKES_ISSUER:-$FAKES/ims}"
   export IMS_ISSUER="${IMS_ISSUER:-$DEVFAKES_ISSUER}" IMS_JWKS_URL="${IMS_JWKS_URL:-$FAKES/ims/.well-known/jwks.json}"
   export INSTORE_AUTH_BASE_URL="$FAKES/instore-auth"
+  # Traces of every service go to the dev fakes' OTLP receiver (browse $FAKES/otlp), unless an
+  # OpenTelemetry endpoint of your own is set (OTEL_EXPORTER_OTLP_ENDPOINT=, i.e. empty, turns tracing off).
+  if [[ -z "${OTEL_EXPORTER_OTLP_ENDPOINT+set}" ]]; then
+    export OTEL_EXPORTER_OTLP_ENDPOINT="$FAKES" OTEL_BSP_SCHEDULE_DELAY="${OTEL_BSP_SCHEDULE_DELAY:-500}"
+  fi
   "$PY" -m instore_devfakes &
   PIDS+=($!)
   for _ in $(seq 1 300); do
@@ -210,6 +215,8 @@ cat <<MSG
     gateway $GW/metrics   cart-mapping http://127.0.0.1:$CART_MAPPING_HTTP_PORT/metrics
     order-finalization http://127.0.0.1:$ORDER_FINALIZATION_HTTP_PORT/metrics   refund http://127.0.0.1:$REFUND_HTTP_PORT/metrics
     e.g. curl -s $GW/metrics | grep ^instore_webhooks
+  Traces (OpenTelemetry, OTLP/HTTP to ${OTEL_EXPORTER_OTLP_ENDPOINT:-nowhere: OTEL_EXPORTER_OTLP_ENDPOINT is empty}):
+    ${FAKES:+$FAKES/otlp (the dev fakes' receiver; JSON: $FAKES/otlp/traces)}
 
   A simulated InStore day (sale, split tender, Order, return, refund) against this stack,
   from another terminal with the same environment:  make simulate

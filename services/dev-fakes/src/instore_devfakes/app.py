@@ -1,4 +1,4 @@
-"""The dev fakes' Litestar app: a local IMS and a fake InStore auth API in one process.
+"""The dev fakes' Litestar app: a local IMS, a fake InStore auth API and an OTLP trace receiver in one process.
 
 **Development and tests only.** The local IMS mints a signed colleague token for *anyone*
 who asks (``POST /ims/token`` has no authentication at all), and the fake InStore auth API
@@ -25,6 +25,11 @@ Fake InStore auth API (assumed shape: the real call is not public):
   that endpoint answers (down: 503, error: 500, slow: waits ``delaySeconds`` first);
   ``GET /_control`` → ``{"mode", "delaySeconds", "tokensIssued", "lastRequest"}``.
 
+OTLP/HTTP trace receiver (:mod:`instore_devfakes.otlp`): ``POST /v1/traces`` keeps the last
+``DEVFAKES_OTLP_MAX_SPANS`` spans in memory; ``GET /otlp/spans?traceId=``, ``GET /otlp/traces``,
+``DELETE /otlp/spans`` and the HTML page ``GET /otlp`` show them. No authentication either:
+``OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:8090`` on a local service only.
+
 ``GET /healthz`` answers 200 while the process serves.
 """
 
@@ -49,6 +54,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
+from instore_devfakes.otlp import SpanStore, otlp_router
 from instore_devfakes.settings import DevFakesSettings
 from instore_shared.logging import get_logger
 
@@ -130,9 +136,10 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def create_app(settings: DevFakesSettings, key: SigningKey | None = None) -> Litestar:
-    """The dev fakes app; ``key`` defaults to a fresh RSA-2048 key (tests may pass one)."""
+def create_app(settings: DevFakesSettings, key: SigningKey | None = None, spans: SpanStore | None = None) -> Litestar:
+    """The dev fakes app; ``key`` defaults to a fresh RSA-2048 key, ``spans`` to an empty store (tests may pass either)."""
     state = FakeState(key=key or SigningKey.generate())
+    spans = spans if spans is not None else SpanStore(settings.otlp_max_spans)
     connection_key = settings.connection_key.get_secret_value()
 
     # -- local IMS --------------------------------------------------------------------
@@ -225,7 +232,8 @@ def create_app(settings: DevFakesSettings, key: SigningKey | None = None) -> Lit
         return {"status": "ok"}
 
     return Litestar(
-        route_handlers=[jwks, openid_configuration, mint, user_token, set_control, get_control, healthz],
+        route_handlers=[jwks, openid_configuration, mint, user_token, set_control, get_control, healthz,
+                        otlp_router(spans, settings.otlp_max_body_bytes)],
         openapi_config=None,
         logging_config=None,  # logging is structlog's, configured in __main__
     )

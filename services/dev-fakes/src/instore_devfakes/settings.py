@@ -7,7 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class DevFakesSettings(BaseSettings):
-    """Settings of the local IMS and the fake InStore auth API (development and tests only)."""
+    """Settings of the local IMS, the fake InStore auth API and the OTLP receiver (development and tests only)."""
 
     model_config = SettingsConfigDict(
         env_prefix="DEVFAKES_",
@@ -38,6 +38,12 @@ class DevFakesSettings(BaseSettings):
 
     token_ttl_seconds: int = Field(default=3600, gt=0)
     """Lifetime (``expires_in``) of the user access tokens the fake InStore auth API issues, in seconds."""
+
+    otlp_max_spans: int = Field(default=10_000, ge=1, le=1_000_000)
+    """How many spans the OTLP receiver (``POST /v1/traces``) keeps in memory; the oldest are dropped first."""
+
+    otlp_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    """Largest OTLP export body the receiver takes, in bytes, before and after decompression (413 beyond)."""
 
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("log_level", "LOG_LEVEL"))
     """Log level (``LOG_LEVEL``, shared with the other services): DEBUG, INFO, WARNING or ERROR."""

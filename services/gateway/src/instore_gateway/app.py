@@ -24,6 +24,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import Parameter
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
+from opentelemetry import trace
 
 from instore_gateway.identity import ImsVerifier
 from instore_gateway.instore_auth import InStoreAuthClient
@@ -285,6 +286,15 @@ async def readyz(request: Request[Any, Any, State]) -> dict[str, str]:
     return {"status": "ready"}
 
 
+def _name_server_span(request: Request[Any, Any, Any]) -> None:
+    """Name the current server span ``<method> <route template>`` and set ``http.route`` (tracing on only)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        template = request.scope.get("path_template") or ""
+        span.update_name(f"{request.method} {template}")
+        span.set_attribute("http.route", template)
+
+
 class _MetricsRoute(PrometheusController):
     """``GET /metrics``: every metric family of this process (Prometheus text format; README "Operations")."""
 
@@ -374,11 +384,16 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             log.info("gateway.stopped")
 
     plugins: list[Any] = []
-    if telemetry.configure_tracing("gateway"):
+    tracing = telemetry.configure_tracing("gateway")
+    if tracing:
         from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
-        # A server span per request (route template as its name), parent of the Kafka publish spans.
-        plugins.append(OpenTelemetryPlugin(OpenTelemetryConfig(exclude=list(_QUIET_PATHS), exclude_spans=["receive", "send"])))
+        # A server span per request, parent of the Kafka publish spans. The plugin wraps the app
+        # before routing, so the span is first named by the method only and renamed to the route
+        # template once routed (_name_server_span): a raw path would put cart ids in span names.
+        plugins.append(OpenTelemetryPlugin(OpenTelemetryConfig(
+            exclude=list(_QUIET_PATHS), exclude_spans=["receive", "send"],
+            scope_span_details_extractor=lambda scope: (str(scope.get("method") or "HTTP"), {}))))
     prometheus = PrometheusConfig(app_name="gateway", prefix=f"{metrics.PREFIX}_http", group_path=True,
                                   exclude=list(_QUIET_PATHS))
     app = Litestar(
@@ -396,6 +411,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
         lifespan=[lifespan],
         middleware=[prometheus.middleware],
         plugins=plugins,
+        before_request=_name_server_span if tracing else None,
         state=State({
             "callback_api_key": settings.instore_callback_api_key.get_secret_value().strip(" \t").encode(),
             "webhook_secret": settings.instore_webhook_secret.get_secret_value().encode(),
