@@ -275,11 +275,12 @@ async def readyz(request: Request[Any, Any, State]) -> dict[str, str]:
     """200 when Kafka answers, the cart-reply reader runs, the producer is healthy and the token
     vault answers, else a 503 problem body saying which."""
     lookups = request.app.state.cart_lookups
-    metrics.READY.set(0)
     if not await lookups.ready():
+        metrics.READY.set(0)
         reason = getattr(lookups, "unready_reason", lambda: None)() or "not connected to Kafka"
         raise ProblemError(503, "not-ready", "Not ready", reason, headers={"Retry-After": "2"})
     if not await request.app.state.vault.ready():
+        metrics.READY.set(0)
         raise ProblemError(503, "not-ready", "Not ready", "the token vault cannot be reached",
                            headers={"Retry-After": "2"})
     metrics.READY.set(1)
