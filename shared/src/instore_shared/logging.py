@@ -28,8 +28,13 @@ KAFKA_CLIENT_LOG_PERIOD_SECONDS = 30.0
 statements gets through at most once per this many seconds, with a count of what was skipped."""
 
 
+_RATE_LIMITED = ("aiokafka", "opentelemetry")
+"""Loggers that write a line per failed attempt: aiokafka (a broker outage) and the OpenTelemetry
+SDK (an unreachable OTLP endpoint: a line per export retry; spans are dropped, requests never wait)."""
+
+
 class KafkaClientLogRateLimit(logging.Filter):
-    """Handler filter: at most one line per aiokafka log statement (file:line) per ``period`` s,
+    """Handler filter: at most one line per aiokafka or OpenTelemetry SDK log statement (file:line) per ``period`` s,
     the next one saying how many were skipped (``log-rate-limit``). Other loggers pass untouched.
     State changes (broker unreachable, still unreachable, reconnected) are logged once each by
     :mod:`instore_shared.kafka.reconnect`."""
@@ -40,7 +45,7 @@ class KafkaClientLogRateLimit(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """True when ``record`` is to be written."""
-        return not record.name.startswith("aiokafka") or self._limit.filter(record)
+        return not record.name.startswith(_RATE_LIMITED) or self._limit.filter(record)
 
 
 def configure_logging(service: str, level: str = "INFO", json: bool = True, stream: Any = None) -> None:
