@@ -20,6 +20,7 @@ span is current: :func:`add_trace_ids` is a structlog processor.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -63,10 +64,21 @@ def configure_tracing(service: str) -> bool:
     return True
 
 
-def shutdown_tracing() -> None:
-    """Export what is buffered and stop the exporter (no-op when tracing is off)."""
-    if _provider is not None:
-        _provider.shutdown()
+SHUTDOWN_FLUSH_SECONDS = 2.0
+"""How long stopping a process waits for its last spans to be exported."""
+
+
+def shutdown_tracing(timeout_s: float = SHUTDOWN_FLUSH_SECONDS) -> None:
+    """Export what is buffered and stop the exporter, waiting at most ``timeout_s`` s (no-op when tracing is off).
+
+    An OTLP endpoint that hangs would otherwise hold the shutdown for the exporter's timeout per
+    batch: the spans not exported by then are dropped, the process stops.
+    """
+    if _provider is None:
+        return
+    stopper = threading.Thread(target=_provider.shutdown, name="otel-shutdown", daemon=True)
+    stopper.start()
+    stopper.join(timeout_s)
 
 
 _TRACER = trace.get_tracer(TRACER_NAME)  # a proxy: it uses the SDK's provider once one is installed
