@@ -173,6 +173,11 @@ if [[ "$INSTORE_CALLBACK_API_KEY" == local-dev-callback-key ]]; then KEY_SHOWN="
 else KEY_SHOWN='$INSTORE_CALLBACK_API_KEY'; fi
 if [[ "$INSTORE_WEBHOOK_SECRET" == local-dev-webhook-secret ]]; then WEBHOOK_SECRET_SHOWN="$INSTORE_WEBHOOK_SECRET"
 else WEBHOOK_SECRET_SHOWN='$INSTORE_WEBHOOK_SECRET'; fi
+# (computed here, not inside the here-document: bash cannot parse quotes within \${…} there)
+if [[ -z "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]]; then TRACES_SHOWN="off (OTEL_EXPORTER_OTLP_ENDPOINT is empty)"
+elif [[ -n "${FAKES:-}" && "$OTEL_EXPORTER_OTLP_ENDPOINT" == "$FAKES" ]]; then
+  TRACES_SHOWN="to the dev fakes: browse $FAKES/otlp (JSON: $FAKES/otlp/traces)"
+else TRACES_SHOWN="to $OTEL_EXPORTER_OTLP_ENDPOINT"; fi
 cat <<MSG
 
   The InStore integration stack is up.  Ctrl-C stops everything.
@@ -215,8 +220,7 @@ cat <<MSG
     gateway $GW/metrics   cart-mapping http://127.0.0.1:$CART_MAPPING_HTTP_PORT/metrics
     order-finalization http://127.0.0.1:$ORDER_FINALIZATION_HTTP_PORT/metrics   refund http://127.0.0.1:$REFUND_HTTP_PORT/metrics
     e.g. curl -s $GW/metrics | grep ^instore_webhooks
-  Traces (OpenTelemetry, OTLP/HTTP to ${OTEL_EXPORTER_OTLP_ENDPOINT:-nowhere: OTEL_EXPORTER_OTLP_ENDPOINT is empty}):
-    ${FAKES:+$FAKES/otlp (the dev fakes' receiver; JSON: $FAKES/otlp/traces)}
+  Traces (OpenTelemetry, OTLP/HTTP): $TRACES_SHOWN
 
   A simulated InStore day (sale, split tender, Order, return, refund) against this stack,
   from another terminal with the same environment:  make simulate
