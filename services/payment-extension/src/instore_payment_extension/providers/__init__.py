@@ -1,0 +1,1 @@
+"""Payment provider adapters (the port is :mod:`.base`)."""
