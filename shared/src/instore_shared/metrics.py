@@ -103,6 +103,28 @@ def published(app_name: str, destination: str, status: str, seconds: float) -> N
     _published["duration"].labels(app_name, "kafka", destination).observe(seconds)
 
 
+# -- payment extensions ----------------------------------------------------------------------
+PAYMENT_EXTENSION_REQUESTS = Counter(
+    f"{PREFIX}_payment_extension_requests", "Payment-extension requests answered by the gateway, by tender, action and "
+    "outcome (accepted, or the problem type answered; 'unknown' tender/action for paths outside the contract)",
+    ["tender", "action", "outcome"])
+PAYMENT_EXTENSION_RESULTS = Counter(
+    f"{PREFIX}_payment_extension_results", "Payment-extension requests the service finished, by tender, action and "
+    "status (succeeded, declined, cancelled, timed-out, failed)", ["tender", "action", "status"])
+PROVIDER_CALLS = Counter(
+    f"{PREFIX}_payment_provider_calls", "Calls to the payment provider, by provider, operation and outcome "
+    "(approved, declined, prompt, down)", ["provider", "operation", "outcome"])
+PROVIDER_DURATION = Histogram(
+    f"{PREFIX}_payment_provider_call_duration_seconds", "Duration of one payment provider call, in seconds",
+    ["provider", "operation"], buckets=_LATENCY_BUCKETS)
+INSTORE_POSTS = Counter(
+    f"{PREFIX}_instore_posts", "POSTs to InStore's statusUrl and callbackUrl, by kind (progress, prompt, callback) and "
+    "outcome (delivered, failed, refused: not on the allow-list)", ["kind", "outcome"])
+PAYMENT_REQUEST_TO_CALLBACK = Histogram(
+    f"{PREFIX}_payment_request_to_callback_seconds", "From the gateway receiving a payment-extension request to its "
+    "result delivered to callbackUrl, in seconds (prompts included)", ["action"], buckets=_PIPELINE_BUCKETS)
+
+
 READY = Gauge(f"{PREFIX}_ready", "1 when the last readiness check (/readyz) passed, else 0")
 
 

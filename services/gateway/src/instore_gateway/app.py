@@ -29,6 +29,7 @@ from opentelemetry import trace
 from instore_gateway.identity import ImsVerifier
 from instore_gateway.instore_auth import InStoreAuthClient
 from instore_gateway.lookups import CartLookups, KafkaCartLookups
+from instore_gateway.payment_extensions import payment_extension_handlers
 from instore_gateway.problems import (
     PROBLEM_JSON,
     TYPE_BASE,
@@ -56,6 +57,7 @@ from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.rpc import BrokerUnavailable, ReplyTimeout, RequestReplyClient
 from instore_shared.kafka.topics import ALL_TOPICS, CART_REPLIES
 from instore_shared.logging import get_logger, new_correlation_id
+from instore_shared.url_allowlist import UrlAllowList
 
 log = get_logger(__name__)
 
@@ -402,6 +404,10 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             sale_cart, return_cart, token_callback_handler(callback_api_key_guard), healthz, readyz, _MetricsRoute,
             webhook_handler(settings.webhook_max_body_bytes, settings.instore_webhook_signature_headers.split(","),
                             settings.webhook_publish_timeout_seconds),
+            *payment_extension_handlers(settings.payment_extension_path_prefix, settings.payment_extension_max_body_bytes,
+                                        settings.instore_webhook_signature_headers.split(","),
+                                        settings.payment_extension_publish_timeout_seconds,
+                                        UrlAllowList(settings.payment_extension_allowed_urls)),
             # POST /sessions alone is rate-limited, per client address (in this replica's memory).
             Router("/", route_handlers=[create_session], middleware=[
                 RateLimitConfig(rate_limit=("minute", settings.sessions_rate_limit_per_minute),
@@ -427,7 +433,8 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             title="InStore integration gateway",
             version="0.1.0",
             description="The HTTP face of the commercetools InStore integration server: callbacks "
-            "(guarded by the Callback API Key), colleague sessions for the host app, operations endpoints.",
+            "(guarded by the Callback API Key), signed webhooks and payment-extension requests, colleague sessions for "
+            "the host app, operations endpoints.",
             path="/schema",
             components=Components(security_schemes={
                 "CallbackApiKey": SecurityScheme(type="apiKey", name="X-Api-Key", security_scheme_in="header",

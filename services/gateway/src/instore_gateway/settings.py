@@ -58,6 +58,29 @@ class GatewaySettings(BaseServiceSettings, SessionSettings):
     token_vault_encryption_keys: SecretStr = SecretStr("")
     """Comma-separated Fernet keys encrypting tokens in Redis; the first encrypts, all decrypt (rotation). Required with redis."""
 
+    payment_extension_path_prefix: str = Field(default="/instore/payment-extensions", pattern=r"^/[A-Za-z0-9/_-]*$")
+    """Path under which the payment-extension routes are served: {prefix}/{tender}/{action} and {prefix}/prompt-answers
+    (the Custom payment processor's url in InStore Center points here)."""
+
+    payment_extension_allowed_urls: str = "https://*.commercetools.com"
+    """Comma-separated scheme://host[:port] (host may start with *.) that statusUrl and callbackUrl must match; a request
+    naming any other address is refused (422 url-not-allowed). Default: https on commercetools hosts (assumed — InStore's
+    API hosts are not published). make run adds the local simulator."""
+
+    payment_extension_max_body_bytes: int = Field(default=65_536, ge=1024, le=1_000_000)
+    """Largest payment-extension request or prompt answer accepted, in bytes (413 beyond)."""
+
+    payment_extension_publish_timeout_seconds: float = Field(default=3.0, gt=0, le=10)
+    """How long a payment-extension request waits for Kafka's acknowledgement before the gateway answers 503 (InStore
+    waits at most the processor's timeout, 15 s in the documented example)."""
+
+    @model_validator(mode="after")
+    def _allowed_urls_parse(self) -> Self:
+        from instore_shared.url_allowlist import UrlAllowList
+
+        UrlAllowList(self.payment_extension_allowed_urls)  # raises InvalidAllowList (a ValueError) naming the entry
+        return self
+
     @model_validator(mode="after")
     def _token_vault_is_complete(self) -> Self:
         keys = self.token_vault_keys()

@@ -43,6 +43,19 @@ class WebhookAccepted(msgspec.Struct, rename="camel"):
     webhook_id: str
 
 
+def require_signature(request: Request[Any, Any, State], body: bytes, names: list[str], what: str) -> None:
+    """Raise a 401 ``invalid-signature`` problem unless one of the headers ``names`` holds the HMAC-SHA256 of
+    exactly ``body`` under the webhook secret (:func:`instore_shared.contract.instore_webhooks.signature_valid`).
+
+    Webhooks and payment-extension requests are signed alike (../shared/reference/instore-contract.md §4, §6)."""
+    secret: bytes = request.app.state.webhook_secret
+    given = [value for name in names for value in request.headers.getall(name, [])]
+    if not any(contract.signature_valid(body, value, secret) for value in given):
+        log.warning(f"{what}.refused", reason="no-signature" if not given else "bad-signature", bytes=len(body))
+        raise ProblemError(401, "invalid-signature", "Invalid signature",
+                           f"the {what} signature is missing or does not match the body")
+
+
 def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_timeout: float) -> Any:
     """The route, built from settings (body limit, signature header names, Kafka acknowledgement timeout)."""
     names = [name.strip().lower() for name in signature_headers if name.strip()]
@@ -84,12 +97,7 @@ def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_t
     async def _receive(request: Request[Any, Any, State]) -> Response[bytes]:
         received_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         body = await request.body()
-        secret: bytes = request.app.state.webhook_secret
-        given = [value for name in names for value in request.headers.getall(name, [])]
-        if not any(contract.signature_valid(body, value, secret) for value in given):
-            log.warning("webhook.refused", reason="no-signature" if not given else "bad-signature", bytes=len(body))
-            raise ProblemError(401, "invalid-signature", "Invalid signature",
-                               "the webhook signature is missing or does not match the body")
+        require_signature(request, body, names, "webhook")
         try:
             payload = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:

@@ -39,3 +39,12 @@ def encode_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
 def decode_headers(raw: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] | None) -> dict[str, str]:
     """aiokafka's header list as a dict (last one wins; undecodable bytes are replaced)."""
     return {k: v.decode(errors="replace") for k, v in (raw or ())}
+
+REQUEST_ID = "request-id"
+"""A payment-extension request's id (InStore's ``requestId``)."""
+
+TENDER = "tender"
+"""A payment-extension request's tender (path segment, e.g. ``bank-card``)."""
+
+ACTION = "action"
+"""A payment-extension request's action (path segment, e.g. ``payment``)."""

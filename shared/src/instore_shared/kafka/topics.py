@@ -82,7 +82,40 @@ WEBHOOKS_DLQ = Topic(
     ),
 )
 
+PAYMENT_REQUESTS = Topic(
+    name="instore.payment-requests.v1",
+    key="the Payment id InStore created (else the cart id, else the request id)",
+    schema="the request's raw bytes (instore_shared.contract.payment_extensions.PaymentExtensionRequest); "
+    "headers request-id, tender, action, received-at",
+    description="Signed payment-extension requests from InStore, as received, durable before InStore gets its 200.",
+)
+
+PAYMENT_PROMPT_ANSWERS = Topic(
+    name="instore.payment-prompt-answers.v1",
+    key="the prompt's requestId",
+    schema="instore_shared.contract.payment_extensions.PromptAnswer",
+    description=(
+        "The colleague's answers to payment prompts. Every payment-extension replica reads all partitions "
+        "without a consumer group and keeps only the answers its waiting payments asked for."
+    ),
+)
+
+PAYMENT_EXTENSION_RESULTS = Topic(
+    name="commerce.payment-extension-results.v1",
+    key="the Payment id (else the request id)",
+    schema="instore_shared.contract.payment_extensions.PaymentExtensionResultEvent",
+    description="The final result of each payment-extension request; eventId derived from InStore's request id.",
+)
+
+PAYMENT_REQUESTS_DLQ = Topic(
+    name="instore.payment-requests.v1.dlq",
+    key="as the source message",
+    schema="the source message's bytes; dlq-* headers name the error",
+    description="Payment-extension requests that could not be processed, with their bytes and a reason.",
+)
+
 ALL_TOPICS: tuple[Topic, ...] = (
     CART_REQUESTS, CART_REPLIES, SESSION_EVENTS, WEBHOOKS, WEBHOOKS_DLQ, PAYMENTS_COMPLETED, REFUNDS_COMPLETED,
+    PAYMENT_REQUESTS, PAYMENT_PROMPT_ANSWERS, PAYMENT_EXTENSION_RESULTS, PAYMENT_REQUESTS_DLQ,
 )
 """Every topic of this release, in the order they are created."""
