@@ -12,8 +12,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import uvicorn
@@ -127,7 +127,8 @@ def with_scopes(settings: CommercetoolsSettings, *scopes: str) -> CommercetoolsS
 
 
 def commerce_service_app(name: str, broker: KafkaBroker, settings: BaseServiceSettings, client: object,
-                         description: str, schemas: dict[str, type] | None = None) -> Any:
+                         description: str, schemas: dict[str, type] | None = None,
+                         resources: Callable[[], AbstractAsyncContextManager[None]] | None = None) -> Any:
     """The ASGI app of a Kafka service that calls Composable Commerce.
 
     Routes: ``/healthz``, ``/readyz``, ``/metrics``, the AsyncAPI document of ``broker`` (``/asyncapi.json``,
@@ -136,6 +137,8 @@ def commerce_service_app(name: str, broker: KafkaBroker, settings: BaseServiceSe
     start it creates missing topics (``KAFKA_CREATE_TOPICS``) and starts refreshing
     ``instore_kafka_consumer_lag``; at stop it closes ``client`` when it is a
     :class:`CommercetoolsClient` (not a test's fake) and flushes the spans not yet exported.
+    ``resources`` (optional) is entered after the topics exist and left before the client is closed
+    (the payment-extension service's prompt-answer reader and HTTP clients).
     Tracing is set up here (:func:`instore_shared.telemetry.configure_tracing`, off unless
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set).
     """
@@ -160,7 +163,11 @@ def commerce_service_app(name: str, broker: KafkaBroker, settings: BaseServiceSe
                                 client_options=settings.kafka_client_options())
         lag = asyncio.create_task(metrics.track_consumer_lag(broker), name="consumer-lag")
         try:
-            yield
+            if resources is None:
+                yield
+            else:
+                async with resources():
+                    yield
         finally:
             lag.cancel()
             await asyncio.gather(lag, return_exceptions=True)

@@ -30,6 +30,9 @@ OTLP/HTTP trace receiver (:mod:`instore_devfakes.otlp`): ``POST /v1/traces`` kee
 ``DELETE /otlp/spans`` and the HTML page ``GET /otlp`` show them. No authentication either:
 ``OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:8090`` on a local service only.
 
+Payment extensions (:mod:`instore_devfakes.payments`): a simulated payment provider under
+``/provider`` and InStore's statusUrl/callbackUrl under ``/instore-sim``.
+
 ``GET /healthz`` answers 200 while the process serves.
 """
 
@@ -55,6 +58,7 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from instore_devfakes.otlp import SpanStore, otlp_router
+from instore_devfakes.payments import instore_side_router, provider_router
 from instore_devfakes.settings import DevFakesSettings
 from instore_shared.logging import get_logger
 
@@ -233,7 +237,7 @@ def create_app(settings: DevFakesSettings, key: SigningKey | None = None, spans:
 
     return Litestar(
         route_handlers=[jwks, openid_configuration, mint, user_token, set_control, get_control, healthz,
-                        otlp_router(spans, settings.otlp_max_body_bytes)],
+                        otlp_router(spans, settings.otlp_max_body_bytes), provider_router(), instore_side_router()],
         openapi_config=None,
         logging_config=None,  # logging is structlog's, configured in __main__
     )
