@@ -7,7 +7,7 @@
 #   - the dev fakes: a local IMS and a fake InStore auth API (127.0.0.1:$DEVFAKES_HTTP_PORT)
 #                                                                     — skipped when INSTORE_AUTH_BASE_URL is set
 #   - cart-mapping (health on $CART_MAPPING_HTTP_PORT), order-finalization ($ORDER_FINALIZATION_HTTP_PORT),
-#     refund ($REFUND_HTTP_PORT) and the gateway ($GATEWAY_HTTP_PORT)
+#     refund ($REFUND_HTTP_PORT), payment-extension ($PAYMENT_EXTENSION_HTTP_PORT) and the gateway ($GATEWAY_HTTP_PORT)
 # then prints a curl for each callback. Ctrl-C stops every process it started.
 set -euo pipefail
 
@@ -20,6 +20,7 @@ export GATEWAY_HTTP_PORT="${GATEWAY_HTTP_PORT:-8080}"
 export CART_MAPPING_HTTP_PORT="${CART_MAPPING_HTTP_PORT:-8081}"
 export ORDER_FINALIZATION_HTTP_PORT="${ORDER_FINALIZATION_HTTP_PORT:-8082}"
 export REFUND_HTTP_PORT="${REFUND_HTTP_PORT:-8083}"
+export PAYMENT_EXTENSION_HTTP_PORT="${PAYMENT_EXTENSION_HTTP_PORT:-8084}"
 export INSTORE_CALLBACK_API_KEY="${INSTORE_CALLBACK_API_KEY:-local-dev-callback-key}"
 export INSTORE_WEBHOOK_SECRET="${INSTORE_WEBHOOK_SECRET:-local-dev-webhook-secret}"
 export KAFKA_PORT="${KAFKA_PORT:-9092}"
@@ -52,6 +53,7 @@ need_port "$GATEWAY_HTTP_PORT" gateway GATEWAY_HTTP_PORT
 need_port "$CART_MAPPING_HTTP_PORT" "cart-mapping health" CART_MAPPING_HTTP_PORT
 need_port "$ORDER_FINALIZATION_HTTP_PORT" "order-finalization health" ORDER_FINALIZATION_HTTP_PORT
 need_port "$REFUND_HTTP_PORT" "refund health" REFUND_HTTP_PORT
+need_port "$PAYMENT_EXTENSION_HTTP_PORT" "payment-extension health" PAYMENT_EXTENSION_HTTP_PORT
 [[ -n "${INSTORE_AUTH_BASE_URL:-}" ]] \
   || need_port "$DEVFAKES_HTTP_PORT" "dev fakes: local IMS, fake InStore auth" DEVFAKES_HTTP_PORT
 
@@ -127,6 +129,9 @@ else
   export DEVFAKES_ISSUER="${DEVFAKES_ISSUER:-$FAKES/ims}"
   export IMS_ISSUER="${IMS_ISSUER:-$DEVFAKES_ISSUER}" IMS_JWKS_URL="${IMS_JWKS_URL:-$FAKES/ims/.well-known/jwks.json}"
   export INSTORE_AUTH_BASE_URL="$FAKES/instore-auth"
+  # Payment extensions: the simulated provider, and InStore's statusUrl/callbackUrl played by the fakes
+  export PAYMENT_EXTENSION_SIMULATOR_URL="${PAYMENT_EXTENSION_SIMULATOR_URL:-$FAKES/provider}"
+  export PAYMENT_EXTENSION_ALLOWED_URLS="${PAYMENT_EXTENSION_ALLOWED_URLS:-https://*.commercetools.com},$FAKES"
   # Traces of every service go to the dev fakes' OTLP receiver (browse $FAKES/otlp), unless an
   # OpenTelemetry endpoint of your own is set (OTEL_EXPORTER_OTLP_ENDPOINT=, i.e. empty, turns tracing off).
   if [[ -z "${OTEL_EXPORTER_OTLP_ENDPOINT+set}" ]]; then
@@ -153,6 +158,9 @@ PIDS+=($!)
 say "refund: starting (health on 127.0.0.1:$REFUND_HTTP_PORT)"
 "$PY" -m instore_refund &
 PIDS+=($!)
+say "payment-extension: starting (health on 127.0.0.1:$PAYMENT_EXTENSION_HTTP_PORT)"
+"$PY" -m instore_payment_extension &
+PIDS+=($!)
 say "gateway: starting on 127.0.0.1:$GATEWAY_HTTP_PORT"
 "$PY" -m instore_gateway &
 PIDS+=($!)
@@ -160,12 +168,12 @@ PIDS+=($!)
 ready() { [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz")" == 200 ]]; }
 for _ in $(seq 1 600); do
   ready "$GATEWAY_HTTP_PORT" && ready "$CART_MAPPING_HTTP_PORT" && ready "$ORDER_FINALIZATION_HTTP_PORT" \
-    && ready "$REFUND_HTTP_PORT" && break
+    && ready "$REFUND_HTTP_PORT" && ready "$PAYMENT_EXTENSION_HTTP_PORT" && break
   for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "a process exited during start-up (see its lines above)"; done
   sleep 0.1
 done
 ready "$GATEWAY_HTTP_PORT" && ready "$CART_MAPPING_HTTP_PORT" && ready "$ORDER_FINALIZATION_HTTP_PORT" \
-  && ready "$REFUND_HTTP_PORT" || die "the services did not become ready in 60 s"
+  && ready "$REFUND_HTTP_PORT" && ready "$PAYMENT_EXTENSION_HTTP_PORT" || die "the services did not become ready in 60 s"
 
 GW="http://127.0.0.1:$GATEWAY_HTTP_PORT"
 # The development default key is printed so the curls paste as they are; a key of your own is not.
@@ -214,11 +222,13 @@ cat <<MSG
     curl -s $GW/healthz;  curl -s $GW/readyz
     OpenAPI: $GW/schema/openapi.json (browse: $GW/schema)
     AsyncAPI: cart-mapping http://127.0.0.1:$CART_MAPPING_HTTP_PORT/asyncapi, order-finalization
-    http://127.0.0.1:$ORDER_FINALIZATION_HTTP_PORT/asyncapi, refund http://127.0.0.1:$REFUND_HTTP_PORT/asyncapi (.json: the document)
+    http://127.0.0.1:$ORDER_FINALIZATION_HTTP_PORT/asyncapi, refund http://127.0.0.1:$REFUND_HTTP_PORT/asyncapi,
+    payment-extension http://127.0.0.1:$PAYMENT_EXTENSION_HTTP_PORT/asyncapi (.json: the document)
 
   Metrics (Prometheus text format; README "Operations"):
     gateway $GW/metrics   cart-mapping http://127.0.0.1:$CART_MAPPING_HTTP_PORT/metrics
     order-finalization http://127.0.0.1:$ORDER_FINALIZATION_HTTP_PORT/metrics   refund http://127.0.0.1:$REFUND_HTTP_PORT/metrics
+    payment-extension http://127.0.0.1:$PAYMENT_EXTENSION_HTTP_PORT/metrics
     e.g. curl -s $GW/metrics | grep ^instore_webhooks
   Traces (OpenTelemetry, OTLP/HTTP): $TRACES_SHOWN
 
@@ -229,6 +239,7 @@ cat <<MSG
   INSTORE_CALLBACK_API_KEY=$KEY_SHOWN KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT
   CTP_MOCK_PORT=$CTP_MOCK_PORT CART_MAPPING_HTTP_PORT=$CART_MAPPING_HTTP_PORT DEVFAKES_HTTP_PORT=$DEVFAKES_HTTP_PORT
   ORDER_FINALIZATION_HTTP_PORT=$ORDER_FINALIZATION_HTTP_PORT REFUND_HTTP_PORT=$REFUND_HTTP_PORT
+  PAYMENT_EXTENSION_HTTP_PORT=$PAYMENT_EXTENSION_HTTP_PORT
 
 MSG
 

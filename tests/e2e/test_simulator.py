@@ -1,6 +1,6 @@
 """End to end: the InStore simulator (``python -m instore_devfakes simulate``, what ``make demo``
 runs) drives the whole stack as processes — dev fakes, gateway, cart-mapping,
-order-finalization, refund, real Kafka, the commercetools mock — and reports each step; a
+order-finalization, refund, payment-extension, real Kafka, the commercetools mock — and reports each step; a
 broken stack makes it exit non-zero naming the step."""
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ pytestmark = pytest.mark.e2e
 API_KEY = "e2e-sim-key-" + uuid.uuid4().hex
 SECRET = "e2e-sim-secret-" + uuid.uuid4().hex
 CONNECTION_KEY = "e2e-sim-connection-" + uuid.uuid4().hex
-STEPS = ["listen", "ims-token", "session", "token-callback", "sale-cart", "pay-credit_card", "pay-cash", "order",
-         "return-cart", "refund", "refunded"]
+STEPS = ["listen", "ims-token", "session", "token-callback", "sale-cart", "card-extension", "card-prompt",
+         "card-result", "pay-credit_card", "pay-cash", "order", "return-cart", "refund", "refunded"]
 
 
 @dataclass
@@ -45,7 +45,8 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
     tag = uuid.uuid4().hex[:6]
     fakes_port = free_port()
     issuer = f"http://127.0.0.1:{fakes_port}/ims"
-    common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+    fakes_url = f"http://127.0.0.1:{fakes_port}"
+    common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "PAYMENT_EXTENSION_ALLOWED_URLS": fakes_url}
     services: list[Service] = []
     try:
         services.append(start_service("sim-dev-fakes", "instore_devfakes", {
@@ -55,10 +56,14 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
                 ("sim-cart-mapping", "instore_cart_mapping", "CART_MAPPING_HTTP_PORT", "CART_MAPPING_CONSUMER_GROUP"),
                 ("sim-order-finalization", "instore_order_finalization", "ORDER_FINALIZATION_HTTP_PORT",
                  "ORDER_FINALIZATION_CONSUMER_GROUP"),
-                ("sim-refund", "instore_refund", "REFUND_HTTP_PORT", "REFUND_CONSUMER_GROUP")):
+                ("sim-refund", "instore_refund", "REFUND_HTTP_PORT", "REFUND_CONSUMER_GROUP"),
+                ("sim-payment-extension", "instore_payment_extension", "PAYMENT_EXTENSION_HTTP_PORT",
+                 "PAYMENT_EXTENSION_CONSUMER_GROUP")):
             port = free_port()
+            extra = {"PAYMENT_EXTENSION_SIMULATOR_URL": f"{fakes_url}/provider", "INSTORE_WEBHOOK_SECRET": SECRET} \
+                if module == "instore_payment_extension" else {}
             services.append(start_service(name, module, {**common, **ct_mock.settings_env(), port_var: str(port),
-                                                         group_var: f"{name}-{tag}"}, port))
+                                                         group_var: f"{name}-{tag}", **extra}, port))
         port = free_port()
         gateway = start_service("sim-gateway", "instore_gateway", {
             **common, "GATEWAY_HTTP_PORT": str(port), "INSTORE_CALLBACK_API_KEY": API_KEY,
@@ -90,7 +95,9 @@ def test_the_simulator_sells_pays_returns_and_refunds(stack: Stack) -> None:
     summary = result.stdout.split("simulate: OK", 1)[1]
     assert "Order       store-berlin-01-" in summary and "CREDIT_CARD" in summary and "CASH" in summary
     assert "1 × SKU-TSHIRT-M (Refunded)" in summary
-    assert "commerce.payments.completed.v1: 1, commerce.refunds.completed.v1: 1" in summary
+    assert ("commerce.payments.completed.v1: 1, commerce.refunds.completed.v1: 1, "
+            "commerce.payment-extension-results.v1: 1") in summary
+    assert "result succeeded once at callbackUrl" in result.stdout
 
 
 def test_the_simulator_names_the_step_that_failed(stack: Stack) -> None:

@@ -42,6 +42,7 @@ def test_banner_expands(otel: dict[str, str]) -> None:
         "CART_MAPPING_HTTP_PORT": "18081",
         "ORDER_FINALIZATION_HTTP_PORT": "18082",
         "REFUND_HTTP_PORT": "18083",
+        "PAYMENT_EXTENSION_HTTP_PORT": "18084",
         "DEVFAKES_HTTP_PORT": "18090",
         "CTP_MOCK_PORT": "18989",
         "KAFKA_PORT": "19092",

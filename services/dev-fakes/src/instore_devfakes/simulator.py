@@ -9,8 +9,11 @@ do in a store (shapes assumed where the InStore docs are silent — see
    token callback with the user key;
 3. create a sale cart in Composable Commerce (as InStore does) and fetch it through the
    sale cart callback;
-4. pay it in two tenders — card, then cash — each a Payment on the cart plus a signed
-   payment webhook; wait for the Order and its ``commerce.payments.completed.v1`` event;
+4. pay it in two tenders — the card through the payment extension (a minimal Payment as with
+   delegated payment creation, the signed request, a prompt at statusUrl answered "approve",
+   the result once at callbackUrl, the Charge on the Payment), then cash (a Payment) — each
+   followed by a signed payment webhook; wait for the Order and its
+   ``commerce.payments.completed.v1`` event;
 5. create a return cart for one line of that Order and fetch it through the return cart
    callback; send a signed refund webhook (split over both tenders); wait for
    ``commerce.refunds.completed.v1`` and check the return and the Refund transactions
@@ -39,7 +42,8 @@ from instore_devfakes.__main__ import mint_token
 from instore_shared import announcements
 from instore_shared.commercetools import CommercetoolsClient
 from instore_shared.contract.instore_webhooks import payment_webhook, refund_webhook
-from instore_shared.kafka.topics import PAYMENTS_COMPLETED, REFUNDS_COMPLETED
+from instore_shared.contract.payment_extensions import payment_request
+from instore_shared.kafka.topics import PAYMENT_EXTENSION_RESULTS, PAYMENTS_COMPLETED, REFUNDS_COMPLETED
 from instore_shared.settings import CommercetoolsSettings
 
 EXPAND_PAYMENTS = ("paymentInfo.payments[*]",)
@@ -113,7 +117,8 @@ class _Run:
                                                                             "view_key_value_documents"))
         self.commerce = CommercetoolsClient(config.commerce.model_copy(update={"scopes": scopes}))
         self.consumer: AIOKafkaConsumer | None = None
-        self.seen: dict[str, list[dict[str, Any]]] = {PAYMENTS_COMPLETED.name: [], REFUNDS_COMPLETED.name: []}
+        self.seen: dict[str, list[dict[str, Any]]] = {PAYMENTS_COMPLETED.name: [], REFUNDS_COMPLETED.name: [],
+                                                       PAYMENT_EXTENSION_RESULTS.name: []}
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -196,6 +201,77 @@ class _Run:
             {"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}])).json()
 
 
+    async def signed_post(self, path: str, body: bytes) -> httpx.Response:
+        signature = hmac.new(self.config.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+        return await self.http.post(f"{self.config.gateway_url}{path}", content=body,
+                                    headers={self.config.signature_header: signature, "Content-Type": "application/json"})
+
+    async def poll(self, step: str, url: str, done: Callable[[dict[str, Any]], Any]) -> Any:
+        """GET ``url`` until ``done(json)`` is truthy (its value is returned), within the step's deadline."""
+        deadline = time.monotonic() + self.config.timeout_seconds
+        while True:
+            found = done(self.expect(step, await self.http.get(url), 200))
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise StepFailed(step, f"nothing arrived at {url} within {self.config.timeout_seconds:.0f} s "
+                                       "(is the payment-extension service running? see its log)")
+            await asyncio.sleep(0.1)
+
+    async def pay_by_extension(self, state: dict[str, Any], cents: int) -> None:
+        """The card tender as InStore pays it through a Custom payment processor (payment extension), delegated
+        payment creation: a minimal Payment (amountPlanned only) on the cart, the signed request to the gateway,
+        the prompt shown at statusUrl and answered, the result once at callbackUrl, the Charge on the Payment."""
+        fakes, rid = self.config.ims_url.rstrip("/"), f"sim-pe-{uuid.uuid4().hex[:16]}"
+        seen_url = f"{fakes}/instore-sim/requests/{rid}"
+
+        async def request() -> str:
+            money = {"currencyCode": self.config.currency, "centAmount": cents}
+            payment = (await self.commerce.request("POST", "/payments", json={"amountPlanned": money})).json()
+            state["cart"] = (await self.commerce.update("carts", state["cart"]["id"], state["cart"]["version"], [
+                {"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}])).json()
+            state["extension_payment"] = payment["id"]
+            body = payment_request(rid, status_url=f"{fakes}/instore-sim/status/{rid}",
+                                   callback_url=f"{fakes}/instore-sim/callback/{rid}", payment_id=payment["id"],
+                                   cent_amount=cents, currency=self.config.currency, cartId=state["cart"]["id"],
+                                   card={"token": "tok_prompt"})
+            answer = self.expect("card-extension", await self.signed_post("/instore/payment-extensions/bank-card/payment",
+                                                                           body), 200)
+            return f"200 {answer['status']} (Payment {payment['id'][:8]}… with amountPlanned only)"
+
+        await self.step("card-extension", f"POST {self.config.gateway_url}/instore/payment-extensions/bank-card/payment "
+                        f"{cents} {self.config.currency}", request)
+
+        async def prompt() -> str:
+            shown = await self.poll("card-prompt", seen_url, lambda seen: next(
+                (s for s in seen["statuses"] if s.get("type") == "prompt"), None))
+            answer = json.dumps({"requestId": shown["requestId"], "response": "approve"}).encode()
+            self.expect("card-prompt", await self.signed_post("/instore/payment-extensions/prompt-answers", answer), 200)
+            return f"prompt \"{shown['message']}\" shown at statusUrl; the colleague chose approve"
+
+        await self.step("card-prompt", "wait for the prompt, answer it", prompt)
+
+        async def result() -> str:
+            callback = await self.poll("card-result", seen_url, lambda seen: seen["callbacks"][0] if seen["callbacks"]
+                                       else None)
+            body = callback["body"]
+            if body.get("status") != "succeeded":
+                raise StepFailed("card-result", f"the result was {body.get('status')} ({body.get('reason')})")
+            payment = (await self.commerce.request("GET", f"/payments/{state['extension_payment']}")).json()
+            charges = [t for t in payment.get("transactions", []) if t.get("interactionId") == body.get("reference")]
+            if not charges or charges[0]["state"] != "Success":
+                raise StepFailed("card-result", f"no successful Charge {body.get('reference')} on the Payment")
+            count = len((await self.http.get(seen_url)).json()["callbacks"])
+            if count != 1:
+                raise StepFailed("card-result", f"{count} results arrived at callbackUrl, not 1")
+            state["cart"] = (await self.commerce.get_cart(state["cart"]["id"])).json()
+            return (f"result {body['status']} once at callbackUrl (card {body['card']['brand']} "
+                    f"…{body['card']['last4']}), Charge {body['reference']} Success on the Payment, "
+                    f"interfaceCode {payment['paymentStatus'].get('interfaceCode')}")
+
+        await self.step("card-result", "wait for the result at callbackUrl, check the Payment", result)
+
+
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     await consumer._client.force_metadata_update()
     ids = consumer.partitions_for_topic(topic)
@@ -217,7 +293,7 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
     try:
         async def listen() -> str:
             await run.start_listening()
-            return f"reading {PAYMENTS_COMPLETED.name}, {REFUNDS_COMPLETED.name} from their end"
+            return f"reading {', '.join(run.seen)} from their end"
 
         await run.step("listen", f"Kafka {config.kafka_bootstrap_servers}", listen)
 
@@ -269,15 +345,19 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
 
         card = summary.total_cents * 6 // 10
         cash = summary.total_cents - card
+        await run.pay_by_extension(state, card)
         for method, cents in (("CREDIT_CARD", card), ("CASH", cash)):
             async def pay(method: str = method, cents: int = cents) -> str:
-                state["cart"] = await run.add_payment(state["cart"], method, cents)
+                if method != "CREDIT_CARD":  # the card was paid through the payment extension above
+                    state["cart"] = await run.add_payment(state["cart"], method, cents)
                 body = payment_webhook(state["cart"]["id"], f"sim-{uuid.uuid4().hex}",
                                        data={"tender": method.lower(), "centAmount": cents})
                 return await run.signed_webhook(f"pay-{method.lower()}", body)
 
             summary.tenders.append((method, cents))
-            await run.step(f"pay-{method.lower()}", f"Payment {cents} {config.currency} + signed payment webhook", pay)
+            sent = ("signed payment webhook (the card's Payment is the extension's)" if method == "CREDIT_CARD"
+                    else f"Payment {cents} {config.currency} + signed payment webhook")
+            await run.step(f"pay-{method.lower()}", sent, pay)
 
         async def order() -> str:
             event = await run.wait_for_event("order", PAYMENTS_COMPLETED.name,
@@ -365,10 +445,14 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
 
         await run.step("refunded", f"wait for {REFUNDS_COMPLETED.name}", refunded)
         await run.drain(1.0)  # a duplicate event would arrive right behind the first
-        for topic in run.seen:
-            wanted_key = "cartId" if topic == PAYMENTS_COMPLETED.name else "returnCartId"
-            wanted_id = state["cart"]["id"] if topic == PAYMENTS_COMPLETED.name else state["return_cart"]["id"]
+        expected_events = {PAYMENTS_COMPLETED.name: ("cartId", state["cart"]["id"]),
+                           REFUNDS_COMPLETED.name: ("returnCartId", state["return_cart"]["id"]),
+                           PAYMENT_EXTENSION_RESULTS.name: ("paymentId", state["extension_payment"])}
+        for topic, (wanted_key, wanted_id) in expected_events.items():
             summary.events[topic] = sum(1 for e in run.seen[topic] if e.get(wanted_key) == wanted_id)
+        doubled = {topic: n for topic, n in summary.events.items() if n != 1}
+        if doubled:
+            raise StepFailed("events", f"each topic should hold exactly one event of this sale: {doubled}")
     finally:
         await run.close()
     summary.seconds = time.perf_counter() - started
