@@ -143,3 +143,49 @@ async def test_custom_object_markers_are_compare_and_set_on_the_mock(ct_mock: Ct
                                                   version=stored["version"])).json()
         assert updated["version"] == stored["version"] + 1 and updated["value"] == {"state": "published"}
     recorder.assert_all_valid()
+
+
+async def test_the_payment_extension_sends_only_valid_requests(ct_mock: CtMock) -> None:
+    """Charge, decline, refund, prompt → cancel and a balance inquiry, with the dev fakes' provider in-process:
+    every Payment update and Custom Object write validates against the OpenAPI."""
+    import httpx
+    from litestar import Litestar
+
+    from instore_devfakes.payments import instore_side_router, provider_router
+    from instore_payment_extension.instore import InStoreClient
+    from instore_payment_extension.providers.simulator import SimulatorProvider
+    from instore_payment_extension.service import handle_payment_request
+    from instore_payment_extension.settings import PaymentExtensionSettings
+    from instore_shared.contract.payment_extensions import payment_request
+    from instore_shared.url_allowlist import UrlAllowList
+    from tests.unit.test_payment_extension_service import Clock, Prompts, Publisher
+
+    base = "http://instore.test"
+    transport = httpx.ASGITransport(app=Litestar(route_handlers=[provider_router(), instore_side_router()]))
+    provider = SimulatorProvider(f"{base}/provider", transport=transport)
+    instore = InStoreClient(UrlAllowList(base), b"secret", transport=transport)
+    settings = PaymentExtensionSettings(payment_extension_allowed_urls=base, payment_extension_retry_seconds=1)
+    recorder = RequestRecorder()
+    async with CommercetoolsClient(_settings(ct_mock), request_hooks=[recorder]) as client:
+        payment = (await client.request("POST", "/payments", json={
+            "amountPlanned": {"centAmount": 1000, "currencyCode": "EUR"}})).json()
+
+        async def run(rid: str, action: str, token: str, prompts: Prompts | None = None, **extra: object) -> str:
+            body = payment_request(rid, status_url=f"{base}/instore-sim/status/{rid}",
+                                   callback_url=f"{base}/instore-sim/callback/{rid}", payment_id=payment["id"],
+                                   cent_amount=1000, card={"token": token}, **extra)
+            handled = await handle_payment_request(
+                body, {"tender": "gift-card", "action": action}, provider=provider, commerce=client, instore=instore,
+                prompts=prompts or Prompts(None), publisher=Publisher(), clock=Clock(), settings=settings)
+            return handled.result.reference or ""
+
+        reference = await run("ct-charge", "payment", "tok_approve")
+        await run("ct-decline", "payment", "tok_decline")
+        await run("ct-refund", "refund", "tok_approve", reference=reference)
+        await run("ct-prompt", "payment", "tok_prompt", Prompts("cancel"))
+        await run("ct-balance", "balance", "tok_approve")
+    await provider.aclose()
+    await instore.aclose()
+    kinds = {(r.method, r.url.split("?")[0].split("/instore-demo")[-1].split("/")[1]) for r in recorder.requests}
+    assert {("POST", "payments"), ("GET", "payments"), ("POST", "custom-objects")} <= kinds
+    recorder.assert_all_valid()

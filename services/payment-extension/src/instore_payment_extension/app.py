@@ -75,9 +75,11 @@ def create_broker(settings: PaymentExtensionSettings, commerce: Commerce, provid
     async def on_request(message: KafkaMessage) -> None:
         with correlation_scope(correlation_of(message)):
             try:
-                await handle_payment_request(message.body, message.headers, provider=provider, commerce=commerce,
-                                             instore=instore, prompts=prompts, publisher=publisher, clock=clock,
-                                             settings=settings, after_decided=crash)
+                handled = await handle_payment_request(
+                    message.body, message.headers, provider=provider, commerce=commerce, instore=instore,
+                    prompts=prompts, publisher=publisher, clock=clock, settings=settings, after_decided=crash)
+                log.info("payment_extension.handled", request_id=handled.result.requestId, status=handled.result.status,
+                         repeat=not handled.first_time)
             except PublishFailed:
                 raise  # Kafka did not take the event: no commit, the request comes again (state says how far it got)
             except Exception as exc:
