@@ -20,7 +20,8 @@ SETTINGS_CLASSES: list[tuple[str, str]] = [
     ("cart-mapping", "instore_cart_mapping.settings:CartMappingSettings"),
     ("order-finalization", "instore_order_finalization.settings:OrderFinalizationSettings"),
     ("refund", "instore_refund.settings:RefundSettings"),
-    ("cart-mapping, order-finalization and refund: Composable Commerce API client",
+    ("payment-extension", "instore_payment_extension.settings:PaymentExtensionSettings"),
+    ("cart-mapping, order-finalization, refund and payment-extension: Composable Commerce API client",
      "instore_shared.settings:CommercetoolsSettings"),
 ]
 
