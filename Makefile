@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.local/uv/bin/uv)
 UV_VERSION := 0.13.9
 
-.PHONY: help install run demo simulate token test lint test-unit test-contract test-integration test-e2e bench bench-webhooks bench-orders bench-refunds faults replay-dlq events settings-doc clean
+.PHONY: help install run demo simulate token test lint test-unit test-contract test-integration test-e2e bench bench-webhooks bench-orders bench-refunds bench-payment-extensions faults replay-dlq events settings-doc clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -75,6 +75,9 @@ bench-webhooks: ## webhook intake throughput and latency at 64 senders (ARGS="--
 
 bench-orders: ## webhook-to-Order latency through the whole pipeline (ARGS="--help")
 	$(UV) run --frozen python -m bench.webhook_to_order $(ARGS)
+
+bench-payment-extensions: ## payment-extension acknowledgement and request-to-callback latency at 32 senders (ARGS="--help")
+	$(UV) run --frozen python -m bench.payment_extension $(ARGS)
 
 bench-refunds: ## refund-webhook-to-event latency: return items, Refunds, event (ARGS="--help")
 	$(UV) run --frozen python -m bench.refund_flow $(ARGS)

@@ -22,7 +22,7 @@ Routes: ``POST /provider/payments`` ``{"amount": {"centAmount", "currencyCode"},
 **InStore's side of a payment** (``/instore-sim``): hosts the ``statusUrl`` and ``callbackUrl``
 InStore would pass — ``POST /instore-sim/status/{requestId}`` and ``POST /instore-sim/callback/{requestId}``
 record what arrived (body and headers); ``GET /instore-sim/requests/{requestId}`` →
-``{"statuses": [...], "callbacks": [{"body", "idempotencyKey", "signature"}]}``;
+``{"statuses": [...], "callbacks": [{"body", "idempotencyKey", "signature", "receivedAt" (epoch s)}]}``;
 ``POST /instore-sim/_control`` ``{"callbackDown": bool}`` (true: the callback answers 503).
 """
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -182,7 +183,7 @@ def instore_side_router(state: InStoreSideState | None = None) -> Router:
         body = await request.json()
         st.callbacks.setdefault(request_id, []).append({
             "body": body, "idempotencyKey": request.headers.get("idempotency-key"),
-            "signature": request.headers.get("x-signature")})
+            "signature": request.headers.get("x-signature"), "receivedAt": time.time()})
         return Response({"status": "ok"})
 
     @get("/requests/{request_id:str}", sync_to_thread=False)
