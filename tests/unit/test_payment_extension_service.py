@@ -94,17 +94,18 @@ class Publisher:
 
 
 class Prompts:
-    """Answers every prompt with ``answer`` (None: never)."""
+    """Answers prompts with ``answers`` in turn, one per registration (None, or none left: never)."""
 
-    def __init__(self, answer: str | None) -> None:
-        self.answer = answer
+    def __init__(self, *answers: str | None) -> None:
+        self.answers = list(answers)
         self.asked: list[str] = []
 
     def expect(self, prompt_id: str) -> asyncio.Future[str]:
         self.asked.append(prompt_id)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        if self.answer is not None:
-            asyncio.get_running_loop().call_later(0.01, future.set_result, self.answer)
+        answer = self.answers.pop(0) if self.answers else None
+        if answer is not None:
+            asyncio.get_running_loop().call_later(0.01, future.set_result, answer)
         return future
 
     def forget(self, prompt_id: str) -> None:
@@ -230,6 +231,7 @@ async def test_a_prompt_answered_approve_is_charged(world: World) -> None:
     handled = await world.handle(body(token="tok_prompt"), prompts=prompts)
     assert handled.result.status == "succeeded"
     assert prompts.asked == ["r-1:prompt:1"]
+    assert world.provider_state.movements == {"instore-payment-r-1-resume-1": 1}
     prompt = next(s for s in world.seen("r-1")[0] if s["type"] == "prompt")
     assert prompt["requestId"] == "r-1:prompt:1" and {o["response"] for o in prompt["options"]} == {"approve", "cancel"}
     assert sum(world.provider_state.movements.values()) == 1
@@ -299,3 +301,30 @@ async def test_a_refund_records_a_refund_transaction(world: World) -> None:
     assert handled.result.status == "succeeded"
     kinds = [(t["type"], t["amount"]["centAmount"]) for t in world.commerce.payments["pay-1"]["transactions"]]
     assert kinds == [("Charge", 1949), ("Refund", 500)]
+
+
+async def test_an_answer_that_is_no_option_of_the_prompt_is_ignored(world: World) -> None:
+    prompts = Prompts("steal-it", "approve")
+    handled = await world.handle(body(token="tok_prompt"), prompts=prompts)
+    assert handled.result.status == "succeeded"
+    assert prompts.asked == ["r-1:prompt:1", "r-1:prompt:1"]  # waited again after the bogus answer
+
+
+async def test_an_unanswered_prompt_cancels_after_the_capped_keep_alive(world: World) -> None:
+    settings = world.settings.model_copy(update={"payment_extension_prompt_max_seconds": 0.2})
+    world.settings = settings
+    started = asyncio.get_running_loop().time()
+    handled = await world.handle(body(token="tok_prompt"), prompts=Prompts(None))
+    assert asyncio.get_running_loop().time() - started < 5  # the provider asked keepAlive 60 s
+    assert (handled.result.status, handled.result.reason) == ("cancelled", "prompt-unanswered")
+    prompt = next(s for s in world.seen("r-1")[0] if s["type"] == "prompt")
+    assert prompt["keepAlive"] == 200
+    assert world.commerce.payments["pay-1"]["transactions"] == []
+
+
+async def test_a_used_request_id_for_another_payment_is_refused(world: World) -> None:
+    await world.handle(body())
+    with pytest.raises(Unprocessable) as refused:
+        await world.handle(body(cent_amount=1))
+    assert refused.value.reason == "request-id-reused"
+    assert sum(world.provider_state.movements.values()) == 1 and len(world.seen("r-1")[1]) == 1

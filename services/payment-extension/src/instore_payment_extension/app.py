@@ -64,7 +64,7 @@ def create_broker(settings: PaymentExtensionSettings, commerce: Commerce, provid
         SystemClock()
     crash = _crash_for_test if settings.payment_extension_crash_after_decided else None
     budget = (settings.payment_extension_retry_seconds + settings.payment_extension_provider_timeout_seconds * 2
-              + 60 * settings.payment_extension_max_prompts)
+              + settings.payment_extension_prompt_max_seconds * settings.payment_extension_max_prompts)
 
     @broker.subscriber(
         PAYMENT_REQUESTS.name, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR,

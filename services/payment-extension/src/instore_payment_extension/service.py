@@ -101,6 +101,7 @@ class _State(msgspec.Struct):
     result: PaymentExtensionResult
     provider: str
     decidedAt: str
+    fingerprint: str = ""
 
 
 class _Stored(msgspec.Struct):
@@ -120,9 +121,18 @@ def _now_iso(clock: Clock) -> str:
     return datetime.fromtimestamp(clock.now(), UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def state_key(request_id: str) -> str:
-    """The Custom Object key of a request: ``requestId`` with ``:`` (allowed in InStore ids, not in keys) as ``~``."""
-    return request_id.replace(":", "~")
+def state_key(request_id: str, action: Action = Action.PAYMENT) -> str:
+    """The Custom Object key of a request: ``<action>.<requestId>`` with ``:`` (allowed in InStore ids, not in keys) as
+    ``~`` (never in a requestId, so no two requests share a key)."""
+    return f"{action.value}.{request_id.replace(':', '~')}"
+
+
+def fingerprint(request: contract.PaymentExtensionRequest, tender: Tender) -> str:
+    """What makes a request the same request: tender, Payment, cart, amount, capture mode, reference. A repeat must
+    match it; a different request under a used ``requestId`` is refused (``request-id-reused``)."""
+    amount = f"{request.amount.centAmount} {request.amount.currencyCode}" if request.amount else ""
+    return "|".join([tender.value, request.paymentId or "", request.cartId or "", amount, request.captureMode,
+                     request.reference or ""])
 
 
 # -- the state (Custom Object) ---------------------------------------------------------------
@@ -223,7 +233,7 @@ async def run_provider(request: contract.PaymentExtensionRequest, tender: Tender
                 response = None
                 if asked <= settings.payment_extension_max_prompts:
                     response = await _ask(request, prompt, contract.prompt_request_id(request.requestId, asked),
-                                          instore, prompts)
+                                          instore, prompts, settings.payment_extension_prompt_max_seconds)
                 if response is None or response == "cancel":
                     cancel_key = contract.idempotency_key(request.requestId, Action.CANCEL)
                     await call("cancel", partial(provider.cancel, prompt.reference, cancel_key))
@@ -255,20 +265,30 @@ async def run_provider(request: contract.PaymentExtensionRequest, tender: Tender
 
 
 async def _ask(request: contract.PaymentExtensionRequest, prompt: NeedsPrompt, prompt_id: str,
-               instore: InStoreClient, prompts: PromptAnswers) -> str | None:
-    """Post the prompt to statusUrl and wait up to its keepAlive for the colleague's answer (None: none came)."""
+               instore: InStoreClient, prompts: PromptAnswers, max_seconds: float) -> str | None:
+    """Post the prompt to statusUrl and wait up to its keepAlive (at most ``max_seconds``) for the colleague's answer:
+    one of the prompt's option responses ("cancel" always counts); anything else is ignored. None: no answer came."""
+    keep_alive_ms = max(1, min(prompt.keep_alive_ms, int(max_seconds * 1000)))
+    valid = {option.response for option in prompt.options} | {"cancel"}
     waiting = prompts.expect(prompt_id)  # before posting: an answer cannot overtake the registration
     try:
         delivered = await instore.status(request.statusUrl, contract.Prompt(
-            message=prompt.message, options=prompt.options, title=prompt.title, keepAlive=prompt.keep_alive_ms,
+            message=prompt.message, options=prompt.options, title=prompt.title, keepAlive=keep_alive_ms,
             requestId=prompt_id), "prompt")
         if not delivered:
             return None
         log.info("payment_extension.prompt_posted", request_id=request.requestId, prompt_id=prompt_id)
-        try:
-            return await asyncio.wait_for(waiting, prompt.keep_alive_ms / 1000)
-        except TimeoutError:
-            return None
+        loop = asyncio.get_running_loop()
+        until = loop.time() + keep_alive_ms / 1000
+        while True:
+            try:
+                answer = await asyncio.wait_for(waiting, max(0.0, until - loop.time()))
+            except TimeoutError:
+                return None
+            if answer in valid:
+                return answer
+            log.warning("payment_extension.prompt_answer_ignored", prompt_id=prompt_id, reason="not an option")
+            waiting = prompts.expect(prompt_id)
     finally:
         prompts.forget(prompt_id)
 
@@ -421,9 +441,11 @@ async def handle_payment_request(body: bytes, headers: Mapping[str, str], *, pro
         if not instore.allows(url):
             raise Unprocessable("url-not-allowed", f"{field} is not on PAYMENT_EXTENSION_ALLOWED_URLS")
     deadline = Deadline(settings.payment_extension_retry_seconds, clock)
-    key = state_key(request.requestId)
+    key, print_ = state_key(request.requestId, action), fingerprint(request, tender)
     stored = await retry_transient(lambda: _read_state(commerce, key), deadline, "read payment state")
     first_time = stored is None
+    if stored is not None and stored.value.fingerprint != print_:
+        raise Unprocessable("request-id-reused", f"requestId {request.requestId} was used for another {action.value}")
     if stored is None:
         if settings.payment_extension_delegated and request.paymentId and action is not Action.BALANCE:
             # before any money moves: a Payment we could not record on is refused, not charged
@@ -435,7 +457,8 @@ async def handle_payment_request(body: bytes, headers: Mapping[str, str], *, pro
         if settings.payment_extension_delegated and request.paymentId and action is not Action.BALANCE:
             await retry_transient(lambda: record_on_payment(commerce, request, action, tender, result, provider.name,
                                                             clock), deadline, "record payment")
-        state = _State(stage=Stage.DECIDED.value, result=result, provider=provider.name, decidedAt=_now_iso(clock))
+        state = _State(stage=Stage.DECIDED.value, result=result, provider=provider.name, decidedAt=_now_iso(clock),
+                       fingerprint=print_)
         try:
             version = await retry_transient(lambda: _write_state(commerce, key, state, 0), deadline, "save payment state")
         except ConcurrentModification:  # another delivery decided meanwhile (a rebalance): take its decision
@@ -471,7 +494,7 @@ async def handle_payment_request(body: bytes, headers: Mapping[str, str], *, pro
 
 async def _advance(commerce: Commerce, key: str, stored: _Stored, stage: Stage, deadline: Deadline) -> _Stored:
     state = _State(stage=stage.value, result=stored.value.result, provider=stored.value.provider,
-                   decidedAt=stored.value.decidedAt)
+                   decidedAt=stored.value.decidedAt, fingerprint=stored.value.fingerprint)
     try:
         version = await retry_transient(lambda: _write_state(commerce, key, state, stored.version), deadline,
                                         f"mark payment {stage.value}")

@@ -50,6 +50,9 @@ class PaymentExtensionSettings(BaseServiceSettings):
     payment_extension_max_prompts: int = Field(default=3, ge=0, le=10)
     """Prompts one payment may ask; beyond them it is cancelled."""
 
+    payment_extension_prompt_max_seconds: float = Field(default=120.0, gt=0, le=600)
+    """Longest a prompt waits for the colleague, whatever keepAlive the provider asks (it holds the partition)."""
+
     payment_extension_instore_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     """Timeout of one POST to statusUrl or callbackUrl."""
 
