@@ -179,3 +179,10 @@ def test_allow_list_matching() -> None:
     assert not allowed.allows("http://127.0.0.1:80/")
     assert not allowed.allows("https://a.example.com:99999/")
     assert not allowed.allows("")
+
+
+def test_money_as_commercetools_writes_it_is_accepted(gateway: tuple[Recorder, TestClient[Any]]) -> None:
+    events, client = gateway
+    body = _body(amount={"type": "centPrecision", "currencyCode": "EUR", "centAmount": 1949, "fractionDigits": 2})
+    assert _post(client, "/instore/payment-extensions/bank-card/payment", body).status_code == 200
+    assert len(events.published) == 1

@@ -94,8 +94,9 @@ ACTIONS_OF: dict[Tender, frozenset[Action]] = {
 """The actions each tender serves (assumed). Anything else is answered 404."""
 
 
-class Money(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``centAmount`` minor units of ``currencyCode`` (ISO 4217), as commercetools writes money."""
+class Money(msgspec.Struct, frozen=True):
+    """``centAmount`` minor units of ``currencyCode`` (ISO 4217), as commercetools writes money; the other fields of a
+    commercetools ``TypedMoney`` (``type``, ``fractionDigits``) are accepted and ignored."""
 
     centAmount: Annotated[int, msgspec.Meta(ge=0, le=10**12)]
     currencyCode: Currency
