@@ -42,9 +42,11 @@ log = get_logger(__name__)
 _TENDERS = {t.value: t for t in contract.Tender}
 _ACTIONS = {a.value: a for a in contract.Action}
 
-TenderSegment = Annotated[str, Parameter(description="bank-card, gift-card, wallet or pay-on-account (assumed names)")]
-ActionSegment = Annotated[str, Parameter(description="payment, capture, cancel, refund, or balance (gift-card) "
-                                                      "(assumed names)")]
+TenderSegment = Annotated[str, Parameter(description="bank-card, gift-card, wallet or pay-on-account (assumed names)",
+                                         schema_extra={"enum": list(_TENDERS)})]
+ActionSegment = Annotated[str, Parameter(description="payment, capture, cancel, refund, or balance (gift cards only; "
+                                                      "an action the tender does not serve is 404) (assumed names)",
+                                         schema_extra={"enum": list(_ACTIONS)})]
 
 
 class RequestAccepted(msgspec.Struct, frozen=True):
@@ -174,12 +176,12 @@ def payment_extension_handlers(prefix: str, max_body_bytes: int, signature_heade
 
     async def _receive(request: Request[Any, Any, State], tender_segment: str, action_segment: str) -> Response[bytes]:
         received_at = _now()
+        body = await request.body()
+        require_signature(request, body, names, "payment extension request")  # first: tells strangers nothing
         tender, action = _TENDERS.get(tender_segment), _ACTIONS.get(action_segment)
         if tender is None or action is None or action not in contract.ACTIONS_OF[tender]:
             raise ProblemError(404, "unknown-extension-action", "Unknown tender or action",
                                "tenders: " + ", ".join(_TENDERS) + "; actions per tender: see the OpenAPI document")
-        body = await request.body()
-        require_signature(request, body, names, "payment extension request")
         parsed: contract.PaymentExtensionRequest = _decode(body, contract.PaymentExtensionRequest, "request")
         missing = contract.request_problem(parsed, tender, action)
         if missing:
