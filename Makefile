@@ -21,6 +21,10 @@ install: ## set up everything on a fresh machine: uv, Python deps, the commercet
 	@# the Kafka jars (needs Java 17+ and Maven); skipped with an external broker in KAFKA_BOOTSTRAP_SERVERS
 	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then echo "install: KAFKA_BOOTSTRAP_SERVERS is set: no local Kafka jars"; \
 	else bash scripts/kafka.sh install; fi
+	@# stripe-mock (the official Stripe API mock) for the Stripe provider's tests, built with Go from the module proxy
+	@test -x .local/bin/stripe-mock || { command -v go >/dev/null \
+	  && GOBIN=$(CURDIR)/.local/bin GOFLAGS=-mod=mod go install github.com/stripe/stripe-mock@v0.203.0; } \
+	  || echo "install: could not build stripe-mock (needs Go 1.22+); the Stripe provider's tests need it"
 	@# redis-server for the token-vault tests (Debian/Ubuntu package); skipped with an external Redis in REDIS_URL
 	@if [ -n "$$REDIS_URL" ] || command -v redis-server >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

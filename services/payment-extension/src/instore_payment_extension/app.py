@@ -50,7 +50,10 @@ def _crash_for_test() -> None:
 def create_provider(settings: PaymentExtensionSettings) -> PaymentProvider:
     """The provider adapter the settings name."""
     if settings.payment_extension_provider == "stripe":
-        raise ValueError("the stripe provider is not part of this build yet")
+        from instore_payment_extension.providers.stripe import StripeProvider
+
+        return StripeProvider(settings.stripe_api_key.get_secret_value(), settings.stripe_api_base_url,
+                              timeout_s=settings.payment_extension_provider_timeout_seconds + 5)
     return SimulatorProvider(settings.payment_extension_simulator_url,
                              timeout_s=settings.payment_extension_provider_timeout_seconds + 5)
 
