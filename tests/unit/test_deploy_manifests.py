@@ -20,6 +20,7 @@ from instore_devfakes.settings import DevFakesSettings
 from instore_gateway.session_settings import SessionSettings
 from instore_gateway.settings import GatewaySettings
 from instore_order_finalization.settings import OrderFinalizationSettings
+from instore_payment_extension.settings import PaymentExtensionSettings
 from instore_refund.settings import RefundSettings
 from instore_shared.settings import BaseServiceSettings, CommercetoolsSettings
 
@@ -54,18 +55,21 @@ GATEWAY_VARS = _names(GatewaySettings)
 CART_MAPPING_VARS = _names(CartMappingSettings) | CTP_VARS
 ORDER_FINALIZATION_VARS = _names(OrderFinalizationSettings) | CTP_VARS
 REFUND_VARS = _names(RefundSettings) | CTP_VARS
+PAYMENT_EXTENSION_VARS = _names(PaymentExtensionSettings) | CTP_VARS
 # Composable Commerce scopes order-finalization and refund need (their API clients must have exactly these).
 ORDER_FINALIZATION_SCOPES = ("manage_orders", "view_orders", "view_payments", "manage_key_value_documents")
 REFUND_SCOPES = ("manage_orders", "view_orders", "manage_payments", "manage_key_value_documents")
+PAYMENT_EXTENSION_SCOPES = ("manage_payments", "manage_key_value_documents")
 DEVFAKES_PREFIX = "DEVFAKES_"
 DEVFAKES_VARS = _names(DevFakesSettings, DEVFAKES_PREFIX)
 # Values that must never be written into a manifest: SecretStr fields, plus the API client id.
 SECRET_VARS = (_secret_names(GatewaySettings) | _secret_names(CommercetoolsSettings, "CTP_") | {"CTP_CLIENT_ID"}
-               | _secret_names(DevFakesSettings, DEVFAKES_PREFIX))
+               | _secret_names(DevFakesSettings, DEVFAKES_PREFIX) | _secret_names(PaymentExtensionSettings))
 # Secrets only the gateway reads (cart-mapping, order-finalization and refund must never get them).
-GATEWAY_SECRET_VARS = _secret_names(GatewaySettings) - CART_MAPPING_VARS - ORDER_FINALIZATION_VARS - REFUND_VARS
+GATEWAY_SECRET_VARS = (_secret_names(GatewaySettings) - CART_MAPPING_VARS - ORDER_FINALIZATION_VARS - REFUND_VARS
+                       - PAYMENT_EXTENSION_VARS)
 # The services that call Composable Commerce (and only them get CTP_*).
-COMMERCE_SERVICES = ("cart-mapping", "order-finalization", "refund")
+COMMERCE_SERVICES = ("cart-mapping", "order-finalization", "refund", "payment-extension")
 
 # service name (Deployment / compose service) -> allowed variables, probe port
 SERVICES: dict[str, tuple[set[str], int]] = {
@@ -74,6 +78,8 @@ SERVICES: dict[str, tuple[set[str], int]] = {
     "order-finalization": (ORDER_FINALIZATION_VARS,
                            OrderFinalizationSettings.model_fields["order_finalization_http_port"].default),
     "refund": (REFUND_VARS, RefundSettings.model_fields["refund_http_port"].default),
+    "payment-extension": (PAYMENT_EXTENSION_VARS,
+                          PaymentExtensionSettings.model_fields["payment_extension_http_port"].default),
 }
 
 # docker compose services built from this repository -> allowed variables (the Deployments, plus the dev fakes)
@@ -98,6 +104,8 @@ IMAGES: dict[str, Image] = {
     "order-finalization": Image("instore-order-finalization", "instore_order_finalization", "ORDER_FINALIZATION_",
                                 ORDER_FINALIZATION_VARS, SERVICES["order-finalization"][1], "/readyz"),
     "refund": Image("instore-refund", "instore_refund", "REFUND_", REFUND_VARS, SERVICES["refund"][1], "/readyz"),
+    "payment-extension": Image("instore-payment-extension", "instore_payment_extension", "PAYMENT_EXTENSION_",
+                               PAYMENT_EXTENSION_VARS, SERVICES["payment-extension"][1], "/readyz"),
     "dev-fakes": Image("instore-devfakes", "instore_devfakes", DEVFAKES_PREFIX, DEVFAKES_VARS,
                        DevFakesSettings.model_fields["http_port"].default, "/healthz"),
 }
@@ -255,7 +263,9 @@ def test_commerce_services_get_the_commercetools_credentials(service: str) -> No
                    if "secretKeyRef" in e.get("valueFrom", {})}
     for name in ("CTP_CLIENT_ID", "CTP_CLIENT_SECRET"):
         assert secret_refs.get(name) == name, f"{service}: {name} must come from the Secret key {name}"
-    assert set(secret_refs) == {"CTP_CLIENT_ID", "CTP_CLIENT_SECRET"}, f"{service} reads only the API client"
+    # payment-extension also signs what it posts to InStore and calls the provider
+    extra = {"INSTORE_WEBHOOK_SECRET", "STRIPE_API_KEY"} if service == "payment-extension" else set()
+    assert set(secret_refs) == {"CTP_CLIENT_ID", "CTP_CLIENT_SECRET"} | extra, f"{service} reads only its secrets"
 
 
 def _scopes_are(scopes: str, project_key: str, wanted: tuple[str, ...]) -> None:
@@ -266,6 +276,7 @@ def _scopes_are(scopes: str, project_key: str, wanted: tuple[str, ...]) -> None:
 OWN_CONFIG: dict[str, tuple[str, set[str], tuple[str, ...]]] = {
     "order-finalization": ("instore-order-finalization-config", ORDER_FINALIZATION_VARS, ORDER_FINALIZATION_SCOPES),
     "refund": ("instore-refund-config", REFUND_VARS, REFUND_SCOPES),
+    "payment-extension": ("instore-payment-extension-config", PAYMENT_EXTENSION_VARS, PAYMENT_EXTENSION_SCOPES),
 }
 
 
@@ -276,7 +287,8 @@ def test_service_has_its_own_config_and_scopes(service: str) -> None:
             if "configMapRef" in s]
     assert refs == ["instore-integration-common", name]
     config = _of_kind(_resources(), "ConfigMap")[name]["data"]
-    assert set(config) <= allowed - GATEWAY_VARS, f"{name}: its own settings"
+    # PAYMENT_EXTENSION_ALLOWED_URLS: one allow-list both the gateway and payment-extension check
+    assert set(config) <= allowed - (GATEWAY_VARS - {"PAYMENT_EXTENSION_ALLOWED_URLS"}), f"{name}: its own settings"
     assert {"CTP_PROJECT_KEY", "CTP_AUTH_URL", "CTP_API_URL", "CTP_SCOPES"} <= set(config)
     _scopes_are(config["CTP_SCOPES"], config["CTP_PROJECT_KEY"], scopes)
 
@@ -318,7 +330,7 @@ def test_dev_fakes_are_not_deployed_to_kubernetes() -> None:
 
 
 def test_configmaps_hold_only_settings_fields_and_no_secrets() -> None:
-    every = GATEWAY_VARS | CART_MAPPING_VARS | ORDER_FINALIZATION_VARS | REFUND_VARS
+    every = GATEWAY_VARS | CART_MAPPING_VARS | ORDER_FINALIZATION_VARS | REFUND_VARS | PAYMENT_EXTENSION_VARS
     for name, configmap in _of_kind(_resources(), "ConfigMap").items():
         keys = set(configmap.get("data", {}))
         assert not keys - every, f"{name}: {sorted(keys - every)}"
@@ -353,7 +365,7 @@ def test_example_secret_holds_only_placeholders() -> None:
     assert "data" not in secret, "use stringData with CHANGE-ME placeholders"
     assert set(secret["stringData"]) == {"INSTORE_CALLBACK_API_KEY", "INSTORE_CONNECTION_KEY", "INSTORE_WEBHOOK_SECRET",
                                          "TOKEN_VAULT_REDIS_URL", "TOKEN_VAULT_ENCRYPTION_KEYS", "CTP_CLIENT_ID",
-                                         "CTP_CLIENT_SECRET"}
+                                         "CTP_CLIENT_SECRET", "STRIPE_API_KEY"}
     assert set(secret["stringData"]) <= SECRET_VARS
     assert all(v == PLACEHOLDER for v in secret["stringData"].values())
 
@@ -388,7 +400,8 @@ def test_k8s_probes(service: str) -> None:
     port_var = f"{service.upper().replace('-', '_')}_HTTP_PORT"
     host_var = f"{service.upper().replace('-', '_')}_HTTP_HOST"
     listening = int(env.get(port_var) or default_port)
-    assert listening == {"gateway": 8080, "cart-mapping": 8081, "order-finalization": 8082, "refund": 8083}[service]
+    assert listening == {"gateway": 8080, "cart-mapping": 8081, "order-finalization": 8082, "refund": 8083,
+                         "payment-extension": 8084}[service]
     assert env.get(host_var) == "0.0.0.0", f"{service} must bind all interfaces in a pod"
     assert [p["containerPort"] for p in container["ports"]] == [listening]
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
@@ -482,7 +495,8 @@ def test_compose_wiring() -> None:
     for service, needs in {"gateway": {"kafka", "cart-mapping", "redis", "dev-fakes"},
                            "cart-mapping": {"kafka", "ct-mock"},
                            "order-finalization": {"kafka", "ct-mock"},
-                           "refund": {"kafka", "ct-mock"}}.items():
+                           "refund": {"kafka", "ct-mock"},
+                           "payment-extension": {"kafka", "ct-mock", "dev-fakes"}}.items():
         depends = services[service]["depends_on"]
         assert set(depends) == needs
         assert all(d["condition"] == "service_healthy" for d in depends.values())
@@ -591,6 +605,8 @@ def test_dockerfile_env_and_ports(service: str) -> None:
 
 def test_the_manifests_scopes_are_what_the_services_ask_for() -> None:
     from instore_order_finalization.app import SCOPES as FINALIZATION_ASKS
+    from instore_payment_extension.app import SCOPES as PAYMENT_EXTENSION_ASKS
     from instore_refund.app import SCOPES as REFUND_ASKS
 
     assert set(ORDER_FINALIZATION_SCOPES) == set(FINALIZATION_ASKS) and set(REFUND_SCOPES) == set(REFUND_ASKS)
+    assert set(PAYMENT_EXTENSION_SCOPES) == set(PAYMENT_EXTENSION_ASKS)

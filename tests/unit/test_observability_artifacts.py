@@ -36,6 +36,7 @@ from instore_gateway.app import create_app as gateway_app
 from instore_gateway.settings import GatewaySettings
 from instore_gateway.vault import InMemoryTokenVault
 from instore_order_finalization.app import create_app as order_finalization_app
+from instore_payment_extension.app import create_app as payment_extension_app
 from instore_refund.app import create_app as refund_app
 from tests.fakes.commerce import InMemoryCommerce
 
@@ -50,8 +51,8 @@ COMPOSE = ROOT / "docker-compose.yml"
 README = ROOT / "README.md"
 
 # service -> the port serving /healthz, /readyz and /metrics (deploy/k8s, docker compose)
-SERVICES = {"gateway": 8080, "cart-mapping": 8081, "order-finalization": 8082, "refund": 8083}
-KAFKA_SERVICES = ("cart-mapping", "order-finalization", "refund")
+SERVICES = {"gateway": 8080, "cart-mapping": 8081, "order-finalization": 8082, "refund": 8083, "payment-extension": 8084}
+KAFKA_SERVICES = ("cart-mapping", "order-finalization", "refund", "payment-extension")
 # Labels Prometheus attaches at scrape time (Kubernetes service discovery: namespace, pod).
 TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod"})
 
@@ -158,7 +159,7 @@ def exposed_families() -> dict[str, dict[str, Family]]:
     import asyncio
 
     for name, factory in (("cart-mapping", cart_mapping_app), ("order-finalization", order_finalization_app),
-                          ("refund", refund_app)):
+                          ("refund", refund_app), ("payment-extension", payment_extension_app)):
         outputs[name] = asyncio.run(scrape(factory(commerce=InMemoryCommerce())))
     return {name: parse_exposition(text) for name, text in outputs.items()}
 
@@ -422,7 +423,7 @@ ALLOWED_VALUES: dict[str, set[str]] = {
     "namespace": {"$namespace"},
     "app_name": set(SERVICES),
     "status_code": {"5.."},
-    "status": {"error", "nacked", "rejected", "429", "5.."},
+    "status": {"error", "nacked", "rejected", "429", "5..", "failed", "timed-out"},
     "outcome": {"504"},
     "path": {"/healthz", "/readyz", "/metrics"},
 }
