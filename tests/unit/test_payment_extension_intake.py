@@ -179,6 +179,9 @@ def test_allow_list_matching() -> None:
     assert not allowed.allows("http://127.0.0.1:80/")
     assert not allowed.allows("https://a.example.com:99999/")
     assert not allowed.allows("")
+    assert not allowed.allows("https://ｅvil.example.com/")  # a non-ASCII host: IDNA would map it after our check
+    assert not allowed.allows("https://a.example.com%2F.evil.net/")
+    assert UrlAllowList("http://[::1]:8091").allows("http://[::1]:8091/x")
 
 
 def test_money_as_commercetools_writes_it_is_accepted(gateway: tuple[Recorder, TestClient[Any]]) -> None:

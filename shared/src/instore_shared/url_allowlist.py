@@ -15,10 +15,12 @@ standard library's parser does the hard part (:func:`urllib.parse.urlsplit`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+_HOST = re.compile(r"[a-z0-9.-]{1,253}|[0-9a-f:.]{2,45}|wildcard-placeholder\.[a-z0-9.-]{1,230}", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +50,8 @@ def _split(url: str) -> tuple[str, str, int] | None:
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
         return None
-    if any(ch in url for ch in "\\\r\n\t "):
-        return None
+    if any(ch in url for ch in "\\\r\n\t ") or not _HOST.fullmatch(parts.hostname):
+        return None  # ASCII host names and IP literals only: no IDNA mapping between our check and the connection
     return scheme, parts.hostname.lower().rstrip("."), port if port is not None else _DEFAULT_PORTS[scheme]
 
 
