@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
-_HOST = re.compile(r"[a-z0-9.-]{1,253}|[0-9a-f:.]{2,45}|wildcard-placeholder\.[a-z0-9.-]{1,230}", re.IGNORECASE)
+_HOST = re.compile(r"[a-z0-9.-]{1,253}|[0-9a-f:.]{2,45}", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
