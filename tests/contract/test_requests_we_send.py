@@ -167,21 +167,24 @@ async def test_the_payment_extension_sends_only_valid_requests(ct_mock: CtMock) 
     settings = PaymentExtensionSettings(payment_extension_allowed_urls=base, payment_extension_retry_seconds=1)
     recorder = RequestRecorder()
     async with CommercetoolsClient(_settings(ct_mock), request_hooks=[recorder]) as client:
-        payment = (await client.request("POST", "/payments", json={
-            "amountPlanned": {"centAmount": 1000, "currencyCode": "EUR"}})).json()
-
-        async def run(rid: str, action: str, token: str, prompts: Prompts | None = None, **extra: object) -> str:
+        async def run(rid: str, action: str, token: str, prompts: Prompts | None = None, payment_id: str | None = None,
+                      **extra: object) -> str:
+            payment_id = payment_id or (await client.request("POST", "/payments", json={
+                "amountPlanned": {"centAmount": 1000, "currencyCode": "EUR"}})).json()["id"]
+            state["payment"] = payment_id
             body = payment_request(rid, status_url=f"{base}/instore-sim/status/{rid}",
-                                   callback_url=f"{base}/instore-sim/callback/{rid}", payment_id=payment["id"],
+                                   callback_url=f"{base}/instore-sim/callback/{rid}", payment_id=payment_id,
                                    cent_amount=1000, card={"token": token}, **extra)
             handled = await handle_payment_request(
                 body, {"tender": "gift-card", "action": action}, provider=provider, commerce=client, instore=instore,
                 prompts=prompts or Prompts(None), publisher=Publisher(), clock=Clock(), settings=settings)
             return handled.result.reference or ""
 
+        state: dict[str, str] = {}
         reference = await run("ct-charge", "payment", "tok_approve")
+        charged = state["payment"]
         await run("ct-decline", "payment", "tok_decline")
-        await run("ct-refund", "refund", "tok_approve", reference=reference)
+        await run("ct-refund", "refund", "tok_approve", payment_id=charged, reference=reference)
         await run("ct-prompt", "payment", "tok_prompt", Prompts("cancel"))
         await run("ct-balance", "balance", "tok_approve")
     await provider.aclose()

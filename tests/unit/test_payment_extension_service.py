@@ -203,14 +203,19 @@ async def test_a_crash_after_the_decision_resumes_without_a_second_charge(world:
 async def test_a_crash_before_the_decision_was_saved_asks_the_provider_again_with_the_same_key(world: World) -> None:
     original = world.commerce.put_custom_object
 
-    async def down(*a: Any, **k: Any) -> ApiResponse:
-        raise RuntimeError("process died here")
+    async def dies_on_the_decision(container: str, key: str, value: Any, version: int | None = None) -> ApiResponse:
+        if value["stage"] == "decided":
+            raise RuntimeError("process died here")
+        return await original(container, key, value, version)
 
-    world.commerce.put_custom_object = down  # type: ignore[method-assign]
+    world.commerce.put_custom_object = dies_on_the_decision  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         await world.handle(body())
+    assert world.provider_state.movements == {"instore-payment-r-1": 1}  # charged and recorded, decision not saved
+    assert len(world.commerce.payments["pay-1"]["transactions"]) == 1
     world.commerce.put_custom_object = original  # type: ignore[method-assign]
-    await world.handle(body())
+    handled = await world.handle(body())
+    assert handled.result.status == "succeeded"  # its own Charge is not mistaken for another request's
     assert world.provider_state.movements == {"instore-payment-r-1": 1}
     assert len(world.commerce.payments["pay-1"]["transactions"]) == 1  # found by interactionId, not added again
     assert len(world.seen("r-1")[1]) == 1
@@ -328,3 +333,20 @@ async def test_a_used_request_id_for_another_payment_is_refused(world: World) ->
         await world.handle(body(cent_amount=1))
     assert refused.value.reason == "request-id-reused"
     assert sum(world.provider_state.movements.values()) == 1 and len(world.seen("r-1")[1]) == 1
+
+
+async def test_a_payment_charged_by_another_request_is_not_charged_again(world: World) -> None:
+    """InStore repeating a tender under a new requestId: the Payment already holds a successful Charge."""
+    await world.handle(body("r-1"))
+    handled = await world.handle(body("r-2"))
+    assert (handled.result.status, handled.result.reason) == ("declined", "payment-already-charged")
+    assert sum(world.provider_state.movements.values()) == 1 and world.provider_state.calls == 1
+    assert len(world.commerce.payments["pay-1"]["transactions"]) == 1
+    assert world.seen("r-2")[1][0]["body"]["reason"] == "payment-already-charged"
+
+
+async def test_an_amount_above_the_payments_amount_planned_is_refused_before_any_money_moves(world: World) -> None:
+    with pytest.raises(Unprocessable) as refused:
+        await world.handle(body(cent_amount=1950))  # amountPlanned 1949
+    assert refused.value.reason == "amount-exceeds-payment"
+    assert world.provider_state.calls == 0

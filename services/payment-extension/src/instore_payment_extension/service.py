@@ -2,8 +2,8 @@
 
 The per-request state machine (every step safe to repeat)::
 
-    received ─▶ acknowledged (the gateway's 200 after Kafka) ─▶ processing (progress to statusUrl;
-    provider call, prompts) ─▶ decided (succeeded | declined | cancelled | timed-out | failed;
+    received ─▶ acknowledged (the gateway's 200 after Kafka) ─▶ processing (marked before the provider
+    is asked; progress to statusUrl; provider call, prompts) ─▶ decided (succeeded | declined | cancelled | timed-out | failed;
     recorded on the Payment, then saved) ─▶ delivered (result POSTed to callbackUrl) ─▶ announced
     (commerce.payment-extension-results.v1) ─▶ offset committed
 
@@ -17,7 +17,7 @@ state with weaker durability. The Payment itself is never used as bookkeeping: i
 transactions are business facts, the Custom Object is ours.
 
 What a redelivery (crash, rebalance, InStore repeating the request) finds and does:
-nothing saved → starts over: the provider gets the same idempotency key
+nothing saved → starts over; ``processing`` → asks again: the provider gets the same idempotency key
 (:func:`~instore_shared.contract.payment_extensions.idempotency_key`, from InStore's ids only)
 and answers what it answered before — no second charge — and the Transaction is written only
 when no Transaction with that ``interactionId`` and type exists; ``decided`` → only delivers
@@ -91,6 +91,9 @@ class Commerce(Protocol):
 class Stage(enum.Enum):
     """How far a request got (the Custom Object's ``stage``)."""
 
+    PROCESSING = "processing"
+    """Written before the provider is asked: a redelivery finding it knows the money may have moved under this
+    request's idempotency key (so a Transaction on the Payment may be its own)."""
     DECIDED = "decided"
     DELIVERED = "delivered"
     ANNOUNCED = "announced"
@@ -98,10 +101,10 @@ class Stage(enum.Enum):
 
 class _State(msgspec.Struct):
     stage: str
-    result: PaymentExtensionResult
     provider: str
-    decidedAt: str
     fingerprint: str = ""
+    result: PaymentExtensionResult | None = None
+    decidedAt: str = ""
 
 
 class _Stored(msgspec.Struct):
@@ -341,9 +344,12 @@ def payment_actions(payment: Mapping[str, Any], request: contract.PaymentExtensi
     return actions
 
 
-async def check_payment(commerce: Commerce, request: contract.PaymentExtensionRequest) -> None:
-    """Raise :class:`Unprocessable` unless the Payment ``request.paymentId`` exists and its ``amountPlanned`` is in the
-    request's currency (``payment-not-found``, ``currency-mismatch``). Raises ``TransientError``."""
+async def check_payment(commerce: Commerce, request: contract.PaymentExtensionRequest,
+                        action: Action) -> dict[str, Any]:
+    """The Payment ``request.paymentId``. Raises :class:`Unprocessable` unless it exists and its ``amountPlanned`` is in
+    the request's currency (``payment-not-found``, ``currency-mismatch``), and for a payment that the amount is at most
+    ``amountPlanned`` (``amount-exceeds-payment``: InStore creates one Payment per tender for its amount). Raises
+    ``TransientError``."""
     assert request.paymentId is not None
     try:
         payment = (await commerce.request("GET", f"/payments/{request.paymentId}")).json()
@@ -355,6 +361,23 @@ async def check_payment(commerce: Commerce, request: contract.PaymentExtensionRe
     if request.amount is not None and planned.get("currencyCode") not in (None, request.amount.currencyCode):
         raise Unprocessable("currency-mismatch", f"the Payment is in {planned.get('currencyCode')}, the request in "
                                                  f"{request.amount.currencyCode}")
+    planned_cents = planned.get("centAmount")
+    if (action is Action.PAYMENT and request.amount is not None and isinstance(planned_cents, int)
+            and request.amount.centAmount > planned_cents):
+        raise Unprocessable("amount-exceeds-payment", f"{request.amount.centAmount} is more than the Payment's "
+                                                      f"amountPlanned {planned_cents}")
+    return dict(payment)
+
+
+def already_paid(payment: Mapping[str, Any], request: contract.PaymentExtensionRequest, action: Action) -> bool:
+    """True when a payment request finds the Payment already holding a successful Charge or Authorization it did not
+    write: another request (a new requestId for the same tender) took the money already — charging again would
+    charge twice. Ours is recognised by its idempotent provider reference only after the decision is saved, so this is
+    asked before the provider, on a request seen for the first time."""
+    if action is not Action.PAYMENT:
+        return False
+    return any(t.get("state") == "Success" and t.get("type") in ("Charge", "Authorization")
+               for t in payment.get("transactions") or [])
 
 
 async def record_on_payment(commerce: Commerce, request: contract.PaymentExtensionRequest, action: Action,
@@ -430,8 +453,8 @@ async def handle_payment_request(body: bytes, headers: Mapping[str, str], *, pro
     """Process one request from ``instore.payment-requests.v1`` (raw ``body``, Kafka ``headers``).
 
     Returns :class:`Handled`. Raises :class:`Unprocessable` (dead-letter it: ``invalid-request``,
-    ``url-not-allowed`` — nothing sent anywhere —, ``payment-not-found`` and ``currency-mismatch`` — checked before
-    the provider is asked, so nothing was charged —, ``payment-refused``,
+    ``url-not-allowed`` — nothing sent anywhere —, ``payment-not-found``, ``currency-mismatch`` and
+    ``amount-exceeds-payment`` — checked before the provider is asked, so nothing was charged —, ``payment-refused``,
     ``callback-undelivered``, ``callback-refused``), ``TransientError`` (Composable Commerce still down at the
     deadline) and :class:`~instore_shared.kafka.publisher.PublishFailed` (do not commit; it comes again).
     ``after_decided`` is the crash tests' hook (called once the decision is saved).
@@ -446,31 +469,13 @@ async def handle_payment_request(body: bytes, headers: Mapping[str, str], *, pro
     first_time = stored is None
     if stored is not None and stored.value.fingerprint != print_:
         raise Unprocessable("request-id-reused", f"requestId {request.requestId} was used for another {action.value}")
-    if stored is None:
-        if settings.payment_extension_delegated and request.paymentId and action is not Action.BALANCE:
-            # before any money moves: a Payment we could not record on is refused, not charged
-            await retry_transient(lambda: check_payment(commerce, request), deadline, "read payment")
-        await instore.status(request.statusUrl, contract.Progress(
-            message=f"{tender.instore_type}: {action.value} in progress", requestId=request.requestId), "progress")
-        result = await run_provider(request, tender, action, provider=provider, instore=instore, prompts=prompts,
-                                    deadline=deadline, settings=settings)
-        if settings.payment_extension_delegated and request.paymentId and action is not Action.BALANCE:
-            await retry_transient(lambda: record_on_payment(commerce, request, action, tender, result, provider.name,
-                                                            clock), deadline, "record payment")
-        state = _State(stage=Stage.DECIDED.value, result=result, provider=provider.name, decidedAt=_now_iso(clock),
-                       fingerprint=print_)
-        try:
-            version = await retry_transient(lambda: _write_state(commerce, key, state, 0), deadline, "save payment state")
-        except ConcurrentModification:  # another delivery decided meanwhile (a rebalance): take its decision
-            stored = await retry_transient(lambda: _read_state(commerce, key), deadline, "read payment state")
-            assert stored is not None
-        else:
-            stored = _Stored(version=version, value=state)
-        log.info("payment_extension.decided", request_id=request.requestId, status=stored.value.result.status,
-                 reason=stored.value.result.reason)
+    if stored is None or stored.value.stage == Stage.PROCESSING.value:
+        stored = await _decide(request, tender, action, key, print_, stored, provider=provider, commerce=commerce,
+                               instore=instore, prompts=prompts, clock=clock, settings=settings, deadline=deadline)
         if after_decided is not None:
             after_decided()
     result, provider_name = stored.value.result, stored.value.provider
+    assert result is not None  # decided, delivered or announced
     if stored.value.stage == Stage.DECIDED.value:
         await _deliver(instore, request, result, deadline)
         received = headers.get(h.RECEIVED_AT)
@@ -492,9 +497,63 @@ async def handle_payment_request(body: bytes, headers: Mapping[str, str], *, pro
     return Handled(result=result, first_time=first_time)
 
 
+async def _decide(request: contract.PaymentExtensionRequest, tender: Tender, action: Action, key: str, print_: str,
+                  stored: _Stored | None, *, provider: PaymentProvider, commerce: Commerce, instore: InStoreClient,
+                  prompts: PromptAnswers, clock: Clock, settings: PaymentExtensionSettings,
+                  deadline: Deadline) -> _Stored:
+    """From nothing (or ``processing``, after a crash) to ``decided``: check the Payment, mark ``processing``, ask the
+    provider, record on the Payment, save the decision. Returns the saved state (another delivery's, if it won)."""
+    delegated = bool(settings.payment_extension_delegated and request.paymentId and action is not Action.BALANCE)
+    payment = None
+    if delegated:
+        # before any money moves: a Payment we could not record on is refused, not charged
+        payment = await retry_transient(lambda: check_payment(commerce, request, action), deadline, "read payment")
+    result: PaymentExtensionResult | None = None
+    if stored is None:
+        if payment is not None and already_paid(payment, request, action):
+            # a Success Charge/Authorization that is not ours (we have never marked processing): another request took
+            # the money for this tender; charging again would charge twice
+            log.warning("payment_extension.already_paid", request_id=request.requestId, payment_id=request.paymentId)
+            result = _result(request, tender, action, Outcome.DECLINED, reason="payment-already-charged",
+                             message="the Payment already holds a successful charge; nothing was charged")
+            delegated = False  # nothing to record: no money moved
+        else:
+            marker = _State(stage=Stage.PROCESSING.value, provider=provider.name, fingerprint=print_)
+            try:
+                version = await retry_transient(lambda: _write_state(commerce, key, marker, 0), deadline,
+                                                "mark payment processing")
+                stored = _Stored(version=version, value=marker)
+            except ConcurrentModification:  # another delivery got here first (a rebalance): same key, same money
+                stored = await retry_transient(lambda: _read_state(commerce, key), deadline, "read payment state")
+                assert stored is not None
+                if stored.value.stage != Stage.PROCESSING.value:
+                    return stored
+    if result is None:
+        await instore.status(request.statusUrl, contract.Progress(
+            message=f"{tender.instore_type}: {action.value} in progress", requestId=request.requestId), "progress")
+        result = await run_provider(request, tender, action, provider=provider, instore=instore, prompts=prompts,
+                                    deadline=deadline, settings=settings)
+    if delegated:
+        decided = result
+        await retry_transient(lambda: record_on_payment(commerce, request, action, tender, decided, provider.name,
+                                                        clock), deadline, "record payment")
+    state = _State(stage=Stage.DECIDED.value, provider=provider.name, fingerprint=print_, result=result,
+                   decidedAt=_now_iso(clock))
+    expected = stored.version if stored is not None else 0
+    try:
+        version = await retry_transient(lambda: _write_state(commerce, key, state, expected), deadline,
+                                        "save payment state")
+    except ConcurrentModification:  # another delivery decided meanwhile: take its decision
+        fresh = await retry_transient(lambda: _read_state(commerce, key), deadline, "read payment state")
+        assert fresh is not None
+        return fresh
+    log.info("payment_extension.decided", request_id=request.requestId, status=result.status, reason=result.reason)
+    return _Stored(version=version, value=state)
+
+
 async def _advance(commerce: Commerce, key: str, stored: _Stored, stage: Stage, deadline: Deadline) -> _Stored:
-    state = _State(stage=stage.value, result=stored.value.result, provider=stored.value.provider,
-                   decidedAt=stored.value.decidedAt, fingerprint=stored.value.fingerprint)
+    state = _State(stage=stage.value, provider=stored.value.provider, fingerprint=stored.value.fingerprint,
+                   result=stored.value.result, decidedAt=stored.value.decidedAt)
     try:
         version = await retry_transient(lambda: _write_state(commerce, key, state, stored.version), deadline,
                                         f"mark payment {stage.value}")
