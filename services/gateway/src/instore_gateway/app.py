@@ -26,6 +26,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 from opentelemetry import trace
 
+from instore_gateway.host_events import host_events_router
 from instore_gateway.identity import ImsVerifier
 from instore_gateway.instore_auth import InStoreAuthClient
 from instore_gateway.lookups import CartLookups, KafkaCartLookups
@@ -408,7 +409,10 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
                                         settings.instore_webhook_signature_headers.split(","),
                                         settings.payment_extension_publish_timeout_seconds,
                                         UrlAllowList(settings.payment_extension_allowed_urls)),
-            # POST /sessions alone is rate-limited, per client address (in this replica's memory).
+            host_events_router(settings.host_events_max_body_bytes, settings.host_events_max_batch,
+                               settings.host_events_max_detail_bytes, settings.host_events_rate_limit_per_minute,
+                               settings.host_events_publish_timeout_seconds),
+            # POST /sessions is rate-limited per client address (in this replica's memory).
             Router("/", route_handlers=[create_session], middleware=[
                 RateLimitConfig(rate_limit=("minute", settings.sessions_rate_limit_per_minute),
                                 set_rate_limit_headers=True,

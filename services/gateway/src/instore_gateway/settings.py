@@ -74,6 +74,21 @@ class GatewaySettings(BaseServiceSettings, SessionSettings):
     """How long a payment-extension request waits for Kafka's acknowledgement before the gateway answers 503 (InStore
     waits at most the processor's timeout, 15 s in the documented example)."""
 
+    host_events_max_batch: int = Field(default=50, ge=1, le=500)
+    """Most browser events in one POST /host/events (422 beyond)."""
+
+    host_events_max_body_bytes: int = Field(default=65_536, ge=1024, le=1_000_000)
+    """Largest POST /host/events body, in bytes (413 beyond)."""
+
+    host_events_max_detail_bytes: int = Field(default=4096, ge=64, le=65_536)
+    """Largest detail of one browser event (JSON), in bytes (422 beyond)."""
+
+    host_events_rate_limit_per_minute: int = Field(default=120, ge=1)
+    """POST /host/events batches per session (user key) per minute (429 beyond), in this replica's memory."""
+
+    host_events_publish_timeout_seconds: float = Field(default=3.0, gt=0, le=10)
+    """How long a batch waits for Kafka's acknowledgements before the gateway answers 503."""
+
     @model_validator(mode="after")
     def _allowed_urls_parse(self) -> Self:
         from instore_shared.url_allowlist import UrlAllowList

@@ -114,8 +114,16 @@ PAYMENT_REQUESTS_DLQ = Topic(
     description="Payment-extension requests that could not be processed, with their bytes and a reason.",
 )
 
+HOST_EVENTS = Topic(
+    name="instore.host-events.v1",
+    key="the cart id the event names, else the workstation id",
+    schema="instore_shared.contract.host_events.HostEvent",
+    description="InStore's browser events (mistStatus, inStoreCore-Alert, inStoreCore-receiptChoice, …) forwarded "
+    "by the host app, with the colleague, location and workstation of the session.",
+)
+
 ALL_TOPICS: tuple[Topic, ...] = (
     CART_REQUESTS, CART_REPLIES, SESSION_EVENTS, WEBHOOKS, WEBHOOKS_DLQ, PAYMENTS_COMPLETED, REFUNDS_COMPLETED,
-    PAYMENT_REQUESTS, PAYMENT_PROMPT_ANSWERS, PAYMENT_EXTENSION_RESULTS, PAYMENT_REQUESTS_DLQ,
+    PAYMENT_REQUESTS, PAYMENT_PROMPT_ANSWERS, PAYMENT_EXTENSION_RESULTS, PAYMENT_REQUESTS_DLQ, HOST_EVENTS,
 )
 """Every topic of this release, in the order they are created."""
