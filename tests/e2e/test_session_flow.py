@@ -136,6 +136,46 @@ async def test_session_started_event_is_on_kafka_without_secrets(stack: Stack, k
     assert found and found[0]["type"] == "session-started" and found[0]["locationId"] == "store-berlin-01"
 
 
+def _host_events(gateway: Service, batch: dict[str, Any], token: str, user_key: str) -> httpx.Response:
+    return httpx.post(f"{gateway.url}/host/events", json=batch, timeout=10,
+                      headers={"Authorization": f"Bearer {token}", "X-User-Key": user_key})
+
+
+async def test_browser_events_of_a_session_reach_kafka_with_its_colleague_and_workstation(stack: Stack,
+                                                                                           kafka: Kafka) -> None:
+    """The host app forwards InStore's window events: session on one replica, events through the other (Redis vault)."""
+    from aiokafka import AIOKafkaConsumer
+
+    user = f"colleague-{uuid.uuid4().hex[:6]}"
+    token = _mint(stack, userId=user)
+    user_key = _session(stack.gateways[0], token).json()["userKey"]
+    cart = f"cart-{uuid.uuid4().hex[:8]}"
+    batch = {"events": [
+        {"type": "mistStatus", "detail": {"process": "checkout", "status": "success"}, "cartId": cart, "id": "e1"},
+        {"type": "inStoreCore-Alert", "detail": {"message": "Zahlung erfolgreich"}, "cartId": cart, "id": "e2"},
+        {"type": "inStoreCore-receiptChoice", "detail": "email", "cartId": cart, "id": "e3"}]}
+    answer = _host_events(stack.gateways[1], batch, token, user_key)
+    assert answer.status_code == 202, answer.text
+    other = _host_events(stack.gateways[1], batch, _mint(stack), user_key)
+    _problem(other, 403, "session-mismatch")  # colleague-42's valid token with this colleague's session
+    consumer = AIOKafkaConsumer("instore.host-events.v1", bootstrap_servers=kafka.bootstrap_servers,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    found: list[tuple[bytes, dict[str, Any]]] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(found) < 3 and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                found += [(r.key, json.loads(r.value)) for r in records if json.loads(r.value)["cartId"] == cart]
+    finally:
+        await consumer.stop()
+    assert [event["type"] for _, event in found] == ["mistStatus", "inStoreCore-Alert", "inStoreCore-receiptChoice"]
+    assert all(key == cart.encode() for key, _ in found)
+    assert {(e["colleagueId"], e["locationId"], e["workstationId"]) for _, e in found} == \
+        {(user, BODY["locationId"], BODY["workstationId"])}
+    assert [e["eventId"] for _, e in found] == answer.json()["eventIds"]
+
+
 def _foreign_token(stack: Stack, **overrides: Any) -> str:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = int(time.time())
