@@ -21,6 +21,15 @@ install: ## set up everything on a fresh machine: uv, Python deps, the commercet
 	@# the Kafka jars (needs Java 17+ and Maven); skipped with an external broker in KAFKA_BOOTSTRAP_SERVERS
 	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then echo "install: KAFKA_BOOTSTRAP_SERVERS is set: no local Kafka jars"; \
 	else bash scripts/kafka.sh install; fi
+	@# playwright-core for the host page's browser tests (it drives Debian's chromium; no browser is downloaded)
+	@test tools/browser/node_modules/.package-lock.json -nt tools/browser/package-lock.json \
+	  || npm ci --prefix tools/browser --no-audit --no-fund --loglevel=error
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "install: installing chromium (apt-get) for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	  || echo "install: apt-get could not install chromium (the browser tests need /usr/bin/chromium)"; \
+	else echo "install: chromium is missing (the browser tests need it): sudo apt-get install chromium"; fi
 	@# stripe-mock (the official Stripe API mock) for the Stripe provider's tests, built with Go from the module proxy
 	@test -x .local/bin/stripe-mock || { command -v go >/dev/null \
 	  && GOBIN=$(CURDIR)/.local/bin GOFLAGS=-mod=mod go install github.com/stripe/stripe-mock@v0.203.0; } \

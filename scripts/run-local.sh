@@ -129,6 +129,9 @@ else
   export DEVFAKES_ISSUER="${DEVFAKES_ISSUER:-$FAKES/ims}"
   export IMS_ISSUER="${IMS_ISSUER:-$DEVFAKES_ISSUER}" IMS_JWKS_URL="${IMS_JWKS_URL:-$FAKES/ims/.well-known/jwks.json}"
   export INSTORE_AUTH_BASE_URL="$FAKES/instore-auth"
+  # The reference host page (/host): its stand-in InStore posts webhooks to the gateway; browsers on it may call the gateway
+  export DEVFAKES_GATEWAY_URL="http://127.0.0.1:$GATEWAY_HTTP_PORT"
+  export GATEWAY_CORS_ALLOW_ORIGINS="${GATEWAY_CORS_ALLOW_ORIGINS:+$GATEWAY_CORS_ALLOW_ORIGINS,}$FAKES"
   # Payment extensions: the simulated provider, and InStore's statusUrl/callbackUrl played by the fakes
   export PAYMENT_EXTENSION_SIMULATOR_URL="${PAYMENT_EXTENSION_SIMULATOR_URL:-$FAKES/provider}"
   export PAYMENT_EXTENSION_ALLOWED_URLS="${PAYMENT_EXTENSION_ALLOWED_URLS:-https://*.commercetools.com},$FAKES"
@@ -186,6 +189,8 @@ if [[ -z "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]]; then TRACES_SHOWN="off (OTEL_EXP
 elif [[ -n "${FAKES:-}" && "$OTEL_EXPORTER_OTLP_ENDPOINT" == "$FAKES" ]]; then
   TRACES_SHOWN="to the dev fakes: browse $FAKES/otlp (JSON: $FAKES/otlp/traces)"
 else TRACES_SHOWN="to $OTEL_EXPORTER_OTLP_ENDPOINT"; fi
+if [[ -n "${FAKES:-}" ]]; then HOST_PAGE_SHOWN="Reference host page (sign in, pay, see InStore's events): $FAKES/host"
+else HOST_PAGE_SHOWN="Reference host page: only with the dev fakes (INSTORE_AUTH_BASE_URL unset)"; fi
 cat <<MSG
 
   The InStore integration stack is up.  Ctrl-C stops everything.
@@ -231,6 +236,7 @@ cat <<MSG
     payment-extension http://127.0.0.1:$PAYMENT_EXTENSION_HTTP_PORT/metrics
     e.g. curl -s $GW/metrics | grep ^instore_webhooks
   Traces (OpenTelemetry, OTLP/HTTP): $TRACES_SHOWN
+  $HOST_PAGE_SHOWN
 
   A simulated InStore day (sale, split tender, Order, return, refund) against this stack,
   from another terminal with the same environment:  make simulate

@@ -49,6 +49,7 @@ def test_banner_expands(otel: dict[str, str]) -> None:
         "KAFKA_CONTROLLER_PORT": "19093",
         "INSTORE_CALLBACK_API_KEY": "local-dev-callback-key",
         "INSTORE_WEBHOOK_SECRET": "local-dev-webhook-secret",
+        "HOST_PAGE_SHOWN": "",
         "SALE_PAYMENT_ID": "pay-1",
         **otel,
     }

@@ -57,6 +57,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
+from instore_devfakes.host_page import host_router
 from instore_devfakes.otlp import SpanStore, otlp_router
 from instore_devfakes.payments import instore_side_router, provider_router
 from instore_devfakes.settings import DevFakesSettings
@@ -237,7 +238,8 @@ def create_app(settings: DevFakesSettings, key: SigningKey | None = None, spans:
 
     return Litestar(
         route_handlers=[jwks, openid_configuration, mint, user_token, set_control, get_control, healthz,
-                        otlp_router(spans, settings.otlp_max_body_bytes), provider_router(), instore_side_router()],
+                        otlp_router(spans, settings.otlp_max_body_bytes), provider_router(), instore_side_router(),
+                        host_router(settings)],
         openapi_config=None,
         logging_config=None,  # logging is structlog's, configured in __main__
     )

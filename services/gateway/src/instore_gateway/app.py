@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import msgspec
 import structlog
 from litestar import Litestar, Request, Response, Router, get
+from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.enums import ScopeType
@@ -400,7 +401,14 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             scope_span_details_extractor=lambda scope: (str(scope.get("method") or "HTTP"), {}))))
     prometheus = PrometheusConfig(app_name="gateway", prefix=f"{metrics.PREFIX}_http", group_path=True,
                                   exclude=list(_QUIET_PATHS))
+    origins = [o.strip().rstrip("/") for o in settings.gateway_cors_allow_origins.split(",") if o.strip()]
+    # Browsers of the listed host apps may call the host-app routes (sessions, host events); nothing else is exposed
+    # to them: the callbacks and webhooks are server-to-server and carry no CORS headers for other origins.
+    cors = CORSConfig(allow_origins=origins, allow_methods=["GET", "POST"],
+                      allow_headers=["Authorization", "Content-Type", "X-User-Key"], allow_credentials=False,
+                      expose_headers=["X-Correlation-Id", "Retry-After"], max_age=600) if origins else None
     app = Litestar(
+        cors_config=cors,
         route_handlers=[
             sale_cart, return_cart, token_callback_handler(callback_api_key_guard), healthz, readyz, _MetricsRoute,
             webhook_handler(settings.webhook_max_body_bytes, settings.instore_webhook_signature_headers.split(","),

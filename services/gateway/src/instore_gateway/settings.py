@@ -74,6 +74,11 @@ class GatewaySettings(BaseServiceSettings, SessionSettings):
     """How long a payment-extension request waits for Kafka's acknowledgement before the gateway answers 503 (InStore
     waits at most the processor's timeout, 15 s in the documented example)."""
 
+    gateway_cors_allow_origins: str = ""
+    """Comma-separated origins (scheme://host[:port]) of host apps whose browsers may call POST /sessions and
+    POST /host/events (CORS); empty: none (same-origin or server-side callers only). make run adds the dev fakes'
+    reference page."""
+
     host_events_max_batch: int = Field(default=50, ge=1, le=500)
     """Most browser events in one POST /host/events (422 beyond)."""
 
