@@ -160,6 +160,10 @@ def test_batches_are_rate_limited_per_session(gateway: tuple[Events, TestClient[
     assert answers[:20] == [202] * 20 and answers[20] == 429
 
 
-def test_the_route_is_in_the_openapi_document(gateway: tuple[Events, TestClient[Any]]) -> None:
+def test_the_route_and_the_schemas_are_documented(gateway: tuple[Events, TestClient[Any]]) -> None:
     _, client = gateway
-    assert "/host/events" in client.get("/schema/openapi.json").json()["paths"]
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    assert {"/host/events", "/schemas/host-events-batch.json", "/schemas/host-event.json"} <= set(paths)
+    event = client.get("/schemas/host-event.json").json()
+    assert "HostEvent" in json.dumps(event) and "colleagueId" in json.dumps(event)
+    assert "events" in json.dumps(client.get("/schemas/host-events-batch.json").json())

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Response, Router, post
+from litestar import Request, Response, Router, get, post
 from litestar.datastructures import State
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.params import HeaderParameter
@@ -43,6 +43,10 @@ USER_KEY_HEADER = "x-user-key"
 UserKeyHeader = Annotated[str | None, HeaderParameter(name="X-User-Key", required=False,
                                                 description="the user key POST /sessions answered (43 of A-Z a-z 0-9 _ -)",
                                                 schema_extra=USER_KEY_SCHEMA)]
+
+
+_BATCH_SCHEMA: dict[str, Any] = msgspec.json.schema(contract.EventBatch)
+_EVENT_SCHEMA: dict[str, Any] = msgspec.json.schema(contract.HostEvent)
 
 
 class EventsAccepted(msgspec.Struct, frozen=True):
@@ -151,7 +155,19 @@ def host_events_router(max_body_bytes: int, max_batch: int, max_detail_bytes: in
         return Response(msgspec.json.encode(EventsAccepted(accepted=len(out), eventIds=[e for e, _, _ in out])),
                         status_code=202, media_type="application/json")
 
-    return Router("/", route_handlers=[post_host_events], middleware=[
+    @get("/schemas/host-events-batch.json", tags=["Host app"], summary="JSON Schema of the POST /host/events body",
+         sync_to_thread=False)
+    def batch_schema() -> dict[str, Any]:
+        """The body the helper sends (:class:`~instore_shared.contract.host_events.EventBatch`)."""
+        return _BATCH_SCHEMA
+
+    @get("/schemas/host-event.json", tags=["Host app"], summary="JSON Schema of an instore.host-events.v1 message",
+         sync_to_thread=False)
+    def event_schema() -> dict[str, Any]:
+        """What downstream teams read from ``instore.host-events.v1`` (``HostEvent``)."""
+        return _EVENT_SCHEMA
+
+    return Router("/", route_handlers=[post_host_events, batch_schema, event_schema], middleware=[
         RateLimitConfig(rate_limit=("minute", rate_per_minute), set_rate_limit_headers=True,
                         identifier_for_request=_session_key).middleware,
     ])
