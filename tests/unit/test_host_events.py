@@ -167,3 +167,17 @@ def test_the_route_and_the_schemas_are_documented(gateway: tuple[Events, TestCli
     event = client.get("/schemas/host-event.json").json()
     assert "HostEvent" in json.dumps(event) and "colleagueId" in json.dumps(event)
     assert "events" in json.dumps(client.get("/schemas/host-events-batch.json").json())
+
+
+def test_the_asyncapi_document_describes_every_topic_the_gateway_writes(gateway: tuple[Events, TestClient[Any]]) -> None:
+    _, client = gateway
+    doc = client.get("/asyncapi.json").json()
+    assert doc["asyncapi"] == "3.0.0"
+    addresses = {c["address"] for c in doc["channels"].values()}
+    assert {"instore.host-events.v1", "instore.webhooks.v1", "instore.payment-requests.v1",
+            "instore.payment-prompt-answers.v1", "instore.session-events.v1", "instore.cart-requests.v1"} == addresses
+    text = json.dumps(doc)
+    assert "#/$defs/" not in text
+    for ref in {part.split('"')[0] for part in text.split('"$ref": "')[1:]}:
+        kind, _, name = ref.removeprefix("#/").partition("/")
+        assert name.split("/")[-1] in (doc["components"]["schemas"] if kind == "components" else doc["channels"]), ref

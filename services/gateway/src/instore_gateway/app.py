@@ -27,6 +27,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 from opentelemetry import trace
 
+from instore_gateway import asyncapi
 from instore_gateway.host_events import host_events_router
 from instore_gateway.identity import ImsVerifier
 from instore_gateway.instore_auth import InStoreAuthClient
@@ -266,6 +267,16 @@ async def return_cart(request: Request[Any, Any, State], cartId: CartRef) -> Res
     return await _cart_callback(request, CartKind.RETURN, cartId)
 
 
+_ASYNCAPI = asyncapi.document()
+
+
+@get("/asyncapi.json", tags=["Operations"], summary="AsyncAPI 3.0 document of the Kafka topics the gateway writes",
+     sync_to_thread=False)
+def asyncapi_document() -> dict[str, Any]:
+    """The topics the gateway publishes to, with their message schemas (:mod:`instore_gateway.asyncapi`)."""
+    return _ASYNCAPI
+
+
 @get("/healthz", tags=["Operations"], summary="Liveness: the process is up")
 async def healthz() -> dict[str, str]:
     """Always 200 while the process serves HTTP."""
@@ -411,6 +422,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
         cors_config=cors,
         route_handlers=[
             sale_cart, return_cart, token_callback_handler(callback_api_key_guard), healthz, readyz, _MetricsRoute,
+            asyncapi_document,
             webhook_handler(settings.webhook_max_body_bytes, settings.instore_webhook_signature_headers.split(","),
                             settings.webhook_publish_timeout_seconds),
             *payment_extension_handlers(settings.payment_extension_path_prefix, settings.payment_extension_max_body_bytes,
