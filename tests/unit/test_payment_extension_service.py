@@ -285,18 +285,22 @@ async def test_a_url_off_the_allow_list_is_refused_and_nothing_is_sent(world: Wo
     assert world.provider_state.calls == 0 and world.instore_state.statuses == {}
 
 
-async def test_an_unknown_payment_is_refused_before_any_money_moves(world: World) -> None:
-    with pytest.raises(Unprocessable) as refused:
-        await world.handle(body(payment_id="pay-unknown"))
-    assert refused.value.reason == "payment-not-found"
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"payment_id": "pay-unknown"}, "payment-not-found"),
+    ({"currency": "USD"}, "currency-mismatch"),
+    ({"cent_amount": 1950}, "amount-exceeds-payment"),  # amountPlanned 1949
+])
+async def test_a_request_its_payment_cannot_take_fails_at_once_and_nothing_moves(world: World, fields: dict[str, Any],
+                                                                                 reason: str) -> None:
+    """InStore's till gets the refusal as a result at once (not a dead letter it would wait on until its timeout)."""
+    handled = await world.handle(body(**fields))
+    assert (handled.result.status, handled.result.reason) == ("failed", reason)
     assert world.provider_state.calls == 0
-
-
-async def test_a_currency_other_than_the_payments_is_refused_before_any_money_moves(world: World) -> None:
-    with pytest.raises(Unprocessable) as refused:
-        await world.handle(body(currency="USD"))
-    assert refused.value.reason == "currency-mismatch"
-    assert world.provider_state.calls == 0
+    assert world.commerce.payments["pay-1"]["transactions"] == []
+    (callback,) = world.seen("r-1")[1]
+    assert (callback["body"]["status"], callback["body"]["reason"]) == ("failed", reason)
+    (event,) = world.publisher.events
+    assert event["body"]["status"] == "failed"
 
 
 async def test_a_refund_records_a_refund_transaction(world: World) -> None:
@@ -345,8 +349,21 @@ async def test_a_payment_charged_by_another_request_is_not_charged_again(world: 
     assert world.seen("r-2")[1][0]["body"]["reason"] == "payment-already-charged"
 
 
-async def test_an_amount_above_the_payments_amount_planned_is_refused_before_any_money_moves(world: World) -> None:
+async def test_a_resumed_request_whose_payment_vanished_is_a_dead_letter_not_a_failed_result(world: World) -> None:
+    """Found 'processing' (money may have moved): an operator must look, InStore must not be told 'failed'."""
+    original = world.commerce.put_custom_object
+
+    async def dies_on_the_decision(container: str, key: str, value: Any, version: int | None = None) -> ApiResponse:
+        if value["stage"] == "decided":
+            raise RuntimeError("process died here")
+        return await original(container, key, value, version)
+
+    world.commerce.put_custom_object = dies_on_the_decision  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await world.handle(body())
+    world.commerce.put_custom_object = original  # type: ignore[method-assign]
+    del world.commerce.payments["pay-1"]
     with pytest.raises(Unprocessable) as refused:
-        await world.handle(body(cent_amount=1950))  # amountPlanned 1949
-    assert refused.value.reason == "amount-exceeds-payment"
-    assert world.provider_state.calls == 0
+        await world.handle(body())
+    assert refused.value.reason == "payment-not-found"
+    assert world.seen("r-1")[1] == []

@@ -380,6 +380,10 @@ def already_paid(payment: Mapping[str, Any], request: contract.PaymentExtensionR
                for t in payment.get("transactions") or [])
 
 
+TILL_REFUSALS = frozenset({"payment-not-found", "currency-mismatch", "amount-exceeds-payment"})
+"""Refusals found before any money moves that InStore gets as a ``failed`` result (and the event), not a dead letter."""
+
+
 async def record_on_payment(commerce: Commerce, request: contract.PaymentExtensionRequest, action: Action,
                             tender: Tender, result: PaymentExtensionResult, provider: str, clock: Clock) -> None:
     """Write :func:`payment_actions` on the Payment ``request.paymentId``, re-reading on a concurrent change.
@@ -452,9 +456,10 @@ async def handle_payment_request(body: bytes, headers: Mapping[str, str], *, pro
                                  after_decided: Callable[[], None] | None = None) -> Handled:
     """Process one request from ``instore.payment-requests.v1`` (raw ``body``, Kafka ``headers``).
 
-    Returns :class:`Handled`. Raises :class:`Unprocessable` (dead-letter it: ``invalid-request``,
-    ``url-not-allowed`` — nothing sent anywhere —, ``payment-not-found``, ``currency-mismatch`` and
-    ``amount-exceeds-payment`` — checked before the provider is asked, so nothing was charged —, ``payment-refused``,
+    Returns :class:`Handled` (an unknown Payment, another currency or an amount above ``amountPlanned``, found before
+    any money moves, is a ``failed`` result with that reason, delivered like any other). Raises :class:`Unprocessable`
+    (dead-letter it: ``invalid-request``, ``url-not-allowed`` — nothing sent anywhere —, ``request-id-reused``,
+    the refusals above for a request resumed after a crash, ``payment-refused``,
     ``callback-undelivered``, ``callback-refused``), ``TransientError`` (Composable Commerce still down at the
     deadline) and :class:`~instore_shared.kafka.publisher.PublishFailed` (do not commit; it comes again).
     ``after_decided`` is the crash tests' hook (called once the decision is saved).
@@ -505,11 +510,19 @@ async def _decide(request: contract.PaymentExtensionRequest, tender: Tender, act
     provider, record on the Payment, save the decision. Returns the saved state (another delivery's, if it won)."""
     delegated = bool(settings.payment_extension_delegated and request.paymentId and action is not Action.BALANCE)
     payment = None
+    result: PaymentExtensionResult | None = None
     if delegated:
         # before any money moves: a Payment we could not record on is refused, not charged
-        payment = await retry_transient(lambda: check_payment(commerce, request, action), deadline, "read payment")
-    result: PaymentExtensionResult | None = None
-    if stored is None:
+        try:
+            payment = await retry_transient(lambda: check_payment(commerce, request, action), deadline, "read payment")
+        except Unprocessable as exc:
+            if stored is not None or exc.reason not in TILL_REFUSALS:
+                raise  # a resumed request may have moved money: an operator looks at it (dead letter)
+            # first time, nothing moved: InStore's payment step gets the refusal at once instead of waiting for its timeout
+            log.warning("payment_extension.refused", request_id=request.requestId, reason=exc.reason)
+            result = _result(request, tender, action, Outcome.FAILED, reason=exc.reason, message=exc.detail)
+            delegated = False
+    if stored is None and result is None:
         if payment is not None and already_paid(payment, request, action):
             # a Success Charge/Authorization that is not ours (we have never marked processing): another request took
             # the money for this tender; charging again would charge twice
