@@ -468,7 +468,8 @@ def test_dashboard_shape() -> None:
 
 def test_dashboard_covers_the_issue() -> None:
     """Golden signals of each service, webhook-to-Order latency, lag, dead letters, cart lookups,
-    Composable Commerce, webhooks accepted/refused, the token vault."""
+    Composable Commerce, webhooks accepted/refused, the token vault, payment-extension results, provider calls and
+    POSTs to InStore."""
     used = set().union(*(promql_metric_names(expr) for _, expr, _ in dashboard_targets()))
     families = {name.removesuffix("_bucket").removesuffix("_total") for name in used}
     assert {
@@ -480,6 +481,7 @@ def test_dashboard_covers_the_issue() -> None:
         "instore_dead_letters", "instore_cart_lookups", "instore_cart_lookup_round_trip_seconds",
         "instore_commerce_requests", "instore_commerce_request_duration_seconds", "instore_outage_retries",
         "instore_webhooks_accepted", "instore_webhooks_refused", "instore_token_vault_operations",
+        "instore_payment_extension_results", "instore_payment_provider_calls", "instore_instore_posts",
     } <= families
 
 
