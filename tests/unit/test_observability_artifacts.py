@@ -413,6 +413,8 @@ def test_dashboard_variables_read_exposed_labels() -> None:
         (metric,) = promql_metric_names(selector)
         assert metric in known
         assert label in known[metric] | TARGET_LABELS
+        (job,) = [value for name, _, value in read_promql(selector).selectors[0].matchers if name == "job"]
+        assert set(job.split("|")) == set(SERVICES), f"variable {label}: every service, not {job!r}"
 
 
 # -- label values are never ids ----------------------------------------------------------------
@@ -527,8 +529,15 @@ def test_alert_rules_are_complete() -> None:
     exprs = " ".join(r["expr"] for r in rules)
     for needed in ("increase(instore_dead_letters_total[10m])", "instore_kafka_consumer_lag", 'outcome="504"',
                    'status_code=~"5.."', "instore_ready == 0", "up{", "instore_commerce_requests_total",
-                   "instore_outage_retries_total"):
+                   "instore_outage_retries_total",
+                   'instore_payment_extension_results_total{status=~"failed|timed-out"}'):
         assert needed in exprs, needed
+    # every scraped service is in the `up` job regexes (InStoreTargetDown, InStoreServiceUnavailable)
+    for rule in rules:
+        for regex in re.findall(r'up\{job=~"([^"]+)"\}', rule["expr"]):
+            assert set(regex.split("|")) == set(SERVICES), f"{rule['alert']}: up{{job=~{regex!r}}}"
+    (failures,) = [r for r in rules if r["alert"] == "InStorePaymentExtensionFailures"]
+    assert failures["for"] == "10m" and failures["labels"]["severity"] == "warning"
 
 
 # -- Kubernetes: monitors match the Deployments ------------------------------------------------
