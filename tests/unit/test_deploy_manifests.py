@@ -173,7 +173,7 @@ def test_all_yaml_parses() -> None:
     docs = _k8s_docs()
     assert {"kustomization.yaml", "namespace.yaml", "configmap.yaml", "secret.example.yaml",
             "kafka-topics.yaml", "gateway.yaml", "cart-mapping.yaml", "order-finalization.yaml",
-            "refund.yaml"} <= set(docs)
+            "refund.yaml", "payment-extension.yaml"} <= set(docs)
     for name, file_docs in docs.items():
         assert file_docs, f"{name} is empty"
         for doc in file_docs:
@@ -184,7 +184,8 @@ def test_all_yaml_parses() -> None:
 def test_the_field_name_sets_are_what_the_tests_assume() -> None:
     """Guards the tests themselves: a renamed field must not make them vacuous."""
     assert {"KAFKA_BOOTSTRAP_SERVERS", "LOG_JSON"} <= BASE_VARS <= (GATEWAY_VARS & CART_MAPPING_VARS
-                                                                   & ORDER_FINALIZATION_VARS & REFUND_VARS)
+                                                                   & ORDER_FINALIZATION_VARS & REFUND_VARS
+                                                                   & PAYMENT_EXTENSION_VARS)
     assert {"ORDER_FINALIZATION_CONSUMER_GROUP", "ORDER_FINALIZATION_HTTP_HOST", "ORDER_FINALIZATION_HTTP_PORT",
             "INSTORE_FIELD_ORDER_NUMBER", "CTP_SCOPES", "CTP_CLIENT_SECRET"} <= ORDER_FINALIZATION_VARS - GATEWAY_VARS
     # Each service's own settings are not the other's: a ConfigMap cannot be shared blindly.
@@ -195,6 +196,18 @@ def test_the_field_name_sets_are_what_the_tests_assume() -> None:
             "INSTORE_FIELD_RETURN_COMMENT", "CTP_SCOPES", "CTP_CLIENT_SECRET"} <= REFUND_VARS - GATEWAY_VARS
     assert "REFUND_CONSUMER_GROUP" in REFUND_VARS - ORDER_FINALIZATION_VARS - CART_MAPPING_VARS
     assert RefundSettings.model_fields["refund_http_port"].default == 8083
+    assert {"PAYMENT_EXTENSION_CONSUMER_GROUP", "PAYMENT_EXTENSION_HTTP_HOST", "PAYMENT_EXTENSION_HTTP_PORT",
+            "PAYMENT_EXTENSION_PROVIDER", "PAYMENT_EXTENSION_SIMULATOR_URL", "STRIPE_API_KEY", "STRIPE_API_BASE_URL",
+            "CTP_SCOPES", "CTP_CLIENT_SECRET"} <= PAYMENT_EXTENSION_VARS - GATEWAY_VARS
+    # one allow-list and one signing secret, read by both the gateway and payment-extension
+    assert {"PAYMENT_EXTENSION_ALLOWED_URLS", "INSTORE_WEBHOOK_SECRET"} <= PAYMENT_EXTENSION_VARS & GATEWAY_VARS
+    # the gateway's payment-extension settings are not payment-extension's (they stay out of its ConfigMap)
+    assert {"PAYMENT_EXTENSION_PATH_PREFIX", "PAYMENT_EXTENSION_MAX_BODY_BYTES",
+            "PAYMENT_EXTENSION_PUBLISH_TIMEOUT_SECONDS"} <= GATEWAY_VARS - PAYMENT_EXTENSION_VARS
+    assert "PAYMENT_EXTENSION_CONSUMER_GROUP" in PAYMENT_EXTENSION_VARS - REFUND_VARS - ORDER_FINALIZATION_VARS
+    assert PaymentExtensionSettings.model_fields["payment_extension_http_port"].default == 8084
+    assert {"STRIPE_API_KEY", "INSTORE_WEBHOOK_SECRET"} <= SECRET_VARS
+    assert "STRIPE_API_KEY" not in GATEWAY_SECRET_VARS and "INSTORE_WEBHOOK_SECRET" not in GATEWAY_SECRET_VARS
     assert "INSTORE_CALLBACK_API_KEY" in GATEWAY_VARS - CART_MAPPING_VARS
     assert {"CTP_PROJECT_KEY", "CTP_CLIENT_SECRET", "INSTORE_CURRENCY"} <= CART_MAPPING_VARS - GATEWAY_VARS
     assert {"INSTORE_CALLBACK_API_KEY", "CTP_CLIENT_SECRET"} <= SECRET_VARS
@@ -314,6 +327,46 @@ def test_gateway_gets_the_session_and_token_vault_settings() -> None:
         assert config[key].startswith("https://"), key
         assert "example" in config[key], f"{key} should be an obvious placeholder"
         assert "127.0.0.1" not in config[key] and "dev-fakes" not in config[key], key
+
+
+ALLOW_LIST = "PAYMENT_EXTENSION_ALLOWED_URLS"
+
+
+def test_k8s_gateway_and_payment_extension_share_one_allow_list() -> None:
+    """The gateway refuses a request whose statusUrl/callbackUrl is not on the list, payment-extension never calls one:
+    both read PAYMENT_EXTENSION_ALLOWED_URLS, with the same value, and it parses."""
+    configmaps = _of_kind(_resources(), "ConfigMap")
+    gateway = configmaps["instore-gateway-config"]["data"][ALLOW_LIST]
+    assert configmaps["instore-payment-extension-config"]["data"][ALLOW_LIST] == gateway
+    for service in ("gateway", "payment-extension"):
+        assert ALLOW_LIST in _container_env_names(_container(_deployments()[service])), service
+    GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret="s" * 32,
+                    payment_extension_allowed_urls=gateway)
+    assert all(url.startswith("https://") for url in gateway.split(",")), "production calls InStore over https"
+
+
+def test_k8s_payment_extension_provider() -> None:
+    config = _of_kind(_resources(), "ConfigMap")["instore-payment-extension-config"]["data"]
+    assert config["PAYMENT_EXTENSION_PROVIDER"] == "stripe", "the simulator is for development only"
+    assert "PAYMENT_EXTENSION_SIMULATOR_URL" not in config
+    assert config["STRIPE_API_BASE_URL"] == "https://api.stripe.com"
+    assert config["PAYMENT_EXTENSION_CONSUMER_GROUP"] == "payment-extension"
+
+
+def test_compose_payment_extension_uses_the_dev_fakes() -> None:
+    """In compose the dev fakes play the provider (/provider) and InStore's statusUrl/callbackUrl (/instore-sim):
+    both the gateway and payment-extension allow their URL, and both sign with the same secret."""
+    from instore_shared.url_allowlist import UrlAllowList
+
+    base = f"http://dev-fakes:{IMAGES['dev-fakes'].port}"
+    env = _compose_environment("payment-extension")
+    gateway_env = _compose_environment("gateway")
+    assert env["PAYMENT_EXTENSION_PROVIDER"] == "simulator"
+    assert env["PAYMENT_EXTENSION_SIMULATOR_URL"] == f"{base}/provider"
+    assert env[ALLOW_LIST] == gateway_env[ALLOW_LIST]
+    assert UrlAllowList(env[ALLOW_LIST]).allows(f"{base}/instore-sim/callback/a-request")
+    assert env["INSTORE_WEBHOOK_SECRET"] == gateway_env["INSTORE_WEBHOOK_SECRET"]
+    PaymentExtensionSettings(**{k.lower(): str(v) for k, v in env.items() if not str(v).startswith("${")})
 
 
 def test_only_the_gateway_reads_the_gateway_config() -> None:
