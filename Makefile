@@ -43,7 +43,7 @@ install: ## set up everything on a fresh machine: uv, Python deps, the commercet
 	else echo "install: redis-server is missing (the token-vault tests need it): sudo apt-get install redis-server, or set REDIS_URL"; fi
 	@echo "install: done"
 
-run: ## start Kafka, the seeded commercetools mock, the dev fakes, cart-mapping, order-finalization, refund and the gateway; Ctrl-C stops all
+run: ## start Kafka, the seeded commercetools mock, the dev fakes, cart-mapping, order-finalization, refund, payment-extension and the gateway; Ctrl-C stops all
 	bash scripts/run-local.sh
 
 demo: ## a fresh local stack, a simulated InStore sale → Order → return → refund, a summary; stops everything
