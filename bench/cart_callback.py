@@ -25,10 +25,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import psutil
 
+from bench.profile import profiling, summarise
 from tests.support.processes import (
     Service,
     free_port,
@@ -71,7 +73,8 @@ def _pct(samples: list[float], q: float) -> float:
 
 
 async def _measure(name: str, url: str, headers: dict[str, str], sequential: int, seconds: float,
-                   concurrency: int, warmup: float, procs: dict[str, psutil.Process]) -> Figures:
+                   concurrency: int, warmup: float, procs: dict[str, psutil.Process],
+                   profile: Path | None = None, profiled: tuple[str, ...] = ()) -> Figures:
     connector = aiohttp.TCPConnector(limit=concurrency + 4)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
         errors = 0
@@ -96,12 +99,13 @@ async def _measure(name: str, url: str, headers: dict[str, str], sequential: int
         seq = [await once() for _ in range(sequential)]
 
         conc: list[float] = []
-        cpu_before = _cpu_seconds(procs)
-        started = time.perf_counter()
-        until = started + seconds
-        await asyncio.gather(*(load(until, conc) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-        cpu_after = _cpu_seconds(procs)
+        with profiling(profile, {k: p.pid for k, p in procs.items() if k in profiled}):
+            cpu_before = _cpu_seconds(procs)
+            started = time.perf_counter()
+            until = started + seconds
+            await asyncio.gather(*(load(until, conc) for _ in range(concurrency)))
+            elapsed = time.perf_counter() - started
+            cpu_after = _cpu_seconds(procs)
     cpu_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / max(1, len(conc)) for k in procs}
     return Figures(name, _pct(seq, 0.5), _pct(seq, 0.99), len(conc) / elapsed, _pct(conc, 0.5), _pct(conc, 0.99),
                    errors, cpu_ms)
@@ -150,6 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10, help="length of the concurrent run per target")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
     parser.add_argument("--warmup", type=float, default=5, help="seconds of unmeasured load per target first")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="record the gateway and cart-mapping with py-spy during the concurrent callback run")
     args = parser.parse_args(argv)
 
     def step(s: str) -> None:
@@ -185,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
                                           args.sequential, args.seconds, args.concurrency, args.warmup, procs))
             step("sale cart callback through gateway → Kafka → cart-mapping → mock …")
             callback = asyncio.run(_measure("callback (gateway)", callback_url, {"X-Api-Key": API_KEY},
-                                            args.sequential, args.seconds, args.concurrency, args.warmup, procs))
+                                            args.sequential, args.seconds, args.concurrency, args.warmup, procs,
+                                            args.profile, ("gateway", "cart-mapping")))
     finally:
         for service in services:
             service.stop()
@@ -213,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     for f in (direct, callback):
         parts = ", ".join(f"{name} {ms:.2f}" for name, ms in f.cpu_ms.items() if ms > 0.005)
         print(f"  {f.name:<20} {sum(f.cpu_ms.values()):5.2f}  ({parts})")
+    if args.profile is not None:
+        summarise(args.profile)
     if direct.errors or callback.errors:
         raise SystemExit(f"bench: {direct.errors + callback.errors} requests failed")
 

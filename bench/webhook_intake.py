@@ -29,12 +29,14 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.cart_callback import RssSampler, _cpu_seconds, _mark, _pct
+from bench.profile import profiling, summarise
 from tests.support.processes import Service, free_port, start_kafka, start_service
 
 SECRET = "bench-webhook-secret-" + uuid.uuid4().hex
@@ -83,7 +85,7 @@ class Run:
 
 
 async def _send(url: str, pool: list[tuple[bytes, dict[str, str]]], senders: int, seconds: float, warmup: float,
-                procs: dict[str, psutil.Process]) -> Run:
+                procs: dict[str, psutil.Process], profile: Path | None = None) -> Run:
     run = Run()
     connector = aiohttp.TCPConnector(limit=senders + 4)
     timeout = aiohttp.ClientTimeout(total=30)
@@ -119,12 +121,13 @@ async def _send(url: str, pool: list[tuple[bytes, dict[str, str]]], senders: int
         await asyncio.gather(*(load(s, until, []) for s in range(senders)))
 
         measuring = True
-        cpu_before = _cpu_seconds(procs)
-        started = time.perf_counter()
-        until = started + seconds
-        await asyncio.gather(*(load(s, until, run.latencies) for s in range(senders)))
-        elapsed = time.perf_counter() - started
-        cpu_after = _cpu_seconds(procs)
+        with profiling(profile, {k: p.pid for k, p in procs.items() if k in ("gateway",)}):
+            cpu_before = _cpu_seconds(procs)
+            started = time.perf_counter()
+            until = started + seconds
+            await asyncio.gather(*(load(s, until, run.latencies) for s in range(senders)))
+            elapsed = time.perf_counter() - started
+            cpu_after = _cpu_seconds(procs)
     run.rps = run.accepted_run / elapsed
     run.cpu_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / max(1, len(run.latencies)) for k in procs}
     return run
@@ -156,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10, help="length of the measured run")
     parser.add_argument("--warmup", type=float, default=3, help="seconds of unmeasured load first")
     parser.add_argument("--pool", type=int, default=1000, help="distinct signed webhook bodies to cycle through")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="record the gateway with py-spy during the measured run into this directory")
     args = parser.parse_args(argv)
 
     def step(s: str) -> None:
@@ -183,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         procs["load generator"] = psutil.Process()
         with RssSampler(pids) as rss:
             step(f"warm-up {args.warmup:g} s, then {args.seconds:g} s at {args.senders} senders …")
-            run = asyncio.run(_send(url, pool, args.senders, args.seconds, args.warmup, procs))
+            run = asyncio.run(_send(url, pool, args.senders, args.seconds, args.warmup, procs, args.profile))
         step(f"counting the messages on {TOPIC} …")
         stored = asyncio.run(_end_offsets_sum(kafka.bootstrap_servers)) - before
     finally:
@@ -212,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     durable = stored >= run.accepted_total
     print(f"durability: {stored} messages added to {TOPIC}, {run.accepted_total} webhooks answered 202 "
           f"(warm-up + run)  {'ok' if durable else 'MISSING ' + str(run.accepted_total - stored)}")
+    if args.profile is not None:
+        summarise(args.profile)
     if run.non_202 or not durable:
         raise SystemExit(f"bench: {run.non_202} requests failed"
                          + ("" if durable else f", {run.accepted_total - stored} accepted webhooks not in Kafka"))

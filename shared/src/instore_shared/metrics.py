@@ -86,6 +86,7 @@ VAULT_OPERATIONS = Counter(
 # services, so one dashboard query covers every service. Looked up first, as the middleware
 # does (prometheus_client has no public lookup): a test process may run both.
 _published: dict[str, Any] = {}
+_published_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
 def published(app_name: str, destination: str, status: str, seconds: float) -> None:
@@ -99,8 +100,13 @@ def published(app_name: str, destination: str, status: str, seconds: float) -> N
             f"{PREFIX}_published_messages_duration_seconds",
             "Histogram of published messages duration in seconds by broker and destination",
             ["app_name", "broker", "destination"])
-    _published["total"].labels(app_name, "kafka", destination, status).inc()
-    _published["duration"].labels(app_name, "kafka", destination).observe(seconds)
+    key = (app_name, destination, status)
+    children = _published_children.get(key)  # labels() per call was measurable per webhook
+    if children is None:
+        children = _published_children[key] = (_published["total"].labels(app_name, "kafka", destination, status),
+                                      _published["duration"].labels(app_name, "kafka", destination))
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 # -- payment extensions ----------------------------------------------------------------------

@@ -64,6 +64,11 @@ def configure_tracing(service: str) -> bool:
     return True
 
 
+def active() -> bool:
+    """True once :func:`configure_tracing` installed the exporting provider (spans are worth making)."""
+    return _provider is not None
+
+
 SHUTDOWN_FLUSH_SECONDS = 2.0
 """How long stopping a process waits for its last spans to be exported."""
 
@@ -97,6 +102,8 @@ def inject(headers: MutableMapping[str, str]) -> None:
 
 def add_trace_ids(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: ``trace_id`` (32 hex) and ``span_id`` (16 hex) of the current span, when there is one."""
+    if _provider is None:  # tracing off: no span can be current (one check instead of a context lookup per line)
+        return event
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
         event.setdefault("trace_id", format(context.trace_id, "032x"))

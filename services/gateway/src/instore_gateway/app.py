@@ -23,12 +23,13 @@ from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import Parameter
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusController
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 from opentelemetry import trace
 
 from instore_gateway import asyncapi
 from instore_gateway.host_events import host_events_router
+from instore_gateway.http_metrics import http_metrics_middleware
 from instore_gateway.identity import ImsVerifier
 from instore_gateway.instore_auth import InStoreAuthClient
 from instore_gateway.lookups import CartLookups, KafkaCartLookups
@@ -410,8 +411,6 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
         plugins.append(OpenTelemetryPlugin(OpenTelemetryConfig(
             exclude=list(_QUIET_PATHS), exclude_spans=["receive", "send"],
             scope_span_details_extractor=lambda scope: (str(scope.get("method") or "HTTP"), {}))))
-    prometheus = PrometheusConfig(app_name="gateway", prefix=f"{metrics.PREFIX}_http", group_path=True,
-                                  exclude=list(_QUIET_PATHS))
     origins = [o.strip().rstrip("/") for o in settings.gateway_cors_allow_origins.split(",") if o.strip()]
     # Browsers of the listed host apps may call the host-app routes (sessions, host events); nothing else is exposed
     # to them: the callbacks and webhooks are server-to-server and carry no CORS headers for other origins.
@@ -440,7 +439,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             ]),
         ],
         lifespan=[lifespan],
-        middleware=[prometheus.middleware],
+        middleware=[http_metrics_middleware(_QUIET_PATHS)],
         plugins=plugins,
         before_request=_name_server_span if tracing else None,
         state=State({

@@ -7,6 +7,8 @@ request on the ``reply_to`` topic with the same ``correlation_id`` by itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 CORRELATION_ID = "correlation_id"
 """Ties a reply (and every log line on its way) to its request."""
 
@@ -31,7 +33,7 @@ RECEIVED_AT = "received-at"
 JSON = "application/json"
 
 
-def encode_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
+def encode_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
     """Headers as aiokafka wants them: a list of ``(name, utf-8 bytes)``."""
     return [(k, v.encode()) for k, v in headers.items()]
 

@@ -410,14 +410,17 @@ class RequestReplyClient:
         """
         started = time.perf_counter()
         status = "error"
-        with telemetry.tracer().start_as_current_span(
-                f"{topic} publish", kind=SpanKind.PRODUCER,
-                attributes={"messaging.system": "kafka", "messaging.destination.name": topic,
-                            "messaging.operation": "publish"}):
-            traced = dict(headers)
-            telemetry.inject(traced)
+        # No span, no header copy when tracing is off (the no-op span still cost ~3 % of a webhook's CPU).
+        span = telemetry.tracer().start_as_current_span(
+            f"{topic} publish", kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": topic,
+                        "messaging.operation": "publish"}) if telemetry.active() else contextlib.nullcontext()
+        with span:
+            if telemetry.active():
+                headers = dict(headers)
+                telemetry.inject(headers)
             try:
-                await self._send_now(topic, key, value, traced, limit_s)
+                await self._send_now(topic, key, value, headers, limit_s)
                 status = "success"
             finally:
                 metrics.published(self._app_name, topic, status, time.perf_counter() - started)
@@ -431,9 +434,10 @@ class RequestReplyClient:
             raise BrokerUnavailable("the Kafka producer failed and is being replaced")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit_s
+        # asyncio.timeout, not wait_for: wait_for wraps the coroutine in a task of its own (measurable per webhook)
         try:  # enqueue: until this returns, nothing was handed to Kafka
-            delivery = await asyncio.wait_for(
-                producer.send(topic, value, key=key, headers=h.encode_headers(dict(headers))), limit_s)
+            async with asyncio.timeout_at(deadline):
+                delivery = await producer.send(topic, value, key=key, headers=h.encode_headers(headers))
         except MessageSizeTooLargeError as exc:
             raise MessageRejected(f"{topic}: message of {len(value)} bytes is too large") from exc
         except (TimeoutError, KafkaError) as exc:
@@ -442,7 +446,8 @@ class RequestReplyClient:
             raise BrokerUnavailable(f"publish to {topic} failed: {type(exc).__name__}") from exc
         producer_health.watch(delivery, lambda exc: self._producer_failed(producer, exc))
         try:  # shielded: on a timeout the producer keeps delivering the batch
-            await asyncio.wait_for(asyncio.shield(delivery), max(0.0, deadline - loop.time()))
+            async with asyncio.timeout_at(deadline):
+                await asyncio.shield(delivery)
         except TimeoutError as exc:
             raise NotAcknowledged(f"publish to {topic} not acknowledged within {limit_s} s") from exc
         except MessageSizeTooLargeError as exc:
