@@ -52,12 +52,14 @@ class Lookups:
         return True
 
 
-@pytest.fixture
-def gateway() -> Iterator[tuple[Recorder, TestClient[Any]]]:
+@pytest.fixture(params=[True, False], ids=["raw-route", "litestar-route"])
+def gateway(request: pytest.FixtureRequest) -> Iterator[tuple[Recorder, TestClient[Any]]]:
+    """The gateway both ways the route is served: below Litestar (the default) and by Litestar (tracing on)."""
     events = Recorder()
     settings = GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret=SECRET.decode(),
                                webhook_max_body_bytes=4096)
-    app = create_app(settings, Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()))  # type: ignore[arg-type]
+    app = create_app(settings, Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()),  # type: ignore[arg-type]
+                     raw_routes=request.param)
     with TestClient(app) as client:
         yield events, client
 
@@ -124,6 +126,61 @@ def test_too_large_is_413(gateway: tuple[Recorder, TestClient[Any]]) -> None:
     body = json.dumps({"pad": "x" * 5000}).encode()
     _problem(_post(client, body, {"X-Signature": sign(body)}), 413, "payload-too-large")
     assert events.published == []
+
+
+def test_too_large_without_content_length_is_413(gateway: tuple[Recorder, TestClient[Any]]) -> None:
+    """A chunked body (no Content-Length) is counted as it arrives and refused once past the limit."""
+    events, client = gateway
+    body = json.dumps({"pad": "x" * 5000}).encode()
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(body), 1000):
+            yield body[i:i + 1000]
+
+    response = client.post("/instore/webhooks", content=chunks(), headers={"X-Signature": sign(body)})
+    _problem(response, 413, "payload-too-large")
+    assert events.published == []
+
+
+def test_problems_carry_instance_correlation_id_and_no_store(gateway: tuple[Recorder, TestClient[Any]]) -> None:
+    _events, client = gateway
+    response = _post(client, BODY, {"X-Signature": "00"})
+    problem = response.json()
+    assert response.headers["content-type"] == "application/problem+json"
+    assert problem["instance"] == "/instore/webhooks"
+    assert problem["correlationId"] == response.headers["x-correlation-id"]
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_a_bug_in_the_publisher_is_a_500_problem_without_internals(gateway: tuple[Recorder, TestClient[Any]]) -> None:
+    events, client = gateway
+    events.fail = ZeroDivisionError("secret internals")
+    response = _post(client, BODY, {"X-Signature": sign(BODY)})
+    _problem(response, 500, "internal-error")
+    assert "secret internals" not in response.text and "Traceback" not in response.text
+
+
+async def test_a_client_gone_mid_body_gets_nothing_published() -> None:
+    """The raw route reads the body itself: a disconnect before its end publishes nothing and answers nothing."""
+    events = Recorder()
+    app = create_app(GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret=SECRET.decode()),
+                     Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()),  # type: ignore[arg-type]
+                     raw_routes=True)
+    messages = [{"type": "http.request", "body": BODY[:10], "more_body": True}, {"type": "http.disconnect"}]
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return messages.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async with app.lifespan():  # type: ignore[attr-defined]
+        await app({"type": "http", "method": "POST", "path": "/instore/webhooks", "raw_path": b"/instore/webhooks",
+                   "headers": [(b"x-signature", sign(BODY).encode())], "query_string": b"", "http_version": "1.1",
+                   "scheme": "http", "server": ("t", 80), "client": ("c", 1), "root_path": "",
+                   "asgi": {"version": "3.0"}}, receive, send)  # type: ignore[arg-type]
+    assert events.published == [] and sent == []
 
 
 def test_kafka_down_is_503_not_stored_with_retry_after(gateway: tuple[Recorder, TestClient[Any]]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -54,7 +54,7 @@ from instore_gateway.sessions import (
 )
 from instore_gateway.settings import GatewaySettings
 from instore_gateway.vault import MeteredVault, TokenVault, create_vault
-from instore_gateway.webhooks import webhook_handler
+from instore_gateway.webhooks import ClientGone, WebhookIntake, raw_webhook_route, webhook_handler
 from instore_shared import metrics, telemetry
 from instore_shared.contract.cart_lookup import CartKind, CartLookupReply, LookupStatus
 from instore_shared.kafka.admin import ensure_topics
@@ -83,8 +83,11 @@ _AMBIGUOUS_PATH = re.compile(rb"%2f|%5c|//", re.IGNORECASE)
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def edge_middleware(app: ASGIApp) -> ASGIApp:
+def edge_middleware(app: ASGIApp, raw_routes: Mapping[tuple[str, str], ASGIApp] | None = None) -> ASGIApp:
     """The outermost layer of the gateway, around routing and error handling.
+
+    ``raw_routes`` (method, exact path) → a plain ASGI app served here instead of by Litestar
+    (the hot paths, see :func:`_serve_raw`); anything else goes to ``app``.
 
     - gives every request a correlation id (scope state, log context, ``X-Correlation-Id``
       header, ``correlationId`` in problem bodies) — unknown routes and 405s included;
@@ -95,6 +98,8 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
       span ids of the request's server span when tracing is on (the span is current where the
       answer is sent, not here).
     """
+
+    raw = {key: http_metrics_middleware(_QUIET_PATHS)(_with_problems(route)) for key, route in (raw_routes or {}).items()}
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -125,6 +130,9 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
                         type=TYPE_BASE + "invalid-path", title="Invalid path", status=400,
                         detail="encoded slashes and empty path segments are not accepted",
                         instance=None, correlationId=cid))
+                elif (route := raw.get((scope["method"], scope["path"]))) is not None:
+                    scope["path_template"] = scope["path"]  # the route template: Litestar sets it for its routes
+                    await route(scope, receive, send_wrapper)
                 else:
                     await app(scope, receive, send_wrapper)
             finally:
@@ -135,11 +143,46 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-async def _send_problem(send: Send, problem: Problem) -> None:
+def _with_problems(route: ASGIApp) -> ASGIApp:
+    """A raw route with the error handling Litestar gives its routes: a :class:`ProblemError` becomes its
+    problem body, any other exception is logged and answered 500 ``internal-error``; a client gone
+    mid-body gets nothing."""
+
+    async def served(scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        cid = scope["state"]["correlation_id"]
+        try:
+            await route(scope, receive, tracking_send)
+        except ClientGone:
+            return
+        except ProblemError as exc:
+            if not started:
+                await _send_problem(send, Problem(
+                    type=TYPE_BASE + exc.slug, title=exc.title, status=exc.status, detail=exc.detail, reason=exc.reason,
+                    instance=redact_path(scope["path"]), correlationId=cid), exc.headers)
+        except Exception as exc:
+            log.exception("gateway.unhandled_error", error=type(exc).__name__)
+            if not started:
+                await _send_problem(send, Problem(
+                    type=TYPE_BASE + "internal-error", title="Internal error", status=500,
+                    instance=redact_path(scope["path"]), correlationId=cid,
+                    detail="The gateway failed to handle this request; it was logged under the correlation id."))
+
+    return served
+
+
+async def _send_problem(send: Send, problem: Problem, headers: Mapping[str, str] | None = None) -> None:
     body = msgspec.json.encode(problem)
     start: HTTPResponseStartEvent = {
         "type": "http.response.start", "status": problem.status,
-        "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]}
+        "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
+                    *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())]}
     await send(start)
     await send({"type": "http.response.body", "body": body, "more_body": False})  # False: the ASGI default
 
@@ -337,7 +380,8 @@ class Ports:
     instore_auth: InStoreAuthClient | None = None
 
 
-def create_app(settings: GatewaySettings | None = None, ports: Ports | None = None) -> Litestar:
+def create_app(settings: GatewaySettings | None = None, ports: Ports | None = None, *,
+               raw_routes: bool | None = None) -> Litestar:
     """The gateway application.
 
     Args:
@@ -345,6 +389,8 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
         ports: fakes for tests; what is missing is built from ``settings`` (a Kafka
             request/reply client that also publishes events — topics created when missing —,
             the token vault, the IMS verifier, the InStore auth client).
+        raw_routes: serve ``POST /instore/webhooks`` below Litestar (:func:`raw_webhook_route`); by default
+            unless tracing is on. Tests run both ways.
     """
     settings = settings or GatewaySettings()
     given = ports or Ports()
@@ -387,6 +433,9 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             settings.instore_tenant_id, settings.instore_connection_key.get_secret_value(),
             settings.instore_auth_scopes.split(), settings.instore_auth_timeout_seconds,
         )
+        app.state.webhook_intake = WebhookIntake(
+            app.state.events, settings.instore_webhook_secret.get_secret_value().encode(), webhook_names,
+            settings.webhook_publish_timeout_seconds, settings.webhook_max_body_bytes)
         closers += [x for x, g in ((app.state.vault.inner, given.vault), (app.state.ims, given.ims),
                                    (app.state.instore_auth, given.instore_auth)) if g is None]
         log.info("gateway.started", port=settings.gateway_http_port, vault=settings.token_vault_backend)
@@ -400,6 +449,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             telemetry.shutdown_tracing()
             log.info("gateway.stopped")
 
+    webhook_names = tuple(n.strip().lower() for n in settings.instore_webhook_signature_headers.split(",") if n.strip())
     plugins: list[Any] = []
     tracing = telemetry.configure_tracing("gateway")
     if tracing:
@@ -470,5 +520,9 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
         logging_config=None,  # logging is structlog's, configured in __main__
     )
     # Around Litestar's router and exception handling, so 404 and 405 answers get it too.
-    app.asgi_handler = edge_middleware(app.asgi_handler)
+    # The hottest route is served below Litestar (webhooks.raw_webhook_route); with tracing on, Litestar's (the
+    # OpenTelemetry plugin gives each request its server span there).
+    raw = not tracing if raw_routes is None else raw_routes
+    app.asgi_handler = edge_middleware(app.asgi_handler, {
+        ("POST", "/instore/webhooks"): raw_webhook_route(lambda: app.state.webhook_intake)} if raw else {})
     return app
