@@ -3,7 +3,7 @@
 Same families, labels and semantics as Litestar's ``PrometheusMiddleware`` (which wrote them
 before issue 14), so dashboards and alerts are unchanged: ``instore_http_requests_total``,
 ``instore_http_request_duration_seconds`` (histogram, seconds until the last body part was
-handed to the server), ``instore_http_requests_in_progress`` and
+handed to the server; counted then, so a client that has its answer sees it counted), ``instore_http_requests_in_progress`` and
 ``instore_http_requests_error_total`` (answers ≥ 500), labelled ``method``, ``path`` (the
 route template, never the raw path: cart ids and user keys stay out of label values),
 ``status_code`` and ``app_name``.
@@ -64,14 +64,23 @@ def http_metrics_middleware(excluded: frozenset[str]) -> Any:
                 busy = _busy[(method, template)] = IN_PROGRESS.labels(method, template, 200, APP_NAME)
             started = time.perf_counter()
             status = 200
-            duration = 0.0
+            counted = False
+
+            def count() -> None:
+                nonlocal counted
+                counted = True
+                requests, histogram, errors = _children(method, template, status)
+                if errors is not None:
+                    errors.inc()
+                requests.inc()
+                histogram.observe(time.perf_counter() - started)
 
             async def send_wrapper(message: Message) -> None:
-                nonlocal status, duration
+                nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
-                elif message["type"] == "http.response.body":
-                    duration = time.perf_counter() - started
+                elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                    count()  # before the last part leaves: whoever got the answer sees it counted
                 await send(message)
 
             busy.inc()
@@ -79,11 +88,8 @@ def http_metrics_middleware(excluded: frozenset[str]) -> Any:
                 await app(scope, receive, send_wrapper)
             finally:
                 busy.dec()
-                count, histogram, errors = _children(method, template, status)
-                if errors is not None:
-                    errors.inc()
-                count.inc()
-                histogram.observe(duration)
+                if not counted:  # no complete answer (the client left, or an error no layer answered)
+                    count()
 
         return middleware
 
