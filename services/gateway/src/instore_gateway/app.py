@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import time
@@ -495,7 +496,8 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             settings.webhook_publish_timeout_seconds, settings.webhook_max_body_bytes)
         closers += [x for x, g in ((app.state.vault.inner, given.vault), (app.state.ims, given.ims),
                                    (app.state.instore_auth, given.instore_auth)) if g is None]
-        log.info("gateway.started", port=settings.gateway_http_port, vault=settings.token_vault_backend)
+        log.info("gateway.started", port=settings.gateway_http_port, vault=settings.token_vault_backend,
+                 event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0])  # "uvloop" under uvicorn
         try:
             yield
         finally:

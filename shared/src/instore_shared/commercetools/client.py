@@ -14,6 +14,7 @@ Docs: https://docs.commercetools.com/api/authorization, https://docs.commercetoo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 import warnings
@@ -26,6 +27,7 @@ import authlib.deprecate  # installs an "always" filter for its own warning; our
 import httpx
 import msgspec
 from httpx_aiohttp import AiohttpTransport
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 with warnings.catch_warnings():
@@ -261,9 +263,11 @@ class CommercetoolsClient:
         started = time.perf_counter()
         # Our span, not an HTTP client instrumentation's: its name is the operation (a path
         # template, ids removed), the same bounded label the metrics use.
+        # (none when tracing is off: the no-op span cost ~3 % of a cart lookup's CPU, py-spy, issue 14)
         with telemetry.tracer().start_as_current_span(
                 f"commercetools {operation}", kind=SpanKind.CLIENT,
-                attributes={"http.request.method": method, "url.template": operation.split(" ", 1)[1]}) as span:
+                attributes={"http.request.method": method, "url.template": operation.split(" ", 1)[1]},
+        ) if telemetry.active() else contextlib.nullcontext(trace.INVALID_SPAN) as span:
             try:
                 async for attempt in AsyncRetrying(
                     stop=stop_after_attempt(s.max_attempts),
