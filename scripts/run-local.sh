@@ -28,6 +28,7 @@ export KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 export CTP_MOCK_PORT="${CTP_MOCK_PORT:-8989}"
 export DEVFAKES_HTTP_PORT="${DEVFAKES_HTTP_PORT:-8090}"
 export LOG_JSON="${LOG_JSON:-false}"
+export GATEWAY_ACCESS_LOG="${GATEWAY_ACCESS_LOG:-all}"  # a line per request while developing (default: errors only)
 
 if [[ -t 1 ]]; then say() { printf '\033[1m[run]\033[0m %s\n' "$*"; }; else say() { printf '[run] %s\n' "$*"; }; fi
 die() { printf '[run] error: %s\n' "$*" >&2; exit 1; }

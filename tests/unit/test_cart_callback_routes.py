@@ -143,3 +143,15 @@ def test_http_metrics_are_labelled_with_the_route_template(gateway: tuple[Lookup
     before = REGISTRY.get_sample_value("instore_http_requests_total", labels) or 0
     assert client.get("/instore/callbacks/return-carts/some-cart-key", headers={"X-Api-Key": KEY}).status_code == 200
     assert REGISTRY.get_sample_value("instore_http_requests_total", labels) == before + 1
+
+
+@pytest.mark.parametrize(("access_log", "logged_statuses"), [("all", [200, 401]), ("errors", [401])])
+def test_the_access_log_writes_every_request_or_only_errors(access_log: str, logged_statuses: list[int]) -> None:
+    from structlog.testing import capture_logs
+
+    app = create_app(GatewaySettings(instore_callback_api_key=KEY, gateway_access_log=access_log),  # type: ignore[arg-type]
+                     Ports(cart_lookups=Lookups(), events=Events(), vault=InMemoryTokenVault()))  # type: ignore[arg-type]
+    with TestClient(app) as client, capture_logs() as logs:
+        assert client.get("/instore/callbacks/carts/c-1", headers={"X-Api-Key": KEY}).status_code == 200
+        assert client.get("/instore/callbacks/carts/c-1").status_code == 401
+    assert [line["status"] for line in logs if line["event"] == "http.request"] == logged_statuses

@@ -74,6 +74,10 @@ class GatewaySettings(BaseServiceSettings, SessionSettings):
     """How long a payment-extension request waits for Kafka's acknowledgement before the gateway answers 503 (InStore
     waits at most the processor's timeout, 15 s in the documented example)."""
 
+    gateway_access_log: Literal["all", "errors"] = "errors"
+    """One log line per HTTP request (``http.request``: method, redacted path, status, ms): ``all``, or only ``errors``
+    (answers ≥ 400). Accepted webhooks and answered cart lookups are logged by their own lines either way."""
+
     gateway_cors_allow_origins: str = ""
     """Comma-separated origins (scheme://host[:port]) of host apps whose browsers may call POST /sessions and
     POST /host/events (CORS); empty: none (same-origin or server-side callers only). make run adds the dev fakes'
