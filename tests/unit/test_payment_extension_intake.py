@@ -22,12 +22,14 @@ STATUS = "https://eu.instore.example.com/payments/r-1/status"
 CALLBACK = "https://eu.instore.example.com/payments/r-1/result"
 
 
-@pytest.fixture
-def gateway() -> Iterator[tuple[Recorder, TestClient[Any]]]:
+@pytest.fixture(params=[True, False], ids=["raw-route", "litestar-route"])
+def gateway(request: pytest.FixtureRequest) -> Iterator[tuple[Recorder, TestClient[Any]]]:
+    """The gateway both ways the routes are served: below Litestar (the default) and by Litestar (tracing on)."""
     events = Recorder()
     settings = GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret=SECRET.decode(),
                                payment_extension_allowed_urls=ALLOWED, payment_extension_max_body_bytes=2048)
-    app = create_app(settings, Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()))  # type: ignore[arg-type]
+    app = create_app(settings, Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()),  # type: ignore[arg-type]
+                     raw_routes=request.param)
     with TestClient(app) as client:
         yield events, client
 
@@ -189,3 +191,41 @@ def test_money_as_commercetools_writes_it_is_accepted(gateway: tuple[Recorder, T
     body = _body(amount={"type": "centPrecision", "currencyCode": "EUR", "centAmount": 1949, "fractionDigits": 2})
     assert _post(client, "/instore/payment-extensions/bank-card/payment", body).status_code == 200
     assert len(events.published) == 1
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("/instore/payment-extensions/bank-card/payment/extra", 404),
+    ("/instore/payment-extensions/bank-card/", 404),
+    ("/instore/payment-extensions//payment", 400),  # an empty segment is refused at the edge
+])
+def test_paths_outside_the_two_routes_are_not_taken(gateway: tuple[Recorder, TestClient[Any]], path: str,
+                                                    status: int) -> None:
+    events, client = gateway
+    response = _post(client, path, _body())
+    assert response.status_code == status and response.headers["content-type"] == "application/problem+json"
+    assert events.published == []
+
+
+def test_an_oversized_prompt_answer_is_413(gateway: tuple[Recorder, TestClient[Any]]) -> None:
+    events, client = gateway
+    _problem(_post(client, "/instore/payment-extensions/prompt-answers", b"{" * 5000), 413, "payload-too-large")
+    assert events.published == []
+
+
+def test_requests_are_counted_by_tender_action_and_outcome(gateway: tuple[Recorder, TestClient[Any]]) -> None:
+    from prometheus_client import REGISTRY
+
+    _events, client = gateway
+
+    def count(tender: str, action: str, outcome: str) -> float:
+        return REGISTRY.get_sample_value("instore_payment_extension_requests_total",
+                                         {"tender": tender, "action": action, "outcome": outcome}) or 0.0
+
+    before = (count("wallet", "payment", "accepted"), count("unknown", "unknown", "unknown-extension-action"),
+              count("wallet", "payment", "payload-too-large"))
+    assert _post(client, "/instore/payment-extensions/wallet/payment", _body()).status_code == 200
+    assert _post(client, "/instore/payment-extensions/cash/steal", _body()).status_code == 404
+    assert _post(client, "/instore/payment-extensions/wallet/payment", b"{" * 5000).status_code == 413
+    after = (count("wallet", "payment", "accepted"), count("unknown", "unknown", "unknown-extension-action"),
+             count("wallet", "payment", "payload-too-large"))
+    assert after == (before[0] + 1, before[1] + 1, before[2] + 1)

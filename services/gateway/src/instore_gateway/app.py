@@ -34,7 +34,11 @@ from instore_gateway.http_metrics import http_metrics_middleware
 from instore_gateway.identity import ImsVerifier
 from instore_gateway.instore_auth import InStoreAuthClient
 from instore_gateway.lookups import CartLookups, KafkaCartLookups
-from instore_gateway.payment_extensions import payment_extension_handlers
+from instore_gateway.payment_extensions import (
+    payment_extension_handlers,
+    payment_extension_intake,
+    raw_payment_extension_routes,
+)
 from instore_gateway.problems import (
     PROBLEM_JSON,
     TYPE_BASE,
@@ -47,6 +51,7 @@ from instore_gateway.problems import (
     problem_spec,
     redact_path,
 )
+from instore_gateway.raw_routes import ClientGone, RawRoute, header_values
 from instore_gateway.sessions import (
     END_OF_STRING,
     EventPublisher,
@@ -55,7 +60,7 @@ from instore_gateway.sessions import (
 )
 from instore_gateway.settings import GatewaySettings
 from instore_gateway.vault import MeteredVault, TokenVault, create_vault
-from instore_gateway.webhooks import ClientGone, WebhookIntake, raw_webhook_route, webhook_handler
+from instore_gateway.webhooks import WebhookIntake, raw_webhook_route, webhook_handler
 from instore_shared import metrics, telemetry
 from instore_shared.contract.cart_lookup import CartKind, CartLookupReply, LookupStatus
 from instore_shared.kafka.admin import ensure_topics
@@ -86,20 +91,6 @@ _AMBIGUOUS_PATH = re.compile(rb"%2f|%5c|//", re.IGNORECASE)
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-@dataclass(frozen=True, slots=True)
-class RawRoute:
-    """A route served by the edge layer below Litestar (the hot paths of issue 14), with the error handling and
-    HTTP metrics Litestar's routes get. ``path`` is matched exactly, or — ``prefix`` true — as the start of a
-    path whose rest is one non-empty segment; ``template`` is the ``path`` label of the metrics (Litestar's
-    route template of the same route, so dashboards see one series)."""
-
-    method: str
-    path: str
-    template: str
-    app: ASGIApp
-    prefix: bool = False
-
-
 def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_log: str = "all") -> ASGIApp:
     """The outermost layer of the gateway, around routing and error handling.
 
@@ -118,16 +109,16 @@ def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_lo
 
     every_request = access_log == "all"
     measured = http_metrics_middleware(_QUIET_PATHS)
-    exact = {(r.method, r.path): (r.template, measured(_with_problems(r.app))) for r in raw_routes if not r.prefix}
-    prefixed = [(r.method, r.path, r.template, measured(_with_problems(r.app))) for r in raw_routes if r.prefix]
+    exact = {(r.method, r.path): (r.template, measured(_with_problems(r.app))) for r in raw_routes if not r.segments}
+    prefixed = [(r, r.template, measured(_with_problems(r.app))) for r in raw_routes if r.segments]
 
     def raw_route(method: str, path: str) -> tuple[str, ASGIApp] | None:
         found = exact.get((method, path))
         if found is not None:
             return found
-        for m, start, template, route in prefixed:
-            if method == m and path.startswith(start) and len(path) > len(start) and "/" not in path[len(start):]:
-                return template, route
+        for route, template, served in prefixed:
+            if route.matches(method, path):
+                return template, served
         return None
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -320,13 +311,12 @@ async def _look_up(lookups: CartLookups, kind: CartKind, cart_id: str, cid: str)
 
 def raw_cart_callback_route(kind: CartKind, prefix: str, state: Callable[[], State]) -> ASGIApp:
     """``GET {prefix}{cartId}`` as a plain ASGI app (see :class:`RawRoute`): the API key, then
-    :func:`answer_cart_callback` — what :func:`sale_cart` / :func:`return_cart` do, without Litestar's
-    request, guard and response objects (~0.2 ms of CPU per callback, py-spy, issue 14)."""
+    :func:`answer_cart_callback` — what :func:`sale_cart` / :func:`return_cart` do
+    (:mod:`instore_gateway.raw_routes`)."""
 
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
         current = state()
-        require_callback_api_key(current.callback_api_key,
-                                 [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-api-key"])
+        require_callback_api_key(current.callback_api_key, header_values(scope, b"x-api-key"))
         cart = await answer_cart_callback(current.cart_lookups, kind, scope["path"][len(prefix):],
                                           scope["state"]["correlation_id"])
         await send({"type": "http.response.start", "status": 200,
@@ -496,6 +486,10 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
         app.state.webhook_intake = WebhookIntake(
             app.state.events, settings.instore_webhook_secret.get_secret_value().encode(), webhook_names,
             settings.webhook_publish_timeout_seconds, settings.webhook_max_body_bytes)
+        app.state.payment_extension_intake = payment_extension_intake(
+            app.state.events, settings.instore_webhook_secret.get_secret_value().encode(),
+            settings.instore_webhook_signature_headers.split(","), settings.payment_extension_publish_timeout_seconds,
+            settings.payment_extension_max_body_bytes, allowed_urls)
         closers += [x for x, g in ((app.state.vault.inner, given.vault), (app.state.ims, given.ims),
                                    (app.state.instore_auth, given.instore_auth)) if g is None]
         log.info("gateway.started", port=settings.gateway_http_port, vault=settings.token_vault_backend,
@@ -510,6 +504,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             telemetry.shutdown_tracing()
             log.info("gateway.stopped")
 
+    allowed_urls = UrlAllowList(settings.payment_extension_allowed_urls)
     webhook_names = tuple(n.strip().lower() for n in settings.instore_webhook_signature_headers.split(",") if n.strip())
     plugins: list[Any] = []
     tracing = telemetry.configure_tracing("gateway")
@@ -538,7 +533,7 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             *payment_extension_handlers(settings.payment_extension_path_prefix, settings.payment_extension_max_body_bytes,
                                         settings.instore_webhook_signature_headers.split(","),
                                         settings.payment_extension_publish_timeout_seconds,
-                                        UrlAllowList(settings.payment_extension_allowed_urls)),
+                                        allowed_urls),
             host_events_router(settings.host_events_max_body_bytes, settings.host_events_max_batch,
                                settings.host_events_max_detail_bytes, settings.host_events_rate_limit_per_minute,
                                settings.host_events_publish_timeout_seconds),
@@ -585,8 +580,10 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
     app.asgi_handler = edge_middleware(app.asgi_handler, access_log=settings.gateway_access_log, raw_routes=[
         RawRoute("POST", "/instore/webhooks", "/instore/webhooks", raw_webhook_route(lambda: app.state.webhook_intake)),
         RawRoute("GET", SALE_CART_PREFIX, SALE_CART_PREFIX + "{cartId}",
-                 raw_cart_callback_route(CartKind.SALE, SALE_CART_PREFIX, lambda: app.state), prefix=True),
+                 raw_cart_callback_route(CartKind.SALE, SALE_CART_PREFIX, lambda: app.state), segments=1),
         RawRoute("GET", RETURN_CART_PREFIX, RETURN_CART_PREFIX + "{cartId}",
-                 raw_cart_callback_route(CartKind.RETURN, RETURN_CART_PREFIX, lambda: app.state), prefix=True),
+                 raw_cart_callback_route(CartKind.RETURN, RETURN_CART_PREFIX, lambda: app.state), segments=1),
+        *raw_payment_extension_routes(settings.payment_extension_path_prefix,
+                                      lambda: app.state.payment_extension_intake),
     ] if raw else [])
     return app

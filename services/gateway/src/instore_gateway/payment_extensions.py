@@ -18,6 +18,8 @@ to a prompt, published to ``instore.payment-prompt-answers.v1`` keyed by the pro
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -26,9 +28,11 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.params import Parameter
+from litestar.types import Receive, Scope, Send
 
 from instore_gateway.problems import ProblemError, problem_spec
-from instore_gateway.webhooks import require_signature
+from instore_gateway.raw_routes import RawRoute, header_values, read_body
+from instore_gateway.webhooks import check_signature
 from instore_shared import metrics
 from instore_shared.contract import payment_extensions as contract
 from instore_shared.kafka import headers as h
@@ -67,11 +71,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def _publish(request: Request[Any, Any, State], topic: str, key: str, body: bytes, message_type: str,
+async def _publish(events: Any, topic: str, key: str, body: bytes, message_type: str,
                    timeout_s: float, headers: dict[str, str], what: str) -> None:
     try:
-        await request.app.state.events.publish(topic, key, body, message_type=message_type, timeout_s=timeout_s,
-                                               headers=headers)
+        await events.publish(topic, key, body, message_type=message_type, timeout_s=timeout_s, headers=headers)
     except MessageRejected as exc:
         raise ProblemError(413, "payload-too-large", "Payload too large",
                            f"the {what} is larger than the message broker accepts") from exc
@@ -97,12 +100,117 @@ def _decode(body: bytes, struct: type[Any], what: str) -> Any:
         raise ProblemError(400, "not-json", "Not JSON", f"the {what} must be a JSON object") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class PaymentExtensionIntake:
+    """What taking a payment-extension request or a prompt answer needs, fixed at start.
+
+    ``events``: the publisher (:class:`~instore_gateway.sessions.EventPublisher`); ``names``:
+    signature header names, lower case; ``publish_timeout``: seconds Kafka gets to acknowledge;
+    ``max_body_bytes``: the largest body taken; ``allowed``: the addresses statusUrl and
+    callbackUrl may name."""
+
+    events: Any
+    secret: bytes
+    names: tuple[str, ...]
+    publish_timeout: float
+    max_body_bytes: int
+    allowed: UrlAllowList
+
+    def _signed(self, body: bytes, header_values: Callable[[str], list[str]], what: str) -> None:
+        check_signature(self.secret, body, [v for name in self.names for v in header_values(name)], what)
+
+    async def accept_request(self, body: bytes | None, header_values: Callable[[str], list[str]], tender_segment: str,
+                             action_segment: str, correlation_id: str) -> bytes:
+        """Check and store one payment-extension request; returns the 200 body (:class:`RequestAccepted` JSON).
+
+        ``body`` None: larger than ``max_body_bytes`` (413). Counted in
+        ``instore_payment_extension_requests_total{tender, action, outcome}``. Raises
+        :class:`ProblemError` 401, 404 ``unknown-extension-action``, 400 ``not-json``, 422
+        ``invalid-request`` / ``url-not-allowed``, 413, 503 ``not-stored`` / ``not-acknowledged``."""
+        outcome = "error"
+        try:
+            if body is None:
+                raise ProblemError(413, "payload-too-large", "Payload too large",
+                                   f"the body is larger than {self.max_body_bytes} bytes")
+            accepted = await self._accept_request(body, header_values, tender_segment, action_segment, correlation_id)
+            outcome = "accepted"
+            return accepted
+        except ProblemError as exc:
+            outcome = exc.slug
+            raise
+        finally:
+            known = tender_segment in _TENDERS and action_segment in _ACTIONS
+            metrics.PAYMENT_EXTENSION_REQUESTS.labels(tender_segment if known else "unknown",
+                                                      action_segment if known else "unknown", outcome).inc()
+
+    async def _accept_request(self, body: bytes, header_values: Callable[[str], list[str]], tender_segment: str,
+                              action_segment: str, correlation_id: str) -> bytes:
+        received_at = _now()
+        self._signed(body, header_values, "payment extension request")  # first: tells strangers nothing
+        tender, action = _TENDERS.get(tender_segment), _ACTIONS.get(action_segment)
+        if tender is None or action is None or action not in contract.ACTIONS_OF[tender]:
+            raise ProblemError(404, "unknown-extension-action", "Unknown tender or action",
+                               "tenders: " + ", ".join(_TENDERS) + "; actions per tender: see the OpenAPI document")
+        parsed: contract.PaymentExtensionRequest = _decode(body, contract.PaymentExtensionRequest, "request")
+        missing = contract.request_problem(parsed, tender, action)
+        if missing:
+            raise ProblemError(422, "invalid-request", "Invalid request", missing)
+        for field, url in (("statusUrl", parsed.statusUrl), ("callbackUrl", parsed.callbackUrl)):
+            if not self.allowed.allows(url):
+                log.warning("payment_extension.url_refused", field=field, request_id=parsed.requestId)
+                raise ProblemError(422, "url-not-allowed", "Address not allowed",
+                                   f"{field} is not on the allow-list of addresses this server calls "
+                                   "(PAYMENT_EXTENSION_ALLOWED_URLS)")
+        key = contract.routing_key(parsed)
+        await _publish(self.events, PAYMENT_REQUESTS.name, key, body, contract.MESSAGE_TYPE, self.publish_timeout,
+                       {h.REQUEST_ID: parsed.requestId, h.TENDER: tender.value, h.ACTION: action.value,
+                        h.RECEIVED_AT: received_at, h.CORRELATION_ID: correlation_id},
+                       "payment extension request")
+        log.info("payment_extension.accepted", request_id=parsed.requestId, tender=tender.value, action=action.value,
+                 key=key)
+        return msgspec.json.encode(RequestAccepted(parsed.requestId))
+
+    async def accept_answer(self, body: bytes | None, header_values: Callable[[str], list[str]],
+                            correlation_id: str) -> bytes:
+        """Check and store one prompt answer; returns the 200 body (:class:`AnswerAccepted` JSON).
+
+        ``body`` None: larger than ``max_body_bytes`` (413). Raises :class:`ProblemError` 401,
+        400, 422, 413, 503."""
+        if body is None:
+            raise ProblemError(413, "payload-too-large", "Payload too large",
+                               f"the body is larger than {self.max_body_bytes} bytes")
+        self._signed(body, header_values, "prompt answer")
+        answer: contract.PromptAnswer = _decode(body, contract.PromptAnswer, "prompt answer")
+        await _publish(self.events, PAYMENT_PROMPT_ANSWERS.name, answer.requestId, msgspec.json.encode(answer),
+                       contract.ANSWER_MESSAGE_TYPE, self.publish_timeout,
+                       {h.REQUEST_ID: answer.requestId, h.RECEIVED_AT: _now(), h.CORRELATION_ID: correlation_id},
+                       "prompt answer")
+        log.info("payment_prompt.answered", prompt_request_id=answer.requestId)
+        return msgspec.json.encode(AnswerAccepted(answer.requestId))
+
+
+def payment_extension_intake(events: Any, secret: bytes, signature_headers: list[str], publish_timeout: float,
+                             max_body_bytes: int, allowed: UrlAllowList) -> PaymentExtensionIntake:
+    """A :class:`PaymentExtensionIntake` from settings (signature header names as configured)."""
+    names = tuple(name.strip().lower() for name in signature_headers if name.strip())
+    return PaymentExtensionIntake(events, secret, names, publish_timeout, max_body_bytes, allowed)
+
+
+def payment_extension_prefix(prefix: str) -> str:
+    """``PAYMENT_EXTENSION_PATH_PREFIX`` as a path: one leading slash, none trailing."""
+    return "/" + prefix.strip("/")
+
+
 def payment_extension_handlers(prefix: str, max_body_bytes: int, signature_headers: list[str],
                                publish_timeout: float, allowed: UrlAllowList) -> list[Any]:
-    """The two routes, built from settings: path prefix, body limit, signature header names, Kafka acknowledgement
-    timeout, the allow-list of callback addresses."""
-    names = [name.strip().lower() for name in signature_headers if name.strip()]
-    prefix = "/" + prefix.strip("/")
+    """The two Litestar routes, built from settings: path prefix, body limit, signature header names, Kafka
+    acknowledgement timeout, the allow-list of callback addresses. They document the routes and serve them when
+    the raw routes (:func:`raw_payment_extension_routes`) are not mounted."""
+    prefix = payment_extension_prefix(prefix)
+
+    def intake(request: Request[Any, Any, State]) -> PaymentExtensionIntake:
+        return payment_extension_intake(request.app.state.events, request.app.state.webhook_secret, signature_headers,
+                                        publish_timeout, max_body_bytes, allowed)
 
     @post(
         f"{prefix}/prompt-answers",
@@ -124,14 +232,9 @@ def payment_extension_handlers(prefix: str, max_body_bytes: int, signature_heade
     async def answer_prompt(request: Request[Any, Any, State]) -> Response[bytes]:
         """``POST {prefix}/prompt-answers`` (assumed — see docs)."""
         body = await request.body()
-        require_signature(request, body, names, "prompt answer")
-        answer: contract.PromptAnswer = _decode(body, contract.PromptAnswer, "prompt answer")
-        await _publish(request, PAYMENT_PROMPT_ANSWERS.name, answer.requestId, msgspec.json.encode(answer),
-                       contract.ANSWER_MESSAGE_TYPE, publish_timeout,
-                       {h.REQUEST_ID: answer.requestId, h.RECEIVED_AT: _now(),
-                        h.CORRELATION_ID: request.scope["state"]["correlation_id"]}, "prompt answer")
-        log.info("payment_prompt.answered", prompt_request_id=answer.requestId)
-        return Response(msgspec.json.encode(AnswerAccepted(answer.requestId)), media_type="application/json")
+        accepted = await intake(request).accept_answer(body, lambda name: request.headers.getall(name, []),
+                                                       request.scope["state"]["correlation_id"])
+        return Response(accepted, media_type="application/json")
 
     @post(
         f"{prefix}/{{tender:str}}/{{action:str}}",
@@ -158,47 +261,43 @@ def payment_extension_handlers(prefix: str, max_body_bytes: int, signature_heade
                               action: ActionSegment) -> Response[bytes]:
         """``POST {prefix}/{tender}/{action}`` (assumed — see docs). Counted in
         ``instore_payment_extension_requests_total{tender, action, outcome}``."""
-        outcome = "error"
         try:
-            response = await _receive(request, tender, action)
-            outcome = "accepted"
-            return response
-        except ProblemError as exc:
-            outcome = exc.slug
-            raise
+            body: bytes | None = await request.body()
         except HTTPException as exc:
-            outcome = "payload-too-large" if exc.status_code == 413 else str(exc.status_code)
-            raise
-        finally:
-            known = tender in _TENDERS and action in _ACTIONS
-            metrics.PAYMENT_EXTENSION_REQUESTS.labels(tender if known else "unknown", action if known else "unknown",
-                                                      outcome).inc()
-
-    async def _receive(request: Request[Any, Any, State], tender_segment: str, action_segment: str) -> Response[bytes]:
-        received_at = _now()
-        body = await request.body()
-        require_signature(request, body, names, "payment extension request")  # first: tells strangers nothing
-        tender, action = _TENDERS.get(tender_segment), _ACTIONS.get(action_segment)
-        if tender is None or action is None or action not in contract.ACTIONS_OF[tender]:
-            raise ProblemError(404, "unknown-extension-action", "Unknown tender or action",
-                               "tenders: " + ", ".join(_TENDERS) + "; actions per tender: see the OpenAPI document")
-        parsed: contract.PaymentExtensionRequest = _decode(body, contract.PaymentExtensionRequest, "request")
-        missing = contract.request_problem(parsed, tender, action)
-        if missing:
-            raise ProblemError(422, "invalid-request", "Invalid request", missing)
-        for field, url in (("statusUrl", parsed.statusUrl), ("callbackUrl", parsed.callbackUrl)):
-            if not allowed.allows(url):
-                log.warning("payment_extension.url_refused", field=field, request_id=parsed.requestId)
-                raise ProblemError(422, "url-not-allowed", "Address not allowed",
-                                   f"{field} is not on the allow-list of addresses this server calls "
-                                   "(PAYMENT_EXTENSION_ALLOWED_URLS)")
-        key = contract.routing_key(parsed)
-        await _publish(request, PAYMENT_REQUESTS.name, key, body, contract.MESSAGE_TYPE, publish_timeout,
-                       {h.REQUEST_ID: parsed.requestId, h.TENDER: tender.value, h.ACTION: action.value,
-                        h.RECEIVED_AT: received_at, h.CORRELATION_ID: request.scope["state"]["correlation_id"]},
-                       "payment extension request")
-        log.info("payment_extension.accepted", request_id=parsed.requestId, tender=tender.value, action=action.value,
-                 key=key)
-        return Response(msgspec.json.encode(RequestAccepted(parsed.requestId)), media_type="application/json")
+            if exc.status_code != 413:
+                raise
+            body = None
+        accepted = await intake(request).accept_request(body, lambda name: request.headers.getall(name, []), tender,
+                                                        action, request.scope["state"]["correlation_id"])
+        return Response(accepted, media_type="application/json")
 
     return [answer_prompt, payment_request]
+
+
+def raw_payment_extension_routes(prefix: str, intake: Callable[[], PaymentExtensionIntake]) -> list[RawRoute]:
+    """The two routes as plain ASGI apps (:mod:`instore_gateway.raw_routes`): same checks, metrics and problem
+    bodies as :func:`payment_extension_handlers` (the unit tests run both ways). ``intake()`` gives the running
+    app's :class:`PaymentExtensionIntake`."""
+    prefix = payment_extension_prefix(prefix)
+    answers = f"{prefix}/prompt-answers"
+
+    async def respond(send: Send, accepted: bytes) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(accepted)).encode())]})
+        await send({"type": "http.response.body", "body": accepted, "more_body": False})
+
+    async def request_route(scope: Scope, receive: Receive, send: Send) -> None:
+        current = intake()
+        tender, action = scope["path"][len(prefix) + 1:].split("/")
+        body = await read_body(scope, receive, current.max_body_bytes)
+        await respond(send, await current.accept_request(body, lambda name: header_values(scope, name.encode("latin-1")),
+                                                         tender, action, scope["state"]["correlation_id"]))
+
+    async def answer_route(scope: Scope, receive: Receive, send: Send) -> None:
+        current = intake()
+        body = await read_body(scope, receive, current.max_body_bytes)
+        await respond(send, await current.accept_answer(body, lambda name: header_values(scope, name.encode("latin-1")),
+                                                        scope["state"]["correlation_id"]))
+
+    return [RawRoute("POST", answers, answers, answer_route),
+            RawRoute("POST", prefix + "/", prefix + "/{tender}/{action}", request_route, segments=2)]

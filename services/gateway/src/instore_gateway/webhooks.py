@@ -28,6 +28,7 @@ from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from instore_gateway.problems import ProblemError, problem_spec
+from instore_gateway.raw_routes import header_values, read_body
 from instore_shared import metrics
 from instore_shared.contract import instore_webhooks as contract
 from instore_shared.kafka import headers as h
@@ -167,11 +168,10 @@ def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_t
 
 
 def raw_webhook_route(intake: Callable[[], WebhookIntake]) -> ASGIApp:
-    """``POST /instore/webhooks`` as a plain ASGI app, served by the gateway's edge layer below Litestar.
+    """``POST /instore/webhooks`` as a plain ASGI app (:mod:`instore_gateway.raw_routes`).
 
     Same contract, checks, metrics and problem bodies as :func:`webhook_handler` (the unit tests
-    run against both); it skips Litestar's routing, request and response objects, which cost
-    ~0.2 ms of the 0.55 ms of CPU a webhook took (py-spy, issue 14). ``intake()`` gives the
+    run against both). ``intake()`` gives the
     :class:`WebhookIntake` of the running app (its publisher exists only once the app started).
     Raises :class:`ProblemError` (413 for a body over ``max_body_bytes``, and what
     :meth:`WebhookIntake.accept` raises); the edge layer renders it.
@@ -184,38 +184,10 @@ def raw_webhook_route(intake: Callable[[], WebhookIntake]) -> ASGIApp:
             metrics.WEBHOOKS_REFUSED.labels("payload-too-large").inc()
             raise ProblemError(413, "payload-too-large", "Payload too large",
                                f"the body is larger than {current.max_body_bytes} bytes")
-        headers = scope["headers"]
-        accepted = await current.accept(
-            body, lambda name: [v.decode("latin-1") for k, v in headers if k == name.encode("latin-1")],
-            scope["state"]["correlation_id"])
+        accepted = await current.accept(body, lambda name: header_values(scope, name.encode("latin-1")),
+                                        scope["state"]["correlation_id"])
         await send({"type": "http.response.start", "status": 202,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(accepted)).encode())]})
         await send({"type": "http.response.body", "body": accepted, "more_body": False})
 
     return route
-
-
-class ClientGone(Exception):
-    """The client disconnected before its body was complete: nothing is answered, nothing published."""
-
-
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None when it is (or says it is) larger than ``limit`` bytes.
-
-    Raises :class:`ClientGone` when the client disconnects before the end of the body."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            return None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # http.disconnect
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
