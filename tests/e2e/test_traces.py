@@ -12,6 +12,7 @@ call(s) and the reply's publish, every parent a span of the same trace.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -52,7 +53,8 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
         common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
         gateway_port = free_port()
         started.append(start_service("gateway-traces", "instore_gateway", {
-            **common, **otel, "GATEWAY_HTTP_PORT": str(gateway_port), "INSTORE_CALLBACK_API_KEY": API_KEY}, gateway_port))
+            **common, **otel, "GATEWAY_HTTP_PORT": str(gateway_port), "INSTORE_CALLBACK_API_KEY": API_KEY,
+            "GATEWAY_ACCESS_LOG": "all"}, gateway_port))  # a line per request: the gateway's line of the lookup
         # a group of its own, at the end of the shared broker's request topic: only this test's request is consumed
         group = f"cart-mapping-traces-{uuid.uuid4().hex[:8]}"
         asyncio.run(_start_group_at_end(kafka, group, REQUESTS))  # the gateway has created the topics by now
@@ -188,5 +190,10 @@ def test_log_lines_carry_the_trace_id(stack: Stack, lookup: Lookup) -> None:
     """Both services' JSON log lines about the lookup name its trace."""
     trace_id = lookup.spans[0]["traceId"]
     for service in (stack.gateway, stack.cart_mapping):
-        wait_until(lambda service=service: f'"trace_id": "{trace_id}"' in service.process.output(), 10,
+        wait_until(lambda service=service: trace_id in _trace_ids(service.process.output()), 10,
                    f"a {service.process.name} log line with the trace id")
+
+
+def _trace_ids(output: str) -> set[str]:
+    """The ``trace_id`` of every JSON log line of ``output``."""
+    return {json.loads(line).get("trace_id") for line in output.splitlines() if line.startswith("{")}

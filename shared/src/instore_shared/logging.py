@@ -8,6 +8,7 @@ same renderer.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import uuid
@@ -119,5 +120,11 @@ def get_logger(name: str) -> FilteringBoundLogger:
 
 
 def _json(event: Any, **_: Any) -> str:
-    """JSON of one log line with msgspec (several times json.dumps' speed); what it cannot encode becomes its str()."""
-    return msgspec.json.encode(event, enc_hook=str).decode()
+    """JSON of one log line with msgspec (several times json.dumps' speed); what it cannot encode becomes its str().
+
+    A line msgspec refuses (a lone surrogate in a string, a key it cannot write) is written by
+    the standard library's encoder instead: a log call never raises over its values."""
+    try:
+        return msgspec.json.encode(event, enc_hook=str).decode()
+    except (UnicodeEncodeError, TypeError, ValueError, OverflowError):
+        return json.dumps(event, default=str, skipkeys=True)
