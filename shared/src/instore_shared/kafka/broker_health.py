@@ -119,7 +119,8 @@ class ProducerGuard:
                 new = AIOKafkaProducer(**self._broker._connection_kwargs)
                 try:
                     # FastStream's own connect(): starts the producer and makes it the one publishes use.
-                    await fast.connect(new, serializer=fast.serializer, codec=fast.codec)  # type: ignore[attr-defined]
+                    async with asyncio.timeout(producer_health.START_TIMEOUT_SECONDS):
+                        await fast.connect(new, serializer=fast.serializer, codec=fast.codec)  # type: ignore[attr-defined]
                 except (KafkaError, OSError, TimeoutError) as exc:
                     try:
                         await asyncio.wait_for(new.stop(), 10)

@@ -36,6 +36,16 @@ from aiokafka.errors import (
 
 from instore_shared.logging import get_logger
 
+START_TIMEOUT_SECONDS = 15.0
+"""Longest wait for a new producer's ``start()``; past it the producer is stopped and a fresh one tried.
+
+Seen in CI (issue 14): a producer started while the broker was shutting down got a metadata
+answer listing no broker; aiokafka then forgets its bootstrap servers ("Unable to update
+metadata from []") and waits for a producer id for ever, so ``start()`` never returns and the
+replacement never finished — the gateway stayed not-ready after the broker was back. A fresh
+producer bootstraps from the configured servers again."""
+
+
 log = get_logger(__name__)
 
 REFUSED: tuple[type[BaseException], ...] = (

@@ -261,7 +261,8 @@ class RequestReplyClient:
             await self._prepare()
         producer = self._new_producer()
         self._producer = producer
-        await producer.start()
+        async with asyncio.timeout(producer_health.START_TIMEOUT_SECONDS):
+            await producer.start()
         self._consumer = await self._start_reader_consumer()
         self._tasks.append(asyncio.create_task(self._supervise_reader(), name="rpc-replies"))
         self._connected.set()
@@ -383,7 +384,8 @@ class RequestReplyClient:
         while not self._stopping:
             new = self._new_producer()
             try:
-                await new.start()
+                async with asyncio.timeout(producer_health.START_TIMEOUT_SECONDS):
+                    await new.start()
             except (KafkaError, OSError, TimeoutError) as exc:
                 await _stop_quietly(new)
                 pause = random.uniform(delay / 2, delay)
