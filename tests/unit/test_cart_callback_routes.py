@@ -155,3 +155,21 @@ def test_the_access_log_writes_every_request_or_only_errors(access_log: str, log
         assert client.get("/instore/callbacks/carts/c-1", headers={"X-Api-Key": KEY}).status_code == 200
         assert client.get("/instore/callbacks/carts/c-1").status_code == 401
     assert [line["status"] for line in logs if line["event"] == "http.request"] == logged_statuses
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw-route", "litestar-route"])
+def test_cors_headers_only_on_the_host_app_routes(raw: bool) -> None:
+    """Litestar's CORS config is app-wide; the callbacks (and webhooks, payment extensions) are server-to-server."""
+    origin = "https://host.example.com"
+    app = create_app(GatewaySettings(instore_callback_api_key=KEY, gateway_cors_allow_origins=origin),
+                     Ports(cart_lookups=Lookups(), events=Events(), vault=InMemoryTokenVault()),  # type: ignore[arg-type]
+                     raw_routes=raw)
+    with TestClient(app) as client:
+        callback = client.get("/instore/callbacks/carts/c-1", headers={"X-Api-Key": KEY, "Origin": origin})
+        preflight = client.options("/instore/callbacks/carts/c-1", headers={
+            "Origin": origin, "Access-Control-Request-Method": "GET"})
+        sessions = client.options("/sessions", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+    assert callback.status_code == 200
+    assert not [h for h in callback.headers if h.lower().startswith("access-control-")]
+    assert not [h for h in preflight.headers if h.lower().startswith("access-control-")]
+    assert sessions.headers["access-control-allow-origin"] == origin

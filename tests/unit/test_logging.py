@@ -6,6 +6,7 @@ import io
 import json
 import logging
 
+import pytest
 import structlog
 
 from instore_shared.logging import configure_logging, correlation_scope, get_logger
@@ -40,3 +41,31 @@ def test_every_line_is_one_json_object_whatever_was_logged() -> None:
     assert lines[0]["correlation_id"] == "cid-1" and lines[0]["level"] == "info"
     assert "ZeroDivisionError: boom" in str(lines[3]["exception"])
     assert lines[4]["logger"] == "aiokafka" and lines[4]["level"] == "warning"
+
+
+def test_a_failing_log_stream_never_fails_the_caller(capsys: pytest.CaptureFixture[str]) -> None:
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    configure_logging("svc", "INFO", json=True, stream=Broken())
+    try:
+        log = get_logger("test")
+        log.info("lost")  # no exception: the request that logs goes on
+        log.error("lost too")
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert capsys.readouterr().err.count("log line dropped") <= 1
+
+
+def test_nan_beside_an_unencodable_value_still_gives_json() -> None:
+    stream = io.StringIO()
+    configure_logging("svc", "INFO", json=True, stream=stream)
+    try:
+        get_logger("test").warning("odd", path="/\udcff", ratio=float("nan"))
+        lines = _lines(stream)
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert lines[0]["event"] == "odd" and "log_error" in lines[0]

@@ -229,3 +229,16 @@ def test_requests_are_counted_by_tender_action_and_outcome(gateway: tuple[Record
     after = (count("wallet", "payment", "accepted"), count("unknown", "unknown", "unknown-extension-action"),
              count("wallet", "payment", "payload-too-large"))
     assert after == (before[0] + 1, before[1] + 1, before[2] + 1)
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw-route", "litestar-route"])
+def test_a_body_nested_too_deeply_is_400_not_500(raw: bool) -> None:
+    events = Recorder()
+    settings = GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret=SECRET.decode(),
+                               payment_extension_allowed_urls=ALLOWED, payment_extension_max_body_bytes=8192)
+    app = create_app(settings, Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()),  # type: ignore[arg-type]
+                     raw_routes=raw)
+    body = _body()[:-1] + b',"x":' + b"[" * 1500 + b"]" * 1500 + b"}"
+    with TestClient(app) as client:
+        _problem(_post(client, "/instore/payment-extensions/bank-card/payment", body), 400, "bad-request")
+    assert events.published == []

@@ -112,8 +112,13 @@ def test_session_then_token_callback(world: tuple[World, TestClient[Any]]) -> No
     assert body["expiresAt"].endswith("Z")
     assert w.auth.calls == [("colleague-42", "store-berlin-01", "pos-3")]
 
-    token = client.get(f"/instore/callbacks/tokens/{body['userKey']}", headers={"X-Api-Key": API_KEY})
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        token = client.get(f"/instore/callbacks/tokens/{body['userKey']}", headers={"X-Api-Key": API_KEY})
     assert token.status_code == 200, token.text
+    (audit,) = [line for line in logs if line["event"] == "token_callback.answered"]  # every handout leaves a line
+    assert body["userKey"] not in str(audit) and "uat-secret-token" not in str(audit)
     assert token.json()["access_token"] == "uat-secret-token"
     assert token.json()["token_type"] == "Bearer"
     assert 590 <= token.json()["expires_in"] <= 600

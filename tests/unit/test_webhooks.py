@@ -128,6 +128,15 @@ def test_too_large_is_413(gateway: tuple[Recorder, TestClient[Any]]) -> None:
     assert events.published == []
 
 
+@pytest.mark.parametrize("body", [b"[" * 1500 + b"]" * 1500, b'{"a":' + b"[" * 1200 + b"]" * 1200 + b"}"])
+def test_a_body_nested_too_deeply_is_400_not_500(gateway: tuple[Recorder, TestClient[Any]], body: bytes) -> None:
+    events, client = gateway
+    response = client.post("/instore/webhooks", content=body, headers={"X-Signature": sign(body)})
+    _problem(response, 400, "bad-request")
+    assert "nested too deeply" in response.json()["detail"]
+    assert events.published == []
+
+
 def test_too_large_without_content_length_is_413(gateway: tuple[Recorder, TestClient[Any]]) -> None:
     """A chunked body (no Content-Length) is counted as it arrives and refused once past the limit."""
     events, client = gateway
@@ -181,6 +190,10 @@ async def test_a_client_gone_mid_body_gets_nothing_published() -> None:
                    "scheme": "http", "server": ("t", 80), "client": ("c", 1), "root_path": "",
                    "asgi": {"version": "3.0"}}, receive, send)  # type: ignore[arg-type]
     assert events.published == [] and sent == []
+    from prometheus_client import REGISTRY
+
+    labels = {"method": "POST", "path": "/instore/webhooks", "app_name": "gateway"}
+    assert REGISTRY.get_sample_value("instore_http_requests_total", {**labels, "status_code": "499"})  # never a 200
 
 
 def test_kafka_down_is_503_not_stored_with_retry_after(gateway: tuple[Recorder, TestClient[Any]]) -> None:

@@ -8,6 +8,7 @@ same renderer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -76,7 +77,7 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True, stre
     # ~40 µs, two per webhook, ~12 % of the gateway's CPU per webhook (py-spy, issue 14).
     structlog.configure(
         processors=[*shared, renderer],
-        logger_factory=structlog.WriteLoggerFactory(out),
+        logger_factory=lambda *_: _SafeWriteLogger(out),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         cache_logger_on_first_use=True,
     )
@@ -119,6 +120,28 @@ def get_logger(name: str) -> FilteringBoundLogger:
     return logger
 
 
+class _SafeWriteLogger(structlog.WriteLogger):
+    """structlog's ``WriteLogger`` that never raises: a log stream that fails (a closed pipe, a full disk) must not
+    fail the request that logs — the standard library's handlers behave so too (``Handler.handleError``). The
+    first failure is reported on standard error, once per process."""
+
+    _reported = False
+
+    def msg(self, message: str) -> None:
+        """Write ``message`` and a newline; on an ``OSError``, drop the line."""
+        try:
+            super().msg(message)
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+            if not _SafeWriteLogger._reported:
+                _SafeWriteLogger._reported = True
+                with contextlib.suppress(Exception):
+                    sys.stderr.write(f"--- log line dropped: the log stream failed ({type(exc).__name__}: {exc}); "
+                                     "later failures are not reported ---\n")
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
 def _json(event: Any, **_: Any) -> str:
     """JSON of one log line with msgspec (several times json.dumps' speed); what it cannot encode becomes its str().
 
@@ -127,4 +150,8 @@ def _json(event: Any, **_: Any) -> str:
     try:
         return msgspec.json.encode(event, enc_hook=str).decode()
     except (UnicodeEncodeError, TypeError, ValueError, OverflowError):
-        return json.dumps(event, default=str, skipkeys=True)
+        try:
+            return json.dumps(event, default=str, skipkeys=True, allow_nan=False)
+        except ValueError:  # NaN or infinity beside what msgspec refused: keep the event, say what was lost
+            return json.dumps({"event": str(event.get("event")), "level": event.get("level"),
+                               "log_error": "values not encodable as JSON were dropped"})

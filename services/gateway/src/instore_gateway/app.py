@@ -30,7 +30,7 @@ from opentelemetry import trace
 
 from instore_gateway import asyncapi
 from instore_gateway.host_events import host_events_router
-from instore_gateway.http_metrics import http_metrics_middleware
+from instore_gateway.http_metrics import NO_ANSWER, http_metrics_middleware
 from instore_gateway.identity import ImsVerifier
 from instore_gateway.instore_auth import InStoreAuthClient
 from instore_gateway.lookups import CartLookups, KafkaCartLookups
@@ -89,6 +89,9 @@ RETURN_CART_PREFIX = "/instore/callbacks/return-carts/"
 # -- middleware -----------------------------------------------------------------------
 _AMBIGUOUS_PATH = re.compile(rb"%2f|%5c|//", re.IGNORECASE)
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_CORS_PATHS = frozenset({"/sessions", "/host/events"})
+"""The only routes a host app's browser may call (CORS headers are removed from every other answer: Litestar's
+CORS config is app-wide, and the callbacks, webhooks and payment extensions are server-to-server)."""
 
 
 def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_log: str = "all") -> ASGIApp:
@@ -101,6 +104,7 @@ def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_lo
     - refuses a path whose raw form holds an encoded ``/`` or ``\\`` or an empty segment
       (400): after decoding it could route differently than a proxy in front decided;
     - marks every answer ``Cache-Control: no-store`` (carts carry customer data);
+    - removes CORS headers from every answer but the host app's routes (:data:`_CORS_PATHS`);
     - logs one access line per request (not for the probes and /metrics; with ``access_log``
       ``errors`` only for answers ≥ 400 — a line per request was ~8 % of the gateway's CPU per
       callback, py-spy, issue 14), with the trace and span ids of the request's server span when
@@ -128,8 +132,9 @@ def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_lo
         cid = new_correlation_id()
         scope.setdefault("state", {})["correlation_id"] = cid
         started = time.perf_counter()
-        status = 500
+        status = NO_ANSWER
         trace_ids: dict[str, str] = {}
+        cors_allowed = scope["path"] in _CORS_PATHS
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -137,7 +142,8 @@ def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_lo
                 status = message["status"]
                 telemetry.add_trace_ids(None, "", trace_ids)
                 message["headers"] = [
-                    *message.get("headers", []),
+                    *(header for header in message.get("headers", [])
+                      if cors_allowed or not header[0].lower().startswith(b"access-control-")),
                     (b"x-correlation-id", cid.encode()),
                     (b"cache-control", b"no-store"),
                 ]
@@ -181,6 +187,11 @@ def _with_problems(route: ASGIApp) -> ASGIApp:
             await route(scope, receive, tracking_send)
         except ClientGone:
             return
+        except RecursionError:  # a body nested too deeply for the JSON decoder: 400, as Litestar's routes answer
+            if not started:
+                await _send_problem(send, Problem(
+                    type=TYPE_BASE + "bad-request", title="Bad request", status=400, detail="the body is nested too deeply",
+                    instance=redact_path(scope["path"]), correlationId=cid))
         except ProblemError as exc:
             if not started:
                 await _send_problem(send, Problem(
@@ -519,7 +530,8 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             scope_span_details_extractor=lambda scope: (str(scope.get("method") or "HTTP"), {}))))
     origins = [o.strip().rstrip("/") for o in settings.gateway_cors_allow_origins.split(",") if o.strip()]
     # Browsers of the listed host apps may call the host-app routes (sessions, host events); nothing else is exposed
-    # to them: the callbacks and webhooks are server-to-server and carry no CORS headers for other origins.
+    # to them: the edge layer removes CORS headers from every other answer (callbacks, webhooks and payment
+    # extensions are server-to-server), however the route is served.
     cors = CORSConfig(allow_origins=origins, allow_methods=["GET", "POST"],
                       allow_headers=["Authorization", "Content-Type", "X-User-Key"], allow_credentials=False,
                       expose_headers=["X-Correlation-Id", "Retry-After"], max_age=600) if origins else None

@@ -25,6 +25,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from instore_shared.metrics import PREFIX
 
 APP_NAME = "gateway"
+NO_ANSWER = 499
+"""The ``status_code`` of a request that got no answer (the client left first; nginx's convention): never counted
+as a 200."""
 _LABELS = ["method", "path", "status_code", "app_name"]
 REQUESTS = Counter(f"{PREFIX}_http_requests", "Total requests", _LABELS)
 DURATION = Histogram(f"{PREFIX}_http_request_duration_seconds", "Request duration, in seconds", _LABELS)
@@ -63,7 +66,7 @@ def http_metrics_middleware(excluded: frozenset[str]) -> Any:
                 # in progress is labelled like the plugin did it: the status is not known yet (200)
                 busy = _busy[(method, template)] = IN_PROGRESS.labels(method, template, 200, APP_NAME)
             started = time.perf_counter()
-            status = 200
+            status = NO_ANSWER
             counted = False
 
             def count() -> None:
@@ -88,7 +91,7 @@ def http_metrics_middleware(excluded: frozenset[str]) -> Any:
                 await app(scope, receive, send_wrapper)
             finally:
                 busy.dec()
-                if not counted:  # no complete answer (the client left, or an error no layer answered)
+                if not counted:  # no complete answer: the client left (499), or an error no layer answered
                     count()
 
         return middleware

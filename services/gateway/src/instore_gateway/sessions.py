@@ -233,6 +233,7 @@ def token_callback_handler(api_key_guard: Any) -> Any:
         if stored is None or expires_in <= 0:
             raise ProblemError(404, "user-key-not-found", "User key not found", "unknown or expired user key")
         body = msgspec.json.encode(TokenResponse(access_token=stored.access_token, expires_in=expires_in))
+        log.info("token_callback.answered", expires_in_s=expires_in)  # an audit line: never the key or the token
         return Response(content=body, media_type="application/json", headers={"Pragma": "no-cache"})
 
     return user_token
