@@ -6,7 +6,8 @@ from pathlib import Path
 
 from instore_shared.settings_doc import render
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
 
 
 def test_readme_settings_table_matches_the_settings_classes() -> None:
@@ -32,3 +33,15 @@ def test_a_variable_listed_under_several_services_has_one_default() -> None:
         defaults.setdefault(match[1], set()).add(match[2])
     assert {name: d for name, d in defaults.items() if len(d) > 1} == {}
     assert "INSTORE_FIELD_PURCHASE_ORDER_ID" in defaults
+
+
+def test_every_relative_link_in_the_readme_and_docs_points_at_a_file() -> None:
+    import re
+
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "CONTRIBUTING.md"]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            assert (page.parent / target).exists(), f"{page.name}: link to {target} points at nothing"
+    for required in ("LICENSE", "CONTRIBUTING.md", "SECURITY.md", "CHANGELOG.md"):
+        assert (ROOT / required).is_file(), required
