@@ -48,6 +48,7 @@ from instore_gateway.problems import (
     handle_problem,
     handle_too_deep,
     handle_unexpected,
+    problem_of,
     problem_spec,
     redact_path,
 )
@@ -170,9 +171,9 @@ def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_lo
 
 
 def _with_problems(route: ASGIApp) -> ASGIApp:
-    """A raw route with the error handling Litestar gives its routes: a :class:`ProblemError` becomes its
-    problem body, any other exception is logged and answered 500 ``internal-error``; a client gone
-    mid-body gets nothing."""
+    """A raw route with the error handling Litestar gives its routes (:func:`~instore_gateway.problems.problem_of`:
+    a :class:`ProblemError` becomes its problem body, a body nested too deeply 400, any other exception is logged
+    and answered 500 ``internal-error``); a client gone mid-body gets nothing."""
 
     async def served(scope: Scope, receive: Receive, send: Send) -> None:
         started = False
@@ -187,23 +188,13 @@ def _with_problems(route: ASGIApp) -> ASGIApp:
             await route(scope, receive, tracking_send)
         except ClientGone:
             return
-        except RecursionError:  # a body nested too deeply for the JSON decoder: 400, as Litestar's routes answer
+        except Exception as exc:  # Litestar's exception handlers, for a route served below Litestar
+            if not isinstance(exc, ProblemError | RecursionError):
+                log.exception("gateway.unhandled_error", error=type(exc).__name__)
             if not started:
-                await _send_problem(send, Problem(
-                    type=TYPE_BASE + "bad-request", title="Bad request", status=400, detail="the body is nested too deeply",
-                    instance=redact_path(scope["path"]), correlationId=cid))
-        except ProblemError as exc:
-            if not started:
-                await _send_problem(send, Problem(
-                    type=TYPE_BASE + exc.slug, title=exc.title, status=exc.status, detail=exc.detail, reason=exc.reason,
-                    instance=redact_path(scope["path"]), correlationId=cid), exc.headers)
-        except Exception as exc:
-            log.exception("gateway.unhandled_error", error=type(exc).__name__)
-            if not started:
-                await _send_problem(send, Problem(
-                    type=TYPE_BASE + "internal-error", title="Internal error", status=500,
-                    instance=redact_path(scope["path"]), correlationId=cid,
-                    detail="The gateway failed to handle this request; it was logged under the correlation id."))
+                problem, headers = problem_of(exc)
+                problem.instance, problem.correlationId = redact_path(scope["path"]), cid
+                await _send_problem(send, problem, headers)
 
     return served
 

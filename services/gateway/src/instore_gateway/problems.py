@@ -88,13 +88,24 @@ def problem_response(request: Request[Any, Any, Any], problem: Problem, headers:
     )
 
 
+def problem_of(exc: Exception) -> tuple[Problem, dict[str, str]]:
+    """The problem body (without ``instance`` and ``correlationId``) and headers an exception raised by a route is
+    answered with: a :class:`ProblemError` as it says, a :class:`RecursionError` (a body nested too deeply to parse)
+    400, anything else 500 without internals (the caller logs it). Used by Litestar's exception handlers and by the
+    edge layer's raw routes alike."""
+    if isinstance(exc, ProblemError):
+        return Problem(type=TYPE_BASE + exc.slug, title=exc.title, status=exc.status, detail=exc.detail,
+                       reason=exc.reason), exc.headers
+    if isinstance(exc, RecursionError):
+        return Problem(type=TYPE_BASE + "bad-request", title="Bad request", status=400,
+                       detail="the body is nested too deeply"), {}
+    return Problem(type=TYPE_BASE + "internal-error", title="Internal error", status=500,
+                   detail="The gateway failed to handle this request; it was logged under the correlation id."), {}
+
+
 def handle_problem(request: Request[Any, Any, Any], exc: ProblemError) -> Response[bytes]:
     """Exception handler for :class:`ProblemError`."""
-    return problem_response(
-        request,
-        Problem(type=TYPE_BASE + exc.slug, title=exc.title, status=exc.status, detail=exc.detail, reason=exc.reason),
-        exc.headers,
-    )
+    return problem_response(request, *problem_of(exc))
 
 
 _HTTP_SLUGS = {
@@ -130,15 +141,10 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
 
 def handle_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[bytes]:
     """A body nested too deeply to parse: 400, not a 500."""
-    return problem_response(request, Problem(type=TYPE_BASE + "bad-request", title="Bad request", status=400,
-                                             detail="the body is nested too deeply"))
+    return problem_response(request, *problem_of(exc))
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Anything else: logged with its stack, answered 500 with no internals."""
     log.exception("gateway.unhandled_error", error=type(exc).__name__)
-    return problem_response(
-        request,
-        Problem(type=TYPE_BASE + "internal-error", title="Internal error", status=500,
-                detail="The gateway failed to handle this request; it was logged under the correlation id."),
-    )
+    return problem_response(request, *problem_of(exc))
