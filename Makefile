@@ -64,8 +64,9 @@ token: ## mint a colleague token from the local IMS (make -s token USER_ID=colle
 test: ## every test tier: unit, contract, integration (real Kafka + mock), end-to-end
 	$(UV) run --frozen pytest -ra
 
-lint: ## ruff and mypy over the whole workspace (both must be clean)
+lint: ## ruff (lint and format) and mypy --strict over the workspace (all must be clean); `ruff format .` fixes the format
 	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
 
 test-unit: ## unit tests only (no network)

@@ -79,9 +79,18 @@ def _pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _measure(name: str, url: str, headers: dict[str, str], sequential: int, seconds: float,
-                   concurrency: int, warmup: float, procs: dict[str, psutil.Process],
-                   profile: Path | None = None, profiled: tuple[str, ...] = ()) -> Figures:
+async def _measure(
+    name: str,
+    url: str,
+    headers: dict[str, str],
+    sequential: int,
+    seconds: float,
+    concurrency: int,
+    warmup: float,
+    procs: dict[str, psutil.Process],
+    profile: Path | None = None,
+    profiled: tuple[str, ...] = (),
+) -> Figures:
     connector = aiohttp.TCPConnector(limit=concurrency + 4)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
         errors = 0
@@ -114,8 +123,7 @@ async def _measure(name: str, url: str, headers: dict[str, str], sequential: int
             elapsed = time.perf_counter() - started
             cpu_after = _cpu_seconds(procs)
     cpu_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / max(1, len(conc)) for k in procs}
-    return Figures(name, _pct(seq, 0.5), _pct(seq, 0.99), len(conc) / elapsed, _pct(conc, 0.5), _pct(conc, 0.99),
-                   errors, cpu_ms)
+    return Figures(name, _pct(seq, 0.5), _pct(seq, 0.99), len(conc) / elapsed, _pct(conc, 0.5), _pct(conc, 0.99), errors, cpu_ms)
 
 
 class RssSampler:
@@ -162,9 +170,12 @@ async def _open(url: str, headers: dict[str, str], rate: float, seconds: float) 
 
 async def _token(mock_url: str) -> str:
     basic = base64.b64encode(b"bench:bench").decode()
-    async with aiohttp.ClientSession() as session, session.post(
-            f"{mock_url}/oauth/token", data={"grant_type": "client_credentials"},
-            headers={"Authorization": f"Basic {basic}"}) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{mock_url}/oauth/token", data={"grant_type": "client_credentials"}, headers={"Authorization": f"Basic {basic}"}
+        ) as response,
+    ):
         return (await response.json())["access_token"]
 
 
@@ -176,8 +187,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
     parser.add_argument("--warmup", type=float, default=5, help="seconds of unmeasured load per target first")
     parser.add_argument("--rate", type=float, default=200, help="offered callbacks/s of the open-loop run (0: none)")
-    parser.add_argument("--profile", type=Path, default=None,
-                        help="record the gateway and cart-mapping with py-spy during the concurrent callback run")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record the gateway and cart-mapping with py-spy during the concurrent callback run",
+    )
     args = parser.parse_args(argv)
 
     def step(s: str) -> None:
@@ -190,12 +205,27 @@ def main(argv: list[str] | None = None) -> None:
     try:
         common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "LOG_LEVEL": "INFO"}
         cm_port, gw_port = free_port(), free_port()
-        services.append(start_service("cart-mapping", "instore_cart_mapping",
-                                      {**common, **mock.settings_env(), "CART_MAPPING_HTTP_PORT": str(cm_port),
-                                       "CART_MAPPING_CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:8]}"}, cm_port))
-        services.append(start_service("gateway", "instore_gateway",
-                                      {**common, "GATEWAY_HTTP_PORT": str(gw_port),
-                                       "INSTORE_CALLBACK_API_KEY": API_KEY}, gw_port))
+        services.append(
+            start_service(
+                "cart-mapping",
+                "instore_cart_mapping",
+                {
+                    **common,
+                    **mock.settings_env(),
+                    "CART_MAPPING_HTTP_PORT": str(cm_port),
+                    "CART_MAPPING_CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
+                },
+                cm_port,
+            )
+        )
+        services.append(
+            start_service(
+                "gateway",
+                "instore_gateway",
+                {**common, "GATEWAY_HTTP_PORT": str(gw_port), "INSTORE_CALLBACK_API_KEY": API_KEY},
+                gw_port,
+            )
+        )
         cart_key = mock.seed["saleCartKey"]
         token = asyncio.run(_token(mock.url))
         direct_url = f"{mock.url}/{mock.seed['projectKey']}/carts/key={cart_key}"
@@ -207,14 +237,37 @@ def main(argv: list[str] | None = None) -> None:
             procs["kafka"] = psutil.Process(int((kafka.home / "kafka.pid").read_text()))
         procs["load generator"] = psutil.Process()
         with RssSampler(pids) as rss:
-            step(f"direct GET of the cart from the mock: {args.sequential} sequential, "
-                 f"{args.seconds:g} s at {args.concurrency} clients …")
-            direct = asyncio.run(_measure("direct GET (mock)", direct_url, {"Authorization": f"Bearer {token}"},
-                                          args.sequential, args.seconds, args.concurrency, args.warmup, procs))
+            step(
+                f"direct GET of the cart from the mock: {args.sequential} sequential, "
+                f"{args.seconds:g} s at {args.concurrency} clients …"
+            )
+            direct = asyncio.run(
+                _measure(
+                    "direct GET (mock)",
+                    direct_url,
+                    {"Authorization": f"Bearer {token}"},
+                    args.sequential,
+                    args.seconds,
+                    args.concurrency,
+                    args.warmup,
+                    procs,
+                )
+            )
             step("sale cart callback through gateway → Kafka → cart-mapping → mock …")
-            callback = asyncio.run(_measure("callback (gateway)", callback_url, {"X-Api-Key": API_KEY},
-                                            args.sequential, args.seconds, args.concurrency, args.warmup, procs,
-                                            args.profile, ("gateway", "cart-mapping")))
+            callback = asyncio.run(
+                _measure(
+                    "callback (gateway)",
+                    callback_url,
+                    {"X-Api-Key": API_KEY},
+                    args.sequential,
+                    args.seconds,
+                    args.concurrency,
+                    args.warmup,
+                    procs,
+                    args.profile,
+                    ("gateway", "cart-mapping"),
+                )
+            )
             opened: OpenLoopRun | None = None
             if args.rate > 0:
                 step(f"open loop: {args.rate:g} callbacks/s offered for {args.seconds:g} s …")
@@ -226,22 +279,30 @@ def main(argv: list[str] | None = None) -> None:
         kafka.stop()
 
     print()
-    print(f"{'target':<22}{'seq p50 ms':>12}{'seq p99 ms':>12}{f'rps @{args.concurrency}':>12}"
-          f"{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    print(
+        f"{'target':<22}{'seq p50 ms':>12}{'seq p99 ms':>12}{f'rps @{args.concurrency}':>12}"
+        f"{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
+    )
     for f in (direct, callback):
-        print(f"{f.name:<22}{f.seq_p50:>12.2f}{f.seq_p99:>12.2f}{f.conc_rps:>12.0f}{f.conc_p50:>10.2f}"
-              f"{f.conc_p99:>10.2f}{f.errors:>8}")
+        print(
+            f"{f.name:<22}{f.seq_p50:>12.2f}{f.seq_p99:>12.2f}{f.conc_rps:>12.0f}{f.conc_p50:>10.2f}"
+            f"{f.conc_p99:>10.2f}{f.errors:>8}"
+        )
     added50, added99 = callback.seq_p50 - direct.seq_p50, callback.seq_p99 - direct.seq_p99
     servers = sum(ms for name, ms in callback.cpu_ms.items() if name != "load generator")
     print()
     print(f"added by the Kafka round trip, p50: {added50:6.2f} ms   (target ≤ 4 ms)   {_mark(added50 <= 4)}")
     print(f"added by the Kafka round trip, p99: {added99:6.2f} ms   (target ≤ 15 ms)  {_mark(added99 <= 15)}")
-    print(f"callbacks/s at {args.concurrency} clients:      {callback.conc_rps:6.0f}      (target ≥ 700)    "
-          f"{_mark(callback.conc_rps >= 700)}")
+    print(
+        f"callbacks/s at {args.concurrency} clients:      {callback.conc_rps:6.0f}      (target ≥ 700)    "
+        f"{_mark(callback.conc_rps >= 700)}"
+    )
     measured = ", ".join(name for name in callback.cpu_ms if name != "load generator")
     unmeasured = "" if "kafka" in callback.cpu_ms else "; Kafka not measured: an external broker"
-    print(f"CPU per callback, integration:      {servers:6.2f} ms   (target ≤ 3 ms)   {_mark(servers <= 3)}"
-          f"   ({measured}{unmeasured})")
+    print(
+        f"CPU per callback, integration:      {servers:6.2f} ms   (target ≤ 3 ms)   {_mark(servers <= 3)}"
+        f"   ({measured}{unmeasured})"
+    )
     print(f"throughput ratio callback/direct:   {callback.conc_rps / direct.conc_rps:6.2f}")
     print(f"latency ratio callback/direct, p50: {callback.seq_p50 / direct.seq_p50:6.2f}")
     for name, peak in rss.peak.items():
@@ -254,10 +315,12 @@ def main(argv: list[str] | None = None) -> None:
     if opened is not None:
         olat = opened.latencies or [0.0]
         others = {k: v for k, v in opened.statuses.items() if k != "200"}
-        print(f"open loop, {args.rate:g} callbacks/s offered for {args.seconds:g} s: p50 {_pct(olat, 0.5):.2f} ms, "
-              f"p99 {_pct(olat, 0.99):.2f} ms, max {max(olat):.2f} ms from the due time; "
-              f"{opened.statuses.get('200', 0)} of {opened.offered} answered 200"
-              f"{'; other answers ' + str(others) if others else ''} (sender at most {opened.late_ms_max:.1f} ms late)")
+        print(
+            f"open loop, {args.rate:g} callbacks/s offered for {args.seconds:g} s: p50 {_pct(olat, 0.5):.2f} ms, "
+            f"p99 {_pct(olat, 0.99):.2f} ms, max {max(olat):.2f} ms from the due time; "
+            f"{opened.statuses.get('200', 0)} of {opened.offered} answered 200"
+            f"{'; other answers ' + str(others) if others else ''} (sender at most {opened.late_ms_max:.1f} ms late)"
+        )
         callback.errors += sum(others.values())
     if args.profile is not None:
         summarise(args.profile)

@@ -44,16 +44,22 @@ async def _payments(mock_url: str, project: str, count: int) -> list[str]:
     token = await _token(mock_url)
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(headers=headers) as session:
+
         async def one(_: int) -> str:
-            async with session.post(f"{mock_url}/{project}/payments",
-                                    json={"amountPlanned": {"centAmount": 1999, "currencyCode": "EUR"}}) as answer:
+            async with session.post(
+                f"{mock_url}/{project}/payments", json={"amountPlanned": {"centAmount": 1999, "currencyCode": "EUR"}}
+            ) as answer:
                 return str((await answer.json())["id"])
 
         return list(await asyncio.gather(*(one(n) for n in range(count))))
 
 
-async def _run(gateway: str, fakes: str, payments: list[str], concurrency: int,
-               ) -> tuple[list[float], list[float], int, int]:
+async def _run(
+    gateway: str,
+    fakes: str,
+    payments: list[str],
+    concurrency: int,
+) -> tuple[list[float], list[float], int, int]:
     """Send one request per Payment, ``concurrency`` at a time; returns ack latencies (ms), callback latencies (ms),
     requests not answered 200, results missing or not exactly one succeeded."""
     acks: list[float] = []
@@ -63,18 +69,27 @@ async def _run(gateway: str, fakes: str, payments: list[str], concurrency: int,
     for pid in payments:
         queue.put_nowait(pid)
     async with aiohttp.ClientSession() as session:
+
         async def sender() -> None:
             nonlocal refused
             while not queue.empty():
                 pid = queue.get_nowait()
                 rid = "bench-" + uuid.uuid4().hex
-                body = payment_request(rid, status_url=f"{fakes}/instore-sim/status/{rid}",
-                                       callback_url=f"{fakes}/instore-sim/callback/{rid}", payment_id=pid,
-                                       cent_amount=1999, card={"token": "tok_approve"})
+                body = payment_request(
+                    rid,
+                    status_url=f"{fakes}/instore-sim/status/{rid}",
+                    callback_url=f"{fakes}/instore-sim/callback/{rid}",
+                    payment_id=pid,
+                    cent_amount=1999,
+                    card={"token": "tok_approve"},
+                )
                 signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
                 started = time.time()
-                async with session.post(f"{gateway}/instore/payment-extensions/bank-card/payment", data=body,
-                                        headers={"X-Signature": signature, "Content-Type": "application/json"}) as r:
+                async with session.post(
+                    f"{gateway}/instore/payment-extensions/bank-card/payment",
+                    data=body,
+                    headers={"X-Signature": signature, "Content-Type": "application/json"},
+                ) as r:
                     await r.read()
                     if r.status == 200:
                         acks.append((time.time() - started) * 1000)
@@ -105,8 +120,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=640, help="requests in the measured run (default 640)")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent senders (default 32)")
     parser.add_argument("--warmup", type=int, default=64, help="requests before the measured run (default 64)")
-    parser.add_argument("--bursts", type=int, default=10,
-                        help="bursts of --concurrency simultaneous requests, each after the last results (default 10)")
+    parser.add_argument(
+        "--bursts",
+        type=int,
+        default=10,
+        help="bursts of --concurrency simultaneous requests, each after the last results (default 10)",
+    )
     args = parser.parse_args(argv)
 
     kafka = start_kafka()
@@ -115,23 +134,48 @@ def main(argv: list[str] | None = None) -> None:
     try:
         fakes_port, pe_port, gw_port = free_port(), free_port(), free_port()
         fakes_url = f"http://127.0.0.1:{fakes_port}"
-        common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "LOG_LEVEL": "INFO",
-                  "PAYMENT_EXTENSION_ALLOWED_URLS": fakes_url, "INSTORE_WEBHOOK_SECRET": SECRET}
-        services.append(start_service("bench-fakes", "instore_devfakes", {"DEVFAKES_HTTP_PORT": str(fakes_port)},
-                                      fakes_port, ready_path="/healthz"))
-        services.append(start_service("bench-payment-extension", "instore_payment_extension", {
-            **common, **mock.settings_env(), "PAYMENT_EXTENSION_HTTP_PORT": str(pe_port),
-            "PAYMENT_EXTENSION_CONSUMER_GROUP": f"bench-pe-{uuid.uuid4().hex[:6]}",
-            "PAYMENT_EXTENSION_SIMULATOR_URL": f"{fakes_url}/provider"}, pe_port))
-        services.append(start_service("bench-gateway", "instore_gateway", {
-            **common, "GATEWAY_HTTP_PORT": str(gw_port), "INSTORE_CALLBACK_API_KEY": "bench-pe-key-" + uuid.uuid4().hex},
-            gw_port))
+        common = {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "LOG_LEVEL": "INFO",
+            "PAYMENT_EXTENSION_ALLOWED_URLS": fakes_url,
+            "INSTORE_WEBHOOK_SECRET": SECRET,
+        }
+        services.append(
+            start_service(
+                "bench-fakes", "instore_devfakes", {"DEVFAKES_HTTP_PORT": str(fakes_port)}, fakes_port, ready_path="/healthz"
+            )
+        )
+        services.append(
+            start_service(
+                "bench-payment-extension",
+                "instore_payment_extension",
+                {
+                    **common,
+                    **mock.settings_env(),
+                    "PAYMENT_EXTENSION_HTTP_PORT": str(pe_port),
+                    "PAYMENT_EXTENSION_CONSUMER_GROUP": f"bench-pe-{uuid.uuid4().hex[:6]}",
+                    "PAYMENT_EXTENSION_SIMULATOR_URL": f"{fakes_url}/provider",
+                },
+                pe_port,
+            )
+        )
+        services.append(
+            start_service(
+                "bench-gateway",
+                "instore_gateway",
+                {**common, "GATEWAY_HTTP_PORT": str(gw_port), "INSTORE_CALLBACK_API_KEY": "bench-pe-key-" + uuid.uuid4().hex},
+                gw_port,
+            )
+        )
         gateway_url = f"http://127.0.0.1:{gw_port}"
         project = mock.seed["projectKey"]
-        procs = {"gateway": psutil.Process(services[2].process.proc.pid),
-                 "payment-extension": psutil.Process(services[1].process.proc.pid),
-                 "dev fakes": psutil.Process(services[0].process.proc.pid),
-                 "mock": psutil.Process(mock.process.proc.pid), "load generator": psutil.Process()}
+        procs = {
+            "gateway": psutil.Process(services[2].process.proc.pid),
+            "payment-extension": psutil.Process(services[1].process.proc.pid),
+            "dev fakes": psutil.Process(services[0].process.proc.pid),
+            "mock": psutil.Process(mock.process.proc.pid),
+            "load generator": psutil.Process(),
+        }
         if kafka.home is not None:
             procs["kafka"] = psutil.Process(int((kafka.home / "kafka.pid").read_text()))
         warm = asyncio.run(_payments(mock.url, project, args.warmup))
@@ -146,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         burst_results: list[float] = []
         burst_payments = asyncio.run(_payments(mock.url, project, args.concurrency * args.bursts))
         for k in range(args.bursts):
-            chunk = burst_payments[k * args.concurrency:(k + 1) * args.concurrency]
+            chunk = burst_payments[k * args.concurrency : (k + 1) * args.concurrency]
             b_acks, b_results, b_refused, b_bad = asyncio.run(_run(gateway_url, fakes_url, chunk, args.concurrency))
             burst_acks += b_acks
             burst_results += b_results
@@ -159,19 +203,31 @@ def main(argv: list[str] | None = None) -> None:
 
     n = max(len(acks), 1)
     burst_p99 = _pct(burst_acks, 0.99)
-    print(f"payment-extension requests: {len(burst_acks)} in {args.bursts} bursts of {args.concurrency} simultaneous "
-          f"requests, then {len(acks)} from {args.concurrency} senders back to back (+{args.warmup} warm-up); "
-          f"{refused} refused, {bad} results missing/doubled/not succeeded")
-    print(f"  bursts of {args.concurrency}: acknowledgement p50 {_pct(burst_acks, 0.5):7.1f} ms  p99 {burst_p99:7.1f} ms  "
-          f"max {max(burst_acks, default=0):7.1f} ms   target p99 <= 20 ms: {_mark(burst_p99 <= 20)}")
-    print(f"  bursts of {args.concurrency}: request → result  p50 {_pct(burst_results, 0.5):7.1f} ms  "
-          f"p99 {_pct(burst_results, 0.99):7.1f} ms  max {max(burst_results, default=0):7.1f} ms")
-    print(f"  back to back: acknowledgement   p50 {_pct(acks, 0.5):7.1f} ms  p99 {_pct(acks, 0.99):7.1f} ms  "
-          f"max {max(acks, default=0):7.1f} ms (the service processing the backlog shares the 2 cores)")
-    print(f"  back to back: request → result  p50 {_pct(results, 0.5):7.1f} ms  p99 {_pct(results, 0.99):7.1f} ms  "
-          f"max {max(results, default=0):7.1f} ms (queueing: {len(acks)} sent at once)")
-    print("  CPU ms per request (back to back): " + ", ".join(f"{name} {(after[name] - before[name]) * 1000 / n:.2f}"
-                                              for name in procs if name in after and name in before))
+    print(
+        f"payment-extension requests: {len(burst_acks)} in {args.bursts} bursts of {args.concurrency} simultaneous "
+        f"requests, then {len(acks)} from {args.concurrency} senders back to back (+{args.warmup} warm-up); "
+        f"{refused} refused, {bad} results missing/doubled/not succeeded"
+    )
+    print(
+        f"  bursts of {args.concurrency}: acknowledgement p50 {_pct(burst_acks, 0.5):7.1f} ms  p99 {burst_p99:7.1f} ms  "
+        f"max {max(burst_acks, default=0):7.1f} ms   target p99 <= 20 ms: {_mark(burst_p99 <= 20)}"
+    )
+    print(
+        f"  bursts of {args.concurrency}: request → result  p50 {_pct(burst_results, 0.5):7.1f} ms  "
+        f"p99 {_pct(burst_results, 0.99):7.1f} ms  max {max(burst_results, default=0):7.1f} ms"
+    )
+    print(
+        f"  back to back: acknowledgement   p50 {_pct(acks, 0.5):7.1f} ms  p99 {_pct(acks, 0.99):7.1f} ms  "
+        f"max {max(acks, default=0):7.1f} ms (the service processing the backlog shares the 2 cores)"
+    )
+    print(
+        f"  back to back: request → result  p50 {_pct(results, 0.5):7.1f} ms  p99 {_pct(results, 0.99):7.1f} ms  "
+        f"max {max(results, default=0):7.1f} ms (queueing: {len(acks)} sent at once)"
+    )
+    print(
+        "  CPU ms per request (back to back): "
+        + ", ".join(f"{name} {(after[name] - before[name]) * 1000 / n:.2f}" for name in procs if name in after and name in before)
+    )
     print("  peak RSS: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in rss.peak.items()))
     if refused or bad:
         sys.exit(1)

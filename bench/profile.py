@@ -39,9 +39,23 @@ def profiling(directory: Path | None, pids: dict[str, int]) -> Iterator[None]:
         return
     directory.mkdir(parents=True, exist_ok=True)
     recorders = [
-        subprocess.Popen([_py_spy(), "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
-                          "--output", str(directory / f"{name}.txt"), "--nonblocking"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [
+                _py_spy(),
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "100",
+                "--format",
+                "raw",
+                "--output",
+                str(directory / f"{name}.txt"),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for name, pid in pids.items()
     ]
     try:

@@ -59,20 +59,58 @@ async def _prepare_returns(mock: CtMock, n: int, concurrency: int = 16) -> dict[
 
         async def one() -> tuple[str, str]:
             async with gate:
-                cart = (await c.request("POST", "/carts", json={
-                    "currency": "EUR", "country": "DE", "lineItems": [{"sku": "SKU-MUG", "quantity": 2}]})).json()
+                cart = (
+                    await c.request(
+                        "POST",
+                        "/carts",
+                        json={"currency": "EUR", "country": "DE", "lineItems": [{"sku": "SKU-MUG", "quantity": 2}]},
+                    )
+                ).json()
                 money = {"currencyCode": "EUR", "centAmount": cart["totalPrice"]["centAmount"]}
-                payment = (await c.request("POST", "/payments", json={
-                    "amountPlanned": money, "paymentMethodInfo": {"method": "CREDIT_CARD"},
-                    "transactions": [{"type": "Charge", "state": "Success", "amount": money}]})).json()
-                cart = (await c.update("carts", cart["id"], cart["version"], [
-                    {"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}])).json()
+                payment = (
+                    await c.request(
+                        "POST",
+                        "/payments",
+                        json={
+                            "amountPlanned": money,
+                            "paymentMethodInfo": {"method": "CREDIT_CARD"},
+                            "transactions": [{"type": "Charge", "state": "Success", "amount": money}],
+                        },
+                    )
+                ).json()
+                cart = (
+                    await c.update(
+                        "carts",
+                        cart["id"],
+                        cart["version"],
+                        [{"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}],
+                    )
+                ).json()
                 order = (await c.create_order_from_cart(cart["id"], cart["version"], f"bench-{cart['id']}", "Paid")).json()
-                ret = (await c.request("POST", "/carts", json={
-                    "currency": "EUR", "country": "DE", "lineItems": [{"sku": "SKU-MUG", "quantity": 1, "custom": {
-                        "type": {"typeId": "type", "key": "instore-line-item"},
-                        "fields": {"purchaseOrderId": order["id"], "purchaseLineItemId": order["lineItems"][0]["id"],
-                                   "returnComment": "bench"}}}]})).json()
+                ret = (
+                    await c.request(
+                        "POST",
+                        "/carts",
+                        json={
+                            "currency": "EUR",
+                            "country": "DE",
+                            "lineItems": [
+                                {
+                                    "sku": "SKU-MUG",
+                                    "quantity": 1,
+                                    "custom": {
+                                        "type": {"typeId": "type", "key": "instore-line-item"},
+                                        "fields": {
+                                            "purchaseOrderId": order["id"],
+                                            "purchaseLineItemId": order["lineItems"][0]["id"],
+                                            "returnComment": "bench",
+                                        },
+                                    },
+                                }
+                            ],
+                        },
+                    )
+                ).json()
                 return str(ret["id"]), str(payment["id"])
 
         return dict(await asyncio.gather(*(one() for _ in range(n))))
@@ -88,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     configure_logging("bench", level="WARNING", json=False)
+
     def step(s: str) -> None:
         print(f"bench: {s}", flush=True)
 
@@ -98,14 +137,29 @@ def main(argv: list[str] | None = None) -> None:
     try:
         common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "LOG_LEVEL": "INFO"}
         gw_port, rf_port = free_port(), free_port()
-        services["gateway"] = start_service("gateway", "instore_gateway", {
-            **common, "GATEWAY_HTTP_PORT": str(gw_port), "INSTORE_CALLBACK_API_KEY": API_KEY,
-            "INSTORE_WEBHOOK_SECRET": SECRET,
-        }, gw_port)
+        services["gateway"] = start_service(
+            "gateway",
+            "instore_gateway",
+            {
+                **common,
+                "GATEWAY_HTTP_PORT": str(gw_port),
+                "INSTORE_CALLBACK_API_KEY": API_KEY,
+                "INSTORE_WEBHOOK_SECRET": SECRET,
+            },
+            gw_port,
+        )
         asyncio.run(_skip_old_webhooks(kafka.bootstrap_servers, GROUP))
-        services["refund"] = start_service("refund", "instore_refund", {
-            **common, **mock.settings_env(), "REFUND_HTTP_PORT": str(rf_port), "REFUND_CONSUMER_GROUP": GROUP,
-        }, rf_port)
+        services["refund"] = start_service(
+            "refund",
+            "instore_refund",
+            {
+                **common,
+                **mock.settings_env(),
+                "REFUND_HTTP_PORT": str(rf_port),
+                "REFUND_CONSUMER_GROUP": GROUP,
+            },
+            rf_port,
+        )
         step(f"preparing {args.returns} ordered sales and return carts in the mock (not timed) …")
         started = time.perf_counter()
         returns = asyncio.run(_prepare_returns(mock, args.returns))
@@ -116,15 +170,40 @@ def main(argv: list[str] | None = None) -> None:
         if kafka.home is not None:
             procs["kafka"] = psutil.Process(int((kafka.home / "kafka.pid").read_text()))
         procs["load generator"] = psutil.Process()
-        bodies = {cart_id: signed({
-            "id": f"evt-{uuid.uuid4().hex}", "type": "refund.completed", "returnCartId": cart_id,
-            "data": {"refunds": [{"refundId": f"rf-{uuid.uuid4().hex[:12]}", "paymentId": payment_id,
-                                  "amount": {"centAmount": MUG, "currencyCode": "EUR"}}]}})
-            for cart_id, payment_id in returns.items()}
+        bodies = {
+            cart_id: signed(
+                {
+                    "id": f"evt-{uuid.uuid4().hex}",
+                    "type": "refund.completed",
+                    "returnCartId": cart_id,
+                    "data": {
+                        "refunds": [
+                            {
+                                "refundId": f"rf-{uuid.uuid4().hex[:12]}",
+                                "paymentId": payment_id,
+                                "amount": {"centAmount": MUG, "currencyCode": "EUR"},
+                            }
+                        ]
+                    },
+                }
+            )
+            for cart_id, payment_id in returns.items()
+        }
         with RssSampler(pids) as rss:
             step(f"sending {args.returns} signed refund webhooks, {args.concurrency} at a time, reading {EVENTS} …")
-            run = asyncio.run(_run(kafka.bootstrap_servers, f"{services['gateway'].url}/instore/webhooks", bodies,
-                                   args.concurrency, args.timeout, args.settle, procs, EVENTS, "returnCartId"))
+            run = asyncio.run(
+                _run(
+                    kafka.bootstrap_servers,
+                    f"{services['gateway'].url}/instore/webhooks",
+                    bodies,
+                    args.concurrency,
+                    args.timeout,
+                    args.settle,
+                    procs,
+                    EVENTS,
+                    "returnCartId",
+                )
+            )
     finally:
         for service in services.values():
             service.stop()

@@ -63,18 +63,24 @@ def _pool(size: int, carts: int = 200, seed: int = 4) -> list[tuple[bytes, dict[
     cart_ids = [str(uuid.UUID(int=rnd.getrandbits(128))) for _ in range(carts)]
     out = []
     for n in range(size):
-        body = json.dumps({
-            "id": f"evt-{uuid.UUID(int=rnd.getrandbits(128)).hex}",
-            "type": "payment.completed",
-            "createdAt": f"2025-01-01T12:{n // 60 % 60:02d}:{n % 60:02d}.000Z",
-            "cartId": rnd.choice(cart_ids),
-            "tenantId": TENANT,
-            "locationId": f"store-{rnd.randint(1, 20):03d}",
-            "workstationId": f"pos-{rnd.randint(1, 8):02d}",
-            "data": {"paymentId": str(uuid.UUID(int=rnd.getrandbits(128))), "tender": "card",
-                     "amount": {"centAmount": rnd.randint(100, 99_999), "currencyCode": "EUR"},
-                     "reference": f"txn-{rnd.getrandbits(48):012x}"},
-        }, separators=(",", ":")).encode()
+        body = json.dumps(
+            {
+                "id": f"evt-{uuid.UUID(int=rnd.getrandbits(128)).hex}",
+                "type": "payment.completed",
+                "createdAt": f"2025-01-01T12:{n // 60 % 60:02d}:{n % 60:02d}.000Z",
+                "cartId": rnd.choice(cart_ids),
+                "tenantId": TENANT,
+                "locationId": f"store-{rnd.randint(1, 20):03d}",
+                "workstationId": f"pos-{rnd.randint(1, 8):02d}",
+                "data": {
+                    "paymentId": str(uuid.UUID(int=rnd.getrandbits(128))),
+                    "tender": "card",
+                    "amount": {"centAmount": rnd.randint(100, 99_999), "currencyCode": "EUR"},
+                    "reference": f"txn-{rnd.getrandbits(48):012x}",
+                },
+            },
+            separators=(",", ":"),
+        ).encode()
         out.append((body, {"X-Signature": _sign(body), "Content-Type": "application/json"}))
     return out
 
@@ -92,13 +98,19 @@ class Run:
     cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
-async def _send(url: str, pool: list[tuple[bytes, dict[str, str]]], senders: int, seconds: float, warmup: float,
-                procs: dict[str, psutil.Process], profile: Path | None = None) -> Run:
+async def _send(
+    url: str,
+    pool: list[tuple[bytes, dict[str, str]]],
+    senders: int,
+    seconds: float,
+    warmup: float,
+    procs: dict[str, psutil.Process],
+    profile: Path | None = None,
+) -> Run:
     run = Run()
     connector = aiohttp.TCPConnector(limit=senders + 4)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
         measuring = False
 
         async def once(i: int) -> float:
@@ -141,8 +153,9 @@ async def _send(url: str, pool: list[tuple[bytes, dict[str, str]]], senders: int
     return run
 
 
-async def _open(url: str, pool: list[tuple[bytes, dict[str, str]]], rate: float, seconds: float,
-                procs: dict[str, psutil.Process]) -> tuple[OpenLoopRun, dict[str, float]]:
+async def _open(
+    url: str, pool: list[tuple[bytes, dict[str, str]]], rate: float, seconds: float, procs: dict[str, psutil.Process]
+) -> tuple[OpenLoopRun, dict[str, float]]:
     """An open-loop run at ``rate`` webhooks/s; also CPU ms per webhook by process."""
     connector = aiohttp.TCPConnector(limit=0)  # open loop: as many connections as requests in flight
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -190,8 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", type=int, default=1000, help="distinct signed webhook bodies to cycle through")
     parser.add_argument("--rate", type=float, default=500, help="offered webhooks/s of the open-loop run (0: none)")
     parser.add_argument("--open-seconds", type=float, default=10, help="length of the open-loop run")
-    parser.add_argument("--profile", type=Path, default=None,
-                        help="record the gateway with py-spy during the measured run into this directory")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="record the gateway with py-spy during the measured run into this directory"
+    )
     args = parser.parse_args(argv)
 
     def step(s: str) -> None:
@@ -205,11 +219,18 @@ def main(argv: list[str] | None = None) -> None:
     gateway: Service | None = None
     try:
         port = free_port()
-        gateway = start_service("gateway", "instore_gateway", {
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "LOG_LEVEL": "INFO",
-            "GATEWAY_HTTP_PORT": str(port), "INSTORE_CALLBACK_API_KEY": API_KEY,
-            "INSTORE_WEBHOOK_SECRET": SECRET,
-        }, port)
+        gateway = start_service(
+            "gateway",
+            "instore_gateway",
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                "LOG_LEVEL": "INFO",
+                "GATEWAY_HTTP_PORT": str(port),
+                "INSTORE_CALLBACK_API_KEY": API_KEY,
+                "INSTORE_WEBHOOK_SECRET": SECRET,
+            },
+            port,
+        )
         url = f"{gateway.url}/instore/webhooks"
         before = asyncio.run(_end_offsets_sum(kafka.bootstrap_servers))
         pids = {"gateway": gateway.process.proc.pid}
@@ -236,8 +257,10 @@ def main(argv: list[str] | None = None) -> None:
     p50, p99, worst = _pct(lat, 0.5), _pct(lat, 0.99), max(lat)
     gateway_cpu = run.cpu_ms.get("gateway", 0.0)
     print()
-    print(f"closed loop: {args.senders} senders for {args.seconds:g} s, {len(run.latencies)} webhooks answered "
-          f"({run.accepted_run} accepted)")
+    print(
+        f"closed loop: {args.senders} senders for {args.seconds:g} s, {len(run.latencies)} webhooks answered "
+        f"({run.accepted_run} accepted)"
+    )
     print(f"  accepted webhooks/s:             {accepted_rps:7.0f}      (target ≥ 2,000)  {_mark(accepted_rps >= 2000)}")
     print(f"  answer time p50 / p99 / max:     {p50:7.2f} / {p99:.2f} / {worst:.2f} ms  (senders queue: see open loop)")
     parts = ", ".join(f"{name} {ms:.2f}" for name, ms in run.cpu_ms.items() if ms > 0.005)
@@ -249,11 +272,14 @@ def main(argv: list[str] | None = None) -> None:
         o50, o99, omax = _pct(olat, 0.5), _pct(olat, 0.99), max(olat)
         accepted_open = opened.statuses.get("202", 0)
         others = {k: v for k, v in opened.statuses.items() if k != "202"}
-        print(f"open loop: {args.rate:g}/s offered for {args.open_seconds:g} s, {accepted_open} of {opened.offered} "
-              f"accepted{'; other answers ' + str(others) if others else ''}; sender at most "
-              f"{opened.late_ms_max:.1f} ms behind schedule")
-        print(f"  answer time p50 / p99 / max:     {o50:7.2f} / {o99:.2f} / {omax:.2f} ms   (target p99 ≤ 20 ms) "
-              f"{_mark(o99 <= 20)}")
+        print(
+            f"open loop: {args.rate:g}/s offered for {args.open_seconds:g} s, {accepted_open} of {opened.offered} "
+            f"accepted{'; other answers ' + str(others) if others else ''}; sender at most "
+            f"{opened.late_ms_max:.1f} ms behind schedule"
+        )
+        print(
+            f"  answer time p50 / p99 / max:     {o50:7.2f} / {o99:.2f} / {omax:.2f} ms   (target p99 ≤ 20 ms) {_mark(o99 <= 20)}"
+        )
         parts = ", ".join(f"{name} {ms:.2f}" for name, ms in open_cpu.items() if ms > 0.005)
         print(f"  CPU ms per webhook:              {sum(open_cpu.values()):7.2f}      ({parts})")
         run.non_202 += sum(others.values())
@@ -264,13 +290,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"peak RSS {name:<13}             {peak:7.0f} MB   (target ≤ 150 MB) {_mark(peak <= 150)}")
     print()
     durable = stored >= run.accepted_total
-    print(f"durability: {stored} messages added to {TOPIC}, {run.accepted_total} webhooks answered 202 "
-          f"(warm-up + run)  {'ok' if durable else 'MISSING ' + str(run.accepted_total - stored)}")
+    print(
+        f"durability: {stored} messages added to {TOPIC}, {run.accepted_total} webhooks answered 202 "
+        f"(warm-up + run)  {'ok' if durable else 'MISSING ' + str(run.accepted_total - stored)}"
+    )
     if args.profile is not None:
         summarise(args.profile)
     if run.non_202 or not durable:
-        raise SystemExit(f"bench: {run.non_202} requests failed"
-                         + ("" if durable else f", {run.accepted_total - stored} accepted webhooks not in Kafka"))
+        raise SystemExit(
+            f"bench: {run.non_202} requests failed"
+            + ("" if durable else f", {run.accepted_total - stored} accepted webhooks not in Kafka")
+        )
 
 
 if __name__ == "__main__":

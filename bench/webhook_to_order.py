@@ -64,8 +64,9 @@ EVENTS = "commerce.payments.completed.v1"
 
 
 def _commerce(mock: CtMock) -> CommercetoolsClient:
-    return CommercetoolsClient(CommercetoolsSettings(**{k.removeprefix("CTP_").lower(): v
-                                                        for k, v in mock.settings_env().items()}))
+    return CommercetoolsClient(
+        CommercetoolsSettings(**{k.removeprefix("CTP_").lower(): v for k, v in mock.settings_env().items()})
+    )
 
 
 async def _prepare_sales(mock: CtMock, n: int, concurrency: int = 16) -> list[str]:
@@ -75,26 +76,46 @@ async def _prepare_sales(mock: CtMock, n: int, concurrency: int = 16) -> list[st
 
         async def one() -> str:
             async with gate:
-                cart = (await c.request("POST", "/carts", json={
-                    "currency": "EUR", "country": "DE", "key": f"bench-sale-{uuid.uuid4().hex[:12]}",
-                    "lineItems": [{"sku": "SKU-MUG", "quantity": 2}],
-                    "custom": {"type": {"typeId": "type", "key": "instore-order"},
-                               "fields": {"locationId": "store-berlin-01", "workstationId": "pos-3",
-                                          "userId": "colleague-42"}},
-                })).json()
+                cart = (
+                    await c.request(
+                        "POST",
+                        "/carts",
+                        json={
+                            "currency": "EUR",
+                            "country": "DE",
+                            "key": f"bench-sale-{uuid.uuid4().hex[:12]}",
+                            "lineItems": [{"sku": "SKU-MUG", "quantity": 2}],
+                            "custom": {
+                                "type": {"typeId": "type", "key": "instore-order"},
+                                "fields": {"locationId": "store-berlin-01", "workstationId": "pos-3", "userId": "colleague-42"},
+                            },
+                        },
+                    )
+                ).json()
                 total = cart["totalPrice"]["centAmount"]
-                payment = (await c.request("POST", "/payments", json={
-                    "key": f"bench-pay-{uuid.uuid4().hex[:12]}",
-                    "amountPlanned": {"currencyCode": "EUR", "centAmount": total},
-                    "paymentMethodInfo": {"method": "CREDIT_CARD", "paymentInterface": "instore"},
-                    "interfaceId": f"psp-{uuid.uuid4().hex[:8]}",
-                    "transactions": [{"type": "Charge", "state": "Success",
-                                      "amount": {"currencyCode": "EUR", "centAmount": total}}],
-                })).json()
-                await c.request("POST", f"/carts/{cart['id']}", json={
-                    "version": cart["version"],
-                    "actions": [{"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}],
-                })
+                payment = (
+                    await c.request(
+                        "POST",
+                        "/payments",
+                        json={
+                            "key": f"bench-pay-{uuid.uuid4().hex[:12]}",
+                            "amountPlanned": {"currencyCode": "EUR", "centAmount": total},
+                            "paymentMethodInfo": {"method": "CREDIT_CARD", "paymentInterface": "instore"},
+                            "interfaceId": f"psp-{uuid.uuid4().hex[:8]}",
+                            "transactions": [
+                                {"type": "Charge", "state": "Success", "amount": {"currencyCode": "EUR", "centAmount": total}}
+                            ],
+                        },
+                    )
+                ).json()
+                await c.request(
+                    "POST",
+                    f"/carts/{cart['id']}",
+                    json={
+                        "version": cart["version"],
+                        "actions": [{"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}],
+                    },
+                )
                 return str(cart["id"])
 
         return list(await asyncio.gather(*(one() for _ in range(n))))
@@ -137,13 +158,20 @@ class Run:
 def signed(body: dict[str, object]) -> tuple[bytes, dict[str, str]]:
     """The webhook's bytes and headers (signature), built before the clock starts."""
     raw = json.dumps(body, separators=(",", ":")).encode()
-    return raw, {"X-Signature": hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest(),
-                 "Content-Type": "application/json"}
+    return raw, {"X-Signature": hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest(), "Content-Type": "application/json"}
 
 
-async def _run(bootstrap: str, url: str, bodies: dict[str, tuple[bytes, dict[str, str]]], concurrency: int,
-               timeout_s: float, settle: float, procs: dict[str, psutil.Process], events_topic: str = EVENTS,
-               id_field: str = "cartId") -> Run:
+async def _run(
+    bootstrap: str,
+    url: str,
+    bodies: dict[str, tuple[bytes, dict[str, str]]],
+    concurrency: int,
+    timeout_s: float,
+    settle: float,
+    procs: dict[str, psutil.Process],
+    events_topic: str = EVENTS,
+    id_field: str = "cartId",
+) -> Run:
     """Send each of ``bodies`` (by the id its event names in ``id_field``), C at a time, and time its event."""
     run = Run()
     cart_ids = list(bodies)
@@ -248,8 +276,10 @@ def report(run: Run, count: int, concurrency: int, noun: str, peak_rss: dict[str
     print(f"webhook-to-event latency p50:        {_pct(lat, 0.5):7.1f} ms")
     print(f"webhook-to-event latency p99:        {_pct(lat, 0.99):7.1f} ms")
     print(f"webhook-to-event latency max:        {max(lat):7.1f} ms")
-    print(f"{nouns + '/s through the pipeline:':<37}{len(run.arrived) / elapsed if elapsed > 0 else 0:7.1f}   "
-          f"(first send to last event, {elapsed:.2f} s; sending took {run.last_sent - run.started:.2f} s)")
+    print(
+        f"{nouns + '/s through the pipeline:':<37}{len(run.arrived) / elapsed if elapsed > 0 else 0:7.1f}   "
+        f"(first send to last event, {elapsed:.2f} s; sending took {run.last_sent - run.started:.2f} s)"
+    )
     print(f"webhook answers:                     {', '.join(f'{k}: {v}' for k, v in sorted(run.statuses.items()))}")
     for name, peak in peak_rss.items():
         print(f"peak RSS {name:<19}         {peak:7.0f} MB")
@@ -257,12 +287,15 @@ def report(run: Run, count: int, concurrency: int, noun: str, peak_rss: dict[str
     print(f"CPU ms per {noun} (2 cores = 2,000 ms/s shared by all): {sum(run.cpu_ms.values()):.2f}  ({parts})")
     print()
     exact = events == count and not missing and not duplicated
-    print(f"events seen vs {nouns} sent: {events} / {count}  ({missing} {nouns} without an event, "
-          f"{duplicated} with more than one; {run.foreign_events} other events ignored)  "
-          f"{'ok' if exact else 'NOT EXACTLY ONE PER ' + noun.upper()}")
+    print(
+        f"events seen vs {nouns} sent: {events} / {count}  ({missing} {nouns} without an event, "
+        f"{duplicated} with more than one; {run.foreign_events} other events ignored)  "
+        f"{'ok' if exact else 'NOT EXACTLY ONE PER ' + noun.upper()}"
+    )
     if non_202 or not exact:
-        raise SystemExit(f"bench: {non_202} webhooks not answered 202, {missing} {nouns} without an event, "
-                         f"{duplicated} with duplicate events")
+        raise SystemExit(
+            f"bench: {non_202} webhooks not answered 202, {missing} {nouns} without an event, {duplicated} with duplicate events"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -275,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     configure_logging("bench", level="WARNING", json=False)  # not a debug line per API call while preparing
+
     def step(s: str) -> None:
         print(f"bench: {s}", flush=True)
 
@@ -285,17 +319,31 @@ def main(argv: list[str] | None = None) -> None:
     try:
         common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "LOG_LEVEL": "INFO"}
         gw_port, of_port = free_port(), free_port()
-        services["gateway"] = start_service("gateway", "instore_gateway", {
-            **common, "GATEWAY_HTTP_PORT": str(gw_port), "INSTORE_CALLBACK_API_KEY": API_KEY,
-            "INSTORE_WEBHOOK_SECRET": SECRET,
-        }, gw_port)
+        services["gateway"] = start_service(
+            "gateway",
+            "instore_gateway",
+            {
+                **common,
+                "GATEWAY_HTTP_PORT": str(gw_port),
+                "INSTORE_CALLBACK_API_KEY": API_KEY,
+                "INSTORE_WEBHOOK_SECRET": SECRET,
+            },
+            gw_port,
+        )
         skipped = asyncio.run(_skip_old_webhooks(kafka.bootstrap_servers))
         if skipped:
             step(f"{skipped} webhooks already on {WEBHOOKS}: group {GROUP} starts after them")
-        services["order-finalization"] = start_service("order-finalization", "instore_order_finalization", {
-            **common, **mock.settings_env(), "ORDER_FINALIZATION_HTTP_PORT": str(of_port),
-            "ORDER_FINALIZATION_CONSUMER_GROUP": GROUP,
-        }, of_port)
+        services["order-finalization"] = start_service(
+            "order-finalization",
+            "instore_order_finalization",
+            {
+                **common,
+                **mock.settings_env(),
+                "ORDER_FINALIZATION_HTTP_PORT": str(of_port),
+                "ORDER_FINALIZATION_CONSUMER_GROUP": GROUP,
+            },
+            of_port,
+        )
         step(f"preparing {args.sales} paid sales in the mock (not timed) …")
         started = time.perf_counter()
         cart_ids = asyncio.run(_prepare_sales(mock, args.sales))
@@ -309,10 +357,28 @@ def main(argv: list[str] | None = None) -> None:
         with RssSampler(pids) as rss:
             step(f"sending {args.sales} signed webhooks, {args.concurrency} at a time, reading {EVENTS} …")
             # Bodies and signatures are built before the clock starts: signing is not measured.
-            bodies = {cart_id: signed({"id": f"evt-{uuid.uuid4().hex}", "type": "payment.completed",
-                                       "cartId": cart_id, "locationId": "store-berlin-01"}) for cart_id in cart_ids}
-            run = asyncio.run(_run(kafka.bootstrap_servers, f"{services['gateway'].url}/instore/webhooks", bodies,
-                                   args.concurrency, args.timeout, args.settle, procs))
+            bodies = {
+                cart_id: signed(
+                    {
+                        "id": f"evt-{uuid.uuid4().hex}",
+                        "type": "payment.completed",
+                        "cartId": cart_id,
+                        "locationId": "store-berlin-01",
+                    }
+                )
+                for cart_id in cart_ids
+            }
+            run = asyncio.run(
+                _run(
+                    kafka.bootstrap_servers,
+                    f"{services['gateway'].url}/instore/webhooks",
+                    bodies,
+                    args.concurrency,
+                    args.timeout,
+                    args.settle,
+                    procs,
+                )
+            )
         untouched, published = asyncio.run(_check_orders(mock, cart_ids))
     finally:
         for service in services.values():
@@ -321,8 +387,10 @@ def main(argv: list[str] | None = None) -> None:
         kafka.stop()
 
     report(run, args.sales, args.concurrency, "sale", rss.peak)
-    print(f"Orders left as created (Open, version 1): {untouched} / {args.sales}; "
-          f"announcement markers published: {published} / {args.sales}")
+    print(
+        f"Orders left as created (Open, version 1): {untouched} / {args.sales}; "
+        f"announcement markers published: {published} / {args.sales}"
+    )
     if untouched != args.sales or published != args.sales:
         raise SystemExit("bench: an Order was changed, or its announcement was not marked published")
 

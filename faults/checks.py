@@ -68,8 +68,7 @@ async def prepare_returns(mock: CtMock, n: int) -> list[Return]:
     for cart in (r.json() for r in carts):
         line = cart["lineItems"][0]
         fields = line["custom"]["fields"]
-        out.append(Return(cart["id"], fields["purchaseOrderId"], fields["purchaseLineItemId"], line["id"],
-                          prepared[cart["id"]]))
+        out.append(Return(cart["id"], fields["purchaseOrderId"], fields["purchaseLineItemId"], line["id"], prepared[cart["id"]]))
     return out
 
 
@@ -100,18 +99,46 @@ class Tally:
 
     def complete(self) -> bool:
         """Every sale has an Order with an event, every return its item, refund and event."""
-        return all(v >= 1 for d in (self.orders_per_cart, self.events_per_order, self.items_per_line,
-                                    self.refunds_per_tender, self.refund_events) for v in d.values())
+        return all(
+            v >= 1
+            for d in (
+                self.orders_per_cart,
+                self.events_per_order,
+                self.items_per_line,
+                self.refunds_per_tender,
+                self.refund_events,
+            )
+            for v in d.values()
+        )
 
     def lost(self) -> int:
         """Sales without an Order, Orders without their event, returns without item, refund or event."""
-        return sum(1 for d in (self.orders_per_cart, self.events_per_order, self.items_per_line,
-                               self.refunds_per_tender, self.refund_events) for v in d.values() if v == 0)
+        return sum(
+            1
+            for d in (
+                self.orders_per_cart,
+                self.events_per_order,
+                self.items_per_line,
+                self.refunds_per_tender,
+                self.refund_events,
+            )
+            for v in d.values()
+            if v == 0
+        )
 
     def duplicated(self) -> int:
         """Copies beyond the one each count must be."""
-        return sum(max(0, v - 1) for d in (self.orders_per_cart, self.events_per_order, self.items_per_line,
-                                           self.refunds_per_tender, self.refund_events) for v in d.values())
+        return sum(
+            max(0, v - 1)
+            for d in (
+                self.orders_per_cart,
+                self.events_per_order,
+                self.items_per_line,
+                self.refunds_per_tender,
+                self.refund_events,
+            )
+            for v in d.values()
+        )
 
 
 async def tally(stack: Stack, sales: list[Sale], returns: list[Return], webhook_ids: set[str] | None = None) -> Tally:
@@ -148,10 +175,17 @@ async def tally(stack: Stack, sales: list[Sale], returns: list[Return], webhook_
             order = by_id.get(r.order_id, {})
             items = [i for info in order.get("returnInfo") or [] for i in info.get("items", [])]
             t.items_per_line[r.return_line_id] = sum(1 for i in items if i.get("key") == RETURN_KEY_PREFIX + r.return_line_id)
-            payment: dict[str, Any] = next((p["obj"] for p in (order.get("paymentInfo") or {}).get("payments", [])
-                            if p["id"] == r.payment_id and "obj" in p), {})
-            t.refunds_per_tender[r.refund_id] = sum(1 for tr in payment.get("transactions", [])
-                                                    if tr["type"] == "Refund" and tr.get("interactionId") == r.refund_id)
+            payment: dict[str, Any] = next(
+                (
+                    p["obj"]
+                    for p in (order.get("paymentInfo") or {}).get("payments", [])
+                    if p["id"] == r.payment_id and "obj" in p
+                ),
+                {},
+            )
+            t.refunds_per_tender[r.refund_id] = sum(
+                1 for tr in payment.get("transactions", []) if tr["type"] == "Refund" and tr.get("interactionId") == r.refund_id
+            )
         wanted = {(r.cart_id, r.order_id) for r in returns}
         t.refund_events = {f"{c}/{o}": 0 for c, o in wanted}
         for record in await _read(t, bootstrap, REFUNDS):
@@ -160,8 +194,15 @@ async def tally(stack: Stack, sales: list[Sale], returns: list[Return], webhook_
             if key in wanted:
                 t.refund_events[f"{key[0]}/{key[1]}"] += 1
                 t.event_ids.setdefault(f"{key[0]}/{key[1]}", set()).add(str(event.get("eventId")))
-        t.unfinished |= {r.webhook_id for r in returns if not (t.items_per_line[r.return_line_id]
-                         and t.refunds_per_tender[r.refund_id] and t.refund_events[f"{r.cart_id}/{r.order_id}"])}
+        t.unfinished |= {
+            r.webhook_id
+            for r in returns
+            if not (
+                t.items_per_line[r.return_line_id]
+                and t.refunds_per_tender[r.refund_id]
+                and t.refund_events[f"{r.cart_id}/{r.order_id}"]
+            )
+        }
     for record in await _read(t, bootstrap, DLQ):
         wid = header(record, "webhook-id")
         if wid in ids:
@@ -180,9 +221,15 @@ async def _read(t: Tally, bootstrap: str, topic: str) -> list[Any]:
     return records
 
 
-async def converge(stack: Stack, sales: list[Sale], returns: list[Return], within: float,
-                   settle: float = 3.0, webhook_ids: set[str] | None = None,
-                   done: Callable[[Tally], bool] | None = None) -> tuple[Tally, bool]:
+async def converge(
+    stack: Stack,
+    sales: list[Sale],
+    returns: list[Return],
+    within: float,
+    settle: float = 3.0,
+    webhook_ids: set[str] | None = None,
+    done: Callable[[Tally], bool] | None = None,
+) -> tuple[Tally, bool]:
     """Poll :func:`tally` until everything is settled (complete or dead-lettered; or ``done(tally)``) or ``within`` s pass;
     then wait ``settle`` s more (a late duplicate would show then) and count again.
     Returns the final tally and whether it converged in time."""

@@ -38,8 +38,20 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
-                         "host", "upgrade", "proxy-connection", "te", "trailer"})
+HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "host",
+        "upgrade",
+        "proxy-connection",
+        "te",
+        "trailer",
+    }
+)
 
 MARKER_ACTIONS = frozenset({"changeOrderState", "setReturnPaymentState"})
 """Update actions that only record "the event went out": the Order's changeOrderState (main
@@ -60,8 +72,11 @@ def is_marker_write(method: str, path: str, body: Any) -> bool:
         return not (isinstance(value, dict) and value.get("state") not in (None, "published"))
     if len(parts) == 3 and parts[1] == "orders" and isinstance(body, dict):
         actions = body.get("actions")
-        return isinstance(actions, list) and bool(actions) and all(
-            isinstance(a, dict) and a.get("action") in MARKER_ACTIONS for a in actions)
+        return (
+            isinstance(actions, list)
+            and bool(actions)
+            and all(isinstance(a, dict) and a.get("action") in MARKER_ACTIONS for a in actions)
+        )
     return False
 
 
@@ -142,8 +157,7 @@ class FaultProxy:
         self._stop = asyncio.Event()
         app = web.Application(client_max_size=50_000_000)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        async with aiohttp.ClientSession(auto_decompress=False,
-                                         timeout=aiohttp.ClientTimeout(total=60)) as self._session:
+        async with aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=60)) as self._session:
             runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -161,8 +175,7 @@ class FaultProxy:
         except ValueError:
             payload = None
         f = self.faults
-        if f.marker_outage_until and time.monotonic() < f.marker_outage_until and \
-                is_marker_write(request.method, path, payload):
+        if f.marker_outage_until and time.monotonic() < f.marker_outage_until and is_marker_write(request.method, path, payload):
             self.stats.injected["marker-503"] += 1
             return _error(503, "ServiceUnavailable", "injected: marker write unavailable")
         if f.marker_delay_seconds and is_marker_write(request.method, path, payload):
@@ -181,9 +194,12 @@ class FaultProxy:
                 await asyncio.sleep(f.hang_seconds)
                 return _error(503, "ServiceUnavailable", "injected: answered after a hang")
             if kind == "409":
-                return _error(409, "ConcurrentModification",
-                              f"Object has a different version than expected. Expected: {version} - Actual: {version}.",
-                              currentVersion=version)
+                return _error(
+                    409,
+                    "ConcurrentModification",
+                    f"Object has a different version than expected. Expected: {version} - Actual: {version}.",
+                    currentVersion=version,
+                )
             if kind == "429":
                 return _error(429, "TooManyRequests", "injected: too many requests")
             return _error(503, "ServiceUnavailable", "injected: service unavailable")
@@ -191,8 +207,9 @@ class FaultProxy:
 
     async def _forward(self, request: web.Request, body: bytes, is_token: bool) -> web.Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
-        async with self._session.request(request.method, self.upstream + request.path_qs, data=body or None,
-                                         headers=headers) as upstream:
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, data=body or None, headers=headers
+        ) as upstream:
             content = await upstream.read()
             out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
             if is_token and upstream.status == 200 and self.faults.token_ttl_seconds is not None:

@@ -44,8 +44,22 @@ class Row:
         return bool(self.lost or self.duplicated or self.problems)
 
 
-HEAD = ("scenario", "sales", "returns", "acked/sent", "Orders/cart", "events/Order", "items/line", "Refunds/tender",
-        "refund ev/Order", "dead letters", "lost", "dup", "log lines (outage)", "s")
+HEAD = (
+    "scenario",
+    "sales",
+    "returns",
+    "acked/sent",
+    "Orders/cart",
+    "events/Order",
+    "items/line",
+    "Refunds/tender",
+    "refund ev/Order",
+    "dead letters",
+    "lost",
+    "dup",
+    "log lines (outage)",
+    "s",
+)
 
 
 def table(rows: list[Row]) -> str:
@@ -54,20 +68,30 @@ def table(rows: list[Row]) -> str:
     for r in rows:
         t = r.tally or Tally()
         dl: Counter[str] = t.dead_letters
-        lines.append([
-            r.name, str(r.sales), str(r.returns), f"{r.acked}/{r.sent}",
-            _span(list(t.orders_per_cart.values())), _span(list(t.events_per_order.values())),
-            _span(list(t.items_per_line.values())), _span(list(t.refunds_per_tender.values())),
-            _span(list(t.refund_events.values())),
-            str(sum(dl.values())) + (f" ({', '.join(f'{k} {v}' for k, v in sorted(dl.items()))})" if dl else ""),
-            str(r.lost), str(r.duplicated), "-" if r.outage_log_lines is None else str(r.outage_log_lines),
-            f"{r.seconds:.0f}",
-        ])
+        lines.append(
+            [
+                r.name,
+                str(r.sales),
+                str(r.returns),
+                f"{r.acked}/{r.sent}",
+                _span(list(t.orders_per_cart.values())),
+                _span(list(t.events_per_order.values())),
+                _span(list(t.items_per_line.values())),
+                _span(list(t.refunds_per_tender.values())),
+                _span(list(t.refund_events.values())),
+                str(sum(dl.values())) + (f" ({', '.join(f'{k} {v}' for k, v in sorted(dl.items()))})" if dl else ""),
+                str(r.lost),
+                str(r.duplicated),
+                "-" if r.outage_log_lines is None else str(r.outage_log_lines),
+                f"{r.seconds:.0f}",
+            ]
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(HEAD))]
     out = []
     for i, line in enumerate(lines):
-        out.append("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(line, widths,
-                                                                                                          strict=True))))
+        out.append(
+            "  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(line, widths, strict=True)))
+        )
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
     out.append("")

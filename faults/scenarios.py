@@ -62,8 +62,9 @@ class Delivery:
         return any(a.status == 202 for a in self.answers)
 
 
-async def deliver(session: aiohttp.ClientSession, gateway: Service, body: bytes, delivery: Delivery,
-                  retry_for: float = 0.0) -> None:
+async def deliver(
+    session: aiohttp.ClientSession, gateway: Service, body: bytes, delivery: Delivery, retry_for: float = 0.0
+) -> None:
     """POST ``body`` until it is answered 202, retrying like InStore would — after ``Retry-After``
     (at least 0.5 s) — for up to ``retry_for`` s."""
     deadline = time.monotonic() + retry_for
@@ -105,8 +106,10 @@ def _account(row: Row, deliveries: dict[str, Delivery], t: Tally) -> None:
     repeated = {k: n for d in (t.events_per_order, t.refund_events) for k, n in d.items() if n > 1}
     if repeated:
         same = sum(1 for k in repeated if len(t.event_ids.get(k, ())) == 1)
-        row.notes.append(f"{len(repeated)} Orders with a repeated event ({sum(repeated.values()) - len(repeated)} extra); "
-                         f"{same} of them repeat one eventId (deduplicable downstream)")
+        row.notes.append(
+            f"{len(repeated)} Orders with a repeated event ({sum(repeated.values()) - len(repeated)} extra); "
+            f"{same} of them repeat one eventId (deduplicable downstream)"
+        )
     row.notes.append("records read: " + ", ".join(f"{k} {v}" for k, v in t.records_read.items()))
     row.notes.append("webhook answers: " + ", ".join(f"{k} × {v}" for k, v in sorted(_statuses(deliveries).items())))
 
@@ -127,8 +130,9 @@ def _events(service: Service) -> list[dict[str, Any]]:
 def _sale_stage(service: Service, sale: Sale) -> str:
     """How far the killed order-finalization got with ``sale``, by its log."""
     log = _events(service)
-    order_ids = {e.get("order_id") for e in log if e.get("event") == "finalize.order_created"
-                 and e.get("cart_id") == sale.cart_id}
+    order_ids = {
+        e.get("order_id") for e in log if e.get("event") == "finalize.order_created" and e.get("cart_id") == sale.cart_id
+    }
     if any(e.get("event") == "payments_completed.published" and e.get("order_id") in order_ids for e in log):
         return "event published"
     if order_ids:
@@ -139,10 +143,16 @@ def _sale_stage(service: Service, sale: Sale) -> str:
 def _return_stage(service: Service, ret: Return) -> str:
     """How far the killed refund service got with ``ret``, by its log."""
     log = _events(service)
-    names = {e.get("event") for e in log if ret.order_id in (e.get("order_id"), e.get("payment_id"))
-             or e.get("payment_id") == ret.payment_id}
-    for stage, name in (("event published", "refunds_completed.published"), ("Refund written", "refund.refund_recorded"),
-                        ("return items written", "refund.return_recorded")):
+    names = {
+        e.get("event")
+        for e in log
+        if ret.order_id in (e.get("order_id"), e.get("payment_id")) or e.get("payment_id") == ret.payment_id
+    }
+    for stage, name in (
+        ("event published", "refunds_completed.published"),
+        ("Refund written", "refund.refund_recorded"),
+        ("return items written", "refund.return_recorded"),
+    ):
         if name in names:
             return stage
     return "before any write"
@@ -241,7 +251,7 @@ async def broker_outage(o: Options, outage: float) -> Row:
         await asyncio.to_thread(stack.finalizer)
         await asyncio.to_thread(stack.refund)
         sales = await prepare_sales(stack.mock, math.ceil(o.rate * (pre + outage + post + 30)) + o.burst)
-        burst, sales = sales[:o.burst], sales[o.burst:]
+        burst, sales = sales[: o.burst], sales[o.burst :]
         row.sales = 0
         deliveries: dict[str, Delivery] = {}
         sent: list[Sale] = []
@@ -288,25 +298,38 @@ async def broker_outage(o: Options, outage: float) -> Row:
             lines = {k: during[k] - before.get(k, 0) for k in during}
             row.outage_log_lines = sum(lines.values())
             span = up_at - down_at
-            row.notes.append(f"log lines while the broker was down ({span:.0f} s): " + ", ".join(
-                f"{k} {v} ({v / span:.0f}/s)" for k, v in lines.items()))
+            row.notes.append(
+                f"log lines while the broker was down ({span:.0f} s): "
+                + ", ".join(f"{k} {v} ({v / span:.0f}/s)" for k, v in lines.items())
+            )
             # What InStore would do next: send again what was not acknowledged. First: was it stored anyway?
             unacked = {wid for wid, d in deliveries.items() if not d.acked}
             if unacked:
                 stored = (await tally(stack, [], [], unacked)).webhooks_in_kafka
-                row.notes.append(f"{len(unacked)} webhooks not acknowledged during the outage, "
-                                 f"{sum(1 for w in unacked if stored.get(w))} of them stored in Kafka all the same")
+                row.notes.append(
+                    f"{len(unacked)} webhooks not acknowledged during the outage, "
+                    f"{sum(1 for w in unacked if stored.get(w))} of them stored in Kafka all the same"
+                )
                 said_not_stored = {w for w in unacked if any(a.problem == "webhook-not-stored" for a in deliveries[w].answers)}
                 if said_not_stored:
-                    row.notes.append(f"{len(said_not_stored)} answered 503 webhook-not-stored, "
-                                     f"{sum(1 for w in said_not_stored if stored.get(w))} of them stored all the same")
+                    row.notes.append(
+                        f"{len(said_not_stored)} answered 503 webhook-not-stored, "
+                        f"{sum(1 for w in said_not_stored if stored.get(w))} of them stored all the same"
+                    )
                 say(f"broker down {outage:g} s: sending {len(unacked)} unacknowledged webhooks again")
                 retry_started = time.monotonic()
-                await asyncio.gather(*(deliver(session, gateway, s.body(), deliveries[s.webhook_id], retry_for=60)
-                                       for s in sent if s.webhook_id in unacked))
+                await asyncio.gather(
+                    *(
+                        deliver(session, gateway, s.body(), deliveries[s.webhook_id], retry_for=60)
+                        for s in sent
+                        if s.webhook_id in unacked
+                    )
+                )
                 still = sum(1 for w in unacked if not deliveries[w].acked)
-                row.notes.append(f"resent after the outage: {len(unacked) - still} acknowledged, {still} still "
-                                 f"refused after {time.monotonic() - retry_started:.0f} s")
+                row.notes.append(
+                    f"resent after the outage: {len(unacked) - still} acknowledged, {still} still "
+                    f"refused after {time.monotonic() - retry_started:.0f} s"
+                )
         say(f"broker down {outage:g} s: waiting up to {o.drain_seconds:g} s for the backlog to drain")
         drain_started = time.monotonic()
         t, converged = await converge(stack, sent, [], o.drain_seconds)
@@ -375,8 +398,10 @@ async def two_replicas(o: Options) -> list[Row]:
                     pairs[sale.webhook_id], pairs[by_key] = Delivery(), Delivery()
                     await asyncio.gather(
                         deliver(session, gateway, sale.body(), pairs[sale.webhook_id], retry_for=30),
-                        deliver(session, gateway, sale.body(ref=keys[sale.cart_id], webhook_id=by_key), pairs[by_key],
-                                retry_for=30))
+                        deliver(
+                            session, gateway, sale.body(ref=keys[sale.cart_id], webhook_id=by_key), pairs[by_key], retry_for=30
+                        ),
+                    )
 
             await asyncio.gather(*(id_and_key(s) for s in second))
         t, _ = await converge(stack, first, [], 120)
@@ -387,8 +412,10 @@ async def two_replicas(o: Options) -> list[Row]:
         _account(both, pairs, t2)
         split = 0
         for by_id, by_key in second_ids.values():
-            holders = [{n for n, s in stack.services.items() if n.startswith("order-finalization")
-                        and f'"{w}"' in s.process.output()} for w in (by_id, by_key)]
+            holders = [
+                {n for n, s in stack.services.items() if n.startswith("order-finalization") and f'"{w}"' in s.process.output()}
+                for w in (by_id, by_key)
+            ]
             split += holders[0] != holders[1]
         both.notes.append(f"{split} of {len(second_ids)} carts had their two webhooks handled by different replicas")
     finally:
@@ -398,6 +425,7 @@ async def two_replicas(o: Options) -> list[Row]:
 
 async def _cart_keys(stack: Stack, cart_ids: list[str]) -> dict[str, str]:
     from faults.stack import cart_keys
+
     return await cart_keys(stack.mock, cart_ids)
 
 
@@ -443,8 +471,9 @@ async def commerce_faults(o: Options) -> Row:
         _account(row, deliveries, t)
         row.notes.append(f"proxy: {stack.proxy.stats.summary()}; token expires_in rewritten to {o.token_ttl} s")
         if t.dead_letters:
-            row.problems.append(f"{sum(t.dead_letters.values())} webhooks dead-lettered that a retry could have done: "
-                                f"{dict(t.dead_letters)}")
+            row.problems.append(
+                f"{sum(t.dead_letters.values())} webhooks dead-lettered that a retry could have done: {dict(t.dead_letters)}"
+            )
     finally:
         await asyncio.to_thread(stack.stop)
     return row
@@ -471,12 +500,15 @@ async def commerce_outage(o: Options) -> Row:
         t, converged = await converge(stack, sales, returns, 240)
         _account(row, deliveries, t)
         if converged:
-            row.notes.append(f"every sale and return done {time.monotonic() - recovered - 3:.0f} s after "
-                             "Composable Commerce came back")
+            row.notes.append(
+                f"every sale and return done {time.monotonic() - recovered - 3:.0f} s after Composable Commerce came back"
+            )
         row.notes.append(f"proxy: {stack.proxy.stats.summary()}")
         if t.dead_letters:
-            row.problems.append(f"{sum(t.dead_letters.values())} webhooks dead-lettered during an outage shorter than the "
-                                f"retry budget: {dict(t.dead_letters)}")
+            row.problems.append(
+                f"{sum(t.dead_letters.values())} webhooks dead-lettered during an outage shorter than the "
+                f"retry budget: {dict(t.dead_letters)}"
+            )
     finally:
         await asyncio.to_thread(stack.stop)
     return row

@@ -56,8 +56,19 @@ DLQ = "instore.webhooks.v1.dlq"
 PAYMENTS = "commerce.payments.completed.v1"
 REFUNDS = "commerce.refunds.completed.v1"
 
-INTERESTING = ("webhook.", "finalize.", "payments_completed.", "refunds_completed.", "refund.", "commerce.",
-               "order_finalization.", "announcement.", "crash", "Traceback", "error")
+INTERESTING = (
+    "webhook.",
+    "finalize.",
+    "payments_completed.",
+    "refunds_completed.",
+    "refund.",
+    "commerce.",
+    "order_finalization.",
+    "announcement.",
+    "crash",
+    "Traceback",
+    "error",
+)
 """Lines kept in memory (the rest are only counted): what the checks and the notes look for."""
 LOG_FILE_CAP = 50_000_000
 """Bytes of output mirrored to a process's log file (an outage can make hundreds of MB)."""
@@ -163,30 +174,55 @@ class Stack:
 
     def gateway(self, name: str = "gateway", **extra: str) -> Service:
         port = free_port()
-        service = start_service(name, "instore_gateway", {
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers, "GATEWAY_HTTP_PORT": str(port),
-            "INSTORE_CALLBACK_API_KEY": API_KEY, "INSTORE_WEBHOOK_SECRET": SECRET, **self.ct_env(), **extra,
-        }, port)
+        service = start_service(
+            name,
+            "instore_gateway",
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+                "GATEWAY_HTTP_PORT": str(port),
+                "INSTORE_CALLBACK_API_KEY": API_KEY,
+                "INSTORE_WEBHOOK_SECRET": SECRET,
+                **self.ct_env(),
+                **extra,
+            },
+            port,
+        )
         self.services[name] = service
         return service
 
     def finalizer(self, name: str = "order-finalization", **extra: str) -> Service:
         port = free_port()
         group = self.groups.setdefault("order-finalization", f"faults-of-{uuid.uuid4().hex[:6]}")
-        service = start_service(name, "instore_order_finalization", {
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers, **self.ct_env(),
-            "ORDER_FINALIZATION_HTTP_PORT": str(port), "ORDER_FINALIZATION_CONSUMER_GROUP": group, **extra,
-        }, port)
+        service = start_service(
+            name,
+            "instore_order_finalization",
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+                **self.ct_env(),
+                "ORDER_FINALIZATION_HTTP_PORT": str(port),
+                "ORDER_FINALIZATION_CONSUMER_GROUP": group,
+                **extra,
+            },
+            port,
+        )
         self.services[name] = service
         return service
 
     def refund(self, name: str = "refund", **extra: str) -> Service:
         port = free_port()
         group = self.groups.setdefault("refund", f"faults-rf-{uuid.uuid4().hex[:6]}")
-        service = start_service(name, "instore_refund", {
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers, **self.ct_env(),
-            "REFUND_HTTP_PORT": str(port), "REFUND_CONSUMER_GROUP": group, **extra,
-        }, port)
+        service = start_service(
+            name,
+            "instore_refund",
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+                **self.ct_env(),
+                "REFUND_HTTP_PORT": str(port),
+                "REFUND_CONSUMER_GROUP": group,
+                **extra,
+            },
+            port,
+        )
         self.services[name] = service
         return service
 
@@ -211,8 +247,11 @@ class Stack:
 
     def log_counts(self) -> dict[str, int]:
         """Lines printed so far, by service."""
-        return {name: s.process.lines_now() for name, s in self.services.items()  # type: ignore[attr-defined]
-                if isinstance(s.process, CountedProcess)}
+        return {
+            name: s.process.lines_now()
+            for name, s in self.services.items()  # type: ignore[attr-defined]
+            if isinstance(s.process, CountedProcess)
+        }
 
     def stop(self) -> None:
         for service in self.services.values():
@@ -239,8 +278,7 @@ class Answer:
 
 def sign(body: bytes) -> dict[str, str]:
     """The headers InStore sends: the HMAC-SHA256 of the raw body under the shared secret."""
-    return {"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(),
-            "Content-Type": "application/json"}
+    return {"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(), "Content-Type": "application/json"}
 
 
 async def post_webhook(session: aiohttp.ClientSession, gateway: Service, body: bytes) -> Answer:
@@ -263,8 +301,7 @@ async def post_webhook(session: aiohttp.ClientSession, gateway: Service, body: b
 
 
 def http_session(limit: int = 64, timeout: float = 30) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit),
-                                 timeout=aiohttp.ClientTimeout(total=timeout))
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit), timeout=aiohttp.ClientTimeout(total=timeout))
 
 
 # -- Kafka -------------------------------------------------------------------------------
@@ -275,8 +312,14 @@ async def read_topic(bootstrap: str, topic: str, within: float = 30) -> list[Any
     The consumer names the topic (no group): a consumer without topics asks Kafka for the
     metadata of no topic at all, and would see none of its partitions.
     """
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", request_timeout_ms=10000)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        request_timeout_ms=10000,
+    )
     await consumer.start()
     try:
         deadline = time.monotonic() + within
@@ -327,8 +370,11 @@ async def all_orders(mock: CtMock) -> list[dict[str, Any]]:
     async with _commerce(mock) as c:
         offset = 0
         while True:
-            page = (await c.request("GET", "/orders", params={
-                "limit": "500", "offset": str(offset), "expand": ["paymentInfo.payments[*]"]})).json()
+            page = (
+                await c.request(
+                    "GET", "/orders", params={"limit": "500", "offset": str(offset), "expand": ["paymentInfo.payments[*]"]}
+                )
+            ).json()
             out += page["results"]
             if len(page["results"]) < 500:
                 return out

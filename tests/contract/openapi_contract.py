@@ -90,8 +90,7 @@ def load_spec() -> dict[str, Any]:
     """Parse the OpenAPI file (cached per process, and on disk when slow)."""
     if not SPEC_PATH.is_file():
         raise SpecNotFound(
-            f"commercetools OpenAPI spec not found at {SPEC_PATH} "
-            "(expected <repo>/../shared/commercetools/openapi.yaml)"
+            f"commercetools OpenAPI spec not found at {SPEC_PATH} (expected <repo>/../shared/commercetools/openapi.yaml)"
         )
     started = time.perf_counter()
     stat = SPEC_PATH.stat()
@@ -193,15 +192,11 @@ SUPPLEMENTS: dict[str, dict[str, Any]] = {
 
 @functools.lru_cache(maxsize=1)
 def _build_schema_root() -> dict[str, Any]:
-    schemas: dict[str, Any] = _oas30_to_jsonschema(
-        copy.deepcopy(load_spec().get("components", {}).get("schemas", {}))
-    )
+    schemas: dict[str, Any] = _oas30_to_jsonschema(copy.deepcopy(load_spec().get("components", {}).get("schemas", {})))
     for name, rule in SUPPLEMENTS.items():
         if name in schemas:
             schemas[name] = {"allOf": [schemas[name], rule]}
-    discriminated = {
-        name: found for name, s in schemas.items() if isinstance(s, dict) and (found := _find_discriminator(s))
-    }
+    discriminated = {name: found for name, s in schemas.items() if isinstance(s, dict) and (found := _find_discriminator(s))}
     for name, (holder, disc) in discriminated.items():
         prop = disc["propertyName"]
         mapping: dict[str, str] = disc.get("mapping") or {}
@@ -331,7 +326,8 @@ def match_path(path: str) -> str:
         if len(tpl.segments) != len(segments):
             continue
         if all(rx.match(seg) for rx, seg in zip(tpl.segments, segments, strict=True)) and (
-                best is None or tpl.score > best.score):
+            best is None or tpl.score > best.score
+        ):
             best = tpl
     if best is None:
         raise ContractViolation(f"no path in the commercetools API spec matches {path!r}")
@@ -342,11 +338,7 @@ def is_api_request(url: str) -> bool:
     """False for calls to the OAuth/auth host (``.../oauth/token`` etc.)."""
     parts = urlsplit(url)
     segments = [s for s in parts.path.split("/") if s]
-    return not (
-        "oauth" in segments
-        or (parts.hostname is not None
-        and parts.hostname.startswith("auth."))
-    )
+    return not ("oauth" in segments or (parts.hostname is not None and parts.hostname.startswith("auth.")))
 
 
 def _query_params(operation: dict[str, Any], path_item: dict[str, Any]) -> list[dict[str, Any]]:
@@ -387,18 +379,14 @@ def _check_query(template: str, method: str, operation: dict, path_item: dict, q
         param = next((p for p in declared if _param_matches(name, p["name"])), None)
         if param is None:
             allowed = sorted(p["name"] for p in declared)
-            raise ContractViolation(
-                f"{method.upper()} {template}: query parameter {name!r} is not declared; allowed: {allowed}"
-            )
+            raise ContractViolation(f"{method.upper()} {template}: query parameter {name!r} is not declared; allowed: {allowed}")
         seen.add(param["name"])
         schema = param.get("schema") or {}
         if schema.get("type") == "array":
             schema = schema.get("items") or {}
         schema = _oas30_to_jsonschema(schema)
         if schema:
-            validator = (
-                _validator_for(schema["$ref"]) if "$ref" in schema else jsonschema.Draft7Validator(schema)
-            )
+            validator = _validator_for(schema["$ref"]) if "$ref" in schema else jsonschema.Draft7Validator(schema)
             try:
                 _raise_errors(validator, _coerce(value, _resolve(schema)), "value")
             except ContractViolation as exc:
@@ -434,9 +422,7 @@ def _validate_oauth(method: str, parts: Any, body: bytes | dict | None, content_
         form = dict(parse_qsl((body or b"").decode("utf-8"), keep_blank_values=True))
         form.update(parse_qsl(parts.query, keep_blank_values=True))
     if form.get("grant_type") != "client_credentials":
-        raise ContractViolation(
-            f"OAuth token request: grant_type must be 'client_credentials', got {form.get('grant_type')!r}"
-        )
+        raise ContractViolation(f"OAuth token request: grant_type must be 'client_credentials', got {form.get('grant_type')!r}")
     unknown = set(form) - {"grant_type", "scope"}
     if unknown:
         raise ContractViolation(f"OAuth token request: unexpected form fields {sorted(unknown)}")
@@ -538,6 +524,5 @@ class RequestRecorder:
                 problems.append(f"{r.method} {r.url}\n  {exc}")
         if problems:
             raise ContractViolation(
-                f"{len(problems)} of {len(self.requests)} recorded request(s) violate the API contract:\n"
-                + "\n".join(problems)
+                f"{len(problems)} of {len(self.requests)} recorded request(s) violate the API contract:\n" + "\n".join(problems)
             )

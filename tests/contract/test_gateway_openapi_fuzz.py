@@ -73,17 +73,23 @@ class FakeAuth:
 
 
 class FakeEvents:
-    async def publish(self, topic: str, key: str, value: bytes, *, message_type: str, timeout_s: float,
-                      headers: dict[str, str] | None = None) -> None:
+    async def publish(
+        self, topic: str, key: str, value: bytes, *, message_type: str, timeout_s: float, headers: dict[str, str] | None = None
+    ) -> None:
         return None
 
 
 @pytest.fixture(scope="module")
 def gateway_url() -> Iterator[str]:
-    settings_ = GatewaySettings(instore_callback_api_key=API_KEY, sessions_rate_limit_per_minute=100_000,
-                                instore_webhook_secret="fuzz-webhook-secret")  # type: ignore[arg-type]
-    app = create_app(settings_, Ports(cart_lookups=FakeLookups(), events=FakeEvents(), vault=InMemoryTokenVault(),
-                                      ims=FakeIms(), instore_auth=FakeAuth()))  # type: ignore[arg-type]
+    settings_ = GatewaySettings(
+        instore_callback_api_key=API_KEY, sessions_rate_limit_per_minute=100_000, instore_webhook_secret="fuzz-webhook-secret"
+    )  # type: ignore[arg-type]
+    app = create_app(
+        settings_,
+        Ports(
+            cart_lookups=FakeLookups(), events=FakeEvents(), vault=InMemoryTokenVault(), ims=FakeIms(), instore_auth=FakeAuth()
+        ),
+    )  # type: ignore[arg-type]
     port = free_port()
     server = uvicorn.Server(http_config(app, "127.0.0.1", port))
     thread = threading.Thread(target=server.run, name="gateway-under-fuzz", daemon=True)
@@ -111,13 +117,13 @@ def _check(case: Any, mode: GenerationMode, calls: list[int]) -> None:
         # and POST /host/events needs a session the gateway issued (a drawn user key names none)
         webhook = webhook or case.path == "/host/events"
         assert 200 <= status < 300 or (status == 404 and not webhook) or (status == 401 and webhook), (
-            f"a schema-valid request was refused: {request} → {status} {response.text[:300]}")
+            f"a schema-valid request was refused: {request} → {status} {response.text[:300]}"
+        )
     case.validate_response(response, headers=headers)
 
 
 def _fuzzer(strategy: Any, mode: GenerationMode, calls: list[int]) -> Any:
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(strategy)
     def fuzz(case: Any) -> None:
         _check(case, mode, calls)

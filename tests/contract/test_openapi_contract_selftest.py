@@ -189,8 +189,10 @@ def test_invalid_json_body_fails() -> None:
         (f"{BASE}/carts/key=abc", "/{projectKey}/carts/key={key}"),
         (f"{BASE}/carts/key%3Dabc", "/{projectKey}/carts/key={key}"),
         (f"{BASE}/carts/{UUID}?expand=paymentInfo.payments[*]", "/{projectKey}/carts/{ID}"),
-        (f"{BASE}/carts/{UUID}?expand=paymentInfo.payments%5B*%5D&expand=lineItems[*].state[*].state",
-         "/{projectKey}/carts/{ID}"),
+        (
+            f"{BASE}/carts/{UUID}?expand=paymentInfo.payments%5B*%5D&expand=lineItems[*].state[*].state",
+            "/{projectKey}/carts/{ID}",
+        ),
         (f"{BASE}/orders/order-number=X", "/{projectKey}/orders/order-number={orderNumber}"),
         (f"{BASE}/carts?where=key%3D%22x%22&limit=20&withTotal=false&var.k=v", "/{projectKey}/carts"),
         (f"{BASE}/carts/replicate", "/{projectKey}/carts/replicate"),
@@ -251,9 +253,7 @@ def test_request_recorder_with_httpx() -> None:
         return httpx.Response(200, json={})
 
     async def run(recorder: oc.RequestRecorder, bad: bool) -> None:
-        async with httpx.AsyncClient(
-            transport=httpx.MockTransport(handler), event_hooks={"request": [recorder]}
-        ) as client:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler), event_hooks={"request": [recorder]}) as client:
             await client.post(
                 "http://127.0.0.1:8989/oauth/token",
                 data={"grant_type": "client_credentials"},

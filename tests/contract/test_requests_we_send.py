@@ -56,17 +56,22 @@ def test_the_validator_rejects_what_we_must_not_send() -> None:
     with pytest.raises(AssertionError):
         validate_request("GET", "http://x/instore-demo/cart/abc", None)
     with pytest.raises(AssertionError):
-        validate_request("POST", "http://x/instore-demo/orders",
-                         {"version": 1, "cart": {"typeId": "cart", "id": "c"}, "paymentState": "Settled"})
+        validate_request(
+            "POST",
+            "http://x/instore-demo/orders",
+            {"version": 1, "cart": {"typeId": "cart", "id": "c"}, "paymentState": "Settled"},
+        )
 
 
 async def test_lookup_of_seeded_carts_against_the_mock(ct_mock: CtMock) -> None:
     async with CommercetoolsClient(_settings(ct_mock)) as client:
         settings = CartMappingSettings()
         sale = await handle_cart_lookup(
-            CartLookupRequest(cart_ref=ct_mock.seed["saleCartKey"], kind=CartKind.SALE, requested_at="t"), client, settings)
+            CartLookupRequest(cart_ref=ct_mock.seed["saleCartKey"], kind=CartKind.SALE, requested_at="t"), client, settings
+        )
         ret = await handle_cart_lookup(
-            CartLookupRequest(cart_ref=ct_mock.seed["returnCartKey"], kind=CartKind.RETURN, requested_at="t"), client, settings)
+            CartLookupRequest(cart_ref=ct_mock.seed["returnCartKey"], kind=CartKind.RETURN, requested_at="t"), client, settings
+        )
     assert sale.status is LookupStatus.FOUND, sale
     assert ret.status is LookupStatus.FOUND, ret
 
@@ -74,9 +79,17 @@ async def test_lookup_of_seeded_carts_against_the_mock(ct_mock: CtMock) -> None:
 async def test_order_finalization_sends_only_valid_requests(ct_mock: CtMock) -> None:
     recorder = RequestRecorder()
     async with CommercetoolsClient(_settings(ct_mock), request_hooks=[recorder]) as client:
-        cart = (await client.request("POST", "/carts", json={
-            "currency": "EUR", "country": "DE", "lineItems": [{"sku": "SKU-MUG", "quantity": 1}],
-        })).json()
+        cart = (
+            await client.request(
+                "POST",
+                "/carts",
+                json={
+                    "currency": "EUR",
+                    "country": "DE",
+                    "lineItems": [{"sku": "SKU-MUG", "quantity": 1}],
+                },
+            )
+        ).json()
         await client.find_cart(cart["id"], expand=("paymentInfo.payments[*]",))
         assert await client.find_order_by_cart(cart["id"]) is None
         order = (await client.create_order_from_cart(cart["id"], cart["version"], f"contract-{cart['id']}", "Paid")).json()
@@ -99,20 +112,44 @@ async def test_the_refund_service_sends_only_valid_requests(ct_mock: CtMock) -> 
     recorder = RequestRecorder()
     async with CommercetoolsClient(_settings(ct_mock), request_hooks=[recorder]) as client:
         eur = {"currencyCode": "EUR", "centAmount": 1250}
-        payment = (await client.request("POST", "/payments", json={
-            "amountPlanned": eur, "transactions": [{"type": "Charge", "state": "Success", "amount": eur}]})).json()
-        cart = (await client.request("POST", "/carts", json={
-            "currency": "EUR", "country": "DE", "lineItems": [{"sku": "SKU-MUG", "quantity": 1}]})).json()
-        cart = (await client.update("carts", cart["id"], cart["version"], [
-            {"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}])).json()
+        payment = (
+            await client.request(
+                "POST",
+                "/payments",
+                json={"amountPlanned": eur, "transactions": [{"type": "Charge", "state": "Success", "amount": eur}]},
+            )
+        ).json()
+        cart = (
+            await client.request(
+                "POST", "/carts", json={"currency": "EUR", "country": "DE", "lineItems": [{"sku": "SKU-MUG", "quantity": 1}]}
+            )
+        ).json()
+        cart = (
+            await client.update(
+                "carts",
+                cart["id"],
+                cart["version"],
+                [{"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}],
+            )
+        ).json()
         order = (await client.create_order_from_cart(cart["id"], cart["version"], f"contract-r-{cart['id']}", "Paid")).json()
-        line = {"type": {"typeId": "type", "key": "instore-line-item"},
-                "fields": {"purchaseOrderId": order["orderNumber"], "purchaseLineItemId": order["lineItems"][0]["id"]}}
-        ret = (await client.request("POST", "/carts", json={
-            "currency": "EUR", "country": "DE", "lineItems": [{"sku": "SKU-MUG", "quantity": 1, "custom": line}]})).json()
+        line = {
+            "type": {"typeId": "type", "key": "instore-line-item"},
+            "fields": {"purchaseOrderId": order["orderNumber"], "purchaseLineItemId": order["lineItems"][0]["id"]},
+        }
+        ret = (
+            await client.request(
+                "POST",
+                "/carts",
+                json={"currency": "EUR", "country": "DE", "lineItems": [{"sku": "SKU-MUG", "quantity": 1, "custom": line}]},
+            )
+        ).json()
         recorder.requests.clear()
-        recorded = await record_refund(refund_webhook(ret["id"], [("rf-contract", payment["id"], 1250, "EUR")]),
-                                       client, LineFields("purchaseOrderId", "purchaseLineItemId", "returnComment"))
+        recorded = await record_refund(
+            refund_webhook(ret["id"], [("rf-contract", payment["id"], 1250, "EUR")]),
+            client,
+            LineFields("purchaseOrderId", "purchaseLineItemId", "returnComment"),
+        )
         await mark_refunded(client, recorded, await current_order(client, order["id"]))
     sent = [(r.method, r.url.split("?")[0].split("/instore-demo")[-1]) for r in recorder.requests]
     assert ("POST", f"/orders/{order['id']}") in sent and ("POST", f"/payments/{payment['id']}") in sent
@@ -133,14 +170,14 @@ async def test_custom_object_markers_are_compare_and_set_on_the_mock(ct_mock: Ct
             await client.get_custom_object(container, key)
         results = await asyncio.gather(
             *(client.put_custom_object(container, key, {"state": "claimed", "n": n}, version=0) for n in range(5)),
-            return_exceptions=True)
+            return_exceptions=True,
+        )
         assert sum(not isinstance(r, BaseException) for r in results) == 1
         assert all(isinstance(r, ConcurrentModification) for r in results if isinstance(r, BaseException))
         stored = (await client.get_custom_object(container, key)).json()
         with pytest.raises(ConcurrentModification):
             await client.put_custom_object(container, key, {"state": "published"}, version=stored["version"] + 1)
-        updated = (await client.put_custom_object(container, key, {"state": "published"},
-                                                  version=stored["version"])).json()
+        updated = (await client.put_custom_object(container, key, {"state": "published"}, version=stored["version"])).json()
         assert updated["version"] == stored["version"] + 1 and updated["value"] == {"state": "published"}
     recorder.assert_all_valid()
 
@@ -167,17 +204,37 @@ async def test_the_payment_extension_sends_only_valid_requests(ct_mock: CtMock) 
     settings = PaymentExtensionSettings(payment_extension_allowed_urls=base, payment_extension_retry_seconds=1)
     recorder = RequestRecorder()
     async with CommercetoolsClient(_settings(ct_mock), request_hooks=[recorder]) as client:
-        async def run(rid: str, action: str, token: str, prompts: Prompts | None = None, payment_id: str | None = None,
-                      **extra: object) -> str:
-            payment_id = payment_id or (await client.request("POST", "/payments", json={
-                "amountPlanned": {"centAmount": 1000, "currencyCode": "EUR"}})).json()["id"]
+
+        async def run(
+            rid: str, action: str, token: str, prompts: Prompts | None = None, payment_id: str | None = None, **extra: object
+        ) -> str:
+            payment_id = (
+                payment_id
+                or (
+                    await client.request("POST", "/payments", json={"amountPlanned": {"centAmount": 1000, "currencyCode": "EUR"}})
+                ).json()["id"]
+            )
             state["payment"] = payment_id
-            body = payment_request(rid, status_url=f"{base}/instore-sim/status/{rid}",
-                                   callback_url=f"{base}/instore-sim/callback/{rid}", payment_id=payment_id,
-                                   cent_amount=1000, card={"token": token}, **extra)
+            body = payment_request(
+                rid,
+                status_url=f"{base}/instore-sim/status/{rid}",
+                callback_url=f"{base}/instore-sim/callback/{rid}",
+                payment_id=payment_id,
+                cent_amount=1000,
+                card={"token": token},
+                **extra,
+            )
             handled = await handle_payment_request(
-                body, {"tender": "gift-card", "action": action}, provider=provider, commerce=client, instore=instore,
-                prompts=prompts or Prompts(None), publisher=Publisher(), clock=Clock(), settings=settings)
+                body,
+                {"tender": "gift-card", "action": action},
+                provider=provider,
+                commerce=client,
+                instore=instore,
+                prompts=prompts or Prompts(None),
+                publisher=Publisher(),
+                clock=Clock(),
+                settings=settings,
+            )
             return handled.result.reference or ""
 
         state: dict[str, str] = {}

@@ -43,21 +43,28 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
     port = free_port()
     group = f"cart-mapping-e2e-{uuid.uuid4().hex[:8]}"
     cart_mapping = start_service(
-        "cart-mapping", "instore_cart_mapping",
-        {**common, **ct_mock.settings_env(), "CART_MAPPING_HTTP_PORT": str(port),
-         "CART_MAPPING_CONSUMER_GROUP": group},
+        "cart-mapping",
+        "instore_cart_mapping",
+        {**common, **ct_mock.settings_env(), "CART_MAPPING_HTTP_PORT": str(port), "CART_MAPPING_CONSUMER_GROUP": group},
         port,
     )
     gateways = []
     try:
         for name in ("gateway-a", "gateway-b"):
             port = free_port()
-            gateways.append(start_service(
-                name, "instore_gateway",
-                {**common, "GATEWAY_HTTP_PORT": str(port), "INSTORE_CALLBACK_API_KEY": API_KEY,
-                 "GATEWAY_CART_LOOKUP_TIMEOUT_SECONDS": "2"},
-                port,
-            ))
+            gateways.append(
+                start_service(
+                    name,
+                    "instore_gateway",
+                    {
+                        **common,
+                        "GATEWAY_HTTP_PORT": str(port),
+                        "INSTORE_CALLBACK_API_KEY": API_KEY,
+                        "GATEWAY_CART_LOOKUP_TIMEOUT_SECONDS": "2",
+                    },
+                    port,
+                )
+            )
         yield Stack(gateways, cart_mapping, ct_mock, group)
     finally:
         for service in [*gateways, cart_mapping]:
@@ -133,26 +140,35 @@ async def test_return_cart_is_served(stack: Stack) -> None:
 
 def test_two_api_key_headers_are_refused_even_if_one_is_right(stack: Stack) -> None:
     for keys in ([API_KEY, "x"], ["x", API_KEY], [API_KEY, API_KEY]):
-        response = httpx.get(f"{stack.gateways[0].url}/instore/callbacks/carts/{stack.mock.seed['saleCartKey']}",
-                             headers=[("X-Api-Key", k) for k in keys])
+        response = httpx.get(
+            f"{stack.gateways[0].url}/instore/callbacks/carts/{stack.mock.seed['saleCartKey']}",
+            headers=[("X-Api-Key", k) for k in keys],
+        )
         _assert_problem(response, 401, "unauthorized")
 
 
-@pytest.mark.parametrize("path", [
-    "/instore%2Fcallbacks/carts/demo-sale-cart", "/instore/callbacks/carts/demo%2Fsale",
-    "//instore/callbacks/carts/demo-sale-cart", "/instore/callbacks/carts/..%2F..%2Fhealthz",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/instore%2Fcallbacks/carts/demo-sale-cart",
+        "/instore/callbacks/carts/demo%2Fsale",
+        "//instore/callbacks/carts/demo-sale-cart",
+        "/instore/callbacks/carts/..%2F..%2Fhealthz",
+    ],
+)
 def test_encoded_slashes_and_empty_segments_are_400(stack: Stack, path: str) -> None:
     response = httpx.get(stack.gateways[0].url + path, headers={"X-Api-Key": API_KEY})
     _assert_problem(response, 400, "invalid-path")
 
 
-@pytest.mark.parametrize(("method", "path", "status", "slug"), [
-    ("GET", "/nope", 404, "not-found"),
-    ("POST", "/instore/callbacks/carts/demo-sale-cart", 405, "method-not-allowed"),
-])
-def test_routing_errors_carry_a_correlation_id_too(stack: Stack, method: str, path: str, status: int,
-                                                    slug: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "status", "slug"),
+    [
+        ("GET", "/nope", 404, "not-found"),
+        ("POST", "/instore/callbacks/carts/demo-sale-cart", 405, "method-not-allowed"),
+    ],
+)
+def test_routing_errors_carry_a_correlation_id_too(stack: Stack, method: str, path: str, status: int, slug: str) -> None:
     response = httpx.request(method, stack.gateways[0].url + path)
     body = _assert_problem(response, status, slug)
     assert body["correlationId"] == response.headers["x-correlation-id"]
@@ -160,8 +176,9 @@ def test_routing_errors_carry_a_correlation_id_too(stack: Stack, method: str, pa
 
 
 def test_return_cart_on_the_sale_path_is_422(stack: Stack) -> None:
-    _assert_problem(_get(stack.gateways[0], f"/instore/callbacks/carts/{stack.mock.seed['returnCartKey']}"),
-                    422, "cart-is-a-return")
+    _assert_problem(
+        _get(stack.gateways[0], f"/instore/callbacks/carts/{stack.mock.seed['returnCartKey']}"), 422, "cart-is-a-return"
+    )
 
 
 def test_unknown_cart_is_404(stack: Stack) -> None:
@@ -171,8 +188,9 @@ def test_unknown_cart_is_404(stack: Stack) -> None:
 
 @pytest.mark.parametrize("key", [None, "wrong-key", API_KEY + "x", ""])
 def test_missing_or_wrong_api_key_is_401(stack: Stack, key: str | None) -> None:
-    _assert_problem(_get(stack.gateways[0], f"/instore/callbacks/carts/{stack.mock.seed['saleCartKey']}", key),
-                    401, "unauthorized")
+    _assert_problem(
+        _get(stack.gateways[0], f"/instore/callbacks/carts/{stack.mock.seed['saleCartKey']}", key), 401, "unauthorized"
+    )
 
 
 @pytest.mark.parametrize("ref", ["a", "x" * 257, "bad%20id", "semi%3Bcolon", "%C3%A9t%C3%A9", "dots.in.key"])
@@ -195,12 +213,23 @@ def test_unknown_long_keys_are_404_not_an_outage(stack: Stack, length: int) -> N
 
 async def test_a_cart_with_a_256_character_key_is_served(stack: Stack) -> None:
     key = ("k-" + uuid.uuid4().hex * 8)[:256]
-    cart = await _create_cart(stack.mock, {
-        "currency": "EUR", "country": "DE", "key": key,
-        "customLineItems": [{"name": {"en": "Gift card"}, "quantity": 1, "slug": "gift-card",
-                             "money": {"currencyCode": "EUR", "centAmount": 2500},
-                             "taxCategory": {"typeId": "tax-category", "key": "standard"}}],
-    })
+    cart = await _create_cart(
+        stack.mock,
+        {
+            "currency": "EUR",
+            "country": "DE",
+            "key": key,
+            "customLineItems": [
+                {
+                    "name": {"en": "Gift card"},
+                    "quantity": 1,
+                    "slug": "gift-card",
+                    "money": {"currencyCode": "EUR", "centAmount": 2500},
+                    "taxCategory": {"typeId": "tax-category", "key": "standard"},
+                }
+            ],
+        },
+    )
     assert cart["key"] == key
     response = _get(stack.gateways[1], f"/instore/callbacks/carts/{key}")
     assert response.status_code == 200, response.text
@@ -208,12 +237,23 @@ async def test_a_cart_with_a_256_character_key_is_served(stack: Stack) -> None:
 
 
 async def test_cart_in_another_currency_is_422(stack: Stack) -> None:
-    cart = await _create_cart(stack.mock, {
-        "currency": "USD", "country": "US", "key": f"usd-{uuid.uuid4().hex[:8]}",
-        "customLineItems": [{"name": {"en": "Gift card"}, "quantity": 1, "slug": "gift-card",
-                             "money": {"currencyCode": "USD", "centAmount": 2500},
-                             "taxCategory": {"typeId": "tax-category", "key": "standard"}}],
-    })
+    cart = await _create_cart(
+        stack.mock,
+        {
+            "currency": "USD",
+            "country": "US",
+            "key": f"usd-{uuid.uuid4().hex[:8]}",
+            "customLineItems": [
+                {
+                    "name": {"en": "Gift card"},
+                    "quantity": 1,
+                    "slug": "gift-card",
+                    "money": {"currencyCode": "USD", "centAmount": 2500},
+                    "taxCategory": {"typeId": "tax-category", "key": "standard"},
+                }
+            ],
+        },
+    )
     body = _assert_problem(_get(stack.gateways[0], f"/instore/callbacks/carts/{cart['key']}"), 422, "wrong-currency")
     assert body["reason"] == "wrong-currency" and "USD" in body["detail"]
 
@@ -224,30 +264,49 @@ async def test_empty_cart_is_422(stack: Stack) -> None:
 
 
 async def test_frozen_cart_is_409(stack: Stack) -> None:
-    cart = await _create_cart(stack.mock, {
-        "currency": "EUR", "country": "DE", "key": f"frozen-{uuid.uuid4().hex[:8]}",
-        "lineItems": [{"sku": "SKU-MUG", "quantity": 1}],
-    })
+    cart = await _create_cart(
+        stack.mock,
+        {
+            "currency": "EUR",
+            "country": "DE",
+            "key": f"frozen-{uuid.uuid4().hex[:8]}",
+            "lineItems": [{"sku": "SKU-MUG", "quantity": 1}],
+        },
+    )
     async with await _commerce(stack.mock) as commerce:
-        await commerce.request("POST", f"/carts/{cart['id']}",
-                               json={"version": cart["version"], "actions": [{"action": "freezeCart"}]})
+        await commerce.request(
+            "POST", f"/carts/{cart['id']}", json={"version": cart["version"], "actions": [{"action": "freezeCart"}]}
+        )
     body = _assert_problem(_get(stack.gateways[0], f"/instore/callbacks/carts/{cart['key']}"), 409, "cart-not-active")
     assert "Frozen" in body["detail"]
 
 
 async def test_return_of_more_than_was_bought_is_422(stack: Stack) -> None:
     seed = stack.mock.seed
-    cart = await _create_cart(stack.mock, {
-        "currency": "EUR", "country": "DE", "key": f"over-return-{uuid.uuid4().hex[:8]}",
-        "lineItems": [{
-            "sku": "SKU-TSHIRT-M", "quantity": 3,  # two were bought
-            "custom": {"type": {"typeId": "type", "key": "instore-line-item"},
-                       "fields": {"purchaseOrderId": seed["orderId"],
-                                  "purchaseLineItemId": seed["orderLineItemIds"]["SKU-TSHIRT-M"]}},
-        }],
-    })
-    body = _assert_problem(_get(stack.gateways[0], f"/instore/callbacks/return-carts/{cart['key']}"),
-                           422, "return-quantity-exceeded")
+    cart = await _create_cart(
+        stack.mock,
+        {
+            "currency": "EUR",
+            "country": "DE",
+            "key": f"over-return-{uuid.uuid4().hex[:8]}",
+            "lineItems": [
+                {
+                    "sku": "SKU-TSHIRT-M",
+                    "quantity": 3,  # two were bought
+                    "custom": {
+                        "type": {"typeId": "type", "key": "instore-line-item"},
+                        "fields": {
+                            "purchaseOrderId": seed["orderId"],
+                            "purchaseLineItemId": seed["orderLineItemIds"]["SKU-TSHIRT-M"],
+                        },
+                    },
+                }
+            ],
+        },
+    )
+    body = _assert_problem(
+        _get(stack.gateways[0], f"/instore/callbacks/return-carts/{cart['key']}"), 422, "return-quantity-exceeded"
+    )
     assert "3 asked back, 2 bought" in body["detail"]
 
 
@@ -280,9 +339,17 @@ def test_health_readiness_and_openapi(stack: Stack) -> None:
 
 def test_unreachable_broker_is_503_and_not_ready() -> None:
     port = free_port()
-    gateway = start_service("gateway-no-kafka", "instore_gateway",
-                            {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "GATEWAY_HTTP_PORT": str(port),
-                             "INSTORE_CALLBACK_API_KEY": API_KEY}, port, ready_path="/healthz")
+    gateway = start_service(
+        "gateway-no-kafka",
+        "instore_gateway",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "GATEWAY_HTTP_PORT": str(port),
+            "INSTORE_CALLBACK_API_KEY": API_KEY,
+        },
+        port,
+        ready_path="/healthz",
+    )
     try:
         _assert_problem(httpx.get(gateway.url + "/readyz"), 503, "not-ready")
         response = _get(gateway, "/instore/callbacks/carts/demo-sale-cart")
@@ -301,9 +368,14 @@ def test_cart_mapping_down_is_504_and_a_restart_serves_again(stack: Stack, kafka
 
     port = free_port()
     restarted = start_service(
-        "cart-mapping-restarted", "instore_cart_mapping",
-        {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **stack.mock.settings_env(),
-         "CART_MAPPING_HTTP_PORT": str(port), "CART_MAPPING_CONSUMER_GROUP": stack.cart_mapping_group},
+        "cart-mapping-restarted",
+        "instore_cart_mapping",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            **stack.mock.settings_env(),
+            "CART_MAPPING_HTTP_PORT": str(port),
+            "CART_MAPPING_CONSUMER_GROUP": stack.cart_mapping_group,
+        },
         port,
     )
     try:

@@ -41,20 +41,54 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
     issuer = f"{fakes_url}/ims"
     services: list[Service] = []
     try:
-        services.append(start_service("host-dev-fakes", "instore_devfakes", {
-            **ct_mock.settings_env(), "DEVFAKES_HTTP_PORT": str(fakes_port), "DEVFAKES_ISSUER": issuer,
-            "DEVFAKES_CONNECTION_KEY": CONNECTION_KEY, "DEVFAKES_GATEWAY_URL": gateway_url,
-            "INSTORE_WEBHOOK_SECRET": SECRET}, fakes_port, ready_path="/healthz"))
-        services.append(start_service("host-order-finalization", "instore_order_finalization", {
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **ct_mock.settings_env(),
-            "ORDER_FINALIZATION_HTTP_PORT": str(finalizer_port),
-            "ORDER_FINALIZATION_CONSUMER_GROUP": f"host-of-{uuid.uuid4().hex[:6]}"}, finalizer_port))
-        services.append(start_service("host-gateway", "instore_gateway", {
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "GATEWAY_HTTP_PORT": str(gateway_port),
-            "INSTORE_CALLBACK_API_KEY": API_KEY, "INSTORE_WEBHOOK_SECRET": SECRET,
-            "IMS_JWKS_URL": f"{issuer}/.well-known/jwks.json", "IMS_ISSUER": issuer,
-            "INSTORE_AUTH_BASE_URL": f"{fakes_url}/instore-auth", "INSTORE_TENANT_ID": "local-tenant",
-            "INSTORE_CONNECTION_KEY": CONNECTION_KEY, "GATEWAY_CORS_ALLOW_ORIGINS": fakes_url}, gateway_port))
+        services.append(
+            start_service(
+                "host-dev-fakes",
+                "instore_devfakes",
+                {
+                    **ct_mock.settings_env(),
+                    "DEVFAKES_HTTP_PORT": str(fakes_port),
+                    "DEVFAKES_ISSUER": issuer,
+                    "DEVFAKES_CONNECTION_KEY": CONNECTION_KEY,
+                    "DEVFAKES_GATEWAY_URL": gateway_url,
+                    "INSTORE_WEBHOOK_SECRET": SECRET,
+                },
+                fakes_port,
+                ready_path="/healthz",
+            )
+        )
+        services.append(
+            start_service(
+                "host-order-finalization",
+                "instore_order_finalization",
+                {
+                    "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                    **ct_mock.settings_env(),
+                    "ORDER_FINALIZATION_HTTP_PORT": str(finalizer_port),
+                    "ORDER_FINALIZATION_CONSUMER_GROUP": f"host-of-{uuid.uuid4().hex[:6]}",
+                },
+                finalizer_port,
+            )
+        )
+        services.append(
+            start_service(
+                "host-gateway",
+                "instore_gateway",
+                {
+                    "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                    "GATEWAY_HTTP_PORT": str(gateway_port),
+                    "INSTORE_CALLBACK_API_KEY": API_KEY,
+                    "INSTORE_WEBHOOK_SECRET": SECRET,
+                    "IMS_JWKS_URL": f"{issuer}/.well-known/jwks.json",
+                    "IMS_ISSUER": issuer,
+                    "INSTORE_AUTH_BASE_URL": f"{fakes_url}/instore-auth",
+                    "INSTORE_TENANT_ID": "local-tenant",
+                    "INSTORE_CONNECTION_KEY": CONNECTION_KEY,
+                    "GATEWAY_CORS_ALLOW_ORIGINS": fakes_url,
+                },
+                gateway_port,
+            )
+        )
         yield Stack(services[0], services[2])
     finally:
         for service in services:
@@ -64,12 +98,21 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def browser_run(stack: Stack) -> dict[str, Any]:
     script = Path(REPO_ROOT) / "tools" / "browser" / "host-page.mjs"
-    proc = subprocess.run(["node", str(script), f"{stack.fakes.url}/host", str(SHOTS)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=180, check=False)
+    proc = subprocess.run(
+        ["node", str(script), f"{stack.fakes.url}/host", str(SHOTS)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert proc.stdout, proc.stderr[-3000:]
     result: dict[str, Any] = json.loads(proc.stdout)
-    assert proc.returncode == 0 and not result["errors"], (result["errors"], stack.gateway.process.describe(),
-                                                           stack.fakes.process.describe())
+    assert proc.returncode == 0 and not result["errors"], (
+        result["errors"],
+        stack.gateway.process.describe(),
+        stack.fakes.process.describe(),
+    )
     return result
 
 
@@ -91,8 +134,9 @@ def test_no_secret_reaches_the_browser(browser_run: dict[str, Any]) -> None:
 
 async def test_the_window_events_are_in_kafka(browser_run: dict[str, Any], kafka: Kafka) -> None:
     carts = {browser_run[k]["cartId"] for k in ("paid", "cancelled", "declined")}
-    consumer = AIOKafkaConsumer("instore.host-events.v1", bootstrap_servers=kafka.bootstrap_servers,
-                                auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(
+        "instore.host-events.v1", bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest", group_id=None
+    )
     await consumer.start()
     found: list[dict[str, Any]] = []
     try:
@@ -106,8 +150,11 @@ async def test_the_window_events_are_in_kafka(browser_run: dict[str, Any], kafka
     finally:
         await consumer.stop()
     statuses = {(e["cartId"], e["detail"].get("status")) for e in found if e["type"] == "mistStatus"}
-    assert statuses == {(browser_run["paid"]["cartId"], "success"), (browser_run["cancelled"]["cartId"], "cancelled"),
-                        (browser_run["declined"]["cartId"], "error")}
+    assert statuses == {
+        (browser_run["paid"]["cartId"], "success"),
+        (browser_run["cancelled"]["cartId"], "cancelled"),
+        (browser_run["declined"]["cartId"], "error"),
+    }
     alerts = [e for e in found if e["type"] == "inStoreCore-Alert"]
     assert {"Payment successful", "Insert or tap the card"} <= {a["detail"]["message"] for a in alerts}
     assert any(e["type"] == "inStoreCore-receiptChoice" and e["detail"] == "email" for e in found)

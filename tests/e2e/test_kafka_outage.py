@@ -42,17 +42,34 @@ async def test_after_an_outage_longer_than_every_timeout_webhooks_are_taken_and_
     services = []
     try:
         port = free_port()
-        gateway = await asyncio.to_thread(start_service, "gateway-kafka-outage", "instore_gateway", {
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "KAFKA_TOPIC_PARTITIONS": "3",
-            "GATEWAY_HTTP_PORT": str(port), "INSTORE_CALLBACK_API_KEY": "e2e-outage-key-" + uuid.uuid4().hex,
-            "INSTORE_WEBHOOK_SECRET": SECRET, "WEBHOOK_PUBLISH_TIMEOUT_SECONDS": "1",
-            "GATEWAY_KAFKA_REQUEST_TIMEOUT_MS": "2000"}, port)
+        gateway = await asyncio.to_thread(
+            start_service,
+            "gateway-kafka-outage",
+            "instore_gateway",
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                "KAFKA_TOPIC_PARTITIONS": "3",
+                "GATEWAY_HTTP_PORT": str(port),
+                "INSTORE_CALLBACK_API_KEY": "e2e-outage-key-" + uuid.uuid4().hex,
+                "INSTORE_WEBHOOK_SECRET": SECRET,
+                "WEBHOOK_PUBLISH_TIMEOUT_SECONDS": "1",
+                "GATEWAY_KAFKA_REQUEST_TIMEOUT_MS": "2000",
+            },
+            port,
+        )
         services.append(gateway)
         port = free_port()
-        finalizer = await asyncio.to_thread(start_service, "order-finalization-kafka-outage",
-                                            "instore_order_finalization", {
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **ct_mock.settings_env(),
-            "ORDER_FINALIZATION_HTTP_PORT": str(port)}, port)
+        finalizer = await asyncio.to_thread(
+            start_service,
+            "order-finalization-kafka-outage",
+            "instore_order_finalization",
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                **ct_mock.settings_env(),
+                "ORDER_FINALIZATION_HTTP_PORT": str(port),
+            },
+            port,
+        )
         services.append(finalizer)
         pids = [s.process.proc.pid for s in services]
 
@@ -60,8 +77,11 @@ async def test_after_an_outage_longer_than_every_timeout_webhooks_are_taken_and_
 
             async def send(cart: dict[str, Any]) -> httpx.Response:
                 body = payment_webhook(cart["id"])
-                return await http.post(f"{gateway.url}/instore/webhooks", content=body,
-                                       headers={"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()})
+                return await http.post(
+                    f"{gateway.url}/instore/webhooks",
+                    content=body,
+                    headers={"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()},
+                )
 
             async def ready(expected: int) -> bool:
                 answers = [await http.get(s.url + "/readyz") for s in services]
@@ -100,8 +120,9 @@ async def test_after_an_outage_longer_than_every_timeout_webhooks_are_taken_and_
             return all([len(await _orders_of(ct_mock, c["id"])) == 1 for c in carts])
 
         await until(every_sale_has_one_order, 90, "every sale to become exactly one Order")
-        assert [s.process.proc.pid for s in services] == pids and all(s.process.alive() for s in services), \
+        assert [s.process.proc.pid for s in services] == pids and all(s.process.alive() for s in services), (
             "a process was restarted"
+        )
     finally:
         for service in services:
             service.stop()

@@ -49,8 +49,12 @@ class Stack:
     mock: CtMock
 
     def services(self) -> dict[str, Service]:
-        return {"gateway": self.gateway, "cart-mapping": self.cart_mapping, "order-finalization": self.finalizer,
-                "refund": self.refund}
+        return {
+            "gateway": self.gateway,
+            "cart-mapping": self.cart_mapping,
+            "order-finalization": self.finalizer,
+            "refund": self.refund,
+        }
 
 
 async def _start_group_at_end(kafka: Kafka, group: str, topic: str) -> None:
@@ -71,8 +75,11 @@ async def _start_group_at_end(kafka: Kafka, group: str, topic: str) -> None:
 @pytest.fixture(scope="module")
 def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
     suffix = uuid.uuid4().hex[:8]
-    groups = {"cart": f"cart-mapping-metrics-{suffix}", "order": f"order-finalization-metrics-{suffix}",
-              "refund": f"refund-metrics-{suffix}"}
+    groups = {
+        "cart": f"cart-mapping-metrics-{suffix}",
+        "order": f"order-finalization-metrics-{suffix}",
+        "refund": f"refund-metrics-{suffix}",
+    }
 
     async def position() -> None:
         await _start_group_at_end(kafka, groups["cart"], "instore.cart-requests.v1")
@@ -83,18 +90,34 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
     started: list[Service] = []
     try:
         gateway_port = free_port()
-        started.append(start_service("gateway-metrics", "instore_gateway", {
-            **common, "GATEWAY_HTTP_PORT": str(gateway_port), "INSTORE_CALLBACK_API_KEY": API_KEY,
-            "INSTORE_WEBHOOK_SECRET": SECRET}, gateway_port))
+        started.append(
+            start_service(
+                "gateway-metrics",
+                "instore_gateway",
+                {
+                    **common,
+                    "GATEWAY_HTTP_PORT": str(gateway_port),
+                    "INSTORE_CALLBACK_API_KEY": API_KEY,
+                    "INSTORE_WEBHOOK_SECRET": SECRET,
+                },
+                gateway_port,
+            )
+        )
         asyncio.run(position())  # the gateway has created the topics by now
         for name, module, prefix, group in (
-                ("cart-mapping-metrics", "instore_cart_mapping", "CART_MAPPING", groups["cart"]),
-                ("order-finalization-metrics", "instore_order_finalization", "ORDER_FINALIZATION", groups["order"]),
-                ("refund-metrics", "instore_refund", "REFUND", groups["refund"])):
+            ("cart-mapping-metrics", "instore_cart_mapping", "CART_MAPPING", groups["cart"]),
+            ("order-finalization-metrics", "instore_order_finalization", "ORDER_FINALIZATION", groups["order"]),
+            ("refund-metrics", "instore_refund", "REFUND", groups["refund"]),
+        ):
             port = free_port()
-            started.append(start_service(name, module, {
-                **common, **ct_mock.settings_env(), f"{prefix}_HTTP_PORT": str(port),
-                f"{prefix}_CONSUMER_GROUP": group}, port))
+            started.append(
+                start_service(
+                    name,
+                    module,
+                    {**common, **ct_mock.settings_env(), f"{prefix}_HTTP_PORT": str(port), f"{prefix}_CONSUMER_GROUP": group},
+                    port,
+                )
+            )
         gateway, cart_mapping, finalizer, refund = started
         yield Stack(gateway, cart_mapping, finalizer, refund, ct_mock)
     finally:
@@ -122,8 +145,11 @@ def _delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
 
 
 def _post_webhook(stack: Stack, body: bytes) -> str:
-    response = httpx.post(f"{stack.gateway.url}/instore/webhooks", content=body,
-                          headers={"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()})
+    response = httpx.post(
+        f"{stack.gateway.url}/instore/webhooks",
+        content=body,
+        headers={"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()},
+    )
     assert response.status_code == 202, response.text
     return str(response.json()["webhookId"])
 
@@ -156,39 +182,79 @@ async def test_a_sale_a_return_and_a_dead_letter_move_every_counter_by_exactly_w
     def counted(service: str, name: str, want: float, **labels: str) -> Any:
         return lambda: _delta(before[service], _scrape(services[service]), name, **labels) >= want
 
-    await _until(counted("order-finalization", "instore_events_announced_total", 1, topic=PAYMENTS, verdict="published"),
-                 30, "the payments-completed event")
+    await _until(
+        counted("order-finalization", "instore_events_announced_total", 1, topic=PAYMENTS, verdict="published"),
+        30,
+        "the payments-completed event",
+    )
     (order,) = await _orders_of(stack.mock, cart["id"])
     async with _commerce(stack.mock) as c:
         order = (await c.get_order(order["id"], ("paymentInfo.payments[*]",))).json()
         payment_id = order["paymentInfo"]["payments"][0]["id"]
         line_id = order["lineItems"][0]["id"]
         # 2. its return: a return cart pointing at the purchase, and the refund webhook
-        return_cart = (await c.request("POST", "/carts", json={
-            "currency": "EUR", "country": "DE", "key": f"return-{uuid.uuid4().hex[:10]}",
-            "custom": {"type": {"typeId": "type", "key": "instore-order"},
-                       "fields": {"locationId": "store-berlin-01", "workstationId": "pos-3", "userId": "colleague-42",
-                                  "orderType": "return"}},
-            "lineItems": [{"sku": "SKU-MUG", "quantity": 1, "custom": {
-                "type": {"typeId": "type", "key": "instore-line-item"},
-                "fields": {"purchaseOrderId": order["id"], "purchaseLineItemId": line_id, "returnComment": "broken"}}}],
-        })).json()
+        return_cart = (
+            await c.request(
+                "POST",
+                "/carts",
+                json={
+                    "currency": "EUR",
+                    "country": "DE",
+                    "key": f"return-{uuid.uuid4().hex[:10]}",
+                    "custom": {
+                        "type": {"typeId": "type", "key": "instore-order"},
+                        "fields": {
+                            "locationId": "store-berlin-01",
+                            "workstationId": "pos-3",
+                            "userId": "colleague-42",
+                            "orderType": "return",
+                        },
+                    },
+                    "lineItems": [
+                        {
+                            "sku": "SKU-MUG",
+                            "quantity": 1,
+                            "custom": {
+                                "type": {"typeId": "type", "key": "instore-line-item"},
+                                "fields": {
+                                    "purchaseOrderId": order["id"],
+                                    "purchaseLineItemId": line_id,
+                                    "returnComment": "broken",
+                                },
+                            },
+                        }
+                    ],
+                },
+            )
+        ).json()
     refund_id = "rf-" + uuid.uuid4().hex
     return_webhook = _post_webhook(stack, refund_webhook(return_cart["id"], [(refund_id, payment_id, 1250, "EUR")]))
     # 3. a webhook that can never be processed: a payment of a cart that does not exist
     missing_cart = str(uuid.uuid4())
     bad_webhook = _post_webhook(stack, payment_webhook(missing_cart))
 
-    await _until(counted("refund", "instore_events_announced_total", 1, topic=REFUNDS, verdict="published"),
-                 30, "the refunds-completed event")
+    await _until(
+        counted("refund", "instore_events_announced_total", 1, topic=REFUNDS, verdict="published"),
+        30,
+        "the refunds-completed event",
+    )
     await _until(counted("order-finalization", "instore_dead_letters_total", 1), 30, "the dead letter")
     # every service has processed all three webhooks (the refund service sees the payments too)
-    await _until(counted("refund", "instore_received_processed_messages_total", 3, handler=WEBHOOKS), 30,
-                 "refund to process three webhooks")
-    await _until(counted("order-finalization", "instore_received_processed_messages_total", 3, handler=WEBHOOKS), 30,
-                 "order-finalization to process three webhooks")
-    await _until(lambda: any(n == "instore_kafka_consumer_lag" for n, _ in _scrape(stack.finalizer)), 15,
-                 "the consumer lag of order-finalization")
+    await _until(
+        counted("refund", "instore_received_processed_messages_total", 3, handler=WEBHOOKS),
+        30,
+        "refund to process three webhooks",
+    )
+    await _until(
+        counted("order-finalization", "instore_received_processed_messages_total", 3, handler=WEBHOOKS),
+        30,
+        "order-finalization to process three webhooks",
+    )
+    await _until(
+        lambda: any(n == "instore_kafka_consumer_lag" for n, _ in _scrape(stack.finalizer)),
+        15,
+        "the consumer lag of order-finalization",
+    )
     after = {name: _scrape(service) for name, service in services.items()}
 
     def d(service: str, name: str, **labels: str) -> float:
@@ -203,14 +269,12 @@ async def test_a_sale_a_return_and_a_dead_letter_move_every_counter_by_exactly_w
     assert d("gateway", "instore_published_messages_total", destination=WEBHOOKS, status="success") == 3
     assert d("gateway", "instore_published_messages_total", destination="instore.cart-requests.v1", status="success") == 1
     assert d("gateway", "instore_http_requests_total", path="/instore/webhooks", method="POST", status_code="202") == 3
-    assert d("gateway", "instore_http_requests_total", path="/instore/callbacks/carts/{cartId}",
-             status_code="200") == 1
+    assert d("gateway", "instore_http_requests_total", path="/instore/callbacks/carts/{cartId}", status_code="200") == 1
     assert _value(after["gateway"], "instore_ready") == 1
 
     # cart-mapping: one request consumed, one reply published, the cart read from Composable Commerce
     assert d("cart-mapping", "instore_received_messages_total", handler="instore.cart-requests.v1") == 1
-    assert d("cart-mapping", "instore_published_messages_total", destination="instore.cart-replies.v1",
-             status="success") == 1
+    assert d("cart-mapping", "instore_published_messages_total", destination="instore.cart-replies.v1", status="success") == 1
     assert d("cart-mapping", "instore_commerce_requests_total", operation="GET carts/{id}", status="200") == 1
 
     # order-finalization: one Order, one event, one dead letter (cart-not-found), the return not a payment
@@ -223,8 +287,7 @@ async def test_a_sale_a_return_and_a_dead_letter_move_every_counter_by_exactly_w
     assert d("order-finalization", "instore_webhook_to_event_seconds_count", topic=PAYMENTS) == 1
     assert d("order-finalization", "instore_dead_letters_total", topic=WEBHOOKS, reason="cart-not-found") == 1
     assert d("order-finalization", "instore_dead_letters_total") == 1
-    assert d("order-finalization", "instore_published_messages_total", destination=WEBHOOKS + ".dlq",
-             status="success") == 1
+    assert d("order-finalization", "instore_published_messages_total", destination=WEBHOOKS + ".dlq", status="success") == 1
 
     # refund: one refund recorded and announced; the two payments are not refunds; no dead letter
     assert d("refund", "instore_webhooks_processed_total", outcome="recorded") == 1
@@ -245,8 +308,18 @@ async def test_a_sale_a_return_and_a_dead_letter_move_every_counter_by_exactly_w
     assert lag and all(labels["topic"] == WEBHOOKS and labels["partition"].isdigit() for labels, _ in lag)
 
     # no label value is an id
-    ids = {cart["id"], order["id"], order["orderNumber"], return_cart["id"], payment_id, refund_id, missing_cart,
-           sale_webhook, return_webhook, bad_webhook}
+    ids = {
+        cart["id"],
+        order["id"],
+        order["orderNumber"],
+        return_cart["id"],
+        payment_id,
+        refund_id,
+        missing_cart,
+        sale_webhook,
+        return_webhook,
+        bad_webhook,
+    }
     for name, samples in after.items():
         for (metric, labels), _ in samples.items():
             for key, value in labels:

@@ -50,19 +50,34 @@ class Stack:
 
 def _finalizer(kafka: Kafka, mock: CtMock, name: str = "order-finalization", **extra: str) -> Service:
     port = free_port()
-    return start_service(name, "instore_order_finalization", {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **mock.settings_env(),
-        "ORDER_FINALIZATION_HTTP_PORT": str(port), "ORDER_FINALIZATION_CONSUMER_GROUP": GROUP, **extra,
-    }, port)
+    return start_service(
+        name,
+        "instore_order_finalization",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            **mock.settings_env(),
+            "ORDER_FINALIZATION_HTTP_PORT": str(port),
+            "ORDER_FINALIZATION_CONSUMER_GROUP": GROUP,
+            **extra,
+        },
+        port,
+    )
 
 
 @pytest.fixture(scope="module")
 def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
     port = free_port()
-    gateway = start_service("gateway-orders", "instore_gateway", {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "GATEWAY_HTTP_PORT": str(port),
-        "INSTORE_CALLBACK_API_KEY": "e2e-orders-key-" + uuid.uuid4().hex, "INSTORE_WEBHOOK_SECRET": SECRET,
-    }, port)
+    gateway = start_service(
+        "gateway-orders",
+        "instore_gateway",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "GATEWAY_HTTP_PORT": str(port),
+            "INSTORE_CALLBACK_API_KEY": "e2e-orders-key-" + uuid.uuid4().hex,
+            "INSTORE_WEBHOOK_SECRET": SECRET,
+        },
+        port,
+    )
     finalizer = _finalizer(kafka, ct_mock)
     try:
         yield Stack(gateway, finalizer, ct_mock, kafka)
@@ -72,39 +87,68 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
 
 
 def _commerce(mock: CtMock) -> CommercetoolsClient:
-    return CommercetoolsClient(CommercetoolsSettings(**{k.removeprefix("CTP_").lower(): v
-                                                        for k, v in mock.settings_env().items()}))
+    return CommercetoolsClient(
+        CommercetoolsSettings(**{k.removeprefix("CTP_").lower(): v for k, v in mock.settings_env().items()})
+    )
 
 
 async def _sale(mock: CtMock, tenders: list[tuple[str, int, str]]) -> dict[str, Any]:
     """A cart of 2 × SKU-MUG (2,500 cents) with a Payment per (method, cents, state) tender."""
     async with _commerce(mock) as c:
-        cart = (await c.request("POST", "/carts", json={
-            "currency": "EUR", "country": "DE", "key": f"sale-{uuid.uuid4().hex[:10]}",
-            "lineItems": [{"sku": "SKU-MUG", "quantity": 2}],
-            "custom": {"type": {"typeId": "type", "key": "instore-order"},
-                       "fields": {"locationId": "store-berlin-01", "workstationId": "pos-3", "userId": "colleague-42"}},
-        })).json()
+        cart = (
+            await c.request(
+                "POST",
+                "/carts",
+                json={
+                    "currency": "EUR",
+                    "country": "DE",
+                    "key": f"sale-{uuid.uuid4().hex[:10]}",
+                    "lineItems": [{"sku": "SKU-MUG", "quantity": 2}],
+                    "custom": {
+                        "type": {"typeId": "type", "key": "instore-order"},
+                        "fields": {"locationId": "store-berlin-01", "workstationId": "pos-3", "userId": "colleague-42"},
+                    },
+                },
+            )
+        ).json()
         for method, cents, state in tenders:
             cart = await _add_payment(c, cart, method, cents, state)
         return cart
 
 
 async def _add_payment(c: CommercetoolsClient, cart: dict[str, Any], method: str, cents: int, state: str) -> dict[str, Any]:
-    payment = (await c.request("POST", "/payments", json={
-        "key": f"pay-{uuid.uuid4().hex[:10]}", "amountPlanned": {"currencyCode": "EUR", "centAmount": cents},
-        "paymentMethodInfo": {"method": method, "paymentInterface": "instore"}, "interfaceId": f"psp-{uuid.uuid4().hex[:6]}",
-        "transactions": [{"type": "Charge", "state": state, "amount": {"currencyCode": "EUR", "centAmount": cents}}],
-    })).json()
-    return (await c.request("POST", f"/carts/{cart['id']}", json={
-        "version": cart["version"], "actions": [{"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}],
-    })).json()
+    payment = (
+        await c.request(
+            "POST",
+            "/payments",
+            json={
+                "key": f"pay-{uuid.uuid4().hex[:10]}",
+                "amountPlanned": {"currencyCode": "EUR", "centAmount": cents},
+                "paymentMethodInfo": {"method": method, "paymentInterface": "instore"},
+                "interfaceId": f"psp-{uuid.uuid4().hex[:6]}",
+                "transactions": [{"type": "Charge", "state": state, "amount": {"currencyCode": "EUR", "centAmount": cents}}],
+            },
+        )
+    ).json()
+    return (
+        await c.request(
+            "POST",
+            f"/carts/{cart['id']}",
+            json={
+                "version": cart["version"],
+                "actions": [{"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}],
+            },
+        )
+    ).json()
 
 
 def _send(stack: Stack, cart: dict[str, Any], webhook_id: str | None = None) -> str:
     body = payment_webhook(cart["id"], webhook_id)
-    response = httpx.post(f"{stack.gateway.url}/instore/webhooks", content=body,
-                          headers={"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()})
+    response = httpx.post(
+        f"{stack.gateway.url}/instore/webhooks",
+        content=body,
+        headers={"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()},
+    )
     assert response.status_code == 202, response.text
     return response.json()["webhookId"]
 
@@ -116,8 +160,9 @@ async def _orders_of(mock: CtMock, cart_id: str) -> list[dict[str, Any]]:
 
 async def _events_for(kafka: Kafka, cart_id: str, settle: float = 2.0, timeout_s: float = 30) -> list[dict[str, Any]]:
     """Every payments-completed event of ``cart_id``: read until one is there, then ``settle`` s more."""
-    consumer = AIOKafkaConsumer("commerce.payments.completed.v1", bootstrap_servers=kafka.bootstrap_servers,
-                                group_id=None, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        "commerce.payments.completed.v1", bootstrap_servers=kafka.bootstrap_servers, group_id=None, auto_offset_reset="earliest"
+    )
     await consumer.start()
     found: list[dict[str, Any]] = []
     try:
@@ -142,8 +187,7 @@ async def _marker(mock: CtMock, order_id: str) -> dict[str, Any] | None:
 
 
 def _processed(service: Service, webhook_id: str) -> int:
-    return sum(1 for line in service.process.output().splitlines()
-               if '"webhook.processed"' in line and webhook_id in line)
+    return sum(1 for line in service.process.output().splitlines() if '"webhook.processed"' in line and webhook_id in line)
 
 
 async def test_a_paid_sale_becomes_one_order_and_one_event_the_order_left_as_created(stack: Stack) -> None:
@@ -174,8 +218,7 @@ async def test_the_same_webhook_ten_times_is_one_order_and_one_event(stack: Stac
 
 
 @pytest.mark.parametrize("state", ["Complete", "Cancelled"])
-async def test_a_replay_for_an_order_the_oms_moved_on_publishes_nothing_and_changes_nothing(
-        stack: Stack, state: str) -> None:
+async def test_a_replay_for_an_order_the_oms_moved_on_publishes_nothing_and_changes_nothing(stack: Stack, state: str) -> None:
     cart = await _sale(stack.mock, [("CREDIT_CARD", 2500, "Success")])
     _send(stack, cart)
     (first,) = await _events_for(stack.kafka, cart["id"], settle=0.5)
@@ -195,8 +238,7 @@ async def test_a_replay_for_an_order_the_oms_moved_on_publishes_nothing_and_chan
     assert await _marker(stack.mock, moved["id"]) == before
 
 
-async def test_two_replicas_the_same_webhook_ten_times_and_by_id_and_key_at_once_one_order_one_event(
-        stack: Stack) -> None:
+async def test_two_replicas_the_same_webhook_ten_times_and_by_id_and_key_at_once_one_order_one_event(stack: Stack) -> None:
     """Two order-finalization processes in one consumer group: webhooks naming a cart by id and by
     key land on different partitions, so possibly on different replicas — the claim decides."""
     second = _finalizer(stack.kafka, stack.mock, "order-finalization-replica")
@@ -224,16 +266,16 @@ async def test_split_tender_over_two_webhooks(stack: Stack) -> None:
         await _add_payment(c, (await c.get_cart(cart["id"])).json(), "CASH", 1000, "Success")
     _send(stack, cart)
     (event,) = await _events_for(stack.kafka, cart["id"])
-    assert sorted((p["method"], p["amount"]["centAmount"]) for p in event["payments"]) == [("CASH", 1000),
-                                                                                           ("CREDIT_CARD", 1500)]
+    assert sorted((p["method"], p["amount"]["centAmount"]) for p in event["payments"]) == [("CASH", 1000), ("CREDIT_CARD", 1500)]
     assert len(await _orders_of(stack.mock, cart["id"])) == 1
 
 
 async def test_an_unknown_cart_goes_to_the_dead_letter_topic(stack: Stack) -> None:
     missing = {"id": str(uuid.uuid4())}
     webhook_id = _send(stack, missing)
-    consumer = AIOKafkaConsumer("instore.webhooks.v1.dlq", bootstrap_servers=stack.kafka.bootstrap_servers,
-                                group_id=None, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        "instore.webhooks.v1.dlq", bootstrap_servers=stack.kafka.bootstrap_servers, group_id=None, auto_offset_reset="earliest"
+    )
     await consumer.start()
     found = None
     try:
@@ -252,8 +294,9 @@ async def test_an_unknown_cart_goes_to_the_dead_letter_topic(stack: Stack) -> No
 async def test_killed_after_creating_the_order_then_restarted_is_one_order_and_one_event(stack: Stack) -> None:
     """Last on purpose: replaces the module's service by one that dies right after creating an Order."""
     stack.finalizer.stop(signal.SIGTERM)
-    crashing = _finalizer(stack.kafka, stack.mock, "order-finalization-crashing",
-                          ORDER_FINALIZATION_CRASH_AFTER_ORDER_CREATED="true")
+    crashing = _finalizer(
+        stack.kafka, stack.mock, "order-finalization-crashing", ORDER_FINALIZATION_CRASH_AFTER_ORDER_CREATED="true"
+    )
     cart = await _sale(stack.mock, [("CREDIT_CARD", 2500, "Success")])
     _send(stack, cart)
     wait_until(lambda: not crashing.process.alive(), 60, "the service to die after creating the Order")

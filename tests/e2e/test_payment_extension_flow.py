@@ -42,27 +42,49 @@ class Stack:
 
 def _service(stack_kafka: Kafka, mock: CtMock, fakes_url: str, name: str, **extra: str) -> Service:
     port = free_port()
-    return start_service(name, "instore_payment_extension", {
-        "KAFKA_BOOTSTRAP_SERVERS": stack_kafka.bootstrap_servers, **mock.settings_env(),
-        "PAYMENT_EXTENSION_HTTP_PORT": str(port), "PAYMENT_EXTENSION_CONSUMER_GROUP": GROUP,
-        "PAYMENT_EXTENSION_ALLOWED_URLS": fakes_url, "PAYMENT_EXTENSION_SIMULATOR_URL": f"{fakes_url}/provider",
-        "INSTORE_WEBHOOK_SECRET": SECRET, "PAYMENT_EXTENSION_PROVIDER_TIMEOUT_SECONDS": "2",
-        "PAYMENT_EXTENSION_RETRY_SECONDS": "60", **extra}, port)
+    return start_service(
+        name,
+        "instore_payment_extension",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": stack_kafka.bootstrap_servers,
+            **mock.settings_env(),
+            "PAYMENT_EXTENSION_HTTP_PORT": str(port),
+            "PAYMENT_EXTENSION_CONSUMER_GROUP": GROUP,
+            "PAYMENT_EXTENSION_ALLOWED_URLS": fakes_url,
+            "PAYMENT_EXTENSION_SIMULATOR_URL": f"{fakes_url}/provider",
+            "INSTORE_WEBHOOK_SECRET": SECRET,
+            "PAYMENT_EXTENSION_PROVIDER_TIMEOUT_SECONDS": "2",
+            "PAYMENT_EXTENSION_RETRY_SECONDS": "60",
+            **extra,
+        },
+        port,
+    )
 
 
 @pytest.fixture(scope="module")
 def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
     fakes_port, gateway_port = free_port(), free_port()
     fakes_url = f"http://127.0.0.1:{fakes_port}"
-    fakes = start_service("pe-dev-fakes", "instore_devfakes", {"DEVFAKES_HTTP_PORT": str(fakes_port)}, fakes_port,
-                          ready_path="/healthz")
+    fakes = start_service(
+        "pe-dev-fakes", "instore_devfakes", {"DEVFAKES_HTTP_PORT": str(fakes_port)}, fakes_port, ready_path="/healthz"
+    )
     services = [fakes]
     holder: Stack | None = None
     try:
-        services.append(start_service("pe-gateway", "instore_gateway", {
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "GATEWAY_HTTP_PORT": str(gateway_port),
-            "INSTORE_CALLBACK_API_KEY": "e2e-pe-key-" + uuid.uuid4().hex, "INSTORE_WEBHOOK_SECRET": SECRET,
-            "PAYMENT_EXTENSION_ALLOWED_URLS": fakes_url}, gateway_port))
+        services.append(
+            start_service(
+                "pe-gateway",
+                "instore_gateway",
+                {
+                    "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                    "GATEWAY_HTTP_PORT": str(gateway_port),
+                    "INSTORE_CALLBACK_API_KEY": "e2e-pe-key-" + uuid.uuid4().hex,
+                    "INSTORE_WEBHOOK_SECRET": SECRET,
+                    "PAYMENT_EXTENSION_ALLOWED_URLS": fakes_url,
+                },
+                gateway_port,
+            )
+        )
         services.append(_service(kafka, ct_mock, fakes_url, "pe-service"))
         holder = Stack(services[1], fakes, services[2], kafka, ct_mock)
         yield holder
@@ -75,8 +97,11 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
 async def _payment(mock: CtMock, cents: int) -> str:
     """A Payment as InStore creates it with delegated payment creation: amountPlanned only."""
     async with _commerce(mock) as c:
-        return str((await c.request("POST", "/payments", json={
-            "amountPlanned": {"centAmount": cents, "currencyCode": "EUR"}})).json()["id"])
+        return str(
+            (await c.request("POST", "/payments", json={"amountPlanned": {"centAmount": cents, "currencyCode": "EUR"}})).json()[
+                "id"
+            ]
+        )
 
 
 async def _payment_of(mock: CtMock, payment_id: str) -> dict[str, Any]:
@@ -92,19 +117,26 @@ async def _stage(mock: CtMock, request_id: str) -> str | None:
             return None
 
 
-def _body(stack: Stack, rid: str, payment_id: str, cents: int = 1949, token: str = "tok_approve",
-          **extra: Any) -> bytes:
-    fields: dict[str, Any] = {"status_url": f"{stack.fakes.url}/instore-sim/status/{rid}",
-                              "callback_url": f"{stack.fakes.url}/instore-sim/callback/{rid}", "payment_id": payment_id,
-                              "cent_amount": cents, "card": {"token": token}}
+def _body(stack: Stack, rid: str, payment_id: str, cents: int = 1949, token: str = "tok_approve", **extra: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "status_url": f"{stack.fakes.url}/instore-sim/status/{rid}",
+        "callback_url": f"{stack.fakes.url}/instore-sim/callback/{rid}",
+        "payment_id": payment_id,
+        "cent_amount": cents,
+        "card": {"token": token},
+    }
     fields.update(extra)
     return payment_request(rid, **fields)
 
 
 def _post(stack: Stack, path: str, body: bytes, secret: str = SECRET) -> httpx.Response:
     signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return httpx.post(f"{stack.gateway.url}{path}", content=body, timeout=10,
-                      headers={"X-Signature": signature, "Content-Type": "application/json"})
+    return httpx.post(
+        f"{stack.gateway.url}{path}",
+        content=body,
+        timeout=10,
+        headers={"X-Signature": signature, "Content-Type": "application/json"},
+    )
 
 
 def _send(stack: Stack, body: bytes, tender: str = "bank-card", action: str = "payment") -> None:
@@ -130,13 +162,17 @@ def _stats(stack: Stack) -> dict[str, Any]:
 
 
 def _handled(service: Service, rid: str) -> int:
-    return sum(1 for line in service.process.output().splitlines()
-               if "payment_extension.handled" in line and rid in line)
+    return sum(1 for line in service.process.output().splitlines() if "payment_extension.handled" in line and rid in line)
 
 
 async def _events(kafka: Kafka, rid: str) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(PAYMENT_EXTENSION_RESULTS.name, bootstrap_servers=kafka.bootstrap_servers,
-                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        PAYMENT_EXTENSION_RESULTS.name,
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         found: list[dict[str, Any]] = []
@@ -165,13 +201,14 @@ async def test_an_approved_card_payment_is_charged_recorded_and_delivered_once(s
     result = callback["body"]
     assert result["status"] == "succeeded" and result["paymentId"] == pid and result["card"]["last4"] == "4242"
     assert callback["idempotencyKey"] == rid
-    assert callback["signature"] == hmac.new(SECRET.encode(), json.dumps(result, separators=(",", ":")).encode(),
-                                             hashlib.sha256).hexdigest()
+    assert (
+        callback["signature"]
+        == hmac.new(SECRET.encode(), json.dumps(result, separators=(",", ":")).encode(), hashlib.sha256).hexdigest()
+    )
     await _done(stack, rid)
     payment = await _payment_of(stack.mock, pid)
     (transaction,) = payment["transactions"]
-    assert (transaction["type"], transaction["state"], transaction["interactionId"]) == \
-        ("Charge", "Success", result["reference"])
+    assert (transaction["type"], transaction["state"], transaction["interactionId"]) == ("Charge", "Success", result["reference"])
     assert transaction["amount"]["centAmount"] == 1949
     assert payment["paymentStatus"]["interfaceCode"] == "Success"
     assert payment["paymentMethodInfo"]["paymentInterface"] == "simulator"

@@ -51,24 +51,45 @@ class Stack:
 
 def _refund_service(kafka: Kafka, mock: CtMock, name: str = "refund", **extra: str) -> Service:
     port = free_port()
-    return start_service(name, "instore_refund", {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **mock.settings_env(),
-        "REFUND_HTTP_PORT": str(port), "REFUND_CONSUMER_GROUP": REFUND_GROUP, **extra,
-    }, port)
+    return start_service(
+        name,
+        "instore_refund",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            **mock.settings_env(),
+            "REFUND_HTTP_PORT": str(port),
+            "REFUND_CONSUMER_GROUP": REFUND_GROUP,
+            **extra,
+        },
+        port,
+    )
 
 
 @pytest.fixture(scope="module")
 def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
     gateway_port, finalizer_port = free_port(), free_port()
-    gateway = start_service("gateway-refunds", "instore_gateway", {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "GATEWAY_HTTP_PORT": str(gateway_port),
-        "INSTORE_CALLBACK_API_KEY": "e2e-refunds-key-" + uuid.uuid4().hex, "INSTORE_WEBHOOK_SECRET": SECRET,
-    }, gateway_port)
-    finalizer = start_service("order-finalization-refunds", "instore_order_finalization", {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **ct_mock.settings_env(),
-        "ORDER_FINALIZATION_HTTP_PORT": str(finalizer_port),
-        "ORDER_FINALIZATION_CONSUMER_GROUP": f"order-finalization-refunds-{uuid.uuid4().hex[:6]}",
-    }, finalizer_port)
+    gateway = start_service(
+        "gateway-refunds",
+        "instore_gateway",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "GATEWAY_HTTP_PORT": str(gateway_port),
+            "INSTORE_CALLBACK_API_KEY": "e2e-refunds-key-" + uuid.uuid4().hex,
+            "INSTORE_WEBHOOK_SECRET": SECRET,
+        },
+        gateway_port,
+    )
+    finalizer = start_service(
+        "order-finalization-refunds",
+        "instore_order_finalization",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            **ct_mock.settings_env(),
+            "ORDER_FINALIZATION_HTTP_PORT": str(finalizer_port),
+            "ORDER_FINALIZATION_CONSUMER_GROUP": f"order-finalization-refunds-{uuid.uuid4().hex[:6]}",
+        },
+        finalizer_port,
+    )
     refund = _refund_service(kafka, ct_mock)
     try:
         yield Stack(gateway, finalizer, refund, ct_mock, kafka)
@@ -78,8 +99,11 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
 
 
 def _post_webhook(stack: Stack, body: bytes) -> str:
-    response = httpx.post(f"{stack.gateway.url}/instore/webhooks", content=body,
-                          headers={"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()})
+    response = httpx.post(
+        f"{stack.gateway.url}/instore/webhooks",
+        content=body,
+        headers={"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()},
+    )
     assert response.status_code == 202, response.text
     return response.json()["webhookId"]
 
@@ -113,16 +137,41 @@ async def _return_cart(stack: Stack, lines: list[tuple[str, str, int]]) -> dict[
     """A return cart as InStore makes it: per (order ref, order line item id, quantity), a SKU-MUG line
     pointing at the purchase through the line item Custom Fields."""
     async with _commerce(stack.mock) as c:
-        return (await c.request("POST", "/carts", json={
-            "currency": EUR, "country": "DE", "key": f"return-{uuid.uuid4().hex[:10]}",
-            "custom": {"type": {"typeId": "type", "key": "instore-order"},
-                       "fields": {"locationId": "store-berlin-01", "workstationId": "pos-3", "userId": "colleague-42",
-                                  "orderType": "return"}},
-            "lineItems": [{"sku": "SKU-MUG", "quantity": qty, "custom": {
-                "type": {"typeId": "type", "key": "instore-line-item"},
-                "fields": {"purchaseOrderId": order_ref, "purchaseLineItemId": line_id, "returnComment": "broken"}}}
-                for order_ref, line_id, qty in lines],
-        })).json()
+        return (
+            await c.request(
+                "POST",
+                "/carts",
+                json={
+                    "currency": EUR,
+                    "country": "DE",
+                    "key": f"return-{uuid.uuid4().hex[:10]}",
+                    "custom": {
+                        "type": {"typeId": "type", "key": "instore-order"},
+                        "fields": {
+                            "locationId": "store-berlin-01",
+                            "workstationId": "pos-3",
+                            "userId": "colleague-42",
+                            "orderType": "return",
+                        },
+                    },
+                    "lineItems": [
+                        {
+                            "sku": "SKU-MUG",
+                            "quantity": qty,
+                            "custom": {
+                                "type": {"typeId": "type", "key": "instore-line-item"},
+                                "fields": {
+                                    "purchaseOrderId": order_ref,
+                                    "purchaseLineItemId": line_id,
+                                    "returnComment": "broken",
+                                },
+                            },
+                        }
+                        for order_ref, line_id, qty in lines
+                    ],
+                },
+            )
+        ).json()
 
 
 def _payment_id(order: dict[str, Any], method: str) -> str:
@@ -134,16 +183,17 @@ async def _state(stack: Stack, order_id: str) -> tuple[list[dict[str, Any]], dic
     async with _commerce(stack.mock) as c:
         order = (await c.get_order(order_id, ("paymentInfo.payments[*]",))).json()
     items = [item for info in order.get("returnInfo") or [] for item in info["items"]]
-    refunds = {ref["id"]: [t for t in ref["obj"]["transactions"] if t["type"] == "Refund"]
-               for ref in order["paymentInfo"]["payments"]}
+    refunds = {
+        ref["id"]: [t for t in ref["obj"]["transactions"] if t["type"] == "Refund"] for ref in order["paymentInfo"]["payments"]
+    }
     return items, refunds
 
 
-async def _read_topic(kafka: Kafka, topic: str, match: Any, settle: float = 2.0, timeout_s: float = 30,
-                      want: int = 1) -> list[Any]:
+async def _read_topic(
+    kafka: Kafka, topic: str, match: Any, settle: float = 2.0, timeout_s: float = 30, want: int = 1
+) -> list[Any]:
     """Records of ``topic`` for which ``match(record)`` gives a value: read until ``want`` are there, then ``settle`` s more."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap_servers, group_id=None,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap_servers, group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     found: list[Any] = []
     try:
@@ -183,22 +233,22 @@ async def test_a_sale_then_a_full_return_through_the_gateway(stack: Stack) -> No
     webhook_id = _post_webhook(stack, refund_webhook(cart["id"], [("rf-" + uuid.uuid4().hex, card, 2500, EUR)]))
     (event,) = await _events(stack.kafka, cart["id"])
     items, refunds = await _state(stack, order["id"])
-    assert [(i["key"], i["lineItemId"], i["quantity"], i["shipmentState"], i["paymentState"], i["comment"])
-            for i in items] == [(f"ret-{cart['lineItems'][0]['id']}", line_id, 2, "Returned", "Refunded", "broken")]
+    assert [(i["key"], i["lineItemId"], i["quantity"], i["shipmentState"], i["paymentState"], i["comment"]) for i in items] == [
+        (f"ret-{cart['lineItems'][0]['id']}", line_id, 2, "Returned", "Refunded", "broken")
+    ]
     (refund,) = refunds[card]
     assert (refund["state"], refund["amount"]["centAmount"]) == ("Success", 2500)
-    assert (event["orderId"], event["orderNumber"], event["sourceWebhookId"]) == (
-        order["id"], order["orderNumber"], webhook_id)
+    assert (event["orderId"], event["orderNumber"], event["sourceWebhookId"]) == (order["id"], order["orderNumber"], webhook_id)
     assert event["totalRefunded"] == {"centAmount": 2500, "currencyCode": EUR}
     assert [(r["refundId"], r["transactionId"]) for r in event["refunds"]] == [(refund["interactionId"], refund["id"])]
 
 
-async def test_a_replayed_refund_for_an_order_the_oms_completed_publishes_nothing_and_changes_nothing(
-        stack: Stack) -> None:
+async def test_a_replayed_refund_for_an_order_the_oms_completed_publishes_nothing_and_changes_nothing(stack: Stack) -> None:
     order = await _ordered_sale(stack, [("CREDIT_CARD", 2500)])
     cart = await _return_cart(stack, [(order["id"], order["lineItems"][0]["id"], 1)])
-    body = refund_webhook(cart["id"], [("rf-" + uuid.uuid4().hex, _payment_id(order, "CREDIT_CARD"), 1250, EUR)],
-                          f"evt-{uuid.uuid4().hex}")
+    body = refund_webhook(
+        cart["id"], [("rf-" + uuid.uuid4().hex, _payment_id(order, "CREDIT_CARD"), 1250, EUR)], f"evt-{uuid.uuid4().hex}"
+    )
     _post_webhook(stack, body)
     (event,) = await _events(stack.kafka, cart["id"])
 
@@ -234,11 +284,14 @@ async def test_a_partial_return(stack: Stack) -> None:
 async def test_a_return_over_two_orders_and_a_split_tender_sent_five_times(stack: Stack) -> None:
     first = await _ordered_sale(stack, [("CREDIT_CARD", 1500), ("CASH", 1000)])  # split tender
     second = await _ordered_sale(stack, [("CREDIT_CARD", 2500)])
-    cart = await _return_cart(stack, [(first["id"], first["lineItems"][0]["id"], 2),
-                                      (second["id"], second["lineItems"][0]["id"], 1)])
-    refunds = [(f"rf-card-{uuid.uuid4().hex[:8]}", _payment_id(first, "CREDIT_CARD"), 1500, EUR),
-               (f"rf-cash-{uuid.uuid4().hex[:8]}", _payment_id(first, "CASH"), 1000, EUR),
-               (f"rf-card2-{uuid.uuid4().hex[:8]}", _payment_id(second, "CREDIT_CARD"), 1250, EUR)]
+    cart = await _return_cart(
+        stack, [(first["id"], first["lineItems"][0]["id"], 2), (second["id"], second["lineItems"][0]["id"], 1)]
+    )
+    refunds = [
+        (f"rf-card-{uuid.uuid4().hex[:8]}", _payment_id(first, "CREDIT_CARD"), 1500, EUR),
+        (f"rf-cash-{uuid.uuid4().hex[:8]}", _payment_id(first, "CASH"), 1000, EUR),
+        (f"rf-card2-{uuid.uuid4().hex[:8]}", _payment_id(second, "CREDIT_CARD"), 1250, EUR),
+    ]
     body = refund_webhook(cart["id"], refunds, f"evt-{uuid.uuid4().hex}")
     for _ in range(5):
         _post_webhook(stack, body)
@@ -247,7 +300,8 @@ async def test_a_return_over_two_orders_and_a_split_tender_sent_five_times(stack
     items, by_payment = await _state(stack, first["id"])
     assert [(i["quantity"], i["paymentState"]) for i in items] == [(2, "Refunded")]
     assert sorted((t["interactionId"], t["amount"]["centAmount"]) for ts in by_payment.values() for t in ts) == sorted(
-        (r[0], r[2]) for r in refunds[:2])
+        (r[0], r[2]) for r in refunds[:2]
+    )
     items, by_payment = await _state(stack, second["id"])
     assert len(items) == 1 and [len(ts) for ts in by_payment.values()] == [1]
     first_event = next(e for e in events if e["orderId"] == first["id"])
@@ -257,8 +311,9 @@ async def test_a_return_over_two_orders_and_a_split_tender_sent_five_times(stack
 async def test_a_quantity_over_return_is_dead_lettered_and_writes_nothing(stack: Stack) -> None:
     order = await _ordered_sale(stack, [("CREDIT_CARD", 2500)])
     cart = await _return_cart(stack, [(order["id"], order["lineItems"][0]["id"], 3)])  # 2 were bought
-    webhook_id = _post_webhook(stack, refund_webhook(
-        cart["id"], [("rf-" + uuid.uuid4().hex, _payment_id(order, "CREDIT_CARD"), 100, EUR)]))
+    webhook_id = _post_webhook(
+        stack, refund_webhook(cart["id"], [("rf-" + uuid.uuid4().hex, _payment_id(order, "CREDIT_CARD"), 100, EUR)])
+    )
     letter = await _dead_letter(stack.kafka, webhook_id)
     assert letter["dlq-error-reason"] == "return-quantity-exceeded"
     assert letter["dlq-consumer-group"] == REFUND_GROUP
@@ -284,7 +339,8 @@ async def test_the_seeded_return_of_the_seeded_sale(stack: Stack) -> None:
     assert (event["orderNumber"], event["orderId"]) == ("store-berlin-01-000002", order["id"])
     items, refunds = await _state(stack, order["id"])
     assert [(i["lineItemId"], i["quantity"], i["paymentState"], i["comment"]) for i in items] == [
-        (seed["saleLineItemIds"]["SKU-CAP"], 1, "Refunded", "wrong colour")]
+        (seed["saleLineItemIds"]["SKU-CAP"], 1, "Refunded", "wrong colour")
+    ]
     assert [(t["interactionId"], t["amount"]["centAmount"]) for t in refunds[seed["salePaymentId"]]] == [("rf-demo-1", 1500)]
 
 

@@ -47,24 +47,44 @@ class Stack:
 def stack(kafka: Kafka, redis: RedisServer) -> Iterator[Stack]:
     fakes_port = free_port()
     issuer = f"http://127.0.0.1:{fakes_port}/ims"
-    fakes = start_service("dev-fakes", "instore_devfakes", {
-        "DEVFAKES_HTTP_PORT": str(fakes_port), "DEVFAKES_ISSUER": issuer, "DEVFAKES_CONNECTION_KEY": CONNECTION_KEY,
-        "DEVFAKES_TENANT_ID": "e2e-tenant",
-    }, fakes_port, ready_path="/healthz")
+    fakes = start_service(
+        "dev-fakes",
+        "instore_devfakes",
+        {
+            "DEVFAKES_HTTP_PORT": str(fakes_port),
+            "DEVFAKES_ISSUER": issuer,
+            "DEVFAKES_CONNECTION_KEY": CONNECTION_KEY,
+            "DEVFAKES_TENANT_ID": "e2e-tenant",
+        },
+        fakes_port,
+        ready_path="/healthz",
+    )
     gateways: list[Service] = []
     try:
         for name in ("gateway-s1", "gateway-s2"):
             port = free_port()
-            gateways.append(start_service(name, "instore_gateway", {
-                "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "KAFKA_TOPIC_PARTITIONS": "3",
-                "GATEWAY_HTTP_PORT": str(port), "INSTORE_CALLBACK_API_KEY": API_KEY,
-                "TOKEN_VAULT_BACKEND": "redis", "TOKEN_VAULT_REDIS_URL": redis.url,
-                "TOKEN_VAULT_ENCRYPTION_KEYS": VAULT_KEY,
-                "IMS_JWKS_URL": f"{issuer}/.well-known/jwks.json", "IMS_ISSUER": issuer,
-                "INSTORE_AUTH_BASE_URL": f"http://127.0.0.1:{fakes_port}/instore-auth",
-                "INSTORE_TENANT_ID": "e2e-tenant", "INSTORE_CONNECTION_KEY": CONNECTION_KEY,
-                "INSTORE_AUTH_TIMEOUT_SECONDS": "1",
-            }, port))
+            gateways.append(
+                start_service(
+                    name,
+                    "instore_gateway",
+                    {
+                        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                        "KAFKA_TOPIC_PARTITIONS": "3",
+                        "GATEWAY_HTTP_PORT": str(port),
+                        "INSTORE_CALLBACK_API_KEY": API_KEY,
+                        "TOKEN_VAULT_BACKEND": "redis",
+                        "TOKEN_VAULT_REDIS_URL": redis.url,
+                        "TOKEN_VAULT_ENCRYPTION_KEYS": VAULT_KEY,
+                        "IMS_JWKS_URL": f"{issuer}/.well-known/jwks.json",
+                        "IMS_ISSUER": issuer,
+                        "INSTORE_AUTH_BASE_URL": f"http://127.0.0.1:{fakes_port}/instore-auth",
+                        "INSTORE_TENANT_ID": "e2e-tenant",
+                        "INSTORE_CONNECTION_KEY": CONNECTION_KEY,
+                        "INSTORE_AUTH_TIMEOUT_SECONDS": "1",
+                    },
+                    port,
+                )
+            )
         yield Stack(fakes, gateways, issuer)
     finally:
         for service in [*gateways, fakes]:
@@ -102,8 +122,7 @@ def test_session_on_one_replica_token_from_the_other(stack: Stack) -> None:
     body = created.json()
     assert set(body) == {"userAccessToken", "userKey", "expiresAt"}
     SEEN.update(token=body["userAccessToken"], user_key=body["userKey"])
-    fetched = httpx.get(f"{stack.gateways[1].url}/instore/callbacks/tokens/{body['userKey']}",
-                        headers={"X-Api-Key": API_KEY})
+    fetched = httpx.get(f"{stack.gateways[1].url}/instore/callbacks/tokens/{body['userKey']}", headers={"X-Api-Key": API_KEY})
     assert fetched.status_code == 200, fetched.text
     assert fetched.json()["access_token"] == body["userAccessToken"]
     assert fetched.json()["token_type"] == "Bearer" and 0 < fetched.json()["expires_in"] <= 3600
@@ -116,8 +135,9 @@ async def test_session_started_event_is_on_kafka_without_secrets(stack: Stack, k
 
     user = f"colleague-{uuid.uuid4().hex[:6]}"
     assert _session(stack.gateways[1], _mint(stack, userId=user)).status_code == 201
-    consumer = AIOKafkaConsumer("instore.session-events.v1", bootstrap_servers=kafka.bootstrap_servers,
-                                auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(
+        "instore.session-events.v1", bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest", group_id=None
+    )
     await consumer.start()
     found: list[dict[str, Any]] = []
     try:
@@ -137,12 +157,12 @@ async def test_session_started_event_is_on_kafka_without_secrets(stack: Stack, k
 
 
 def _host_events(gateway: Service, batch: dict[str, Any], token: str, user_key: str) -> httpx.Response:
-    return httpx.post(f"{gateway.url}/host/events", json=batch, timeout=10,
-                      headers={"Authorization": f"Bearer {token}", "X-User-Key": user_key})
+    return httpx.post(
+        f"{gateway.url}/host/events", json=batch, timeout=10, headers={"Authorization": f"Bearer {token}", "X-User-Key": user_key}
+    )
 
 
-async def test_browser_events_of_a_session_reach_kafka_with_its_colleague_and_workstation(stack: Stack,
-                                                                                           kafka: Kafka) -> None:
+async def test_browser_events_of_a_session_reach_kafka_with_its_colleague_and_workstation(stack: Stack, kafka: Kafka) -> None:
     """The host app forwards InStore's window events: session on one replica, events through the other (Redis vault)."""
     from aiokafka import AIOKafkaConsumer
 
@@ -150,16 +170,20 @@ async def test_browser_events_of_a_session_reach_kafka_with_its_colleague_and_wo
     token = _mint(stack, userId=user)
     user_key = _session(stack.gateways[0], token).json()["userKey"]
     cart = f"cart-{uuid.uuid4().hex[:8]}"
-    batch = {"events": [
-        {"type": "mistStatus", "detail": {"process": "checkout", "status": "success"}, "cartId": cart, "id": "e1"},
-        {"type": "inStoreCore-Alert", "detail": {"message": "Zahlung erfolgreich"}, "cartId": cart, "id": "e2"},
-        {"type": "inStoreCore-receiptChoice", "detail": "email", "cartId": cart, "id": "e3"}]}
+    batch = {
+        "events": [
+            {"type": "mistStatus", "detail": {"process": "checkout", "status": "success"}, "cartId": cart, "id": "e1"},
+            {"type": "inStoreCore-Alert", "detail": {"message": "Zahlung erfolgreich"}, "cartId": cart, "id": "e2"},
+            {"type": "inStoreCore-receiptChoice", "detail": "email", "cartId": cart, "id": "e3"},
+        ]
+    }
     answer = _host_events(stack.gateways[1], batch, token, user_key)
     assert answer.status_code == 202, answer.text
     other = _host_events(stack.gateways[1], batch, _mint(stack), user_key)
     _problem(other, 403, "session-mismatch")  # colleague-42's valid token with this colleague's session
-    consumer = AIOKafkaConsumer("instore.host-events.v1", bootstrap_servers=kafka.bootstrap_servers,
-                                auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(
+        "instore.host-events.v1", bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest", group_id=None
+    )
     await consumer.start()
     found: list[tuple[bytes, dict[str, Any]]] = []
     try:
@@ -171,8 +195,9 @@ async def test_browser_events_of_a_session_reach_kafka_with_its_colleague_and_wo
         await consumer.stop()
     assert [event["type"] for _, event in found] == ["mistStatus", "inStoreCore-Alert", "inStoreCore-receiptChoice"]
     assert all(key == cart.encode() for key, _ in found)
-    assert {(e["colleagueId"], e["locationId"], e["workstationId"]) for _, e in found} == \
-        {(user, BODY["locationId"], BODY["workstationId"])}
+    assert {(e["colleagueId"], e["locationId"], e["workstationId"]) for _, e in found} == {
+        (user, BODY["locationId"], BODY["workstationId"])
+    }
     assert [e["eventId"] for _, e in found] == answer.json()["eventIds"]
 
 
@@ -184,16 +209,16 @@ def _foreign_token(stack: Stack, **overrides: Any) -> str:
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": overrides.pop("kid", "unknown-kid")})
 
 
-@pytest.mark.parametrize("case", ["expired", "not-yet-valid", "other-audience", "other-issuer-key", "alg-none",
-                                  "garbage"])
+@pytest.mark.parametrize("case", ["expired", "not-yet-valid", "other-audience", "other-issuer-key", "alg-none", "garbage"])
 def test_bad_ims_tokens_are_401(stack: Stack, case: str) -> None:
     token = {
         "expired": lambda: _mint(stack, ttlSeconds=-120),
         "not-yet-valid": lambda: _mint(stack, notBeforeSeconds=600),
         "other-audience": lambda: _mint(stack, audience="another-app"),
         "other-issuer-key": lambda: _foreign_token(stack),
-        "alg-none": lambda: jwt.encode({"iss": stack.issuer, "aud": "instore-integration", "sub": "x",
-                                        "exp": int(time.time()) + 60}, None, algorithm="none"),
+        "alg-none": lambda: jwt.encode(
+            {"iss": stack.issuer, "aud": "instore-integration", "sub": "x", "exp": int(time.time()) + 60}, None, algorithm="none"
+        ),
         "garbage": lambda: "not.a.jwt",
     }[case]()
     _problem(_session(stack.gateways[0], token), 401, "unauthorized")
@@ -201,12 +226,13 @@ def test_bad_ims_tokens_are_401(stack: Stack, case: str) -> None:
 
 def test_user_key_errors(stack: Stack) -> None:
     gateway = stack.gateways[1]
-    _problem(httpx.get(f"{gateway.url}/instore/callbacks/tokens/{'Q' * 43}", headers={"X-Api-Key": API_KEY}),
-             404, "user-key-not-found")
-    _problem(httpx.get(f"{gateway.url}/instore/callbacks/tokens/not-a-key", headers={"X-Api-Key": API_KEY}),
-             400, "invalid-user-key")
-    _problem(httpx.get(f"{gateway.url}/instore/callbacks/tokens/{'Q' * 43}", headers={"X-Api-Key": "wrong"}),
-             401, "unauthorized")
+    _problem(
+        httpx.get(f"{gateway.url}/instore/callbacks/tokens/{'Q' * 43}", headers={"X-Api-Key": API_KEY}), 404, "user-key-not-found"
+    )
+    _problem(
+        httpx.get(f"{gateway.url}/instore/callbacks/tokens/not-a-key", headers={"X-Api-Key": API_KEY}), 400, "invalid-user-key"
+    )
+    _problem(httpx.get(f"{gateway.url}/instore/callbacks/tokens/{'Q' * 43}", headers={"X-Api-Key": "wrong"}), 401, "unauthorized")
 
 
 def test_instore_auth_down_is_502_and_slow_is_504(stack: Stack) -> None:

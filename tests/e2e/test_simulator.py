@@ -28,8 +28,22 @@ pytestmark = pytest.mark.e2e
 API_KEY = "e2e-sim-key-" + uuid.uuid4().hex
 SECRET = "e2e-sim-secret-" + uuid.uuid4().hex
 CONNECTION_KEY = "e2e-sim-connection-" + uuid.uuid4().hex
-STEPS = ["listen", "ims-token", "session", "token-callback", "sale-cart", "card-extension", "card-prompt",
-         "card-result", "pay-credit_card", "pay-cash", "order", "return-cart", "refund", "refunded"]
+STEPS = [
+    "listen",
+    "ims-token",
+    "session",
+    "token-callback",
+    "sale-cart",
+    "card-extension",
+    "card-prompt",
+    "card-result",
+    "pay-credit_card",
+    "pay-cash",
+    "order",
+    "return-cart",
+    "refund",
+    "refunded",
+]
 
 
 @dataclass
@@ -49,27 +63,67 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
     common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "PAYMENT_EXTENSION_ALLOWED_URLS": fakes_url}
     services: list[Service] = []
     try:
-        services.append(start_service("sim-dev-fakes", "instore_devfakes", {
-            "DEVFAKES_HTTP_PORT": str(fakes_port), "DEVFAKES_ISSUER": issuer, "DEVFAKES_CONNECTION_KEY": CONNECTION_KEY,
-            "DEVFAKES_TENANT_ID": "sim-tenant"}, fakes_port, ready_path="/healthz"))
+        services.append(
+            start_service(
+                "sim-dev-fakes",
+                "instore_devfakes",
+                {
+                    "DEVFAKES_HTTP_PORT": str(fakes_port),
+                    "DEVFAKES_ISSUER": issuer,
+                    "DEVFAKES_CONNECTION_KEY": CONNECTION_KEY,
+                    "DEVFAKES_TENANT_ID": "sim-tenant",
+                },
+                fakes_port,
+                ready_path="/healthz",
+            )
+        )
         for name, module, port_var, group_var in (
-                ("sim-cart-mapping", "instore_cart_mapping", "CART_MAPPING_HTTP_PORT", "CART_MAPPING_CONSUMER_GROUP"),
-                ("sim-order-finalization", "instore_order_finalization", "ORDER_FINALIZATION_HTTP_PORT",
-                 "ORDER_FINALIZATION_CONSUMER_GROUP"),
-                ("sim-refund", "instore_refund", "REFUND_HTTP_PORT", "REFUND_CONSUMER_GROUP"),
-                ("sim-payment-extension", "instore_payment_extension", "PAYMENT_EXTENSION_HTTP_PORT",
-                 "PAYMENT_EXTENSION_CONSUMER_GROUP")):
+            ("sim-cart-mapping", "instore_cart_mapping", "CART_MAPPING_HTTP_PORT", "CART_MAPPING_CONSUMER_GROUP"),
+            (
+                "sim-order-finalization",
+                "instore_order_finalization",
+                "ORDER_FINALIZATION_HTTP_PORT",
+                "ORDER_FINALIZATION_CONSUMER_GROUP",
+            ),
+            ("sim-refund", "instore_refund", "REFUND_HTTP_PORT", "REFUND_CONSUMER_GROUP"),
+            (
+                "sim-payment-extension",
+                "instore_payment_extension",
+                "PAYMENT_EXTENSION_HTTP_PORT",
+                "PAYMENT_EXTENSION_CONSUMER_GROUP",
+            ),
+        ):
             port = free_port()
-            extra = {"PAYMENT_EXTENSION_SIMULATOR_URL": f"{fakes_url}/provider", "INSTORE_WEBHOOK_SECRET": SECRET} \
-                if module == "instore_payment_extension" else {}
-            services.append(start_service(name, module, {**common, **ct_mock.settings_env(), port_var: str(port),
-                                                         group_var: f"{name}-{tag}", **extra}, port))
+            extra = (
+                {"PAYMENT_EXTENSION_SIMULATOR_URL": f"{fakes_url}/provider", "INSTORE_WEBHOOK_SECRET": SECRET}
+                if module == "instore_payment_extension"
+                else {}
+            )
+            services.append(
+                start_service(
+                    name,
+                    module,
+                    {**common, **ct_mock.settings_env(), port_var: str(port), group_var: f"{name}-{tag}", **extra},
+                    port,
+                )
+            )
         port = free_port()
-        gateway = start_service("sim-gateway", "instore_gateway", {
-            **common, "GATEWAY_HTTP_PORT": str(port), "INSTORE_CALLBACK_API_KEY": API_KEY,
-            "INSTORE_WEBHOOK_SECRET": SECRET, "IMS_JWKS_URL": f"{issuer}/.well-known/jwks.json", "IMS_ISSUER": issuer,
-            "INSTORE_AUTH_BASE_URL": f"http://127.0.0.1:{fakes_port}/instore-auth", "INSTORE_TENANT_ID": "sim-tenant",
-            "INSTORE_CONNECTION_KEY": CONNECTION_KEY}, port)
+        gateway = start_service(
+            "sim-gateway",
+            "instore_gateway",
+            {
+                **common,
+                "GATEWAY_HTTP_PORT": str(port),
+                "INSTORE_CALLBACK_API_KEY": API_KEY,
+                "INSTORE_WEBHOOK_SECRET": SECRET,
+                "IMS_JWKS_URL": f"{issuer}/.well-known/jwks.json",
+                "IMS_ISSUER": issuer,
+                "INSTORE_AUTH_BASE_URL": f"http://127.0.0.1:{fakes_port}/instore-auth",
+                "INSTORE_TENANT_ID": "sim-tenant",
+                "INSTORE_CONNECTION_KEY": CONNECTION_KEY,
+            },
+            port,
+        )
         services.append(gateway)
         yield Stack(gateway, services[0], kafka, ct_mock)
     finally:
@@ -79,11 +133,33 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
 
 def _simulate(stack: Stack, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "instore_devfakes", "simulate", "--gateway", stack.gateway.url, "--ims", stack.fakes.url,
-         "--kafka", stack.kafka.bootstrap_servers, "--timeout", "30"],
-        env=service_env({**stack.mock.settings_env(), "INSTORE_CALLBACK_API_KEY": API_KEY,
-                         "INSTORE_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "WARNING", **env}),
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "instore_devfakes",
+            "simulate",
+            "--gateway",
+            stack.gateway.url,
+            "--ims",
+            stack.fakes.url,
+            "--kafka",
+            stack.kafka.bootstrap_servers,
+            "--timeout",
+            "30",
+        ],
+        env=service_env(
+            {
+                **stack.mock.settings_env(),
+                "INSTORE_CALLBACK_API_KEY": API_KEY,
+                "INSTORE_WEBHOOK_SECRET": SECRET,
+                "LOG_LEVEL": "WARNING",
+                **env,
+            }
+        ),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -95,8 +171,9 @@ def test_the_simulator_sells_pays_returns_and_refunds(stack: Stack) -> None:
     summary = result.stdout.split("simulate: OK", 1)[1]
     assert "Order       store-berlin-01-" in summary and "CREDIT_CARD" in summary and "CASH" in summary
     assert "1 × SKU-TSHIRT-M (Refunded)" in summary
-    assert ("commerce.payments.completed.v1: 1, commerce.refunds.completed.v1: 1, "
-            "commerce.payment-extension-results.v1: 1") in summary
+    assert (
+        "commerce.payments.completed.v1: 1, commerce.refunds.completed.v1: 1, commerce.payment-extension-results.v1: 1"
+    ) in summary
     assert "result succeeded once at callbackUrl" in result.stdout
 
 

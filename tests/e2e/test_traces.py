@@ -46,22 +46,48 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
     started: list[Service] = []
     try:
         fakes_port = free_port()
-        started.append(start_service("dev-fakes-traces", "instore_devfakes", {"DEVFAKES_HTTP_PORT": str(fakes_port)},
-                                     fakes_port, ready_path="/healthz"))
+        started.append(
+            start_service(
+                "dev-fakes-traces", "instore_devfakes", {"DEVFAKES_HTTP_PORT": str(fakes_port)}, fakes_port, ready_path="/healthz"
+            )
+        )
         # the standard SDK variables; a short batch delay so the spans arrive within the test
         otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{fakes_port}", "OTEL_BSP_SCHEDULE_DELAY": "200"}
         common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
         gateway_port = free_port()
-        started.append(start_service("gateway-traces", "instore_gateway", {
-            **common, **otel, "GATEWAY_HTTP_PORT": str(gateway_port), "INSTORE_CALLBACK_API_KEY": API_KEY,
-            "GATEWAY_ACCESS_LOG": "all"}, gateway_port))  # a line per request: the gateway's line of the lookup
+        started.append(
+            start_service(
+                "gateway-traces",
+                "instore_gateway",
+                {
+                    **common,
+                    **otel,
+                    "GATEWAY_HTTP_PORT": str(gateway_port),
+                    "INSTORE_CALLBACK_API_KEY": API_KEY,
+                    "GATEWAY_ACCESS_LOG": "all",
+                },
+                gateway_port,
+            )
+        )  # a line per request: the gateway's line of the lookup
         # a group of its own, at the end of the shared broker's request topic: only this test's request is consumed
         group = f"cart-mapping-traces-{uuid.uuid4().hex[:8]}"
         asyncio.run(_start_group_at_end(kafka, group, REQUESTS))  # the gateway has created the topics by now
         port = free_port()
-        started.append(start_service("cart-mapping-traces", "instore_cart_mapping", {
-            **common, **otel, **ct_mock.settings_env(), "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
-            "CART_MAPPING_HTTP_PORT": str(port), "CART_MAPPING_CONSUMER_GROUP": group}, port))
+        started.append(
+            start_service(
+                "cart-mapping-traces",
+                "instore_cart_mapping",
+                {
+                    **common,
+                    **otel,
+                    **ct_mock.settings_env(),
+                    "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+                    "CART_MAPPING_HTTP_PORT": str(port),
+                    "CART_MAPPING_CONSUMER_GROUP": group,
+                },
+                port,
+            )
+        )
         fakes, gateway, cart_mapping = started
         yield Stack(fakes, gateway, cart_mapping, ct_mock)
     finally:
@@ -77,17 +103,23 @@ def _spans(stack: Stack) -> list[dict[str, Any]]:
 
 def _one(spans: list[dict[str, Any]], what: str, **match: Any) -> dict[str, Any]:
     """The single span whose fields (``attr_<name>`` for attributes) equal ``match``."""
+
     def fits(span: dict[str, Any]) -> bool:
-        return all((span["attributes"].get(k[5:].replace("_", ".")) if k.startswith("attr_") else span.get(k)) == v
-                   for k, v in match.items())
+        return all(
+            (span["attributes"].get(k[5:].replace("_", ".")) if k.startswith("attr_") else span.get(k)) == v
+            for k, v in match.items()
+        )
+
     found = [s for s in spans if fits(s)]
     assert len(found) == 1, f"{len(found)} spans are {what} ({match}); held:\n{_describe(spans)}"
     return found[0]
 
 
 def _describe(spans: list[dict[str, Any]]) -> str:
-    return "\n".join(f"  {s['traceId'][:8]} {s['spanId']} ← {s['parentSpanId'] or '(root)':16} {s['service']:13} "
-                     f"{s['kind']:8} {s['name']}" for s in spans)
+    return "\n".join(
+        f"  {s['traceId'][:8]} {s['spanId']} ← {s['parentSpanId'] or '(root)':16} {s['service']:13} {s['kind']:8} {s['name']}"
+        for s in spans
+    )
 
 
 def _ancestors(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> list[str]:
@@ -113,24 +145,32 @@ class Lookup:
 def lookup(stack: Stack) -> Lookup:
     assert httpx.delete(stack.fakes.url + "/otlp/spans", timeout=5).status_code == 200  # nothing from the start-up
     cart_key = stack.mock.seed["saleCartKey"]
-    response = httpx.get(f"{stack.gateway.url}/instore/callbacks/carts/{cart_key}", headers={"X-Api-Key": API_KEY},
-                         timeout=10)
+    response = httpx.get(f"{stack.gateway.url}/instore/callbacks/carts/{cart_key}", headers={"X-Api-Key": API_KEY}, timeout=10)
     assert response.status_code == 200, response.text
 
     def complete(spans: list[dict[str, Any]]) -> bool:
         """Every kind of span this lookup makes has arrived (the gateway's server span ends, so is exported, last)."""
         seen = {(s["service"], s["kind"]) for s in spans}
-        return {("gateway", "SERVER"), ("gateway", "PRODUCER"), ("cart-mapping", "CONSUMER"), ("cart-mapping", "CLIENT"),
-                ("cart-mapping", "PRODUCER")} <= seen and any(
-            s["service"] == "cart-mapping" and s["attributes"].get("messaging.destination.name") == REPLIES
-            and s["attributes"].get("messaging.operation") == "publish" for s in spans)
+        return {
+            ("gateway", "SERVER"),
+            ("gateway", "PRODUCER"),
+            ("cart-mapping", "CONSUMER"),
+            ("cart-mapping", "CLIENT"),
+            ("cart-mapping", "PRODUCER"),
+        } <= seen and any(
+            s["service"] == "cart-mapping"
+            and s["attributes"].get("messaging.destination.name") == REPLIES
+            and s["attributes"].get("messaging.operation") == "publish"
+            for s in spans
+        )
 
     deadline = time.monotonic() + EXPORT_DEADLINE_S
     spans = _spans(stack)
     while not complete(spans):  # a bounded poll of the receiver: the services export every 200 ms
         assert time.monotonic() < deadline, (
             f"the spans of the lookup did not all arrive within {EXPORT_DEADLINE_S} s; held:\n{_describe(spans)}\n"
-            f"{stack.gateway.process.describe(10)}\n{stack.cart_mapping.process.describe(10)}")
+            f"{stack.gateway.process.describe(10)}\n{stack.cart_mapping.process.describe(10)}"
+        )
         time.sleep(0.1)
         spans = _spans(stack)
     return Lookup(cart_key, spans)
@@ -147,19 +187,35 @@ def test_one_cart_callback_is_one_trace_across_kafka(stack: Stack, lookup: Looku
 
     server = _one(spans, "the gateway's HTTP server span", service="gateway", kind="SERVER")
     assert server is roots[0] and "/instore/callbacks/carts/" in server["name"]
-    request_publish = _one(spans, "the gateway's publish of the request", service="gateway", kind="PRODUCER",
-                           attr_messaging_destination_name=REQUESTS)
+    request_publish = _one(
+        spans,
+        "the gateway's publish of the request",
+        service="gateway",
+        kind="PRODUCER",
+        attr_messaging_destination_name=REQUESTS,
+    )
     assert request_publish["parentSpanId"] == server["spanId"]
-    consume = _one(spans, "cart-mapping's processing of the request", service="cart-mapping", kind="CONSUMER",
-                   attr_messaging_operation="process")
+    consume = _one(
+        spans,
+        "cart-mapping's processing of the request",
+        service="cart-mapping",
+        kind="CONSUMER",
+        attr_messaging_operation="process",
+    )
     assert consume["parentSpanId"] == request_publish["spanId"]  # W3C traceparent across Kafka
 
     commerce = [s for s in spans if s["service"] == "cart-mapping" and s["kind"] == "CLIENT"]
     assert commerce and all(s["name"].startswith("commercetools ") for s in commerce), _describe(spans)
     assert all(consume["spanId"] in _ancestors(s, by_id) for s in commerce), _describe(spans)
     assert all(s["attributes"].get("http.response.status_code") == 200 for s in commerce), _describe(spans)
-    reply = _one(spans, "cart-mapping's publish of the reply", service="cart-mapping", kind="PRODUCER",
-                 attr_messaging_destination_name=REPLIES, attr_messaging_operation="publish")
+    reply = _one(
+        spans,
+        "cart-mapping's publish of the reply",
+        service="cart-mapping",
+        kind="PRODUCER",
+        attr_messaging_destination_name=REPLIES,
+        attr_messaging_operation="publish",
+    )
     assert consume["spanId"] in _ancestors(reply, by_id)
 
     # every span descends from the gateway's server span and starts within it; none failed
@@ -190,8 +246,11 @@ def test_log_lines_carry_the_trace_id(stack: Stack, lookup: Lookup) -> None:
     """Both services' JSON log lines about the lookup name its trace."""
     trace_id = lookup.spans[0]["traceId"]
     for service in (stack.gateway, stack.cart_mapping):
-        wait_until(lambda service=service: trace_id in _trace_ids(service.process.output()), 10,
-                   f"a {service.process.name} log line with the trace id")
+        wait_until(
+            lambda service=service: trace_id in _trace_ids(service.process.output()),
+            10,
+            f"a {service.process.name} log line with the trace id",
+        )
 
 
 def _trace_ids(output: str) -> set[str]:

@@ -57,35 +57,57 @@ def black_hole() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def stack(kafka: Kafka, ct_mock: CtMock, black_hole: int) -> Iterator[tuple[Service, Service]]:
-    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{black_hole}", "OTEL_BSP_SCHEDULE_DELAY": "100",
-            "OTEL_EXPORTER_OTLP_TIMEOUT": "5"}
+    otel = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{black_hole}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "5",
+    }
     common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **otel}
     started: list[Service] = []
     try:
         port = free_port()
-        started.append(start_service("cart-mapping-otlp-down", "instore_cart_mapping", {
-            **common, **ct_mock.settings_env(), "CART_MAPPING_HTTP_PORT": str(port),
-            "CART_MAPPING_CONSUMER_GROUP": f"cart-mapping-otlp-down-{uuid.uuid4().hex[:8]}"}, port))
+        started.append(
+            start_service(
+                "cart-mapping-otlp-down",
+                "instore_cart_mapping",
+                {
+                    **common,
+                    **ct_mock.settings_env(),
+                    "CART_MAPPING_HTTP_PORT": str(port),
+                    "CART_MAPPING_CONSUMER_GROUP": f"cart-mapping-otlp-down-{uuid.uuid4().hex[:8]}",
+                },
+                port,
+            )
+        )
         port = free_port()
-        started.append(start_service("gateway-otlp-down", "instore_gateway", {
-            **common, "GATEWAY_HTTP_PORT": str(port), "INSTORE_CALLBACK_API_KEY": API_KEY}, port))
+        started.append(
+            start_service(
+                "gateway-otlp-down",
+                "instore_gateway",
+                {**common, "GATEWAY_HTTP_PORT": str(port), "INSTORE_CALLBACK_API_KEY": API_KEY},
+                port,
+            )
+        )
         yield started[1], started[0]
     finally:
         for service in reversed(started):
             service.stop()
 
 
-def test_callbacks_are_answered_at_once_while_the_tracing_backend_hangs(stack: tuple[Service, Service],
-                                                                       ct_mock: CtMock) -> None:
+def test_callbacks_are_answered_at_once_while_the_tracing_backend_hangs(stack: tuple[Service, Service], ct_mock: CtMock) -> None:
     gateway, _ = stack
     cart_key = ct_mock.seed["saleCartKey"]
-    forged = ["00-" + "f" * 32 + "-" + "1" * 16 + "-01", "garbage", "00-" + "0" * 32 + "-" + "0" * 16 + "-01",
-              "00-" + "a" * 32 + "-" + "b" * 16 + "-01," * 500, "x" * 6000]
+    forged = [
+        "00-" + "f" * 32 + "-" + "1" * 16 + "-01",
+        "garbage",
+        "00-" + "0" * 32 + "-" + "0" * 16 + "-01",
+        "00-" + "a" * 32 + "-" + "b" * 16 + "-01," * 500,
+        "x" * 6000,
+    ]
     slowest = 0.0
     with httpx.Client(timeout=10) as http:
         for i in range(40):  # far more spans than one export batch: exports queue up behind the hung one
-            headers = {"X-Api-Key": API_KEY, "traceparent": forged[i % len(forged)], "tracestate": "k=v," * 50,
-                       "baggage": "a=b"}
+            headers = {"X-Api-Key": API_KEY, "traceparent": forged[i % len(forged)], "tracestate": "k=v," * 50, "baggage": "a=b"}
             started = time.monotonic()
             response = http.get(f"{gateway.url}/instore/callbacks/carts/{cart_key}", headers=headers)
             slowest = max(slowest, time.monotonic() - started)

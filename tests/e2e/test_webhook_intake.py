@@ -43,17 +43,24 @@ def _webhook(cart_id: str) -> bytes:
 
 def _gateway(name: str, bootstrap: str) -> Service:
     port = free_port()
-    return start_service(name, "instore_gateway", {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPIC_PARTITIONS": "3", "GATEWAY_HTTP_PORT": str(port),
-        "INSTORE_CALLBACK_API_KEY": API_KEY, "INSTORE_WEBHOOK_SECRET": SECRET,
-        "WEBHOOK_PUBLISH_TIMEOUT_SECONDS": "2",
-    }, port)
+    return start_service(
+        name,
+        "instore_gateway",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "KAFKA_TOPIC_PARTITIONS": "3",
+            "GATEWAY_HTTP_PORT": str(port),
+            "INSTORE_CALLBACK_API_KEY": API_KEY,
+            "INSTORE_WEBHOOK_SECRET": SECRET,
+            "WEBHOOK_PUBLISH_TIMEOUT_SECONDS": "2",
+        },
+        port,
+    )
 
 
 async def _read_all(bootstrap: str, want: set[str], timeout_s: float = 30) -> dict[str, tuple[bytes | None, bytes]]:
     """webhook-id → (key, value) for every message on instore.webhooks.v1 until ``want`` are all seen."""
-    consumer = AIOKafkaConsumer("instore.webhooks.v1", bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer("instore.webhooks.v1", bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     seen: dict[str, tuple[bytes | None, bytes]] = {}
     try:
@@ -101,9 +108,13 @@ async def test_every_acknowledged_webhook_survives_a_broker_outage_and_is_proces
     kafka = await asyncio.to_thread(start_kafka, free_port(), free_port())
     gateway = await asyncio.to_thread(_gateway, "gateway-outage", kafka.bootstrap_servers)
     port = free_port()
-    finalizer = await asyncio.to_thread(start_service, "order-finalization-outage", "instore_order_finalization", {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **ct_mock.settings_env(),
-        "ORDER_FINALIZATION_HTTP_PORT": str(port)}, port)
+    finalizer = await asyncio.to_thread(
+        start_service,
+        "order-finalization-outage",
+        "instore_order_finalization",
+        {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **ct_mock.settings_env(), "ORDER_FINALIZATION_HTTP_PORT": str(port)},
+        port,
+    )
     acknowledged: dict[str, str] = {}  # webhook id -> cart id
     refused: list[dict[str, str]] = []
     try:
@@ -111,8 +122,9 @@ async def test_every_acknowledged_webhook_survives_a_broker_outage_and_is_proces
 
             async def send(cart: dict[str, str]) -> None:
                 body = payment_webhook(cart["id"])
-                response = await client.post(f"{gateway.url}/instore/webhooks", content=body,
-                                             headers={"X-Signature": _sign(body)})
+                response = await client.post(
+                    f"{gateway.url}/instore/webhooks", content=body, headers={"X-Signature": _sign(body)}
+                )
                 if response.status_code == 202:
                     acknowledged[response.json()["webhookId"]] = cart["id"]
                 else:

@@ -48,20 +48,49 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
     started: list[Service] = []
     try:
         fakes_port = free_port()
-        started.append(start_service("dev-fakes-webhook-traces", "instore_devfakes",
-                                     {"DEVFAKES_HTTP_PORT": str(fakes_port)}, fakes_port, ready_path="/healthz"))
+        started.append(
+            start_service(
+                "dev-fakes-webhook-traces",
+                "instore_devfakes",
+                {"DEVFAKES_HTTP_PORT": str(fakes_port)},
+                fakes_port,
+                ready_path="/healthz",
+            )
+        )
         otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{fakes_port}", "OTEL_BSP_SCHEDULE_DELAY": "200"}
         common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
         gateway_port = free_port()
-        started.append(start_service("gateway-webhook-traces", "instore_gateway", {
-            **common, **otel, "GATEWAY_HTTP_PORT": str(gateway_port), "INSTORE_WEBHOOK_SECRET": SECRET,
-            "INSTORE_CALLBACK_API_KEY": "e2e-webhook-traces-key-" + uuid.uuid4().hex}, gateway_port))
+        started.append(
+            start_service(
+                "gateway-webhook-traces",
+                "instore_gateway",
+                {
+                    **common,
+                    **otel,
+                    "GATEWAY_HTTP_PORT": str(gateway_port),
+                    "INSTORE_WEBHOOK_SECRET": SECRET,
+                    "INSTORE_CALLBACK_API_KEY": "e2e-webhook-traces-key-" + uuid.uuid4().hex,
+                },
+                gateway_port,
+            )
+        )
         group = f"order-finalization-traces-{uuid.uuid4().hex[:8]}"
         asyncio.run(_start_group_at_end(kafka, group, WEBHOOKS))  # only this test's webhook is consumed
         port = free_port()
-        started.append(start_service("order-finalization-traces", "instore_order_finalization", {
-            **common, **otel, **ct_mock.settings_env(), "ORDER_FINALIZATION_HTTP_PORT": str(port),
-            "ORDER_FINALIZATION_CONSUMER_GROUP": group}, port))
+        started.append(
+            start_service(
+                "order-finalization-traces",
+                "instore_order_finalization",
+                {
+                    **common,
+                    **otel,
+                    **ct_mock.settings_env(),
+                    "ORDER_FINALIZATION_HTTP_PORT": str(port),
+                    "ORDER_FINALIZATION_CONSUMER_GROUP": group,
+                },
+                port,
+            )
+        )
         fakes, gateway, finalizer = started
         yield Stack(fakes, gateway, finalizer, ct_mock, kafka)
     finally:
@@ -76,8 +105,12 @@ def _spans(stack: Stack, trace_id: str | None = None) -> list[dict[str, Any]]:
 
 
 def _post(stack: Stack, body: bytes) -> str:
-    response = httpx.post(f"{stack.gateway.url}/instore/webhooks", content=body,
-                          headers={"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()}, timeout=10)
+    response = httpx.post(
+        f"{stack.gateway.url}/instore/webhooks",
+        content=body,
+        headers={"X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()},
+        timeout=10,
+    )
     assert response.status_code == 202, response.text
     return str(response.json()["webhookId"])
 
@@ -86,8 +119,9 @@ def _event_traceparent(kafka: Kafka, webhook_id: str) -> str:
     """The ``traceparent`` header of the payments-completed event made from webhook ``webhook_id``."""
 
     async def read() -> str:
-        consumer = AIOKafkaConsumer(PAYMENTS, bootstrap_servers=kafka.bootstrap_servers, group_id=None,
-                                    auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            PAYMENTS, bootstrap_servers=kafka.bootstrap_servers, group_id=None, auto_offset_reset="earliest"
+        )
         await consumer.start()
         try:
             deadline = time.monotonic() + 30
@@ -111,9 +145,12 @@ def test_one_payment_webhook_is_one_trace_into_its_order_and_its_event(stack: St
 
     def complete(spans: list[dict[str, Any]]) -> bool:
         return any(s["service"] == "gateway" and s["kind"] == "SERVER" for s in spans) and any(
-            s["service"] == "order-finalization" and s["kind"] == "PRODUCER"
+            s["service"] == "order-finalization"
+            and s["kind"] == "PRODUCER"
             and s["attributes"].get("messaging.destination.name") == PAYMENTS
-            and s["attributes"].get("messaging.operation") == "publish" for s in spans)
+            and s["attributes"].get("messaging.operation") == "publish"
+            for s in spans
+        )
 
     deadline = time.monotonic() + EXPORT_DEADLINE_S
     spans = _spans(stack)
@@ -127,17 +164,33 @@ def test_one_payment_webhook_is_one_trace_into_its_order_and_its_event(stack: St
     assert {s["service"] for s in spans} == {s["service"] for s in trace}, f"more than one trace:\n{_describe(spans)}"
     by_id = {s["spanId"]: s for s in trace}
 
-    publish = _one(trace, "the gateway's publish of the webhook", service="gateway", kind="PRODUCER",
-                   attr_messaging_destination_name=WEBHOOKS)
+    publish = _one(
+        trace,
+        "the gateway's publish of the webhook",
+        service="gateway",
+        kind="PRODUCER",
+        attr_messaging_destination_name=WEBHOOKS,
+    )
     assert publish["parentSpanId"] == server["spanId"]
-    consume = _one(trace, "order-finalization's processing", service="order-finalization", kind="CONSUMER",
-                   attr_messaging_operation="process")
+    consume = _one(
+        trace,
+        "order-finalization's processing",
+        service="order-finalization",
+        kind="CONSUMER",
+        attr_messaging_operation="process",
+    )
     assert consume["parentSpanId"] == publish["spanId"]  # across Kafka
     create = _one(trace, "the Order's creation", service="order-finalization", kind="CLIENT", name="commercetools POST orders")
     assert consume["spanId"] in _ancestors(create, by_id)
     assert create["attributes"]["http.response.status_code"] == 201
-    event = _one(trace, "the event's publish", service="order-finalization", kind="PRODUCER",
-                 attr_messaging_destination_name=PAYMENTS, attr_messaging_operation="publish")
+    event = _one(
+        trace,
+        "the event's publish",
+        service="order-finalization",
+        kind="PRODUCER",
+        attr_messaging_destination_name=PAYMENTS,
+        attr_messaging_operation="publish",
+    )
     assert consume["spanId"] in _ancestors(event, by_id)
     assert all(s["spanId"] == server["spanId"] or server["spanId"] in _ancestors(s, by_id) for s in trace), _describe(trace)
     assert not [s["name"] for s in trace if cart["id"] in s["name"]], _describe(trace)

@@ -149,8 +149,7 @@ class InMemoryCommerce:
         else:
             raise NotFound(404, "ResourceNotFound", f"{resource} {resource_id} not found")
         if current["version"] != version:
-            raise ConcurrentModification(409, "ConcurrentModification", "version mismatch",
-                                         current_version=current["version"])
+            raise ConcurrentModification(409, "ConcurrentModification", "version mismatch", current_version=current["version"])
         for action in actions:
             _apply(current, action)
         current["version"] += 1
@@ -175,32 +174,34 @@ class InMemoryCommerce:
             raise NotFound(404, "ResourceNotFound", f"order {order_id} not found")
         order = msgspec.json.decode(raw)
         if order["version"] != version:
-            raise ConcurrentModification(409, "ConcurrentModification", "version mismatch",
-                                         current_version=order["version"])
+            raise ConcurrentModification(409, "ConcurrentModification", "version mismatch", current_version=order["version"])
         order["orderState"], order["version"] = order_state, order["version"] + 1
         self.add_order(order)
         return ApiResponse(200, msgspec.json.encode(order))
 
-    async def create_order_from_cart(
-        self, cart_id: str, cart_version: int, order_number: str, payment_state: str
-    ) -> ApiResponse:
+    async def create_order_from_cart(self, cart_id: str, cart_version: int, order_number: str, payment_state: str) -> ApiResponse:
         """Create an Order from the cart, enforcing version, state and unique order numbers (see module doc)."""
         self.calls.append(("create_order_from_cart", cart_id))
         await asyncio.sleep(0)
         self._maybe_fail()
         cart = self.cart(cart_id)
         if cart["version"] != cart_version:
-            raise ConcurrentModification(409, "ConcurrentModification", "version mismatch",
-                                         current_version=cart["version"])
+            raise ConcurrentModification(409, "ConcurrentModification", "version mismatch", current_version=cart["version"])
         if cart["cartState"] != "Active":
             raise InvalidInput(400, "InvalidOperation", f"cart {cart_id} is {cart['cartState']}")
         if f"order-number={order_number}" in self.orders:
-            raise DuplicateField(400, "DuplicateField", "orderNumber taken", field="orderNumber",
-                                 duplicate_value=order_number)
-        order = {"id": str(uuid.uuid4()), "version": 1, "orderNumber": order_number, "paymentState": payment_state,
-                 "orderState": "Open",
-                 "cart": {"typeId": "cart", "id": cart_id}, "totalPrice": cart["totalPrice"],
-                 "lineItems": cart.get("lineItems", []), "paymentInfo": cart.get("paymentInfo")}
+            raise DuplicateField(400, "DuplicateField", "orderNumber taken", field="orderNumber", duplicate_value=order_number)
+        order = {
+            "id": str(uuid.uuid4()),
+            "version": 1,
+            "orderNumber": order_number,
+            "paymentState": payment_state,
+            "orderState": "Open",
+            "cart": {"typeId": "cart", "id": cart_id},
+            "totalPrice": cart["totalPrice"],
+            "lineItems": cart.get("lineItems", []),
+            "paymentInfo": cart.get("paymentInfo"),
+        }
         self.add_order(order)
         cart["cartState"], cart["version"] = "Ordered", cart["version"] + 1
         self.add_cart(cart)
@@ -230,10 +231,14 @@ class InMemoryCommerce:
         stored = self.custom_objects.get((container, key))
         current = stored["version"] if stored else 0
         if version is not None and version != current:
-            raise ConcurrentModification(409, "ConcurrentModification", "version mismatch",
-                                         current_version=current or None)
-        obj = {"id": stored["id"] if stored else str(uuid.uuid4()), "version": current + 1, "container": container,
-               "key": key, "value": value}
+            raise ConcurrentModification(409, "ConcurrentModification", "version mismatch", current_version=current or None)
+        obj = {
+            "id": stored["id"] if stored else str(uuid.uuid4()),
+            "version": current + 1,
+            "container": container,
+            "key": key,
+            "value": value,
+        }
         self.custom_objects[(container, key)] = obj
         self.custom_object_writes.append((container, key, value))
         return ApiResponse(200 if stored else 201, msgspec.json.encode(obj))
@@ -255,25 +260,29 @@ def _apply(resource: dict[str, Any], action: dict[str, Any]) -> None:
         items = []
         for draft in action["items"]:
             if draft.get("key") is not None and draft["key"] in keys:
-                raise DuplicateField(400, "DuplicateField", "return item key taken", field="key",
-                                     duplicate_value=draft["key"])
+                raise DuplicateField(400, "DuplicateField", "return item key taken", field="key", duplicate_value=draft["key"])
             keys.add(draft.get("key"))
-            items.append({**draft, "id": str(uuid.uuid4()),
-                          "type": "CustomLineItemReturnItem" if draft.get("customLineItemId") else "LineItemReturnItem",
-                          "paymentState": "Initial" if draft["shipmentState"] == "Returned" else "NonRefundable"})
+            items.append(
+                {
+                    **draft,
+                    "id": str(uuid.uuid4()),
+                    "type": "CustomLineItemReturnItem" if draft.get("customLineItemId") else "LineItemReturnItem",
+                    "paymentState": "Initial" if draft["shipmentState"] == "Returned" else "NonRefundable",
+                }
+            )
         resource.setdefault("returnInfo", []).append({"items": items})
     elif name == "setReturnPaymentState":
         for info in resource.get("returnInfo") or []:
             for item in info["items"]:
                 if item["id"] == action.get("returnItemId") or (
-                        action.get("returnItemKey") and item.get("key") == action["returnItemKey"]):
+                    action.get("returnItemKey") and item.get("key") == action["returnItemKey"]
+                ):
                     item["paymentState"] = action["paymentState"]
                     return
         raise InvalidInput(400, "InvalidOperation", "no such return item")
     elif name == "changeOrderState":
         resource["orderState"] = action["orderState"]
     elif name == "addTransaction":
-        resource.setdefault("transactions", []).append({"id": str(uuid.uuid4()), "state": "Initial",
-                                                        **action["transaction"]})
+        resource.setdefault("transactions", []).append({"id": str(uuid.uuid4()), "state": "Initial", **action["transaction"]})
     else:
         raise InvalidInput(400, "InvalidInput", f"the fake does not implement {name}")

@@ -28,8 +28,7 @@ class RecordingPublisher:
         self.fail_with: Exception | None = None
         self.fail_times = 0
 
-    async def publish(self, body: bytes, topic: str, *, key: bytes, correlation_id: str | None,
-                      headers: dict[str, str]) -> None:
+    async def publish(self, body: bytes, topic: str, *, key: bytes, correlation_id: str | None, headers: dict[str, str]) -> None:
         for _ in range(self.yields):
             await asyncio.sleep(0)  # like a network call: other tasks run in between
         if self.fail_with is not None and self.fail_times > 0:

@@ -27,8 +27,9 @@ async def _topics(kafka: Kafka) -> tuple[str, str]:
     """A fresh source topic and its DLQ."""
     source = f"test.src.{uuid.uuid4()}"
     dead = dlq_topic(source)
-    await ensure_topics(kafka.bootstrap_servers, [Topic(name=n, key="k", schema="s", description="d")
-                                                  for n in (source, dead)], PARTITIONS, 1)
+    await ensure_topics(
+        kafka.bootstrap_servers, [Topic(name=n, key="k", schema="s", description="d") for n in (source, dead)], PARTITIONS, 1
+    )
     return source, dead
 
 
@@ -37,11 +38,17 @@ def _letters(source: str, n: int = 3) -> list[tuple[bytes, bytes, list[tuple[str
     letters = []
     for i in range(n):
         original = {"webhook-id": f"w-{i}", "content-type": "application/json"}
-        headers = dead_letter_headers(original, reason="invalid-json" if i else "upstream-5xx",
-                                      detail=f"failure {i}", attempts=3, source_topic=source,
-                                      partition=i % PARTITIONS, offset=100 + i, consumer_group="test-group")
-        letters.append((f'{{"n": {i}, "secret-payload": true}}'.encode(), f"key-{i}".encode(),
-                        encode_headers(headers)))
+        headers = dead_letter_headers(
+            original,
+            reason="invalid-json" if i else "upstream-5xx",
+            detail=f"failure {i}",
+            attempts=3,
+            source_topic=source,
+            partition=i % PARTITIONS,
+            offset=100 + i,
+            consumer_group="test-group",
+        )
+        letters.append((f'{{"n": {i}, "secret-payload": true}}'.encode(), f"key-{i}".encode(), encode_headers(headers)))
     return letters
 
 
@@ -164,17 +171,27 @@ async def test_cli_replays_and_prints_a_summary(kafka: Kafka) -> None:
     await _publish(kafka, dead, _letters(source))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
     env.update(KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers, LOG_JSON="true")
-    args = [sys.executable, "-m", "instore_shared.kafka.dlq", "replay", "--topic", dead,
-            "--idle-timeout", str(IDLE), "--group", f"replay-{uuid.uuid4()}"]
+    args = [
+        sys.executable,
+        "-m",
+        "instore_shared.kafka.dlq",
+        "replay",
+        "--topic",
+        dead,
+        "--idle-timeout",
+        str(IDLE),
+        "--group",
+        f"replay-{uuid.uuid4()}",
+    ]
 
-    dry = await asyncio.to_thread(subprocess.run, [*args, "--dry-run"], cwd=REPO_ROOT, env=env,
-                                  capture_output=True, text=True, timeout=60)
+    dry = await asyncio.to_thread(
+        subprocess.run, [*args, "--dry-run"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.count("would-replay ") == 3
     assert f"summary {dead}: replayed=3 skipped=0 dry_run=true" in dry.stdout
 
-    real = await asyncio.to_thread(subprocess.run, args, cwd=REPO_ROOT, env=env,
-                                   capture_output=True, text=True, timeout=60)
+    real = await asyncio.to_thread(subprocess.run, args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert real.returncode == 0, real.stderr
     lines = real.stdout.splitlines()
     assert sum(line.startswith("replayed ") and f"-> {source} reason=" in line for line in lines) == 3

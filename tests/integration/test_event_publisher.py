@@ -27,8 +27,9 @@ async def test_a_published_event_is_found_by_its_event_id_and_another_is_not(kaf
         assert not await publisher.published_since(events.name, ours, since)
         for n in range(20):  # the event among others, on whichever partitions their keys choose
             event_id = ours if n == 13 else str(uuid.uuid4())
-            await publisher.publish(b"{}", events.name, key=f"order-{n}".encode(), correlation_id=None,
-                                    headers={"event-id": event_id})
+            await publisher.publish(
+                b"{}", events.name, key=f"order-{n}".encode(), correlation_id=None, headers={"event-id": event_id}
+            )
         assert await publisher.published_since(events.name, ours, since)
         assert not await publisher.published_since(events.name, other, since)
     finally:

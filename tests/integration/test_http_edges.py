@@ -30,13 +30,24 @@ PROBLEM = "urn:instore-integration:problem:"
 
 def _gateway(name: str, **env: str) -> Service:
     port = free_port()
-    return start_service(name, "instore_gateway", {
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "KAFKA_CREATE_TOPICS": "false",
-        "GATEWAY_HTTP_PORT": str(port), "INSTORE_CALLBACK_API_KEY": API_KEY,
-        "SESSIONS_RATE_LIMIT_PER_MINUTE": str(RATE), "HTTP_HEADER_TIMEOUT_SECONDS": "1",
-        "HTTP_BODY_TIMEOUT_SECONDS": "2", "INSTORE_WEBHOOK_SECRET": "edges-webhook-secret",
-        "IMS_JWKS_URL": f"http://127.0.0.1:{free_port()}/jwks.json", **env,
-    }, port, ready_path="/healthz")
+    return start_service(
+        name,
+        "instore_gateway",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "KAFKA_CREATE_TOPICS": "false",
+            "GATEWAY_HTTP_PORT": str(port),
+            "INSTORE_CALLBACK_API_KEY": API_KEY,
+            "SESSIONS_RATE_LIMIT_PER_MINUTE": str(RATE),
+            "HTTP_HEADER_TIMEOUT_SECONDS": "1",
+            "HTTP_BODY_TIMEOUT_SECONDS": "2",
+            "INSTORE_WEBHOOK_SECRET": "edges-webhook-secret",
+            "IMS_JWKS_URL": f"http://127.0.0.1:{free_port()}/jwks.json",
+            **env,
+        },
+        port,
+        ready_path="/healthz",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +68,9 @@ def _session(service: Service, forwarded_for: str | None) -> int:
     headers = {"Authorization": "Bearer not-a-jwt"}
     if forwarded_for is not None:
         headers["X-Forwarded-For"] = forwarded_for
-    return httpx.post(service.url + "/sessions", json={"locationId": "l", "workstationId": "w"},
-                      headers=headers, timeout=5).status_code
+    return httpx.post(
+        service.url + "/sessions", json={"locationId": "l", "workstationId": "w"}, headers=headers, timeout=5
+    ).status_code
 
 
 # -- B1: X-Forwarded-For ------------------------------------------------------------------
@@ -125,13 +137,26 @@ def test_too_many_header_fields_are_answered_431(gateway: Service) -> None:
 
 def test_heads_within_the_limits_and_large_bodies_pass(gateway: Service) -> None:
     close = b"Connection: close\r\n"
-    answer = _exchange(_port(gateway), b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + close
-                       + b"X-Big: " + b"a" * 30 * 1024 + b"\r\n" + b"".join(b"X-F%d: v\r\n" % i for i in range(90)) + b"\r\n")
+    answer = _exchange(
+        _port(gateway),
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        + close
+        + b"X-Big: "
+        + b"a" * 30 * 1024
+        + b"\r\n"
+        + b"".join(b"X-F%d: v\r\n" % i for i in range(90))
+        + b"\r\n",
+    )
     assert _status(answer) == 200
     # a body far larger than the head limit arrives in the same reads as the head: not a head
     body = json.dumps({"locationId": "l" * 200_000, "workstationId": "w"}).encode()
-    answer = _exchange(_port(gateway), b"POST /sessions HTTP/1.1\r\nHost: x\r\n" + close
-                       + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    answer = _exchange(
+        _port(gateway),
+        b"POST /sessions HTTP/1.1\r\nHost: x\r\n"
+        + close
+        + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body,
+    )
     assert _status(answer) not in (408, 431), answer[:300]
 
 
@@ -190,8 +215,10 @@ def test_a_webhook_body_that_trickles_in_is_cut_off_after_the_body_timeout(gatew
     # Found by an adversarial pass: bodies sent at 1 byte/s held their connections (and up to their
     # Content-Length of memory) without end; the signature is only checked once the body is in.
     with socket.create_connection(("127.0.0.1", _port(gateway)), timeout=10) as sock:
-        sock.sendall(b"POST /instore/webhooks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"X-Signature: 00\r\nContent-Length: 100000\r\n\r\n{")
+        sock.sendall(
+            b"POST /instore/webhooks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Signature: 00\r\nContent-Length: 100000\r\n\r\n{"
+        )
         started = time.monotonic()
         sock.settimeout(0.3)
         answer = b""
@@ -214,8 +241,10 @@ def test_a_webhook_body_that_trickles_in_is_cut_off_after_the_body_timeout(gatew
 
 def test_a_body_within_the_body_timeout_is_taken(gateway: Service) -> None:
     with socket.create_connection(("127.0.0.1", _port(gateway)), timeout=10) as sock:
-        sock.sendall(b"POST /instore/webhooks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"X-Signature: 00\r\nContent-Length: 2\r\n\r\n{")
+        sock.sendall(
+            b"POST /instore/webhooks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Signature: 00\r\nContent-Length: 2\r\n\r\n{"
+        )
         time.sleep(1.2)  # a slow client within the 2 s body timeout (the pause is the input, not synchronisation)
         sock.sendall(b"}")
         answer = b""
@@ -245,8 +274,7 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(gate
 
 def test_the_dev_fakes_bound_request_heads_too() -> None:
     port = free_port()
-    fakes = start_service("dev-fakes-edges", "instore_devfakes", {"DEVFAKES_HTTP_PORT": str(port)}, port,
-                          ready_path="/healthz")
+    fakes = start_service("dev-fakes-edges", "instore_devfakes", {"DEVFAKES_HTTP_PORT": str(port)}, port, ready_path="/healthz")
     try:
         answer = _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 64 * 1024 + b"\r\n\r\n")
         assert _status(answer) == 431
@@ -259,21 +287,32 @@ def test_whitespace_around_the_callback_api_key_is_one_rule_on_the_wire(gateway:
     """httptools drops the leading whitespace of a field value and keeps the trailing: both must pass."""
     path = b"/instore/callbacks/tokens/" + b"A" * 43
     for value in (API_KEY.encode(), b" " + API_KEY.encode(), API_KEY.encode() + b" ", b"\t" + API_KEY.encode() + b" \t"):
-        answer = _exchange(_port(gateway), b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Api-Key: "
-                           + value + b"\r\n\r\n")
+        answer = _exchange(
+            _port(gateway), b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Api-Key: " + value + b"\r\n\r\n"
+        )
         assert _status(answer) == 404, (value, answer[:300])
-    answer = _exchange(_port(gateway), b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Api-Key: "
-                       + API_KEY.encode() + b" x\r\n\r\n")
+    answer = _exchange(
+        _port(gateway),
+        b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Api-Key: " + API_KEY.encode() + b" x\r\n\r\n",
+    )
     assert _status(answer) == 401
 
 
 def test_a_kafka_service_health_port_bounds_heads_by_its_settings(kafka: Kafka) -> None:
     """cart-mapping (as order-finalization and refund) serves its health port through the same serve()."""
     port = free_port()
-    service = start_service("cart-mapping-edges", "instore_cart_mapping", {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "CART_MAPPING_HTTP_PORT": str(port),
-        "CART_MAPPING_CONSUMER_GROUP": f"edges-{uuid.uuid4().hex[:8]}", "HTTP_MAX_HEADER_BYTES": "4096",
-    }, port, ready_path="/healthz")
+    service = start_service(
+        "cart-mapping-edges",
+        "instore_cart_mapping",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "CART_MAPPING_HTTP_PORT": str(port),
+            "CART_MAPPING_CONSUMER_GROUP": f"edges-{uuid.uuid4().hex[:8]}",
+            "HTTP_MAX_HEADER_BYTES": "4096",
+        },
+        port,
+        ready_path="/healthz",
+    )
     try:
         head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: "
         assert _status(_exchange(port, head + b"a" * 2048 + b"\r\n\r\n")) == 200

@@ -87,8 +87,8 @@ async def _client(kafka: Kafka, name: str, **kwargs: Any) -> RequestReplyClient:
 
 # -- A4: the reply reader is supervised ------------------------------------------------
 @pytest.mark.parametrize("how", ["exception", "cancelled"])
-async def test_a_reply_reader_that_ends_is_logged_restarted_and_reported_not_ready(
-        kafka: Kafka, responder: None, how: str) -> None:  # noqa: F811 - the imported fixture
+@pytest.mark.usefixtures("responder")
+async def test_a_reply_reader_that_ends_is_logged_restarted_and_reported_not_ready(kafka: Kafka, how: str) -> None:
     client = await _client(kafka, f"reader-{how}", restart_backoff=2.0)
     lookups = KafkaCartLookups(client, timeout=10)
     try:
@@ -96,6 +96,7 @@ async def test_a_reply_reader_that_ends_is_logged_restarted_and_reported_not_rea
         assert await client.ready()
         with capture_logs() as logs:
             if how == "exception":
+
                 async def broken(*_: Any, **__: Any) -> Any:
                     raise KafkaError("injected: the reply consumer failed")
 
@@ -142,7 +143,9 @@ async def test_the_gateways_producer_left_with_a_sequence_gap_is_replaced(kafka:
                 await client.publish(topic, "cart-1", b'{"n":%d}' % n, message_type="t", timeout_s=10)
         assert client._producer is not broken
         assert [e["error"] for e in logs if e["event"] == "kafka.producer_failed"] in (
-            ["OutOfOrderSequenceNumber"], ["UnknownProducerId"])
+            ["OutOfOrderSequenceNumber"],
+            ["UnknownProducerId"],
+        )
         assert any(e["event"] == "kafka.producer_replaced" for e in logs)
     finally:
         await client.stop()
@@ -191,7 +194,9 @@ async def test_a_faststream_brokers_producer_left_with_a_sequence_gap_is_replace
             assert (await _call(readyz))[0] == 200
         assert broker.config.producer._producer.producer is not broken  # type: ignore[attr-defined]
         assert [e["event"] for e in logs if e["event"].startswith("kafka.producer_")] == [
-            "kafka.producer_failed", "kafka.producer_replaced"]
+            "kafka.producer_failed",
+            "kafka.producer_replaced",
+        ]
     finally:
         await broker.stop()
     assert sorted(await _values(kafka.bootstrap_servers, topic, 3)) == [b"1", b"3", b"4"]
@@ -207,8 +212,7 @@ async def _call(route: Any) -> tuple[int, bytes]:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    await route({"type": "http", "method": "GET", "path": "/readyz", "headers": [], "query_string": b""},
-                receive, send)
+    await route({"type": "http", "method": "GET", "path": "/readyz", "headers": [], "query_string": b""}, receive, send)
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 
@@ -264,8 +268,7 @@ async def test_after_an_outage_longer_than_every_timeout_the_gateway_client_publ
 
 
 # -- A7: reconnects back off -------------------------------------------------------------------
-async def test_a_stopped_broker_is_retried_with_backoff_and_logged_once_per_state_change(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_stopped_broker_is_retried_with_backoff_and_logged_once_per_state_change(monkeypatch: pytest.MonkeyPatch) -> None:
     attempts = 0
     connect = AIOKafkaConnection.connect
 

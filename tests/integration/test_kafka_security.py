@@ -29,18 +29,22 @@ USER, PASSWORD = "instore-svc", "scram-password-" + uuid.uuid4().hex
 def scram_kafka(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[Kafka]:
     """A broker whose only client listener is SASL_PLAINTEXT with SCRAM-SHA-512."""
     port, controller = free_port(), free_port()
-    jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required '
-            f'username="{USER}" password="{PASSWORD}";')
+    jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{USER}" password="{PASSWORD}";'
     monkeypatch_module.setenv("KAFKA_FORMAT_ARGS", f"--add-scram 'SCRAM-SHA-512=[name={USER},password={PASSWORD}]'")
-    monkeypatch_module.setenv("KAFKA_EXTRA_PROPERTIES", "\n".join([
-        f"listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-        f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-        "inter.broker.listener.name=SASL_PLAINTEXT",
-        "sasl.enabled.mechanisms=SCRAM-SHA-512",
-        "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
-        f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={jaas}",
-    ]))
+    monkeypatch_module.setenv(
+        "KAFKA_EXTRA_PROPERTIES",
+        "\n".join(
+            [
+                f"listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+                f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+                "inter.broker.listener.name=SASL_PLAINTEXT",
+                "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+                f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={jaas}",
+            ]
+        ),
+    )
     broker = start_kafka(port, controller)
     yield broker
     broker.stop()
@@ -54,8 +58,11 @@ def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
 
 def _settings(kafka: Kafka, password: str = PASSWORD) -> CartMappingSettings:
     return CartMappingSettings(
-        kafka_bootstrap_servers=kafka.bootstrap_servers, kafka_security_protocol="SASL_PLAINTEXT",
-        kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username=USER, kafka_sasl_password=password,
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username=USER,
+        kafka_sasl_password=password,
         cart_mapping_consumer_group=f"scram-{uuid.uuid4().hex[:6]}",
     )
 

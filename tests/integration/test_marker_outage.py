@@ -43,11 +43,21 @@ class MarkerOutage(httpx.AsyncBaseTransport):
         self.refused = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if (request.method == "POST" and request.url.path.endswith("/custom-objects")
-                and b'"published"' in request.content and time.monotonic() < self.until):
+        if (
+            request.method == "POST"
+            and request.url.path.endswith("/custom-objects")
+            and b'"published"' in request.content
+            and time.monotonic() < self.until
+        ):
             self.refused += 1
-            return httpx.Response(503, json={"statusCode": 503, "message": "injected",
-                                             "errors": [{"code": "ServiceUnavailable", "message": "injected"}]})
+            return httpx.Response(
+                503,
+                json={
+                    "statusCode": 503,
+                    "message": "injected",
+                    "errors": [{"code": "ServiceUnavailable", "message": "injected"}],
+                },
+            )
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -61,11 +71,13 @@ async def test_a_marker_write_failing_for_a_while_still_gives_one_event_per_orde
     fault = MarkerOutage(time.monotonic() + 3600)
     ctp = CommercetoolsSettings(**{k.removeprefix("CTP_").lower(): v for k, v in ct_mock.settings_env().items()})
     client = CommercetoolsClient(ctp, transport=fault)
-    settings = OrderFinalizationSettings(kafka_bootstrap_servers=kafka.bootstrap_servers,
-                                         order_finalization_consumer_group=f"marker-outage-{uuid.uuid4().hex[:8]}")
+    settings = OrderFinalizationSettings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers, order_finalization_consumer_group=f"marker-outage-{uuid.uuid4().hex[:8]}"
+    )
     broker = create_broker(settings, client, attempts=ctp.max_attempts)
-    reader = AIOKafkaConsumer(PAYMENTS_COMPLETED.name, bootstrap_servers=kafka.bootstrap_servers, group_id=None,
-                              auto_offset_reset="earliest")
+    reader = AIOKafkaConsumer(
+        PAYMENTS_COMPLETED.name, bootstrap_servers=kafka.bootstrap_servers, group_id=None, auto_offset_reset="earliest"
+    )
     events: Counter[str] = Counter()
     await broker.start()
     await reader.start()
@@ -98,6 +110,8 @@ async def test_a_marker_write_failing_for_a_while_still_gives_one_event_per_orde
         await reader.stop()
         await broker.stop()
         await client.aclose()
-    print(f"marker outage {OUTAGE:.0f} s: {fault.refused} marker writes refused; events per Order: "
-          f"{sorted(Counter(events.values()).items())}")
+    print(
+        f"marker outage {OUTAGE:.0f} s: {fault.refused} marker writes refused; events per Order: "
+        f"{sorted(Counter(events.values()).items())}"
+    )
     assert fault.refused > 0 and len(events) == SALES and set(events.values()) == {1}

@@ -91,15 +91,17 @@ async def _dead_letters(bootstrap: str, webhook_id: str) -> int:
     found = 0
     try:
         while batches := await c.getmany(timeout_ms=1000):
-            found += sum(1 for records in batches.values() for r in records
-                         if dict(r.headers).get("webhook-id") == webhook_id.encode())
+            found += sum(
+                1 for records in batches.values() for r in records if dict(r.headers).get("webhook-id") == webhook_id.encode()
+            )
     finally:
         await c.stop()
     return found
 
 
 async def test_an_outage_past_the_poll_interval_is_one_processing_and_one_dead_letter(
-        kafka: Kafka, monkeypatch: pytest.MonkeyPatch) -> None:
+    kafka: Kafka, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(consumer_module, "HANDLER_GRACE_SECONDS", GRACE)
     monkeypatch.setattr(consumer_module, "POLL_MARGIN_SECONDS", MARGIN)
     monkeypatch.setattr(consumer_module, "KAFKA_DEFAULT_POLL_SECONDS", 0.0)
@@ -119,9 +121,12 @@ async def test_an_outage_past_the_poll_interval_is_one_processing_and_one_dead_l
         return await real_handle(body, headers, **kwargs)
 
     monkeypatch.setattr(app_module, "handle_payment_webhook", counting)
-    settings = OrderFinalizationSettings(kafka_bootstrap_servers=kafka.bootstrap_servers,
-                                         order_finalization_consumer_group=group, order_finalization_concurrency=2,
-                                         order_finalization_retry_seconds=BUDGET)
+    settings = OrderFinalizationSettings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        order_finalization_consumer_group=group,
+        order_finalization_concurrency=2,
+        order_finalization_retry_seconds=BUDGET,
+    )
     broker = app_module.create_broker(settings, commerce)
     webhook_id, sentinel_id = f"w-{uuid.uuid4().hex}", f"s-{uuid.uuid4().hex}"
     await broker.start()
@@ -131,8 +136,12 @@ async def test_an_outage_past_the_poll_interval_is_one_processing_and_one_dead_l
         body = json.dumps({"id": webhook_id, "type": "payment.completed", "cartId": "sale-1"}).encode()
         sent = await broker.publish(body, WEBHOOKS.name, key=b"sale-1", headers={"webhook-id": webhook_id})
         # behind it on the same partition: a webhook of another kind (skipped at once)
-        after = await broker.publish(json.dumps({"id": sentinel_id, "type": "other"}).encode(), WEBHOOKS.name,
-                                     key=b"sale-1", headers={"webhook-id": sentinel_id})
+        after = await broker.publish(
+            json.dumps({"id": sentinel_id, "type": "other"}).encode(),
+            WEBHOOKS.name,
+            key=b"sale-1",
+            headers={"webhook-id": sentinel_id},
+        )
         assert sent.partition == after.partition
         deadline = time.monotonic() + 60
         while await _committed(kafka.bootstrap_servers, group, after.partition) < after.offset + 1:

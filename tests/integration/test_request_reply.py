@@ -45,8 +45,9 @@ def _commerce() -> InMemoryCommerce:
 @pytest.fixture(scope="module")
 async def responder(kafka: Kafka) -> AsyncIterator[None]:
     """cart-mapping's subscriber, in-process, on the real broker, with an in-memory commerce."""
-    settings = CartMappingSettings(kafka_bootstrap_servers=kafka.bootstrap_servers,
-                                   cart_mapping_consumer_group=f"test-{uuid.uuid4()}")
+    settings = CartMappingSettings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers, cart_mapping_consumer_group=f"test-{uuid.uuid4()}"
+    )
     await ensure_topics(kafka.bootstrap_servers, ALL_TOPICS, 3, 1)
     broker = create_broker(settings, _commerce())
     await broker.start()
@@ -137,8 +138,7 @@ async def test_gateway_client_connects_and_creates_topics_when_kafka_comes_later
     async def create_topics() -> None:
         await ensure_topics(bootstrap, ALL_TOPICS, 1, 1, timeout_s=2)
 
-    client = RequestReplyClient(bootstrap, CART_REPLIES.name, "late-kafka", connect_backoff_max=0.5,
-                                prepare=create_topics)
+    client = RequestReplyClient(bootstrap, CART_REPLIES.name, "late-kafka", connect_backoff_max=0.5, prepare=create_topics)
     await client.start()
     late = None
     try:

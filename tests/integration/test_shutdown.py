@@ -23,19 +23,29 @@ from tests.support.processes import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize(("module", "port_var"), [
-    ("instore_cart_mapping", "CART_MAPPING_HTTP_PORT"),
-    ("instore_refund", "REFUND_HTTP_PORT"),
-])
+@pytest.mark.parametrize(
+    ("module", "port_var"),
+    [
+        ("instore_cart_mapping", "CART_MAPPING_HTTP_PORT"),
+        ("instore_refund", "REFUND_HTTP_PORT"),
+    ],
+)
 def test_sigterm_stops_the_service_with_its_broker_gone(ct_mock: CtMock, module: str, port_var: str) -> None:
     kafka = start_kafka(free_port(), free_port())  # a broker of its own, to take away
     port = free_port()
-    service = start_service(f"shutdown-{module}", module, {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **ct_mock.settings_env(), port_var: str(port)}, port)
+    service = start_service(
+        f"shutdown-{module}",
+        module,
+        {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **ct_mock.settings_env(), port_var: str(port)},
+        port,
+    )
     try:
         kafka.stop()
-        wait_until(lambda: "Connection refused" in service.process.output() or "NodeNotReady" in service.process.output(),
-                   60, "the service to notice the broker is gone")
+        wait_until(
+            lambda: "Connection refused" in service.process.output() or "NodeNotReady" in service.process.output(),
+            60,
+            "the service to notice the broker is gone",
+        )
         service.process.proc.send_signal(signal.SIGTERM)
         started = time.monotonic()
         wait_until(lambda: not service.process.alive(), 45, "the service to exit after SIGTERM")

@@ -33,8 +33,11 @@ def _answers(port: int) -> bool:
 def stripe_mock() -> Iterator[str]:
     assert BINARY.exists(), f"{BINARY} is missing: run make install (needs Go)"
     port, https_port = free_port(), free_port()  # both: without -https-addr it also takes the fixed port 12112
-    process = subprocess.Popen([str(BINARY), "-http-addr", f"127.0.0.1:{port}", "-https-addr",
-                                f"127.0.0.1:{https_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(BINARY), "-http-addr", f"127.0.0.1:{port}", "-https-addr", f"127.0.0.1:{https_port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until(lambda: _answers(port) or process.poll() is not None, 30, "stripe-mock to listen")
         assert process.poll() is None, "stripe-mock exited"
@@ -58,9 +61,17 @@ async def test_a_payment_intent_stripe_accepts(stripe_mock: str, capture: bool) 
     seen: list[httpx.Request] = []
     provider = _provider(stripe_mock, seen)
     try:
-        result = await provider.pay(PaymentInput(tender=Tender.BANK_CARD, amount=Money(centAmount=1949, currencyCode="EUR"),
-                                                 capture=capture, card_token="pm_card_visa", request_id="r-1",
-                                                 payment_id="pay-1"), "instore-payment-r-1")
+        result = await provider.pay(
+            PaymentInput(
+                tender=Tender.BANK_CARD,
+                amount=Money(centAmount=1949, currencyCode="EUR"),
+                capture=capture,
+                card_token="pm_card_visa",
+                request_id="r-1",
+                payment_id="pay-1",
+            ),
+            "instore-payment-r-1",
+        )
     finally:
         await provider.aclose()
     assert isinstance(result, Approved | Declined)  # stripe-mock answers a fixed status; the mapping is unit-tested
@@ -82,8 +93,7 @@ async def test_capture_cancel_and_refund_are_calls_stripe_accepts(stripe_mock: s
     assert isinstance(captured, Approved | Declined) and captured.reference
     assert isinstance(cancelled, Approved)
     assert isinstance(refunded, Approved) and refunded.reference.startswith("re_")
-    assert [r.headers["idempotency-key"] for r in seen] == ["instore-capture-r-2", "instore-cancel-r-3",
-                                                           "instore-refund-r-4"]
+    assert [r.headers["idempotency-key"] for r in seen] == ["instore-capture-r-2", "instore-cancel-r-3", "instore-refund-r-4"]
 
 
 async def test_stripe_mock_refuses_a_malformed_call_as_a_refusal(stripe_mock: str) -> None:

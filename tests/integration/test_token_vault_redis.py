@@ -25,8 +25,13 @@ def new_user_key() -> str:
 
 
 def token(ttl: float = 300, access_token: str | None = None) -> StoredToken:
-    return StoredToken(access_token=access_token or f"at-{secrets.token_hex(16)}", expires_at=time.time() + ttl,
-                       user_id="u-1", location_id="loc-berlin", workstation_id="ws-7")
+    return StoredToken(
+        access_token=access_token or f"at-{secrets.token_hex(16)}",
+        expires_at=time.time() + ttl,
+        user_id="u-1",
+        location_id="loc-berlin",
+        workstation_id="ws-7",
+    )
 
 
 @pytest.fixture
@@ -84,8 +89,9 @@ async def test_an_expired_token_is_not_written(vault: RedisTokenVault, plain: Re
     assert await plain.exists(vault.redis_key(user_key)) == 0
 
 
-async def test_key_rotation(redis: RedisServer, vault: RedisTokenVault, caplog: pytest.LogCaptureFixture,
-                            capsys: pytest.CaptureFixture[str]) -> None:
+async def test_key_rotation(
+    redis: RedisServer, vault: RedisTokenVault, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     user_key, stored = new_user_key(), token()
     await vault.put(user_key, stored)  # written with A
     rotated = RedisTokenVault(redis.url, [KEY_B, KEY_A])
@@ -145,4 +151,3 @@ async def test_redis_down_raises_vault_unavailable() -> None:
         assert time.monotonic() - started < 10
     finally:
         await down.aclose()
-

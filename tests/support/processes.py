@@ -78,8 +78,14 @@ class LoggedProcess:
         self._lock = threading.Lock()
         self.log_path = Path(tempfile.gettempdir()) / f"instore-test-{name}-{os.getpid()}-{time.monotonic_ns()}.log"
         self.proc = subprocess.Popen(
-            args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, bufsize=1, start_new_session=True,
+            args,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -137,22 +143,34 @@ class Kafka:
     def pause(self) -> None:
         """Stop the broker this run started, keeping its data (``resume`` starts it again)."""
         assert self.home is not None, "only a broker this run started can be paused"
-        subprocess.run(["bash", str(REPO_ROOT / "scripts" / "kafka.sh"), "stop"], check=True, capture_output=True,
-                       env=_kafka_env(self.home, self.bootstrap_servers, self.controller_port))
+        subprocess.run(
+            ["bash", str(REPO_ROOT / "scripts" / "kafka.sh"), "stop"],
+            check=True,
+            capture_output=True,
+            env=_kafka_env(self.home, self.bootstrap_servers, self.controller_port),
+        )
 
     def resume(self) -> None:
         """Start a paused broker again on the same ports and data; returns once it is ready."""
         assert self.home is not None
-        result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "kafka.sh"), "start"], capture_output=True,
-                                text=True, env=_kafka_env(self.home, self.bootstrap_servers, self.controller_port))
+        result = subprocess.run(
+            ["bash", str(REPO_ROOT / "scripts" / "kafka.sh"), "start"],
+            capture_output=True,
+            text=True,
+            env=_kafka_env(self.home, self.bootstrap_servers, self.controller_port),
+        )
         if result.returncode != 0:
             raise RuntimeError(f"Kafka did not restart:\n{result.stdout}\n{result.stderr}")
 
     def stop(self) -> None:
         """Stop and delete the broker this test run started (no-op for an external one)."""
         if self.home is not None:
-            subprocess.run(["bash", str(REPO_ROOT / "scripts" / "kafka.sh"), "stop"],
-                           env=_kafka_env(self.home, self.bootstrap_servers), check=False, capture_output=True)
+            subprocess.run(
+                ["bash", str(REPO_ROOT / "scripts" / "kafka.sh"), "stop"],
+                env=_kafka_env(self.home, self.bootstrap_servers),
+                check=False,
+                capture_output=True,
+            )
             shutil.rmtree(self.home, ignore_errors=True)
 
 
@@ -181,7 +199,10 @@ def start_kafka(port: int | None = None, controller_port: int | None = None) -> 
     bootstrap = f"127.0.0.1:{port}"
     result = subprocess.run(
         ["bash", str(REPO_ROOT / "scripts" / "kafka.sh"), "start"],
-        env=_kafka_env(home, bootstrap, controller), capture_output=True, text=True, check=False,
+        env=_kafka_env(home, bootstrap, controller),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"local Kafka did not start:\n{result.stdout}\n{result.stderr}")
@@ -223,11 +244,14 @@ def start_redis(timeout: float = 20) -> RedisServer:
         return RedisServer(external)
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RuntimeError("redis-server is not installed: run `make install` as root, "
-                           "or `apt-get install redis-server` (or set REDIS_URL to a Redis)")
+        raise RuntimeError(
+            "redis-server is not installed: run `make install` as root, "
+            "or `apt-get install redis-server` (or set REDIS_URL to a Redis)"
+        )
     port = free_port()
-    process = LoggedProcess("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no"], dict(os.environ))
+    process = LoggedProcess(
+        "redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], dict(os.environ)
+    )
 
     def ready() -> bool:
         if not process.alive():
@@ -269,8 +293,11 @@ def start_ct_mock(project_key: str = "instore-demo", timeout: float = 60) -> CtM
     env = dict(os.environ, CTP_PROJECT_KEY=project_key)
     process = LoggedProcess("ct-mock", ["node", "tools/ct-mock/server.mjs", "--port", str(port), "--seed"], env)
     try:
-        wait_until(lambda: process.find_line(lambda s: s.startswith("ct-mock ready")) is not None or not process.alive(),
-                   timeout, "the commercetools mock")
+        wait_until(
+            lambda: process.find_line(lambda s: s.startswith("ct-mock ready")) is not None or not process.alive(),
+            timeout,
+            "the commercetools mock",
+        )
     except TimeoutError:
         process.stop()
         raise
@@ -301,8 +328,9 @@ class Service:
         return self.process.stop(sig)
 
 
-def start_service(name: str, module: str, env: dict[str, str], port: int, ready_path: str = "/readyz",
-                  timeout: float = 60) -> Service:
+def start_service(
+    name: str, module: str, env: dict[str, str], port: int, ready_path: str = "/readyz", timeout: float = 60
+) -> Service:
     """Run ``python -m module`` and wait until ``GET ready_path`` answers 200."""
     process = LoggedProcess(name, [sys.executable, "-m", module], service_env(env))
     url = f"http://127.0.0.1:{port}"

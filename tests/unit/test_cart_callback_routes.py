@@ -46,9 +46,11 @@ class Events:
 @pytest.fixture(params=[True, False], ids=["raw-route", "litestar-route"])
 def gateway(request: pytest.FixtureRequest) -> Iterator[tuple[Lookups, TestClient[Any]]]:
     lookups = Lookups()
-    app = create_app(GatewaySettings(instore_callback_api_key=KEY),
-                     Ports(cart_lookups=lookups, events=Events(), vault=InMemoryTokenVault()),  # type: ignore[arg-type]
-                     raw_routes=request.param)
+    app = create_app(
+        GatewaySettings(instore_callback_api_key=KEY),
+        Ports(cart_lookups=lookups, events=Events(), vault=InMemoryTokenVault()),  # type: ignore[arg-type]
+        raw_routes=request.param,
+    )
     with TestClient(app) as client:
         yield lookups, client
 
@@ -62,10 +64,12 @@ def _problem(response: Any, status: int, slug: str) -> dict[str, Any]:
     return body
 
 
-@pytest.mark.parametrize(("path", "kind"), [("/instore/callbacks/carts/c-1", CartKind.SALE),
-                                            ("/instore/callbacks/return-carts/c-1", CartKind.RETURN)])
-def test_a_found_cart_is_answered_as_cart_mapping_returned_it(gateway: tuple[Lookups, TestClient[Any]],
-                                                             path: str, kind: CartKind) -> None:
+@pytest.mark.parametrize(
+    ("path", "kind"), [("/instore/callbacks/carts/c-1", CartKind.SALE), ("/instore/callbacks/return-carts/c-1", CartKind.RETURN)]
+)
+def test_a_found_cart_is_answered_as_cart_mapping_returned_it(
+    gateway: tuple[Lookups, TestClient[Any]], path: str, kind: CartKind
+) -> None:
     lookups, client = gateway
     response = client.get(path, headers={"X-Api-Key": KEY + " "})  # trailing whitespace is not part of the key
     assert response.status_code == 200 and response.content == CART
@@ -74,10 +78,10 @@ def test_a_found_cart_is_answered_as_cart_mapping_returned_it(gateway: tuple[Loo
     assert lookups.asked == [(kind, "c-1", response.headers["x-correlation-id"])]
 
 
-@pytest.mark.parametrize("headers", [{}, {"X-Api-Key": "wrong"}, {"X-Api-Key": KEY[:-1]},
-                                     [("X-Api-Key", KEY), ("X-Api-Key", KEY)]])
-def test_without_exactly_the_key_it_is_401_and_nothing_is_asked(gateway: tuple[Lookups, TestClient[Any]],
-                                                                 headers: Any) -> None:
+@pytest.mark.parametrize(
+    "headers", [{}, {"X-Api-Key": "wrong"}, {"X-Api-Key": KEY[:-1]}, [("X-Api-Key", KEY), ("X-Api-Key", KEY)]]
+)
+def test_without_exactly_the_key_it_is_401_and_nothing_is_asked(gateway: tuple[Lookups, TestClient[Any]], headers: Any) -> None:
     lookups, client = gateway
     response = client.get("/instore/callbacks/carts/c-1", headers=headers)
     _problem(response, 401, "unauthorized")
@@ -92,17 +96,21 @@ def test_a_cart_id_that_is_no_id_or_key_is_400(gateway: tuple[Lookups, TestClien
     assert lookups.asked == []
 
 
-@pytest.mark.parametrize(("answer", "status", "slug"), [
-    (CartLookupReply(status=LookupStatus.NOT_FOUND, reason="cart-not-found"), 404, "cart-not-found"),
-    (CartLookupReply(status=LookupStatus.CONFLICT, reason="cart-not-active", detail="Ordered"), 409, "cart-not-active"),
-    (CartLookupReply(status=LookupStatus.INVALID, reason="cart-empty"), 422, "cart-empty"),
-    (CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="commerce-unavailable"), 502, "commerce-unavailable"),
-    (BrokerUnavailable("down"), 503, "broker-unavailable"),
-    (ReplyTimeout("late"), 504, "cart-lookup-timeout"),
-    (msgspec.DecodeError("bad"), 502, "bad-reply"),
-])
-def test_refusals_and_failures_are_problems(gateway: tuple[Lookups, TestClient[Any]], answer: Any, status: int,
-                                            slug: str) -> None:
+@pytest.mark.parametrize(
+    ("answer", "status", "slug"),
+    [
+        (CartLookupReply(status=LookupStatus.NOT_FOUND, reason="cart-not-found"), 404, "cart-not-found"),
+        (CartLookupReply(status=LookupStatus.CONFLICT, reason="cart-not-active", detail="Ordered"), 409, "cart-not-active"),
+        (CartLookupReply(status=LookupStatus.INVALID, reason="cart-empty"), 422, "cart-empty"),
+        (CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="commerce-unavailable"), 502, "commerce-unavailable"),
+        (BrokerUnavailable("down"), 503, "broker-unavailable"),
+        (ReplyTimeout("late"), 504, "cart-lookup-timeout"),
+        (msgspec.DecodeError("bad"), 502, "bad-reply"),
+    ],
+)
+def test_refusals_and_failures_are_problems(
+    gateway: tuple[Lookups, TestClient[Any]], answer: Any, status: int, slug: str
+) -> None:
     lookups, client = gateway
     lookups.answer = answer
     before = REGISTRY.get_sample_value("instore_cart_lookups_total", {"kind": "sale", "outcome": str(status)}) or 0
@@ -122,14 +130,18 @@ def test_a_bug_in_the_lookup_is_a_500_problem_without_internals(gateway: tuple[L
     assert "secret internals" not in response.text
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [
-    ("GET", "/instore/callbacks/carts/c-1/extra", 404),
-    ("GET", "/instore/callbacks/carts/", 404),
-    ("POST", "/instore/callbacks/carts/c-1", 405),
-    ("GET", "/instore/webhooks", 405),
-])
-def test_other_paths_and_methods_are_litestar_s_answers(gateway: tuple[Lookups, TestClient[Any]], method: str,
-                                                        path: str, status: int) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/instore/callbacks/carts/c-1/extra", 404),
+        ("GET", "/instore/callbacks/carts/", 404),
+        ("POST", "/instore/callbacks/carts/c-1", 405),
+        ("GET", "/instore/webhooks", 405),
+    ],
+)
+def test_other_paths_and_methods_are_litestar_s_answers(
+    gateway: tuple[Lookups, TestClient[Any]], method: str, path: str, status: int
+) -> None:
     lookups, client = gateway
     response = client.request(method, path, headers={"X-Api-Key": KEY})
     assert response.status_code == status and response.headers["content-type"] == "application/problem+json"
@@ -138,8 +150,7 @@ def test_other_paths_and_methods_are_litestar_s_answers(gateway: tuple[Lookups, 
 
 def test_http_metrics_are_labelled_with_the_route_template(gateway: tuple[Lookups, TestClient[Any]]) -> None:
     _lookups, client = gateway
-    labels = {"method": "GET", "path": "/instore/callbacks/return-carts/{cartId}", "status_code": "200",
-              "app_name": "gateway"}
+    labels = {"method": "GET", "path": "/instore/callbacks/return-carts/{cartId}", "status_code": "200", "app_name": "gateway"}
     before = REGISTRY.get_sample_value("instore_http_requests_total", labels) or 0
     assert client.get("/instore/callbacks/return-carts/some-cart-key", headers={"X-Api-Key": KEY}).status_code == 200
     assert REGISTRY.get_sample_value("instore_http_requests_total", labels) == before + 1
@@ -149,8 +160,10 @@ def test_http_metrics_are_labelled_with_the_route_template(gateway: tuple[Lookup
 def test_the_access_log_writes_every_request_or_only_errors(access_log: str, logged_statuses: list[int]) -> None:
     from structlog.testing import capture_logs
 
-    app = create_app(GatewaySettings(instore_callback_api_key=KEY, gateway_access_log=access_log),  # type: ignore[arg-type]
-                     Ports(cart_lookups=Lookups(), events=Events(), vault=InMemoryTokenVault()))  # type: ignore[arg-type]
+    app = create_app(
+        GatewaySettings(instore_callback_api_key=KEY, gateway_access_log=access_log),  # type: ignore[arg-type]
+        Ports(cart_lookups=Lookups(), events=Events(), vault=InMemoryTokenVault()),
+    )  # type: ignore[arg-type]
     with TestClient(app) as client, capture_logs() as logs:
         assert client.get("/instore/callbacks/carts/c-1", headers={"X-Api-Key": KEY}).status_code == 200
         assert client.get("/instore/callbacks/carts/c-1").status_code == 401
@@ -161,13 +174,16 @@ def test_the_access_log_writes_every_request_or_only_errors(access_log: str, log
 def test_cors_headers_only_on_the_host_app_routes(raw: bool) -> None:
     """Litestar's CORS config is app-wide; the callbacks (and webhooks, payment extensions) are server-to-server."""
     origin = "https://host.example.com"
-    app = create_app(GatewaySettings(instore_callback_api_key=KEY, gateway_cors_allow_origins=origin),
-                     Ports(cart_lookups=Lookups(), events=Events(), vault=InMemoryTokenVault()),  # type: ignore[arg-type]
-                     raw_routes=raw)
+    app = create_app(
+        GatewaySettings(instore_callback_api_key=KEY, gateway_cors_allow_origins=origin),
+        Ports(cart_lookups=Lookups(), events=Events(), vault=InMemoryTokenVault()),  # type: ignore[arg-type]
+        raw_routes=raw,
+    )
     with TestClient(app) as client:
         callback = client.get("/instore/callbacks/carts/c-1", headers={"X-Api-Key": KEY, "Origin": origin})
-        preflight = client.options("/instore/callbacks/carts/c-1", headers={
-            "Origin": origin, "Access-Control-Request-Method": "GET"})
+        preflight = client.options(
+            "/instore/callbacks/carts/c-1", headers={"Origin": origin, "Access-Control-Request-Method": "GET"}
+        )
         sessions = client.options("/sessions", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
     assert callback.status_code == 200
     assert not [h for h in callback.headers if h.lower().startswith("access-control-")]

@@ -35,10 +35,16 @@ async def test_the_webhook_consumers_serve_asyncapi_and_their_event_schemas() ->
     from instore_refund.app import create_app as refund_app
 
     for app, channel_topic, schemas in [
-        (order_finalization_app(commerce=InMemoryCommerce()), "instore.webhooks.v1",
-         {"/schemas/payments-completed.json": "PaymentsCompleted"}),
-        (refund_app(commerce=InMemoryCommerce()), "instore.webhooks.v1",
-         {"/schemas/refunds-completed.json": "RefundsCompleted", "/schemas/refund-webhook.json": "RefundWebhook"}),
+        (
+            order_finalization_app(commerce=InMemoryCommerce()),
+            "instore.webhooks.v1",
+            {"/schemas/payments-completed.json": "PaymentsCompleted"},
+        ),
+        (
+            refund_app(commerce=InMemoryCommerce()),
+            "instore.webhooks.v1",
+            {"/schemas/refunds-completed.json": "RefundsCompleted", "/schemas/refund-webhook.json": "RefundWebhook"},
+        ),
     ]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
             doc = (await client.get("/asyncapi.json")).json()

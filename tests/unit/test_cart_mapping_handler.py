@@ -64,17 +64,23 @@ async def test_commerce_down_is_an_upstream_error_not_an_exception() -> None:
     assert reply.status is LookupStatus.UPSTREAM_ERROR
 
 
-@pytest.mark.parametrize(("error", "status", "reason", "detail"), [
-    (InvalidInput(400, "InvalidInput", "bad key"), LookupStatus.INVALID, "commerce-refused", "answered 400 InvalidInput"),
-    (CommercetoolsError(414, "", "URI too long"), LookupStatus.INVALID, "commerce-refused", "answered 414"),
-    (CommercetoolsError(403, "insufficient_scope", "no"), LookupStatus.UPSTREAM_ERROR, "commerce-access-denied", "403"),
-    (AuthenticationFailed(401, "invalid_client", "no"), LookupStatus.UPSTREAM_ERROR, "commerce-access-denied", "401"),
-    (TransientError(429, "", "slow down"), LookupStatus.UPSTREAM_ERROR, "commerce-unavailable", "answered 429"),
-    (TransientError(503, "", "down"), LookupStatus.UPSTREAM_ERROR, "commerce-unavailable", "answered 503"),
-    (TransientError(0, "", "connect failed"), LookupStatus.UPSTREAM_ERROR, "commerce-unavailable", "could not be reached"),
-])
+@pytest.mark.parametrize(
+    ("error", "status", "reason", "detail"),
+    [
+        (InvalidInput(400, "InvalidInput", "bad key"), LookupStatus.INVALID, "commerce-refused", "answered 400 InvalidInput"),
+        (CommercetoolsError(414, "", "URI too long"), LookupStatus.INVALID, "commerce-refused", "answered 414"),
+        (CommercetoolsError(403, "insufficient_scope", "no"), LookupStatus.UPSTREAM_ERROR, "commerce-access-denied", "403"),
+        (AuthenticationFailed(401, "invalid_client", "no"), LookupStatus.UPSTREAM_ERROR, "commerce-access-denied", "401"),
+        (TransientError(429, "", "slow down"), LookupStatus.UPSTREAM_ERROR, "commerce-unavailable", "answered 429"),
+        (TransientError(503, "", "down"), LookupStatus.UPSTREAM_ERROR, "commerce-unavailable", "answered 503"),
+        (TransientError(0, "", "connect failed"), LookupStatus.UPSTREAM_ERROR, "commerce-unavailable", "could not be reached"),
+    ],
+)
 async def test_a_4xx_from_commerce_is_a_refusal_never_unavailable(
-    error: CommercetoolsError, status: LookupStatus, reason: str, detail: str,
+    error: CommercetoolsError,
+    status: LookupStatus,
+    reason: str,
+    detail: str,
 ) -> None:
     """Issue 10 B4: only 429/5xx/no answer are an outage; a 4xx is refused (401/403: our credentials)."""
     for kind in (CartKind.SALE, CartKind.RETURN):
@@ -88,11 +94,17 @@ async def test_a_4xx_from_commerce_is_a_refusal_never_unavailable(
 async def test_a_4xx_reading_the_purchase_order_is_a_refusal_too() -> None:
     commerce = InMemoryCommerce()
     cart = _sale_cart()
-    cart["lineItems"] = [{
-        "id": "r1", "quantity": 1, "variant": {"sku": "SKU-1"},
-        "custom": {"type": {"typeId": "type", "id": "t"},
-                   "fields": {"purchaseOrderId": "o" * 256, "purchaseLineItemId": "ol1"}},
-    }]
+    cart["lineItems"] = [
+        {
+            "id": "r1",
+            "quantity": 1,
+            "variant": {"sku": "SKU-1"},
+            "custom": {
+                "type": {"typeId": "type", "id": "t"},
+                "fields": {"purchaseOrderId": "o" * 256, "purchaseLineItemId": "ol1"},
+            },
+        }
+    ]
     commerce.add_cart(cart)
 
     async def refusing_find_order(ref: str, expand: tuple[str, ...] = ()) -> Any:
@@ -112,11 +124,17 @@ async def test_return_cart_is_checked_against_the_order() -> None:
     commerce.add_order(order)
     cart = _sale_cart()
     cart["key"] = "ret-1"
-    cart["lineItems"] = [{
-        "id": "r1", "quantity": 1, "variant": {"sku": "SKU-1"},
-        "custom": {"type": {"typeId": "type", "id": "t"},
-                   "fields": {"purchaseOrderId": "store-1-000001", "purchaseLineItemId": "ol1"}},
-    }]
+    cart["lineItems"] = [
+        {
+            "id": "r1",
+            "quantity": 1,
+            "variant": {"sku": "SKU-1"},
+            "custom": {
+                "type": {"typeId": "type", "id": "t"},
+                "fields": {"purchaseOrderId": "store-1-000001", "purchaseLineItemId": "ol1"},
+            },
+        }
+    ]
     commerce.add_cart(cart)
     reply = await handle_cart_lookup(_request("ret-1", CartKind.RETURN), commerce, SETTINGS)
     assert reply.status is LookupStatus.FOUND, reply

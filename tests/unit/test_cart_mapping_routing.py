@@ -38,8 +38,14 @@ async def test_request_is_answered_on_reply_to_with_the_correlation_id() -> None
         replies.append((message.correlation_id, message.body))
 
     async with TestKafkaBroker(broker) as br:
-        await br.publish(_request("sale-1"), CART_REQUESTS.name, key=b"sale-1", correlation_id="cid-1",
-                         reply_to=CART_REPLIES.name, headers={h.DEADLINE: str(int(time.time() * 1000) + 5000)})
+        await br.publish(
+            _request("sale-1"),
+            CART_REQUESTS.name,
+            key=b"sale-1",
+            correlation_id="cid-1",
+            reply_to=CART_REPLIES.name,
+            headers={h.DEADLINE: str(int(time.time() * 1000) + 5000)},
+        )
     assert len(replies) == 1
     cid, body = replies[0]
     assert cid == "cid-1"
@@ -55,8 +61,13 @@ async def test_expired_request_is_not_answered_and_bad_body_gets_a_reply() -> No
         replies.append(message.body)
 
     async with TestKafkaBroker(broker) as br:
-        await br.publish(_request("sale-1"), CART_REQUESTS.name, correlation_id="old",
-                         reply_to=CART_REPLIES.name, headers={h.DEADLINE: str(int(time.time() * 1000) - 1)})
+        await br.publish(
+            _request("sale-1"),
+            CART_REQUESTS.name,
+            correlation_id="old",
+            reply_to=CART_REPLIES.name,
+            headers={h.DEADLINE: str(int(time.time() * 1000) - 1)},
+        )
         assert replies == []
         await br.publish(b"{not json", CART_REQUESTS.name, correlation_id="bad", reply_to=CART_REPLIES.name)
     assert len(replies) == 1 and c.decode_reply(replies[0]).reason == "bad-request"

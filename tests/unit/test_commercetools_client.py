@@ -22,8 +22,14 @@ from instore_shared.settings import CommercetoolsSettings
 from tests.conftest import load_example
 
 SETTINGS = CommercetoolsSettings(
-    project_key="p", client_id="cid", client_secret="csecret", auth_url="https://auth.test",
-    api_url="https://api.test", backoff_initial_seconds=0.001, backoff_max_seconds=0.002, max_attempts=3,
+    project_key="p",
+    client_id="cid",
+    client_secret="csecret",
+    auth_url="https://auth.test",
+    api_url="https://api.test",
+    backoff_initial_seconds=0.001,
+    backoff_max_seconds=0.002,
+    max_attempts=3,
 )
 
 
@@ -42,8 +48,15 @@ class Server:
             body = dict(x.split("=") for x in request.content.decode().split("&"))
             assert body["grant_type"] == "client_credentials"
             self.tokens_issued += 1
-            return httpx.Response(200, json={"access_token": f"tok{self.tokens_issued}", "token_type": "Bearer",
-                                             "expires_in": self.expires_in, "scope": "view_orders:p"})
+            return httpx.Response(
+                200,
+                json={
+                    "access_token": f"tok{self.tokens_issued}",
+                    "token_type": "Bearer",
+                    "expires_in": self.expires_in,
+                    "scope": "view_orders:p",
+                },
+            )
         self.api_calls.append(request)
         if callable(self.api):
             return self.api(request)
@@ -99,8 +112,9 @@ async def test_concurrent_calls_share_one_token_fetch() -> None:
 
 
 async def test_401_fetches_a_new_token_once_and_repeats() -> None:
-    server = Server([httpx.Response(401, json={"statusCode": 401, "message": "invalid_token", "errors": []}),
-                     httpx.Response(200, json=CART)])
+    server = Server(
+        [httpx.Response(401, json={"statusCode": 401, "message": "invalid_token", "errors": []}), httpx.Response(200, json=CART)]
+    )
     async with _client(server) as client:
         await client.get_cart("a")
     assert server.tokens_issued == 2
@@ -180,7 +194,8 @@ async def test_find_cart_falls_back_from_id_to_key() -> None:
             await client.find_cart(uuid_key)
     assert [c.url.path for c in server.api_calls] == [
         "/p/carts/key=my-cart",  # not a UUID: it can only be a key
-        f"/p/carts/{uuid_key}", f"/p/carts/key={uuid_key}",  # a UUID: id first, then key
+        f"/p/carts/{uuid_key}",
+        f"/p/carts/key={uuid_key}",  # a UUID: id first, then key
     ]
 
 
@@ -208,17 +223,25 @@ class FlakyAuth(Server):
 
 
 _TIMEOUT = httpx.ReadTimeout("token endpoint hangs")
-_CT_429 = httpx.Response(429, json={"statusCode": 429, "message": "Too many requests",
-                                    "errors": [{"code": "TooManyRequests", "message": "slow down"}]})
+_CT_429 = httpx.Response(
+    429, json={"statusCode": 429, "message": "Too many requests", "errors": [{"code": "TooManyRequests", "message": "slow down"}]}
+)
 _CT_503 = httpx.Response(503, json={"statusCode": 503, "message": "Service unavailable", "errors": []})
 
 
-@pytest.mark.parametrize("failure", [
-    _CT_429, _CT_503, httpx.Response(502, text="<html>bad gateway</html>"), httpx.Response(500),
-    httpx.Response(200, json={"token_type": "Bearer"}),  # a 2xx without a token: a broken answer, not a refusal
-    httpx.Response(400, text="bad request from a proxy"),  # a 400 without an OAuth error code
-    _TIMEOUT,
-], ids=["429", "503", "502-html", "500-empty", "200-no-token", "400-no-oauth-code", "timeout"])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        _CT_429,
+        _CT_503,
+        httpx.Response(502, text="<html>bad gateway</html>"),
+        httpx.Response(500),
+        httpx.Response(200, json={"token_type": "Bearer"}),  # a 2xx without a token: a broken answer, not a refusal
+        httpx.Response(400, text="bad request from a proxy"),  # a 400 without an OAuth error code
+        _TIMEOUT,
+    ],
+    ids=["429", "503", "502-html", "500-empty", "200-no-token", "400-no-oauth-code", "timeout"],
+)
 async def test_a_token_endpoint_blip_is_retried_like_any_call(failure: httpx.Response | Exception) -> None:
     server = FlakyAuth([failure])
     async with _client(server) as client:
@@ -235,13 +258,30 @@ async def test_a_token_endpoint_outage_is_transient_once_the_retries_are_spent(f
     assert server.token_calls == SETTINGS.max_attempts and not server.api_calls
 
 
-@pytest.mark.parametrize(("status", "body"), [
-    (401, {"statusCode": 401, "message": "Please provide valid client credentials.",
-           "errors": [{"code": "invalid_client", "message": "bad"}], "error": "invalid_client"}),
-    (400, {"statusCode": 400, "message": "Illegal scope", "errors": [{"code": "invalid_scope", "message": "x"}],
-           "error": "invalid_scope"}),
-    (401, {"errors": [{"code": "invalid_client"}]}),
-])
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (
+            401,
+            {
+                "statusCode": 401,
+                "message": "Please provide valid client credentials.",
+                "errors": [{"code": "invalid_client", "message": "bad"}],
+                "error": "invalid_client",
+            },
+        ),
+        (
+            400,
+            {
+                "statusCode": 400,
+                "message": "Illegal scope",
+                "errors": [{"code": "invalid_scope", "message": "x"}],
+                "error": "invalid_scope",
+            },
+        ),
+        (401, {"errors": [{"code": "invalid_client"}]}),
+    ],
+)
 async def test_refused_credentials_are_permanent_at_once(status: int, body: dict[str, object]) -> None:
     server = FlakyAuth([httpx.Response(status, json=body)] * 5)
     async with _client(server) as client:

@@ -45,8 +45,7 @@ def _names(model: type, prefix: str = "") -> set[str]:
 
 
 def _secret_names(model: type, prefix: str = "") -> set[str]:
-    return {var for name, f in model.model_fields.items() if f.annotation is SecretStr
-            for var in _env_names(model, name, prefix)}
+    return {var for name, f in model.model_fields.items() if f.annotation is SecretStr for var in _env_names(model, name, prefix)}
 
 
 BASE_VARS = _names(BaseServiceSettings)
@@ -63,11 +62,17 @@ PAYMENT_EXTENSION_SCOPES = ("manage_payments", "manage_key_value_documents")
 DEVFAKES_PREFIX = "DEVFAKES_"
 DEVFAKES_VARS = _names(DevFakesSettings, DEVFAKES_PREFIX)
 # Values that must never be written into a manifest: SecretStr fields, plus the API client id.
-SECRET_VARS = (_secret_names(GatewaySettings) | _secret_names(CommercetoolsSettings, "CTP_") | {"CTP_CLIENT_ID"}
-               | _secret_names(DevFakesSettings, DEVFAKES_PREFIX) | _secret_names(PaymentExtensionSettings))
+SECRET_VARS = (
+    _secret_names(GatewaySettings)
+    | _secret_names(CommercetoolsSettings, "CTP_")
+    | {"CTP_CLIENT_ID"}
+    | _secret_names(DevFakesSettings, DEVFAKES_PREFIX)
+    | _secret_names(PaymentExtensionSettings)
+)
 # Secrets only the gateway reads (cart-mapping, order-finalization and refund must never get them).
-GATEWAY_SECRET_VARS = (_secret_names(GatewaySettings) - CART_MAPPING_VARS - ORDER_FINALIZATION_VARS - REFUND_VARS
-                       - PAYMENT_EXTENSION_VARS)
+GATEWAY_SECRET_VARS = (
+    _secret_names(GatewaySettings) - CART_MAPPING_VARS - ORDER_FINALIZATION_VARS - REFUND_VARS - PAYMENT_EXTENSION_VARS
+)
 # The services that call Composable Commerce (and only them get CTP_*).
 COMMERCE_SERVICES = ("cart-mapping", "order-finalization", "refund", "payment-extension")
 
@@ -75,11 +80,12 @@ COMMERCE_SERVICES = ("cart-mapping", "order-finalization", "refund", "payment-ex
 SERVICES: dict[str, tuple[set[str], int]] = {
     "gateway": (GATEWAY_VARS, GatewaySettings.model_fields["gateway_http_port"].default),
     "cart-mapping": (CART_MAPPING_VARS, CartMappingSettings.model_fields["cart_mapping_http_port"].default),
-    "order-finalization": (ORDER_FINALIZATION_VARS,
-                           OrderFinalizationSettings.model_fields["order_finalization_http_port"].default),
+    "order-finalization": (
+        ORDER_FINALIZATION_VARS,
+        OrderFinalizationSettings.model_fields["order_finalization_http_port"].default,
+    ),
     "refund": (REFUND_VARS, RefundSettings.model_fields["refund_http_port"].default),
-    "payment-extension": (PAYMENT_EXTENSION_VARS,
-                          PaymentExtensionSettings.model_fields["payment_extension_http_port"].default),
+    "payment-extension": (PAYMENT_EXTENSION_VARS, PaymentExtensionSettings.model_fields["payment_extension_http_port"].default),
 }
 
 # docker compose services built from this repository -> allowed variables (the Deployments, plus the dev fakes)
@@ -99,15 +105,34 @@ class Image:
 # directory under services/ -> its image
 IMAGES: dict[str, Image] = {
     "gateway": Image("instore-gateway", "instore_gateway", "GATEWAY_", GATEWAY_VARS, SERVICES["gateway"][1], "/readyz"),
-    "cart-mapping": Image("instore-cart-mapping", "instore_cart_mapping", "CART_MAPPING_", CART_MAPPING_VARS,
-                          SERVICES["cart-mapping"][1], "/readyz"),
-    "order-finalization": Image("instore-order-finalization", "instore_order_finalization", "ORDER_FINALIZATION_",
-                                ORDER_FINALIZATION_VARS, SERVICES["order-finalization"][1], "/readyz"),
+    "cart-mapping": Image(
+        "instore-cart-mapping", "instore_cart_mapping", "CART_MAPPING_", CART_MAPPING_VARS, SERVICES["cart-mapping"][1], "/readyz"
+    ),
+    "order-finalization": Image(
+        "instore-order-finalization",
+        "instore_order_finalization",
+        "ORDER_FINALIZATION_",
+        ORDER_FINALIZATION_VARS,
+        SERVICES["order-finalization"][1],
+        "/readyz",
+    ),
     "refund": Image("instore-refund", "instore_refund", "REFUND_", REFUND_VARS, SERVICES["refund"][1], "/readyz"),
-    "payment-extension": Image("instore-payment-extension", "instore_payment_extension", "PAYMENT_EXTENSION_",
-                               PAYMENT_EXTENSION_VARS, SERVICES["payment-extension"][1], "/readyz"),
-    "dev-fakes": Image("instore-devfakes", "instore_devfakes", DEVFAKES_PREFIX, DEVFAKES_VARS,
-                       DevFakesSettings.model_fields["http_port"].default, "/healthz"),
+    "payment-extension": Image(
+        "instore-payment-extension",
+        "instore_payment_extension",
+        "PAYMENT_EXTENSION_",
+        PAYMENT_EXTENSION_VARS,
+        SERVICES["payment-extension"][1],
+        "/readyz",
+    ),
+    "dev-fakes": Image(
+        "instore-devfakes",
+        "instore_devfakes",
+        DEVFAKES_PREFIX,
+        DEVFAKES_VARS,
+        DevFakesSettings.model_fields["http_port"].default,
+        "/healthz",
+    ),
 }
 
 
@@ -171,9 +196,18 @@ def _container_env_names(container: dict[str, Any]) -> set[str]:
 # -- sanity: the YAML parses ------------------------------------------------------------------
 def test_all_yaml_parses() -> None:
     docs = _k8s_docs()
-    assert {"kustomization.yaml", "namespace.yaml", "configmap.yaml", "secret.example.yaml",
-            "kafka-topics.yaml", "gateway.yaml", "cart-mapping.yaml", "order-finalization.yaml",
-            "refund.yaml", "payment-extension.yaml"} <= set(docs)
+    assert {
+        "kustomization.yaml",
+        "namespace.yaml",
+        "configmap.yaml",
+        "secret.example.yaml",
+        "kafka-topics.yaml",
+        "gateway.yaml",
+        "cart-mapping.yaml",
+        "order-finalization.yaml",
+        "refund.yaml",
+        "payment-extension.yaml",
+    } <= set(docs)
     for name, file_docs in docs.items():
         assert file_docs, f"{name} is empty"
         for doc in file_docs:
@@ -183,27 +217,53 @@ def test_all_yaml_parses() -> None:
 
 def test_the_field_name_sets_are_what_the_tests_assume() -> None:
     """Guards the tests themselves: a renamed field must not make them vacuous."""
-    assert {"KAFKA_BOOTSTRAP_SERVERS", "LOG_JSON"} <= BASE_VARS <= (GATEWAY_VARS & CART_MAPPING_VARS
-                                                                   & ORDER_FINALIZATION_VARS & REFUND_VARS
-                                                                   & PAYMENT_EXTENSION_VARS)
-    assert {"ORDER_FINALIZATION_CONSUMER_GROUP", "ORDER_FINALIZATION_HTTP_HOST", "ORDER_FINALIZATION_HTTP_PORT",
-            "INSTORE_FIELD_ORDER_NUMBER", "CTP_SCOPES", "CTP_CLIENT_SECRET"} <= ORDER_FINALIZATION_VARS - GATEWAY_VARS
+    assert (
+        {"KAFKA_BOOTSTRAP_SERVERS", "LOG_JSON"}
+        <= BASE_VARS
+        <= (GATEWAY_VARS & CART_MAPPING_VARS & ORDER_FINALIZATION_VARS & REFUND_VARS & PAYMENT_EXTENSION_VARS)
+    )
+    assert {
+        "ORDER_FINALIZATION_CONSUMER_GROUP",
+        "ORDER_FINALIZATION_HTTP_HOST",
+        "ORDER_FINALIZATION_HTTP_PORT",
+        "INSTORE_FIELD_ORDER_NUMBER",
+        "CTP_SCOPES",
+        "CTP_CLIENT_SECRET",
+    } <= ORDER_FINALIZATION_VARS - GATEWAY_VARS
     # Each service's own settings are not the other's: a ConfigMap cannot be shared blindly.
     assert "CART_MAPPING_CONSUMER_GROUP" in CART_MAPPING_VARS - ORDER_FINALIZATION_VARS
     assert "ORDER_FINALIZATION_CONSUMER_GROUP" in ORDER_FINALIZATION_VARS - CART_MAPPING_VARS
     assert OrderFinalizationSettings.model_fields["order_finalization_http_port"].default == 8082
-    assert {"REFUND_CONSUMER_GROUP", "REFUND_HTTP_HOST", "REFUND_HTTP_PORT", "INSTORE_FIELD_PURCHASE_ORDER_ID",
-            "INSTORE_FIELD_RETURN_COMMENT", "CTP_SCOPES", "CTP_CLIENT_SECRET"} <= REFUND_VARS - GATEWAY_VARS
+    assert {
+        "REFUND_CONSUMER_GROUP",
+        "REFUND_HTTP_HOST",
+        "REFUND_HTTP_PORT",
+        "INSTORE_FIELD_PURCHASE_ORDER_ID",
+        "INSTORE_FIELD_RETURN_COMMENT",
+        "CTP_SCOPES",
+        "CTP_CLIENT_SECRET",
+    } <= REFUND_VARS - GATEWAY_VARS
     assert "REFUND_CONSUMER_GROUP" in REFUND_VARS - ORDER_FINALIZATION_VARS - CART_MAPPING_VARS
     assert RefundSettings.model_fields["refund_http_port"].default == 8083
-    assert {"PAYMENT_EXTENSION_CONSUMER_GROUP", "PAYMENT_EXTENSION_HTTP_HOST", "PAYMENT_EXTENSION_HTTP_PORT",
-            "PAYMENT_EXTENSION_PROVIDER", "PAYMENT_EXTENSION_SIMULATOR_URL", "STRIPE_API_KEY", "STRIPE_API_BASE_URL",
-            "CTP_SCOPES", "CTP_CLIENT_SECRET"} <= PAYMENT_EXTENSION_VARS - GATEWAY_VARS
+    assert {
+        "PAYMENT_EXTENSION_CONSUMER_GROUP",
+        "PAYMENT_EXTENSION_HTTP_HOST",
+        "PAYMENT_EXTENSION_HTTP_PORT",
+        "PAYMENT_EXTENSION_PROVIDER",
+        "PAYMENT_EXTENSION_SIMULATOR_URL",
+        "STRIPE_API_KEY",
+        "STRIPE_API_BASE_URL",
+        "CTP_SCOPES",
+        "CTP_CLIENT_SECRET",
+    } <= PAYMENT_EXTENSION_VARS - GATEWAY_VARS
     # one allow-list and one signing secret, read by both the gateway and payment-extension
     assert {"PAYMENT_EXTENSION_ALLOWED_URLS", "INSTORE_WEBHOOK_SECRET"} <= PAYMENT_EXTENSION_VARS & GATEWAY_VARS
     # the gateway's payment-extension settings are not payment-extension's (they stay out of its ConfigMap)
-    assert {"PAYMENT_EXTENSION_PATH_PREFIX", "PAYMENT_EXTENSION_MAX_BODY_BYTES",
-            "PAYMENT_EXTENSION_PUBLISH_TIMEOUT_SECONDS"} <= GATEWAY_VARS - PAYMENT_EXTENSION_VARS
+    assert {
+        "PAYMENT_EXTENSION_PATH_PREFIX",
+        "PAYMENT_EXTENSION_MAX_BODY_BYTES",
+        "PAYMENT_EXTENSION_PUBLISH_TIMEOUT_SECONDS",
+    } <= GATEWAY_VARS - PAYMENT_EXTENSION_VARS
     assert "PAYMENT_EXTENSION_CONSUMER_GROUP" in PAYMENT_EXTENSION_VARS - REFUND_VARS - ORDER_FINALIZATION_VARS
     assert PaymentExtensionSettings.model_fields["payment_extension_http_port"].default == 8084
     assert {"STRIPE_API_KEY", "INSTORE_WEBHOOK_SECRET"} <= SECRET_VARS
@@ -211,13 +271,24 @@ def test_the_field_name_sets_are_what_the_tests_assume() -> None:
     assert "INSTORE_CALLBACK_API_KEY" in GATEWAY_VARS - CART_MAPPING_VARS
     assert {"CTP_PROJECT_KEY", "CTP_CLIENT_SECRET", "INSTORE_CURRENCY"} <= CART_MAPPING_VARS - GATEWAY_VARS
     assert {"INSTORE_CALLBACK_API_KEY", "CTP_CLIENT_SECRET"} <= SECRET_VARS
-    session_vars = {"IMS_JWKS_URL", "IMS_ISSUER", "IMS_AUDIENCE", "INSTORE_AUTH_BASE_URL", "INSTORE_AUTH_TOKEN_PATH",
-                    "INSTORE_TENANT_ID", "INSTORE_CONNECTION_KEY"}
+    session_vars = {
+        "IMS_JWKS_URL",
+        "IMS_ISSUER",
+        "IMS_AUDIENCE",
+        "INSTORE_AUTH_BASE_URL",
+        "INSTORE_AUTH_TOKEN_PATH",
+        "INSTORE_TENANT_ID",
+        "INSTORE_CONNECTION_KEY",
+    }
     assert session_vars == _names(SessionSettings) & session_vars
     vault_vars = {"TOKEN_VAULT_BACKEND", "TOKEN_VAULT_REDIS_URL", "TOKEN_VAULT_ENCRYPTION_KEYS"}
     assert session_vars | vault_vars <= GATEWAY_VARS - CART_MAPPING_VARS
-    assert {"INSTORE_CALLBACK_API_KEY", "INSTORE_CONNECTION_KEY", "TOKEN_VAULT_REDIS_URL",
-            "TOKEN_VAULT_ENCRYPTION_KEYS"} <= GATEWAY_SECRET_VARS
+    assert {
+        "INSTORE_CALLBACK_API_KEY",
+        "INSTORE_CONNECTION_KEY",
+        "TOKEN_VAULT_REDIS_URL",
+        "TOKEN_VAULT_ENCRYPTION_KEYS",
+    } <= GATEWAY_SECRET_VARS
     assert DevFakesSettings.model_config["env_prefix"] == DEVFAKES_PREFIX
     assert {"DEVFAKES_HTTP_HOST", "DEVFAKES_HTTP_PORT", "DEVFAKES_ISSUER", "LOG_LEVEL", "LOG_JSON"} <= DEVFAKES_VARS
     assert "DEVFAKES_LOG_LEVEL" not in DEVFAKES_VARS  # an aliased field is read without the prefix
@@ -272,8 +343,11 @@ def test_commerce_services_get_the_commercetools_credentials(service: str) -> No
     names = _container_env_names(container)
     assert {"CTP_PROJECT_KEY", "CTP_CLIENT_ID", "CTP_CLIENT_SECRET", "CTP_AUTH_URL", "CTP_API_URL"} <= names
     assert not names & GATEWAY_SECRET_VARS, f"{service} gets gateway secrets {sorted(names & GATEWAY_SECRET_VARS)}"
-    secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in container.get("env", [])
-                   if "secretKeyRef" in e.get("valueFrom", {})}
+    secret_refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
     for name in ("CTP_CLIENT_ID", "CTP_CLIENT_SECRET"):
         assert secret_refs.get(name) == name, f"{service}: {name} must come from the Secret key {name}"
     # payment-extension also signs what it posts to InStore and calls the provider
@@ -296,8 +370,7 @@ OWN_CONFIG: dict[str, tuple[str, set[str], tuple[str, ...]]] = {
 @pytest.mark.parametrize("service", sorted(OWN_CONFIG))
 def test_service_has_its_own_config_and_scopes(service: str) -> None:
     name, allowed, scopes = OWN_CONFIG[service]
-    refs = [s["configMapRef"]["name"] for s in _container(_deployments()[service]).get("envFrom", [])
-            if "configMapRef" in s]
+    refs = [s["configMapRef"]["name"] for s in _container(_deployments()[service]).get("envFrom", []) if "configMapRef" in s]
     assert refs == ["instore-integration-common", name]
     config = _of_kind(_resources(), "ConfigMap")[name]["data"]
     # PAYMENT_EXTENSION_ALLOWED_URLS: one allow-list both the gateway and payment-extension check
@@ -309,13 +382,30 @@ def test_service_has_its_own_config_and_scopes(service: str) -> None:
 def test_gateway_gets_the_session_and_token_vault_settings() -> None:
     container = _container(_deployments()["gateway"])
     names = _container_env_names(container)
-    assert {"TOKEN_VAULT_BACKEND", "TOKEN_VAULT_REDIS_URL", "TOKEN_VAULT_ENCRYPTION_KEYS", "IMS_JWKS_URL", "IMS_ISSUER",
-            "IMS_AUDIENCE", "INSTORE_AUTH_BASE_URL", "INSTORE_AUTH_TOKEN_PATH", "INSTORE_TENANT_ID",
-            "INSTORE_CONNECTION_KEY"} <= names
-    secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in container.get("env", [])
-                   if "secretKeyRef" in e.get("valueFrom", {})}
-    for name in ("INSTORE_CALLBACK_API_KEY", "INSTORE_CONNECTION_KEY", "INSTORE_WEBHOOK_SECRET",
-                 "TOKEN_VAULT_REDIS_URL", "TOKEN_VAULT_ENCRYPTION_KEYS"):
+    assert {
+        "TOKEN_VAULT_BACKEND",
+        "TOKEN_VAULT_REDIS_URL",
+        "TOKEN_VAULT_ENCRYPTION_KEYS",
+        "IMS_JWKS_URL",
+        "IMS_ISSUER",
+        "IMS_AUDIENCE",
+        "INSTORE_AUTH_BASE_URL",
+        "INSTORE_AUTH_TOKEN_PATH",
+        "INSTORE_TENANT_ID",
+        "INSTORE_CONNECTION_KEY",
+    } <= names
+    secret_refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    for name in (
+        "INSTORE_CALLBACK_API_KEY",
+        "INSTORE_CONNECTION_KEY",
+        "INSTORE_WEBHOOK_SECRET",
+        "TOKEN_VAULT_REDIS_URL",
+        "TOKEN_VAULT_ENCRYPTION_KEYS",
+    ):
         assert secret_refs.get(name) == name, f"gateway: {name} must come from the Secret key {name}"
     config = _of_kind(_resources(), "ConfigMap")["instore-gateway-config"]["data"]
     # Two replicas need the shared vault: the in-memory one would lose tokens between pods.
@@ -340,8 +430,7 @@ def test_k8s_gateway_and_payment_extension_share_one_allow_list() -> None:
     assert configmaps["instore-payment-extension-config"]["data"][ALLOW_LIST] == gateway
     for service in ("gateway", "payment-extension"):
         assert ALLOW_LIST in _container_env_names(_container(_deployments()[service])), service
-    GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret="s" * 32,
-                    payment_extension_allowed_urls=gateway)
+    GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret="s" * 32, payment_extension_allowed_urls=gateway)
     assert all(url.startswith("https://") for url in gateway.split(",")), "production calls InStore over https"
 
 
@@ -416,9 +505,16 @@ def test_example_secret_holds_only_placeholders() -> None:
     secret = _example_secret()
     assert secret["kind"] == "Secret"
     assert "data" not in secret, "use stringData with CHANGE-ME placeholders"
-    assert set(secret["stringData"]) == {"INSTORE_CALLBACK_API_KEY", "INSTORE_CONNECTION_KEY", "INSTORE_WEBHOOK_SECRET",
-                                         "TOKEN_VAULT_REDIS_URL", "TOKEN_VAULT_ENCRYPTION_KEYS", "CTP_CLIENT_ID",
-                                         "CTP_CLIENT_SECRET", "STRIPE_API_KEY"}
+    assert set(secret["stringData"]) == {
+        "INSTORE_CALLBACK_API_KEY",
+        "INSTORE_CONNECTION_KEY",
+        "INSTORE_WEBHOOK_SECRET",
+        "TOKEN_VAULT_REDIS_URL",
+        "TOKEN_VAULT_ENCRYPTION_KEYS",
+        "CTP_CLIENT_ID",
+        "CTP_CLIENT_SECRET",
+        "STRIPE_API_KEY",
+    }
     assert set(secret["stringData"]) <= SECRET_VARS
     assert all(v == PLACEHOLDER for v in secret["stringData"].values())
 
@@ -453,8 +549,10 @@ def test_k8s_probes(service: str) -> None:
     port_var = f"{service.upper().replace('-', '_')}_HTTP_PORT"
     host_var = f"{service.upper().replace('-', '_')}_HTTP_HOST"
     listening = int(env.get(port_var) or default_port)
-    assert listening == {"gateway": 8080, "cart-mapping": 8081, "order-finalization": 8082, "refund": 8083,
-                         "payment-extension": 8084}[service]
+    assert (
+        listening
+        == {"gateway": 8080, "cart-mapping": 8081, "order-finalization": 8082, "refund": 8083, "payment-extension": 8084}[service]
+    )
     assert env.get(host_var) == "0.0.0.0", f"{service} must bind all interfaces in a pod"
     assert [p["containerPort"] for p in container["ports"]] == [listening]
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
@@ -545,11 +643,13 @@ def test_compose_wiring() -> None:
         _scopes_are(_compose_environment(service)["CTP_SCOPES"], mock_project, scopes)
     assert services["ct-mock"]["environment"]["CTP_MOCK_HOST"] == "0.0.0.0"
     assert "8080:8080" in services["gateway"]["ports"]
-    for service, needs in {"gateway": {"kafka", "cart-mapping", "redis", "dev-fakes"},
-                           "cart-mapping": {"kafka", "ct-mock"},
-                           "order-finalization": {"kafka", "ct-mock"},
-                           "refund": {"kafka", "ct-mock"},
-                           "payment-extension": {"kafka", "ct-mock", "dev-fakes"}}.items():
+    for service, needs in {
+        "gateway": {"kafka", "cart-mapping", "redis", "dev-fakes"},
+        "cart-mapping": {"kafka", "ct-mock"},
+        "order-finalization": {"kafka", "ct-mock"},
+        "refund": {"kafka", "ct-mock"},
+        "payment-extension": {"kafka", "ct-mock", "dev-fakes"},
+    }.items():
         depends = services[service]["depends_on"]
         assert set(depends) == needs
         assert all(d["condition"] == "service_healthy" for d in depends.values())
@@ -565,8 +665,9 @@ def test_compose_redis_and_token_vault() -> None:
     (compose,) = _load(COMPOSE)
     redis = compose["services"]["redis"]
     assert redis["image"] == "redis:7-alpine"
-    command = redis["command"] if isinstance(redis["command"], str) else " ".join(
-        f'"{a}"' if a == "" else a for a in redis["command"])
+    command = (
+        redis["command"] if isinstance(redis["command"], str) else " ".join(f'"{a}"' if a == "" else a for a in redis["command"])
+    )
     assert '--save ""' in command and "--appendonly no" in command, "the dev Redis keeps no data"
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert "ports" not in redis
@@ -589,8 +690,11 @@ def test_compose_gateway_trusts_the_dev_fakes() -> None:
     assert any(str(p).endswith("8090:8090") for p in fakes["ports"]), "publish 8090 to mint tokens with curl"
     # What compose leaves to the defaults must agree on both sides (audience, tenant, connection key).
     gateway_defaults, fakes_defaults = SessionSettings.model_fields, DevFakesSettings.model_fields
-    for gateway_field, fakes_field in (("ims_audience", "audience"), ("instore_tenant_id", "tenant_id"),
-                                       ("instore_connection_key", "connection_key")):
+    for gateway_field, fakes_field in (
+        ("ims_audience", "audience"),
+        ("instore_tenant_id", "tenant_id"),
+        ("instore_connection_key", "connection_key"),
+    ):
         gateway_var, fakes_var = gateway_field.upper(), DEVFAKES_PREFIX + fakes_field.upper()
         if gateway_var in gateway_env or fakes_var in fakes_env:
             assert gateway_env.get(gateway_var) == fakes_env.get(fakes_var), f"{gateway_var} != {fakes_var}"

@@ -38,8 +38,14 @@ def _verify(token: str, jwks: dict[str, Any], audience: str = AUDIENCE) -> dict[
     kid = jwt.get_unverified_header(token)["kid"]
     jwk = next(k for k in jwks["keys"] if k["kid"] == kid)
     key = jwt.PyJWK(jwk).key
-    return jwt.decode(token, key, algorithms=["RS256"], audience=audience, issuer=ISSUER,
-                      options={"require": ["iss", "aud", "sub", "iat", "nbf", "exp"]})
+    return jwt.decode(
+        token,
+        key,
+        algorithms=["RS256"],
+        audience=audience,
+        issuer=ISSUER,
+        options={"require": ["iss", "aud", "sub", "iat", "nbf", "exp"]},
+    )
 
 
 def _mint(client: TestClient[Any], **body: Any) -> str:
@@ -69,7 +75,11 @@ def test_jwks_publishes_the_signing_key(client: TestClient[Any], signing_key: Si
     assert len(jwks["keys"]) == 1
     key = jwks["keys"][0]
     assert {k: key[k] for k in ("kty", "alg", "use", "kid")} == {
-        "kty": "RSA", "alg": "RS256", "use": "sig", "kid": signing_key.kid}
+        "kty": "RSA",
+        "alg": "RS256",
+        "use": "sig",
+        "kid": signing_key.kid,
+    }
     assert key["e"] == "AQAB" and len(key["n"]) >= 342  # 2048-bit modulus, base64url
     assert "d" not in key and "p" not in key  # the public half only
 
@@ -111,9 +121,12 @@ def test_token_from_another_key_does_not_verify(client: TestClient[Any]) -> None
     jwks = client.get("/ims/.well-known/jwks.json").json()
     with pytest.raises(StopIteration):  # its kid is not in this JWKS
         _verify(foreign, jwks)
-    forged = jwt.encode(jwt.decode(foreign, options={"verify_signature": False}),
-                        SigningKey.generate().private_key, algorithm="RS256",
-                        headers={"kid": jwks["keys"][0]["kid"]})
+    forged = jwt.encode(
+        jwt.decode(foreign, options={"verify_signature": False}),
+        SigningKey.generate().private_key,
+        algorithm="RS256",
+        headers={"kid": jwks["keys"][0]["kid"]},
+    )
     with pytest.raises(jwt.InvalidSignatureError):
         _verify(forged, jwks)
 
@@ -136,8 +149,7 @@ def test_user_token_for_the_right_tenant_and_connection_key(client: TestClient[A
     assert control["lastRequest"] == {"tenantId": "local-tenant", "userId": "colleague-42", "scopes": None}
 
 
-@pytest.mark.parametrize("wrong", [{"connectionKey": "not-the-key"}, {"tenantId": "other-tenant"},
-                                   {"connectionKey": ""}])
+@pytest.mark.parametrize("wrong", [{"connectionKey": "not-the-key"}, {"tenantId": "other-tenant"}, {"connectionKey": ""}])
 def test_user_token_refuses_a_wrong_tenant_or_connection_key(client: TestClient[Any], wrong: dict[str, str]) -> None:
     response = client.post("/instore-auth/v1/user-token", json={**GOOD, **wrong})
     assert response.status_code == 401
@@ -160,8 +172,7 @@ def test_control_mode_failures(client: TestClient[Any], mode: str, status: int) 
     response = client.post("/instore-auth/v1/user-token", json=GOOD)
     assert response.status_code == status
     assert "access_token" not in response.json()
-    assert client.get("/_control").json() == {"mode": mode, "delaySeconds": 5.0, "tokensIssued": 0,
-                                              "lastRequest": None}
+    assert client.get("/_control").json() == {"mode": mode, "delaySeconds": 5.0, "tokensIssued": 0, "lastRequest": None}
     client.post("/_control", json={"mode": "ok"})
     assert client.post("/instore-auth/v1/user-token", json=GOOD).status_code == 200
 
@@ -210,9 +221,11 @@ def fake_server() -> Iterator[str]:
 
 def test_cli_token_prints_only_a_verifiable_jwt(fake_server: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "instore_devfakes", "token", "--user", "colleague-7", "--url", fake_server,
-         "--ttl", "120"],
-        capture_output=True, text=True, timeout=30, check=False,
+        [sys.executable, "-m", "instore_devfakes", "token", "--user", "colleague-7", "--url", fake_server, "--ttl", "120"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("\n") and result.stdout.count("\n") == 1
@@ -224,7 +237,10 @@ def test_cli_token_prints_only_a_verifiable_jwt(fake_server: str) -> None:
 def test_cli_token_fails_cleanly_when_no_fake_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "instore_devfakes", "token", "--user", "x", "--url", f"http://127.0.0.1:{free_port()}"],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 1 and result.stdout == ""
     assert "cannot reach the dev fakes" in result.stderr

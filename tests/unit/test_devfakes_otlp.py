@@ -102,8 +102,7 @@ def test_the_sdk_exporter_delivers_a_parent_and_its_child(url: str) -> None:
     with tracer.start_as_current_span("GET /carts/{id}", kind=SpanKind.SERVER) as parent:
         parent.set_attribute("http.route", "/carts/{id}")
         with tracer.start_as_current_span("commerce get_cart", kind=SpanKind.CLIENT) as child:
-            child.set_attributes({"http.response.status_code": 404, "retried": False, "share": 0.5,
-                                  "tags": ["a", "b"]})
+            child.set_attributes({"http.response.status_code": 404, "retried": False, "share": 0.5, "tags": ["a", "b"]})
             child.set_status(StatusCode.ERROR, "not found")
             child.add_event("answer", {"bytes": 12})
     provider.shutdown()
@@ -120,20 +119,30 @@ def test_the_sdk_exporter_delivers_a_parent_and_its_child(url: str) -> None:
     assert {s["service"] for s in spans} == {"test-service"} and {s["scope"] for s in spans} == {"test.scope"}
     assert (got_parent["kind"], got_child["kind"]) == ("SERVER", "CLIENT")
     assert got_parent["attributes"] == {"http.route": "/carts/{id}"}
-    assert got_child["attributes"] == {"http.response.status_code": 404, "retried": False, "share": 0.5,
-                                       "tags": ["a", "b"]}
+    assert got_child["attributes"] == {"http.response.status_code": 404, "retried": False, "share": 0.5, "tags": ["a", "b"]}
     assert (got_child["statusCode"], got_child["statusMessage"]) == ("ERROR", "not found")
     assert got_parent["statusCode"] == "UNSET"
     assert [(e["name"], e["attributes"]) for e in got_child["events"]] == [("answer", {"bytes": 12})]
     assert (got_parent["startTimeUnixNano"], got_parent["endTimeUnixNano"]) == (parent.start_time, parent.end_time)
     assert got_parent["durationMs"] == pytest.approx((parent.end_time - parent.start_time) / 1e6)  # type: ignore[operator]
-    assert got_parent["startTimeUnixNano"] <= got_child["startTimeUnixNano"] <= got_child["endTimeUnixNano"] \
+    assert (
+        got_parent["startTimeUnixNano"]
+        <= got_child["startTimeUnixNano"]
+        <= got_child["endTimeUnixNano"]
         <= got_parent["endTimeUnixNano"]
+    )
 
     (summary,) = [t for t in httpx.get(url + "/otlp/traces", timeout=5).json() if t["traceId"] == trace_id]
-    assert summary == {"traceId": trace_id, "rootName": "GET /carts/{id}", "rootService": "test-service",
-                       "services": ["test-service"], "spanCount": 2, "errorCount": 1,
-                       "startTimeUnixNano": parent.start_time, "durationMs": got_parent["durationMs"]}
+    assert summary == {
+        "traceId": trace_id,
+        "rootName": "GET /carts/{id}",
+        "rootService": "test-service",
+        "services": ["test-service"],
+        "spanCount": 2,
+        "errorCount": 1,
+        "startTimeUnixNano": parent.start_time,
+        "durationMs": got_parent["durationMs"],
+    }
 
 
 def test_a_trace_across_two_services_is_one_trace(url: str) -> None:
@@ -143,7 +152,8 @@ def test_a_trace_across_two_services_is_one_trace(url: str) -> None:
     with producer_side.get_tracer("t").start_as_current_span("publish", kind=SpanKind.PRODUCER) as publish:
         TraceContextTextMapPropagator().inject(headers)
     with consumer_side.get_tracer("t").start_as_current_span(
-            "process", kind=SpanKind.CONSUMER, context=TraceContextTextMapPropagator().extract(headers)):
+        "process", kind=SpanKind.CONSUMER, context=TraceContextTextMapPropagator().extract(headers)
+    ):
         pass
     producer_side.shutdown()
     consumer_side.shutdown()
@@ -235,11 +245,14 @@ def test_a_small_gzip_body_that_inflates_beyond_the_limit_is_413(url: str) -> No
     _assert_problem(_post(url, bomb, **{"Content-Encoding": "gzip"}), 413, "payload-too-large")
 
 
-@pytest.mark.parametrize(("encoding", "body"), [
-    ("gzip", b"not gzip at all"),
-    ("gzip", gzip.compress(b"\x0a\x00" * 10)[:-6]),  # truncated
-    ("deflate", b"not zlib"),
-])
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip", b"not gzip at all"),
+        ("gzip", gzip.compress(b"\x0a\x00" * 10)[:-6]),  # truncated
+        ("deflate", b"not zlib"),
+    ],
+)
 def test_a_body_that_does_not_decompress_is_400(url: str, encoding: str, body: bytes) -> None:
     _assert_problem(_post(url, body, **{"Content-Encoding": encoding}), 400, "invalid-otlp-body")
 
@@ -250,9 +263,15 @@ def test_other_media_types_and_encodings_are_415(url: str) -> None:
 
 
 def test_spans_with_unusable_ids_are_refused_the_rest_kept(url: str) -> None:
-    request = _request([("a" * 32, "b" * 16, "", "good"), ("abcd", "b" * 16, "", "short-trace"),
-                        ("a" * 32, "", "", "no-span-id"), ("a" * 32, "c" * 16, "dd", "odd-parent"),
-                        ("0" * 32, "e" * 16, "", "zero-trace")])
+    request = _request(
+        [
+            ("a" * 32, "b" * 16, "", "good"),
+            ("abcd", "b" * 16, "", "short-trace"),
+            ("a" * 32, "", "", "no-span-id"),
+            ("a" * 32, "c" * 16, "dd", "odd-parent"),
+            ("0" * 32, "e" * 16, "", "zero-trace"),
+        ]
+    )
     response = _post(url, request.SerializeToString())
     assert response.status_code == 200
     answer = ExportTraceServiceResponse.FromString(response.content)
@@ -262,17 +281,35 @@ def test_spans_with_unusable_ids_are_refused_the_rest_kept(url: str) -> None:
 
 # -- OTLP/JSON ----------------------------------------------------------------------------
 def _json_request(trace_id: str, span_id: str, parent: str = "", name: str = "json-span") -> dict[str, Any]:
-    return {"resourceSpans": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-service"}}]},
-        "scopeSpans": [{"scope": {"name": "json.scope"}, "spans": [{
-            "traceId": trace_id, "spanId": span_id, "parentSpanId": parent, "name": name, "kind": 4,
-            "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000250000000",
-            "attributes": [{"key": "messaging.system", "value": {"stringValue": "kafka"}},
-                           {"key": "messaging.batch.message_count", "value": {"intValue": "3"}}],
-            "links": [{"traceId": "1" * 32, "spanId": "2" * 16}],
-            "status": {"code": 1},
-        }]}],
-    }]}
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-service"}}]},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "json.scope"},
+                        "spans": [
+                            {
+                                "traceId": trace_id,
+                                "spanId": span_id,
+                                "parentSpanId": parent,
+                                "name": name,
+                                "kind": 4,
+                                "startTimeUnixNano": "1700000000000000000",
+                                "endTimeUnixNano": "1700000000250000000",
+                                "attributes": [
+                                    {"key": "messaging.system", "value": {"stringValue": "kafka"}},
+                                    {"key": "messaging.batch.message_count", "value": {"intValue": "3"}},
+                                ],
+                                "links": [{"traceId": "1" * 32, "spanId": "2" * 16}],
+                                "status": {"code": 1},
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
 
 
 def test_otlp_json_with_hex_ids_is_taken(url: str) -> None:
@@ -281,15 +318,28 @@ def test_otlp_json_with_hex_ids_is_taken(url: str) -> None:
     assert response.status_code == 200 and response.json() == {}
     (span,) = _spans(url, trace_id.lower())
     assert (span["spanId"], span["parentSpanId"], span["kind"], span["service"], span["scope"]) == (
-        "eee19b7ec3c1b174", "eee19b7ec3c1b173", "PRODUCER", "json-service", "json.scope")
+        "eee19b7ec3c1b174",
+        "eee19b7ec3c1b173",
+        "PRODUCER",
+        "json-service",
+        "json.scope",
+    )
     assert span["attributes"] == {"messaging.system": "kafka", "messaging.batch.message_count": 3}
     assert (span["startTimeUnixNano"], span["durationMs"], span["statusCode"]) == (1700000000000000000, 250.0, "OK")
     assert span["links"] == [{"traceId": "1" * 32, "spanId": "2" * 16, "attributes": {}}]
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"resourceSpans": 5}', b"[" * 50_000,
-                                  b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
-                                  b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": 5}]}]}]}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"resourceSpans": 5}',
+        b"[" * 50_000,
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": 5}]}]}]}',
+    ],
+)
 def test_bad_json_is_400(url: str, body: bytes) -> None:
     _assert_problem(_post(url, body, content_type="application/json"), 400, "invalid-otlp-body")
 
@@ -297,19 +347,33 @@ def test_bad_json_is_400(url: str, body: bytes) -> None:
 # -- the store and its views --------------------------------------------------------------
 def _request(spans: list[tuple[str, str, str, str]], service: str = "svc", start: int = 1_000) -> ExportTraceServiceRequest:
     """An export request of ``(trace id hex, span id hex, parent span id hex, name)`` spans, 1 ms each, 1 ms apart."""
-    return ExportTraceServiceRequest(resource_spans=[ResourceSpans(
-        resource=ProtoResource(attributes=[KeyValue(key="service.name", value=AnyValue(string_value=service))]),
-        scope_spans=[ScopeSpans(spans=[
-            Span(trace_id=bytes.fromhex(t), span_id=bytes.fromhex(s), parent_span_id=bytes.fromhex(p), name=n,
-                 kind=Span.SPAN_KIND_INTERNAL, start_time_unix_nano=start + i * 1_000_000,
-                 end_time_unix_nano=start + (i + 1) * 1_000_000)
-            for i, (t, s, p, n) in enumerate(spans)])],
-    )])
+    return ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=ProtoResource(attributes=[KeyValue(key="service.name", value=AnyValue(string_value=service))]),
+                scope_spans=[
+                    ScopeSpans(
+                        spans=[
+                            Span(
+                                trace_id=bytes.fromhex(t),
+                                span_id=bytes.fromhex(s),
+                                parent_span_id=bytes.fromhex(p),
+                                name=n,
+                                kind=Span.SPAN_KIND_INTERNAL,
+                                start_time_unix_nano=start + i * 1_000_000,
+                                end_time_unix_nano=start + (i + 1) * 1_000_000,
+                            )
+                            for i, (t, s, p, n) in enumerate(spans)
+                        ]
+                    )
+                ],
+            )
+        ]
+    )
 
 
 def _send(client: TestClient[Any], request: ExportTraceServiceRequest) -> None:
-    response = client.post("/v1/traces", content=request.SerializeToString(),
-                           headers={"Content-Type": "application/x-protobuf"})
+    response = client.post("/v1/traces", content=request.SerializeToString(), headers={"Content-Type": "application/x-protobuf"})
     assert response.status_code == 200, response.text
 
 
@@ -329,22 +393,43 @@ def test_a_span_sent_twice_is_held_once() -> None:
 
 
 def test_traces_are_summarised_newest_first_and_cleared(client: TestClient[Any]) -> None:
-    _send(client, _request([("1" * 32, "a" * 16, "", "old-root"), ("1" * 32, "b" * 16, "a" * 16, "old-child")],
-                           service="gateway", start=1_000))
+    _send(
+        client,
+        _request(
+            [("1" * 32, "a" * 16, "", "old-root"), ("1" * 32, "b" * 16, "a" * 16, "old-child")], service="gateway", start=1_000
+        ),
+    )
     _send(client, _request([("1" * 32, "c" * 16, "b" * 16, "old-grandchild")], service="cart-mapping", start=1_500_000))
     _send(client, _request([("2" * 32, "d" * 16, "f" * 16, "orphan")], start=9_000_000))  # its root not received yet
     traces = client.get("/otlp/traces").json()
     assert [t["traceId"] for t in traces] == ["2" * 32, "1" * 32]
     assert traces[0] | {"startTimeUnixNano": 0} == {
-        "traceId": "2" * 32, "rootName": None, "rootService": None, "services": ["svc"], "spanCount": 1,
-        "errorCount": 0, "startTimeUnixNano": 0, "durationMs": 1.0}
-    assert traces[1] == {"traceId": "1" * 32, "rootName": "old-root", "rootService": "gateway",
-                         "services": ["cart-mapping", "gateway"], "spanCount": 3, "errorCount": 0,
-                         "startTimeUnixNano": 1_000, "durationMs": (1_500_000 + 1_000_000 - 1_000) / 1e6}
+        "traceId": "2" * 32,
+        "rootName": None,
+        "rootService": None,
+        "services": ["svc"],
+        "spanCount": 1,
+        "errorCount": 0,
+        "startTimeUnixNano": 0,
+        "durationMs": 1.0,
+    }
+    assert traces[1] == {
+        "traceId": "1" * 32,
+        "rootName": "old-root",
+        "rootService": "gateway",
+        "services": ["cart-mapping", "gateway"],
+        "spanCount": 3,
+        "errorCount": 0,
+        "startTimeUnixNano": 1_000,
+        "durationMs": (1_500_000 + 1_000_000 - 1_000) / 1e6,
+    }
     assert [t["traceId"] for t in client.get("/otlp/traces", params={"limit": 1}).json()] == ["2" * 32]
     assert client.get("/otlp/traces", params={"limit": 0}).status_code == 400
     assert [s["name"] for s in client.get("/otlp/spans", params={"traceId": "1" * 32}).json()] == [
-        "old-root", "old-child", "old-grandchild"]
+        "old-root",
+        "old-child",
+        "old-grandchild",
+    ]
     assert [s["name"] for s in client.get("/otlp/spans", params={"service": "cart-mapping"}).json()] == ["old-grandchild"]
     assert client.get("/otlp/spans", params={"traceId": "9" * 32}).json() == []
 
@@ -353,8 +438,16 @@ def test_traces_are_summarised_newest_first_and_cleared(client: TestClient[Any])
 
 
 def test_the_html_view_lists_traces_and_shows_a_tree(client: TestClient[Any]) -> None:
-    _send(client, _request([("1" * 32, "a" * 16, "", "root <b>"), ("1" * 32, "b" * 16, "a" * 16, "child"),
-                            ("1" * 32, "c" * 16, "c" * 16, "its-own-parent")]))
+    _send(
+        client,
+        _request(
+            [
+                ("1" * 32, "a" * 16, "", "root <b>"),
+                ("1" * 32, "b" * 16, "a" * 16, "child"),
+                ("1" * 32, "c" * 16, "c" * 16, "its-own-parent"),
+            ]
+        ),
+    )
     page = client.get("/otlp")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "1" * 32 in page.text and "root &lt;b&gt;" in page.text and "<b>" not in page.text
@@ -374,8 +467,10 @@ def test_settings_of_the_receiver(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_deflate_and_gzip_bodies_built_by_hand_are_taken(client: TestClient[Any]) -> None:
     body = _request([("3" * 32, "a" * 16, "", "zipped")]).SerializeToString()
     for encoding, data in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body)), ("identity", body)):
-        response = client.post("/v1/traces", content=data,
-                               headers={"Content-Type": "application/x-protobuf; charset=binary",
-                                        "Content-Encoding": encoding})
+        response = client.post(
+            "/v1/traces",
+            content=data,
+            headers={"Content-Type": "application/x-protobuf; charset=binary", "Content-Encoding": encoding},
+        )
         assert response.status_code == 200, response.text
     assert [s["name"] for s in client.get("/otlp/spans").json()] == ["zipped"]  # the same span three times: held once

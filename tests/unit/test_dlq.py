@@ -12,9 +12,15 @@ from instore_shared.kafka.topics import ALL_TOPICS, WEBHOOKS, WEBHOOKS_DLQ
 
 
 def _headers(original: dict[str, str], **overrides: object) -> dict[str, str]:
-    args: dict[str, object] = dict(reason="invalid-json", detail="Body is not JSON.", attempts=3,
-                                   source_topic="instore.webhooks.v1", partition=2, offset=41,
-                                   consumer_group="order-finalization")
+    args: dict[str, object] = dict(
+        reason="invalid-json",
+        detail="Body is not JSON.",
+        attempts=3,
+        source_topic="instore.webhooks.v1",
+        partition=2,
+        offset=41,
+        consumer_group="order-finalization",
+    )
     args.update(overrides)
     return dead_letter_headers(original, **args)  # type: ignore[arg-type]
 
@@ -31,10 +37,25 @@ def test_dlq_topic() -> None:
 
 
 def test_header_names() -> None:
-    assert (dlq.ERROR_REASON, dlq.ERROR_DETAIL, dlq.ATTEMPTS, dlq.SOURCE_TOPIC, dlq.SOURCE_PARTITION,
-            dlq.SOURCE_OFFSET, dlq.FAILED_AT, dlq.CONSUMER_GROUP) == (
-        "dlq-error-reason", "dlq-error-detail", "dlq-attempts", "dlq-source-topic", "dlq-source-partition",
-        "dlq-source-offset", "dlq-failed-at", "dlq-consumer-group")
+    assert (
+        dlq.ERROR_REASON,
+        dlq.ERROR_DETAIL,
+        dlq.ATTEMPTS,
+        dlq.SOURCE_TOPIC,
+        dlq.SOURCE_PARTITION,
+        dlq.SOURCE_OFFSET,
+        dlq.FAILED_AT,
+        dlq.CONSUMER_GROUP,
+    ) == (
+        "dlq-error-reason",
+        "dlq-error-detail",
+        "dlq-attempts",
+        "dlq-source-topic",
+        "dlq-source-partition",
+        "dlq-source-offset",
+        "dlq-failed-at",
+        "dlq-consumer-group",
+    )
 
 
 def test_originals_are_kept_and_dlq_headers_added() -> None:
@@ -42,10 +63,16 @@ def test_originals_are_kept_and_dlq_headers_added() -> None:
     headers = _headers(original, failed_at=datetime(2025, 1, 31, 13, 0, 0, 123000, tzinfo=timezone(timedelta(hours=1))))
     assert original == {"webhook-id": "w-1", "content-type": "application/json"}  # not mutated
     assert headers == {
-        "webhook-id": "w-1", "content-type": "application/json",
-        "dlq-error-reason": "invalid-json", "dlq-error-detail": "Body is not JSON.", "dlq-attempts": "3",
-        "dlq-source-topic": "instore.webhooks.v1", "dlq-source-partition": "2", "dlq-source-offset": "41",
-        "dlq-failed-at": "2025-01-31T12:00:00.123Z", "dlq-consumer-group": "order-finalization",
+        "webhook-id": "w-1",
+        "content-type": "application/json",
+        "dlq-error-reason": "invalid-json",
+        "dlq-error-detail": "Body is not JSON.",
+        "dlq-attempts": "3",
+        "dlq-source-topic": "instore.webhooks.v1",
+        "dlq-source-partition": "2",
+        "dlq-source-offset": "41",
+        "dlq-failed-at": "2025-01-31T12:00:00.123Z",
+        "dlq-consumer-group": "order-finalization",
     }
 
 
@@ -81,10 +108,17 @@ def test_detail_is_one_line_and_truncated() -> None:
     assert _headers({}, detail="x" * 500)["dlq-error-detail"] == "x" * 500
 
 
-@pytest.mark.parametrize("bad", [
-    {"reason": "Invalid JSON"}, {"reason": ""}, {"attempts": 0}, {"partition": -1}, {"offset": -1},
-    {"failed_at": datetime(2025, 1, 1)},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"reason": "Invalid JSON"},
+        {"reason": ""},
+        {"attempts": 0},
+        {"partition": -1},
+        {"offset": -1},
+        {"failed_at": datetime(2025, 1, 1)},
+    ],
+)
 def test_bad_arguments_raise(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         _headers({}, **bad)
@@ -93,7 +127,9 @@ def test_bad_arguments_raise(bad: dict[str, object]) -> None:
 def test_replay_headers_strip_dlq_and_count_on() -> None:
     raw = [("webhook-id", b"w-1"), ("dlq-error-reason", b"x"), ("bin", b"\xff\x00"), ("dlq-replay-count", b"2")]
     assert dlq._replay_headers(raw, 17) == [
-        ("webhook-id", b"w-1"), ("bin", b"\xff\x00"),
-        ("dlq-replayed-from-offset", b"17"), ("dlq-replay-count", b"3"),
+        ("webhook-id", b"w-1"),
+        ("bin", b"\xff\x00"),
+        ("dlq-replayed-from-offset", b"17"),
+        ("dlq-replay-count", b"3"),
     ]
     assert dlq._replay_headers([], 0)[-1] == ("dlq-replay-count", b"1")

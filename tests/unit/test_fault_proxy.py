@@ -16,14 +16,22 @@ from tests.support.processes import free_port
 
 
 def test_the_marker_matcher_knows_the_order_state_marker_the_refund_marker_and_the_published_custom_object() -> None:
-    assert is_marker_write("POST", "/p/orders/o-1", {"version": 3, "actions": [
-        {"action": "changeOrderState", "orderState": "Confirmed"}]})
-    assert is_marker_write("POST", "/p/orders/o-1", {"version": 3, "actions": [
-        {"action": "setReturnPaymentState", "returnItemId": "r", "paymentState": "Refunded"}]})
-    assert is_marker_write("POST", "/p/custom-objects", {"container": "c", "key": "o-1", "version": 3,
-                                                         "value": {"state": "published", "eventId": "e"}})
-    assert not is_marker_write("POST", "/p/custom-objects", {"container": "c", "key": "o-1", "version": 0,
-                                                             "value": {"state": "claimed", "eventId": "e"}})
+    assert is_marker_write(
+        "POST", "/p/orders/o-1", {"version": 3, "actions": [{"action": "changeOrderState", "orderState": "Confirmed"}]}
+    )
+    assert is_marker_write(
+        "POST",
+        "/p/orders/o-1",
+        {"version": 3, "actions": [{"action": "setReturnPaymentState", "returnItemId": "r", "paymentState": "Refunded"}]},
+    )
+    assert is_marker_write(
+        "POST",
+        "/p/custom-objects",
+        {"container": "c", "key": "o-1", "version": 3, "value": {"state": "published", "eventId": "e"}},
+    )
+    assert not is_marker_write(
+        "POST", "/p/custom-objects", {"container": "c", "key": "o-1", "version": 0, "value": {"state": "claimed", "eventId": "e"}}
+    )
     assert not is_marker_write("POST", "/p/orders/o-1", {"version": 3, "actions": [{"action": "addReturnInfo"}]})
     assert not is_marker_write("POST", "/p/orders", {"version": 1, "cart": {"id": "c"}})
     assert not is_marker_write("GET", "/p/custom-objects/c/o-1", None)

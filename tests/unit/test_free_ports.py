@@ -28,6 +28,7 @@ def test_ci_run_picks_ports_below_the_ephemeral_range_too() -> None:
     script = (REPO_ROOT / ".ci" / "run").read_text()
     function = re.search(r"^free_port\(\) \{.*?^\}", script, re.S | re.M)
     assert function, "free_port() not found in .ci/run"
-    out = subprocess.run(["bash", "-c", function.group(0) + "\nfor _ in $(seq 20); do free_port; done"],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        ["bash", "-c", function.group(0) + "\nfor _ in $(seq 20); do free_port; done"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert len(out) == 20 and all(20000 <= int(p) < 32000 and int(p) < _ephemeral_low() for p in out), out

@@ -38,8 +38,9 @@ class Events:
         self.published: list[dict[str, Any]] = []
         self.fail: Exception | None = None
 
-    async def publish(self, topic: str, key: str, value: bytes, *, message_type: str, timeout_s: float,
-                      headers: dict[str, str] | None = None) -> None:
+    async def publish(
+        self, topic: str, key: str, value: bytes, *, message_type: str, timeout_s: float, headers: dict[str, str] | None = None
+    ) -> None:
         if self.fail is not None:
             raise self.fail
         self.published.append({"topic": topic, "key": key, "value": json.loads(value), "headers": headers or {}})
@@ -48,13 +49,25 @@ class Events:
 @pytest.fixture
 def gateway() -> Iterator[tuple[Events, TestClient[Any]]]:
     events, vault = Events(), InMemoryTokenVault()
-    settings = GatewaySettings(instore_callback_api_key=API_KEY, host_events_max_batch=5,
-                               host_events_max_detail_bytes=256, host_events_rate_limit_per_minute=20)
-    app = create_app(settings, Ports(cart_lookups=FakeLookups(), events=events, vault=vault, ims=Ims(),
-                                     instore_auth=FakeAuth()))  # type: ignore[arg-type]
-    asyncio.run(vault.put(USER_KEY, StoredToken(access_token="uat-secret", expires_at=time.time() + 600,
-                                                user_id="colleague-42", location_id="store-berlin-01",
-                                                workstation_id="pos-3")))
+    settings = GatewaySettings(
+        instore_callback_api_key=API_KEY,
+        host_events_max_batch=5,
+        host_events_max_detail_bytes=256,
+        host_events_rate_limit_per_minute=20,
+    )
+    app = create_app(settings, Ports(cart_lookups=FakeLookups(), events=events, vault=vault, ims=Ims(), instore_auth=FakeAuth()))  # type: ignore[arg-type]
+    asyncio.run(
+        vault.put(
+            USER_KEY,
+            StoredToken(
+                access_token="uat-secret",
+                expires_at=time.time() + 600,
+                user_id="colleague-42",
+                location_id="store-berlin-01",
+                workstation_id="pos-3",
+            ),
+        )
+    )
     with TestClient(app) as client:
         yield events, client
 
@@ -67,8 +80,13 @@ def _post(client: TestClient[Any], body: Any, token: str = GOOD, user_key: str |
     return client.post("/host/events", content=content, headers={**headers, "Content-Type": "application/json"})
 
 
-MIST = {"type": "mistStatus", "detail": {"process": "checkout", "status": "success", "orderId": "o-1"},
-        "cartId": "cart-1", "occurredAt": "2026-12-04T10:00:00Z", "id": "ev-1"}
+MIST = {
+    "type": "mistStatus",
+    "detail": {"process": "checkout", "status": "success", "orderId": "o-1"},
+    "cartId": "cart-1",
+    "occurredAt": "2026-12-04T10:00:00Z",
+    "id": "ev-1",
+}
 ALERT = {"type": "inStoreCore-Alert", "detail": {"message": "Karte einstecken", "level": "info"}}
 RECEIPT = {"type": "inStoreCore-receiptChoice", "detail": "email"}
 UNKNOWN = {"type": "inStoreCore-somethingNew", "detail": {"anything": [1, 2, 3]}}
@@ -83,11 +101,12 @@ def test_a_batch_is_published_with_who_and_where_from_the_session(gateway: tuple
     first = events.published[0]
     assert first["key"] == "cart-1" and events.published[1]["key"] == "pos-3"  # the cart, else the workstation
     value = first["value"]
-    assert (value["colleagueId"], value["locationId"], value["workstationId"]) == ("colleague-42", "store-berlin-01",
-                                                                                   "pos-3")
+    assert (value["colleagueId"], value["locationId"], value["workstationId"]) == ("colleague-42", "store-berlin-01", "pos-3")
     assert value["detail"] == MIST["detail"]  # extra fields (orderId) kept raw
-    assert events.published[3]["value"]["detail"] == UNKNOWN["detail"] and events.published[3]["value"]["type"] == \
-        "inStoreCore-somethingNew"
+    assert (
+        events.published[3]["value"]["detail"] == UNKNOWN["detail"]
+        and events.published[3]["value"]["type"] == "inStoreCore-somethingNew"
+    )
     assert first["headers"]["event-id"] == value["eventId"] == response.json()["eventIds"][0]
     assert USER_KEY not in json.dumps(events.published) and "uat-secret" not in json.dumps(events.published)
 
@@ -104,42 +123,48 @@ def test_who_and_where_in_the_body_are_ignored(gateway: tuple[Events, TestClient
     forged = {**ALERT, "colleagueId": "boss", "locationId": "hq", "workstationId": "x"}
     assert _post(client, {"events": [forged]}).status_code == 202
     value = events.published[0]["value"]
-    assert (value["colleagueId"], value["locationId"], value["workstationId"]) == ("colleague-42", "store-berlin-01",
-                                                                                   "pos-3")
+    assert (value["colleagueId"], value["locationId"], value["workstationId"]) == ("colleague-42", "store-berlin-01", "pos-3")
 
 
-@pytest.mark.parametrize(("token", "user_key", "status", "slug"), [
-    ("nope", USER_KEY, 401, "unauthorized"),
-    (GOOD, None, 401, "session-required"),
-    (GOOD, "short", 401, "session-required"),
-    (GOOD, "z" * 43, 401, "session-not-found"),
-    (OTHER, USER_KEY, 403, "session-mismatch"),  # another colleague's valid token with this session's key
-])
-def test_no_session_of_this_colleague_no_events(gateway: tuple[Events, TestClient[Any]], token: str,
-                                                user_key: str | None, status: int, slug: str) -> None:
+@pytest.mark.parametrize(
+    ("token", "user_key", "status", "slug"),
+    [
+        ("nope", USER_KEY, 401, "unauthorized"),
+        (GOOD, None, 401, "session-required"),
+        (GOOD, "short", 401, "session-required"),
+        (GOOD, "z" * 43, 401, "session-not-found"),
+        (OTHER, USER_KEY, 403, "session-mismatch"),  # another colleague's valid token with this session's key
+    ],
+)
+def test_no_session_of_this_colleague_no_events(
+    gateway: tuple[Events, TestClient[Any]], token: str, user_key: str | None, status: int, slug: str
+) -> None:
     events, client = gateway
     _problem(_post(client, {"events": [ALERT]}, token, user_key), status, slug)
     assert events.published == []
 
 
-@pytest.mark.parametrize(("body", "status", "slug"), [
-    (b"{not json", 400, "not-json"),
-    ({"events": []}, 422, "invalid-events"),
-    ({"events": [ALERT] * 6}, 422, "invalid-events"),
-    ({"events": [{"detail": {}}]}, 422, "invalid-events"),
-    ({"events": [ALERT], "more": 1}, 422, "invalid-events"),
-    ({"events": [{"type": "mistStatus", "detail": {"process": "checkout", "status": "great"}}]}, 422, "invalid-events"),
-    ({"events": [{"type": "mistStatus", "detail": {"process": "shoplifting", "status": "success"}}]}, 422,
-     "invalid-events"),
-    ({"events": [{"type": "mistStatus", "detail": "success"}]}, 422, "invalid-events"),
-    ({"events": [{"type": "inStoreCore-Alert", "detail": 5}]}, 422, "invalid-events"),
-    ({"events": [{"type": "x" * 65}]}, 422, "invalid-events"),
-    ({"events": [{"type": "big", "detail": "x" * 300}]}, 422, "invalid-events"),
-    ({"events": [{**ALERT, "cartId": "a b"}]}, 422, "invalid-events"),
-    ({"events": [ALERT, {"type": "mistStatus"}]}, 422, "invalid-events"),  # one bad event: none published
-])
-def test_bad_batches_get_a_problem_and_nothing_is_published(gateway: tuple[Events, TestClient[Any]], body: Any,
-                                                            status: int, slug: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "status", "slug"),
+    [
+        (b"{not json", 400, "not-json"),
+        ({"events": []}, 422, "invalid-events"),
+        ({"events": [ALERT] * 6}, 422, "invalid-events"),
+        ({"events": [{"detail": {}}]}, 422, "invalid-events"),
+        ({"events": [ALERT], "more": 1}, 422, "invalid-events"),
+        ({"events": [{"type": "mistStatus", "detail": {"process": "checkout", "status": "great"}}]}, 422, "invalid-events"),
+        ({"events": [{"type": "mistStatus", "detail": {"process": "shoplifting", "status": "success"}}]}, 422, "invalid-events"),
+        ({"events": [{"type": "mistStatus", "detail": "success"}]}, 422, "invalid-events"),
+        ({"events": [{"type": "inStoreCore-Alert", "detail": 5}]}, 422, "invalid-events"),
+        ({"events": [{"type": "x" * 65}]}, 422, "invalid-events"),
+        ({"events": [{"type": "big", "detail": "x" * 300}]}, 422, "invalid-events"),
+        ({"events": [{**ALERT, "cartId": "a b"}]}, 422, "invalid-events"),
+        ({"events": [ALERT, {"type": "mistStatus"}]}, 422, "invalid-events"),  # one bad event: none published
+    ],
+)
+def test_bad_batches_get_a_problem_and_nothing_is_published(
+    gateway: tuple[Events, TestClient[Any]], body: Any, status: int, slug: str
+) -> None:
     events, client = gateway
     _problem(_post(client, body), status, slug)
     assert events.published == []
@@ -174,8 +199,14 @@ def test_the_asyncapi_document_describes_every_topic_the_gateway_writes(gateway:
     doc = client.get("/asyncapi.json").json()
     assert doc["asyncapi"] == "3.0.0"
     addresses = {c["address"] for c in doc["channels"].values()}
-    assert {"instore.host-events.v1", "instore.webhooks.v1", "instore.payment-requests.v1",
-            "instore.payment-prompt-answers.v1", "instore.session-events.v1", "instore.cart-requests.v1"} == addresses
+    assert {
+        "instore.host-events.v1",
+        "instore.webhooks.v1",
+        "instore.payment-requests.v1",
+        "instore.payment-prompt-answers.v1",
+        "instore.session-events.v1",
+        "instore.cart-requests.v1",
+    } == addresses
     text = json.dumps(doc)
     assert "#/$defs/" not in text
     for ref in {part.split('"')[0] for part in text.split('"$ref": "')[1:]}:

@@ -69,18 +69,21 @@ async def test_a_valid_token_names_the_colleague() -> None:
     assert (colleague.user_id, colleague.name) == ("colleague-42", "Ada")
 
 
-@pytest.mark.parametrize(("claims", "reason"), [
-    # times relative to when the test runs, not to collection (a long suite made the "future" pass)
-    ({"exp": lambda now: now - 120}, "expired"),
-    ({"nbf": lambda now: now + 600}, "not-yet-valid"),
-    ({"aud": "someone-else"}, "wrong-audience"),
-    ({"iss": "https://evil.example/"}, "wrong-issuer"),
-    ({"sub": None}, "invalid"),
-    ({"sub": "x" * 257}, "bad-subject"),
-    ({"sub": "  u  "}, "bad-subject"),
-    ({"sub": "a\nb"}, "bad-subject"),
-    ({"exp": None}, "invalid"),
-])
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        # times relative to when the test runs, not to collection (a long suite made the "future" pass)
+        ({"exp": lambda now: now - 120}, "expired"),
+        ({"nbf": lambda now: now + 600}, "not-yet-valid"),
+        ({"aud": "someone-else"}, "wrong-audience"),
+        ({"iss": "https://evil.example/"}, "wrong-issuer"),
+        ({"sub": None}, "invalid"),
+        ({"sub": "x" * 257}, "bad-subject"),
+        ({"sub": "  u  "}, "bad-subject"),
+        ({"sub": "a\nb"}, "bad-subject"),
+        ({"exp": None}, "invalid"),
+    ],
+)
 async def test_wrong_claims_are_refused(claims: dict[str, Any], reason: str) -> None:
     now = int(time.time())
     claims = {k: v(now) if callable(v) else v for k, v in claims.items()}
@@ -161,8 +164,7 @@ async def test_ims_down_before_any_key_is_a_provider_error() -> None:
 async def test_ims_down_is_asked_once_per_interval_and_old_keys_expire() -> None:
     ims = Ims()
     now = [0.0]
-    verifier = _verifier(ims, cache_seconds=300, refetch_interval=30, max_stale_seconds=3600,
-                         clock=lambda: now[0])
+    verifier = _verifier(ims, cache_seconds=300, refetch_interval=30, max_stale_seconds=3600, clock=lambda: now[0])
     await verifier.verify(_token())
     ims.down = True
     now[0] = 400.0  # cache stale, IMS down: one fetch, then the cached key serves

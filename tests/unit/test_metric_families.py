@@ -27,25 +27,34 @@ def value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-@pytest.mark.parametrize(("method", "path", "operation"), [
-    ("GET", "/carts/3f2a1c4e-0b1d-4c8e-9a7f-1234567890ab", "GET carts/{id}"),
-    ("GET", "/carts/key=demo-sale-cart", "GET carts/key={key}"),
-    ("GET", "/orders/order-number=store-berlin-01-000002", "GET orders/order-number={orderNumber}"),
-    ("POST", "/orders", "POST orders"),
-    ("GET", "/orders?where=cart(id%3D%22x%22)", "GET orders"),
-    ("POST", "/payments/abc", "POST payments/{id}"),
-    ("GET", "/custom-objects/instore-integration-announcements/payments-completed.42", "GET custom-objects/{container}/{key}"),
-    ("POST", "/custom-objects", "POST custom-objects"),
-    ("GET", "/", "GET /"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "operation"),
+    [
+        ("GET", "/carts/3f2a1c4e-0b1d-4c8e-9a7f-1234567890ab", "GET carts/{id}"),
+        ("GET", "/carts/key=demo-sale-cart", "GET carts/key={key}"),
+        ("GET", "/orders/order-number=store-berlin-01-000002", "GET orders/order-number={orderNumber}"),
+        ("POST", "/orders", "POST orders"),
+        ("GET", "/orders?where=cart(id%3D%22x%22)", "GET orders"),
+        ("POST", "/payments/abc", "POST payments/{id}"),
+        (
+            "GET",
+            "/custom-objects/instore-integration-announcements/payments-completed.42",
+            "GET custom-objects/{container}/{key}",
+        ),
+        ("POST", "/custom-objects", "POST custom-objects"),
+        ("GET", "/", "GET /"),
+    ],
+)
 def test_a_commerce_operation_is_a_path_template_without_ids(method: str, path: str, operation: str) -> None:
     assert metrics.commerce_operation(method, path) == operation
 
 
 async def test_the_client_counts_each_call_by_operation_and_final_status_and_its_retries() -> None:
-    answers = [httpx.Response(503, json={"message": "down"}), httpx.Response(200, json={"id": "c1"}),
-               httpx.Response(404, json={"statusCode": 404, "message": "x", "errors": [{"code": "ResourceNotFound",
-                                                                                     "message": "x"}]})]
+    answers = [
+        httpx.Response(503, json={"message": "down"}),
+        httpx.Response(200, json={"id": "c1"}),
+        httpx.Response(404, json={"statusCode": 404, "message": "x", "errors": [{"code": "ResourceNotFound", "message": "x"}]}),
+    ]
     ok_before = value("instore_commerce_requests_total", operation="GET carts/{id}", status="200")
     missing_before = value("instore_commerce_requests_total", operation="GET carts/{id}", status="404")
     retries_before = value("instore_commerce_retries_total", operation="GET carts/{id}")
@@ -81,8 +90,10 @@ async def test_an_outage_wait_counts_each_retry_and_the_seconds_waited() -> None
             raise TransientError(503, "ServiceUnavailable", "down")
         return "done"
 
-    retries, waited = value("instore_outage_retries_total", operation="unit"), value("instore_outage_wait_seconds_total",
-                                                                                      operation="unit")
+    retries, waited = (
+        value("instore_outage_retries_total", operation="unit"),
+        value("instore_outage_wait_seconds_total", operation="unit"),
+    )
     assert await retry_transient(work, 60.0, "unit") == "done"
     assert value("instore_outage_retries_total", operation="unit") == retries + 2
     assert value("instore_outage_wait_seconds_total", operation="unit") > waited
@@ -92,8 +103,9 @@ def test_a_handled_webhook_counts_its_outcome_verdicts_and_its_webhook_to_event_
     topic = "unit.events.v1"
     count = value("instore_webhook_to_event_seconds_count", topic=topic)
     total = value("instore_webhook_to_event_seconds_sum", topic=topic)
-    metrics.webhook_handled("order-created", topic, ["published"], "2026-12-03T10:00:00.000Z",
-                            now=1796292000.0 + 1.5)  # 2026-12-03T10:00:01.5Z
+    metrics.webhook_handled(
+        "order-created", topic, ["published"], "2026-12-03T10:00:00.000Z", now=1796292000.0 + 1.5
+    )  # 2026-12-03T10:00:01.5Z
     metrics.webhook_handled("already-ordered", topic, ["already-published"], "2026-12-03T10:00:00.000Z")
     metrics.webhook_handled("order-created", topic, ["published"], "not a time")
     assert value("instore_webhook_to_event_seconds_count", topic=topic) == count + 1
@@ -124,12 +136,16 @@ async def test_consumer_lag_is_high_watermark_minus_position_per_assigned_partit
     await metrics.refresh_consumer_lag(broker)
     assert value("instore_kafka_consumer_lag", consumer_group="g", topic="unit.topic", partition="0") == 6
     assert value("instore_kafka_consumer_lag", consumer_group="g", topic="unit.topic", partition="1") == 0
-    assert REGISTRY.get_sample_value("instore_kafka_consumer_lag", {"consumer_group": "g", "topic": "unit.topic",
-                                                                    "partition": "2"}) is None
+    assert (
+        REGISTRY.get_sample_value("instore_kafka_consumer_lag", {"consumer_group": "g", "topic": "unit.topic", "partition": "2"})
+        is None
+    )
     consumer.marks = {1: (9, 7)}  # a rebalance took partition 0 away
     await metrics.refresh_consumer_lag(broker)
-    assert REGISTRY.get_sample_value("instore_kafka_consumer_lag", {"consumer_group": "g", "topic": "unit.topic",
-                                                                    "partition": "0"}) is None
+    assert (
+        REGISTRY.get_sample_value("instore_kafka_consumer_lag", {"consumer_group": "g", "topic": "unit.topic", "partition": "0"})
+        is None
+    )
     assert value("instore_kafka_consumer_lag", consumer_group="g", topic="unit.topic", partition="1") == 2
 
 
@@ -153,11 +169,18 @@ def test_the_gateway_serves_metrics_counting_webhooks_by_outcome_and_vault_opera
     answer = client.get("/metrics")
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
     families = {f.name for f in text_string_to_metric_families(answer.text)}
-    assert {"instore_http_requests", "instore_http_request_duration_seconds", "instore_webhooks_accepted",
-            "instore_webhooks_refused", "instore_cart_lookups", "instore_token_vault_operations",
-            "process_cpu_seconds"} <= families
+    assert {
+        "instore_http_requests",
+        "instore_http_request_duration_seconds",
+        "instore_webhooks_accepted",
+        "instore_webhooks_refused",
+        "instore_cart_lookups",
+        "instore_token_vault_operations",
+        "process_cpu_seconds",
+    } <= families
     assert value("instore_webhooks_accepted_total") == accepted + 1
     assert value("instore_webhooks_refused_total", reason="invalid-signature") == refused + 1
     assert value("instore_token_vault_operations_total", operation="get", outcome="miss") == misses + 1
-    assert value("instore_http_requests_total", app_name="gateway", method="POST", path="/instore/webhooks",
-                 status_code="401") >= 1
+    assert (
+        value("instore_http_requests_total", app_name="gateway", method="POST", path="/instore/webhooks", status_code="401") >= 1
+    )

@@ -69,8 +69,13 @@ class Family:
 
     def series(self) -> set[str]:
         """The series names PromQL can select (``_created`` left out: nobody graphs it)."""
-        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "summary": ["", "_sum", "_count"],
-                    "info": ["_info"], "gaugehistogram": ["_bucket", "_gsum", "_gcount"]}.get(self.type, [""])
+        suffixes = {
+            "counter": ["_total"],
+            "histogram": ["_bucket", "_sum", "_count"],
+            "summary": ["", "_sum", "_count"],
+            "info": ["_info"],
+            "gaugehistogram": ["_bucket", "_gsum", "_gcount"],
+        }.get(self.type, [""])
         return {self.name + s for s in suffixes}
 
     def series_labels(self, series: str) -> set[str]:
@@ -119,8 +124,16 @@ class _Lookups:
 
 
 class _Events:
-    async def publish(self, topic: str, key: str | None, value: bytes, *, message_type: str, timeout_s: float,
-                      headers: dict[str, str] | None = None) -> None:
+    async def publish(
+        self,
+        topic: str,
+        key: str | None,
+        value: bytes,
+        *,
+        message_type: str,
+        timeout_s: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         raise AssertionError("nothing is published in this test")
 
 
@@ -137,11 +150,18 @@ def exposed_families() -> dict[str, dict[str, Family]]:
     """
     outputs: dict[str, str] = {}
     settings = GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret="s" * 32)
-    gateway = gateway_app(settings, Ports(cart_lookups=_Lookups(), events=_Events(),  # type: ignore[arg-type]
-                                          vault=InMemoryTokenVault()))
+    gateway = gateway_app(
+        settings,
+        Ports(
+            cart_lookups=_Lookups(),
+            events=_Events(),  # type: ignore[arg-type]
+            vault=InMemoryTokenVault(),
+        ),
+    )
     with TestClient(gateway) as client:
-        refused = client.post("/instore/webhooks", content=b"{}", headers={"Content-Type": "application/json",
-                                                                            "X-Signature": "0" * 64})
+        refused = client.post(
+            "/instore/webhooks", content=b"{}", headers={"Content-Type": "application/json", "X-Signature": "0" * 64}
+        )
         assert refused.status_code == 401, refused.text
         failed = client.get("/instore/callbacks/carts/a-cart", headers={"X-Api-Key": "k" * 20})
         assert failed.status_code == 500, failed.text
@@ -158,8 +178,12 @@ def exposed_families() -> dict[str, dict[str, Family]]:
 
     import asyncio
 
-    for name, factory in (("cart-mapping", cart_mapping_app), ("order-finalization", order_finalization_app),
-                          ("refund", refund_app), ("payment-extension", payment_extension_app)):
+    for name, factory in (
+        ("cart-mapping", cart_mapping_app),
+        ("order-finalization", order_finalization_app),
+        ("refund", refund_app),
+        ("payment-extension", payment_extension_app),
+    ):
         outputs[name] = asyncio.run(scrape(factory(commerce=InMemoryCommerce())))
     return {name: parse_exposition(text) for name, text in outputs.items()}
 
@@ -182,18 +206,57 @@ def series_labels() -> dict[str, set[str]]:
 
 
 # -- a small PromQL reader ---------------------------------------------------------------------
-AGGREGATIONS = frozenset({"sum", "avg", "min", "max", "count", "stddev", "stdvar", "topk", "bottomk", "quantile",
-                          "count_values", "group"})
-FUNCTIONS = AGGREGATIONS | frozenset({
-    "rate", "irate", "increase", "delta", "idelta", "deriv", "predict_linear", "histogram_quantile", "abs", "absent",
-    "absent_over_time", "ceil", "floor", "round", "clamp", "clamp_min", "clamp_max", "changes", "resets", "sort",
-    "sort_desc", "scalar", "vector", "time", "timestamp", "label_replace", "label_join", "avg_over_time",
-    "min_over_time", "max_over_time", "sum_over_time", "count_over_time", "last_over_time", "quantile_over_time",
-    "present_over_time", "exp", "ln", "log2", "log10", "sqrt",
-})
+AGGREGATIONS = frozenset(
+    {"sum", "avg", "min", "max", "count", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values", "group"}
+)
+FUNCTIONS = AGGREGATIONS | frozenset(
+    {
+        "rate",
+        "irate",
+        "increase",
+        "delta",
+        "idelta",
+        "deriv",
+        "predict_linear",
+        "histogram_quantile",
+        "abs",
+        "absent",
+        "absent_over_time",
+        "ceil",
+        "floor",
+        "round",
+        "clamp",
+        "clamp_min",
+        "clamp_max",
+        "changes",
+        "resets",
+        "sort",
+        "sort_desc",
+        "scalar",
+        "vector",
+        "time",
+        "timestamp",
+        "label_replace",
+        "label_join",
+        "avg_over_time",
+        "min_over_time",
+        "max_over_time",
+        "sum_over_time",
+        "count_over_time",
+        "last_over_time",
+        "quantile_over_time",
+        "present_over_time",
+        "exp",
+        "ln",
+        "log2",
+        "log10",
+        "sqrt",
+    }
+)
 GROUPING = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
 KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "inf", "nan"})
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
   | (?P<range>\[[^\]]*\])
   | (?P<var>\$\{?\w+\}?)
@@ -201,7 +264,9 @@ _TOKEN = re.compile(r"""
   | (?P<ident>[a-zA-Z_:][a-zA-Z0-9_:]*)
   | (?P<op>=~|!~|!=|==|>=|<=|[-+*/%^<>=,(){}])
   | (?P<space>\s+)
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 
 
 @dataclass
@@ -227,7 +292,7 @@ def _tokens(expr: str) -> list[tuple[str, str]]:
     while pos < len(expr):
         match = _TOKEN.match(expr, pos)
         if match is None:
-            raise ValueError(f"cannot read PromQL at {expr[pos:pos + 30]!r} in {expr!r}")
+            raise ValueError(f"cannot read PromQL at {expr[pos : pos + 30]!r} in {expr!r}")
         pos = match.end()
         kind = match.lastgroup
         assert kind is not None
@@ -278,7 +343,7 @@ def read_promql(expr: str) -> Query:
         if following == "{":
             i += 1
             while tokens[i][1] != "}":
-                (label_kind, label), (_, operator), (value_kind, value) = tokens[i:i + 3]
+                (label_kind, label), (_, operator), (value_kind, value) = tokens[i : i + 3]
                 if label_kind != "ident" or operator not in ("=", "!=", "=~", "!~") or value_kind != "string":
                     raise ValueError(f"cannot read the matchers of {text} in {expr!r}")
                 matchers.append((label, operator, value[1:-1]))
@@ -296,8 +361,10 @@ def promql_metric_names(expr: str) -> set[str]:
 
 
 def test_promql_reader() -> None:
-    expr = ('histogram_quantile(0.99, sum by (le, path) (rate(instore_http_request_duration_seconds_bucket'
-            '{job=~"$job", status_code=~"5.."}[$__rate_interval]))) / on (path) group_left sum(up) or vector(0)')
+    expr = (
+        "histogram_quantile(0.99, sum by (le, path) (rate(instore_http_request_duration_seconds_bucket"
+        '{job=~"$job", status_code=~"5.."}[$__rate_interval]))) / on (path) group_left sum(up) or vector(0)'
+    )
     query = read_promql(expr)
     assert promql_metric_names(expr) == {"instore_http_request_duration_seconds_bucket", "up"}
     assert query.selectors[0].matchers == [("job", "=~", "$job"), ("status_code", "=~", "5..")]
@@ -334,8 +401,9 @@ def alert_rules() -> list[dict[str, Any]]:
 
 def all_expressions() -> list[tuple[str, str]]:
     """(where, expr) of every dashboard query and alert rule."""
-    return ([(f"dashboard panel {title!r}", expr) for title, expr, _ in dashboard_targets()]
-            + [(f"alert {rule['alert']}", rule["expr"]) for rule in alert_rules()])
+    return [(f"dashboard panel {title!r}", expr) for title, expr, _ in dashboard_targets()] + [
+        (f"alert {rule['alert']}", rule["expr"]) for rule in alert_rules()
+    ]
 
 
 def _variable_queries() -> list[tuple[str, str]]:
@@ -475,15 +543,32 @@ def test_dashboard_covers_the_issue() -> None:
     used = set().union(*(promql_metric_names(expr) for _, expr, _ in dashboard_targets()))
     families = {name.removesuffix("_bucket").removesuffix("_total") for name in used}
     assert {
-        "up", "instore_ready", "process_cpu_seconds", "process_resident_memory_bytes",
-        "instore_http_requests", "instore_http_request_duration_seconds", "instore_http_requests_in_progress",
-        "instore_received_messages", "instore_received_processed_messages",
-        "instore_received_processed_messages_duration_seconds", "instore_received_messages_in_process",
-        "instore_published_messages", "instore_webhook_to_event_seconds", "instore_kafka_consumer_lag",
-        "instore_dead_letters", "instore_cart_lookups", "instore_cart_lookup_round_trip_seconds",
-        "instore_commerce_requests", "instore_commerce_request_duration_seconds", "instore_outage_retries",
-        "instore_webhooks_accepted", "instore_webhooks_refused", "instore_token_vault_operations",
-        "instore_payment_extension_results", "instore_payment_provider_calls", "instore_instore_posts",
+        "up",
+        "instore_ready",
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+        "instore_http_requests",
+        "instore_http_request_duration_seconds",
+        "instore_http_requests_in_progress",
+        "instore_received_messages",
+        "instore_received_processed_messages",
+        "instore_received_processed_messages_duration_seconds",
+        "instore_received_messages_in_process",
+        "instore_published_messages",
+        "instore_webhook_to_event_seconds",
+        "instore_kafka_consumer_lag",
+        "instore_dead_letters",
+        "instore_cart_lookups",
+        "instore_cart_lookup_round_trip_seconds",
+        "instore_commerce_requests",
+        "instore_commerce_request_duration_seconds",
+        "instore_outage_retries",
+        "instore_webhooks_accepted",
+        "instore_webhooks_refused",
+        "instore_token_vault_operations",
+        "instore_payment_extension_results",
+        "instore_payment_provider_calls",
+        "instore_instore_posts",
     } <= families
 
 
@@ -502,7 +587,8 @@ def test_prometheus_rule_holds_the_rules_of_alerts_yml() -> None:
     assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule"
     assert rule["spec"] == groups
     assert (MONITORING / "prometheus-rule.yaml").read_text(encoding="utf-8") == _load_generator().render(), (
-        "prometheus-rule.yaml is stale: uv run --frozen python scripts/prometheus_rule.py")
+        "prometheus-rule.yaml is stale: uv run --frozen python scripts/prometheus_rule.py"
+    )
 
 
 def _github_anchor(heading: str) -> str:
@@ -512,7 +598,7 @@ def _github_anchor(heading: str) -> str:
 def _operations_section() -> str:
     text = README.read_text(encoding="utf-8")
     start = text.index("\n## Operations\n")
-    return text[start:text.index("\n## ", start + 1)]
+    return text[start : text.index("\n## ", start + 1)]
 
 
 def test_alert_rules_are_complete() -> None:
@@ -527,10 +613,17 @@ def test_alert_rules_are_complete() -> None:
         assert url.startswith("https://") and "/README.md#" in url, url
         assert url.split("#", 1)[1] in anchors, f"{rule['alert']}: README's Operations section has no #{url.split('#')[1]}"
     exprs = " ".join(r["expr"] for r in rules)
-    for needed in ("increase(instore_dead_letters_total[10m])", "instore_kafka_consumer_lag", 'outcome="504"',
-                   'status_code=~"5.."', "instore_ready == 0", "up{", "instore_commerce_requests_total",
-                   "instore_outage_retries_total",
-                   'instore_payment_extension_results_total{status=~"failed|timed-out"}'):
+    for needed in (
+        "increase(instore_dead_letters_total[10m])",
+        "instore_kafka_consumer_lag",
+        'outcome="504"',
+        'status_code=~"5.."',
+        "instore_ready == 0",
+        "up{",
+        "instore_commerce_requests_total",
+        "instore_outage_retries_total",
+        'instore_payment_extension_results_total{status=~"failed|timed-out"}',
+    ):
         assert needed in exprs, needed
     # every scraped service is in the `up` job regexes (InStoreTargetDown, InStoreServiceUnavailable)
     for rule in rules:
@@ -555,8 +648,7 @@ def test_monitoring_is_its_own_kustomization() -> None:
     assert not any(r.startswith("monitoring") for r in base["resources"]), "the base must apply without the operator"
     (monitoring,) = _yaml(MONITORING / "kustomization.yaml")
     assert monitoring["namespace"] == base["namespace"]
-    assert sorted(monitoring["resources"]) == sorted(p.name for p in MONITORING.glob("*.yaml")
-                                                     if p.name != "kustomization.yaml")
+    assert sorted(monitoring["resources"]) == sorted(p.name for p in MONITORING.glob("*.yaml") if p.name != "kustomization.yaml")
     kinds = {doc["kind"] for name in monitoring["resources"] for doc in _yaml(MONITORING / name)}
     assert kinds == {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
@@ -589,8 +681,11 @@ def test_pod_monitor_scrapes_the_kafka_services() -> None:
 def test_pod_annotations_name_the_metrics_port() -> None:
     for service, port in SERVICES.items():
         pod = _kind(_k8s(f"{service}.yaml"), "Deployment")["spec"]["template"]
-        assert pod["metadata"]["annotations"] == {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
-                                                  "prometheus.io/path": "/metrics"}, service
+        assert pod["metadata"]["annotations"] == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port),
+            "prometheus.io/path": "/metrics",
+        }, service
 
 
 # -- docker compose ----------------------------------------------------------------------------
@@ -599,8 +694,10 @@ def test_compose_prometheus_scrapes_every_service() -> None:
     prometheus = compose["services"]["prometheus"]
     assert re.fullmatch(r"\$\{PROMETHEUS_IMAGE:-prom/prometheus:v3\.\d+\.\d+\}", prometheus["image"])
     mounts = dict(v.removesuffix(":ro").split(":", 1) for v in prometheus["volumes"])
-    assert mounts == {"./deploy/observability/prometheus.yml": "/etc/prometheus/prometheus.yml",
-                      "./deploy/observability/alerts.yml": "/etc/prometheus/alerts.yml"}
+    assert mounts == {
+        "./deploy/observability/prometheus.yml": "/etc/prometheus/prometheus.yml",
+        "./deploy/observability/alerts.yml": "/etc/prometheus/alerts.yml",
+    }
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
     (config,) = _yaml(PROMETHEUS_CONFIG)
     assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
@@ -619,8 +716,11 @@ def test_readme_operations_documents_every_exposed_family() -> None:
     table = {m[1]: (m[2], m[3]) for m in re.finditer(r"^\| `(instore_\w+)` \| (\w+) \|([^|]*)\|", section, re.MULTILINE)}
     families = all_families()
     # The classic text format prints a counter's or histogram's creation time as a gauge family of its own.
-    exposed = {f.name: f for f in families.values() if f.name.startswith("instore_")
-               and not (f.name.endswith("_created") and f.name.removesuffix("_created") in families)}
+    exposed = {
+        f.name: f
+        for f in families.values()
+        if f.name.startswith("instore_") and not (f.name.endswith("_created") and f.name.removesuffix("_created") in families)
+    }
 
     def documented_name(family: Family) -> str:
         return family.name + ("_total" if family.type == "counter" else "")
@@ -632,6 +732,12 @@ def test_readme_operations_documents_every_exposed_family() -> None:
         assert set(re.findall(r"`(\w+)`", labels)) == family.labels, f"{family.name}: labels {sorted(family.labels)}"
     for rule in alert_rules():
         assert f"#### {rule['alert']}" in section
-    for needle in ("OTEL_EXPORTER_OTLP_ENDPOINT", "trace_id", "span_id", "make replay-dlq", "/otlp/traces",
-                   "kubectl apply -k deploy/k8s/monitoring"):
+    for needle in (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "trace_id",
+        "span_id",
+        "make replay-dlq",
+        "/otlp/traces",
+        "kubectl apply -k deploy/k8s/monitoring",
+    ):
         assert needle in section, needle

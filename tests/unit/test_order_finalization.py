@@ -24,20 +24,26 @@ from tests.fakes.commerce import InMemoryCommerce
 FIELD = "orderNumber"
 
 
-def _payment(pid: str, cents: int, state: str = "Success", kind: str = "Charge", method: str = "CREDIT_CARD",
-             currency: str = "EUR") -> dict[str, Any]:
+def _payment(
+    pid: str, cents: int, state: str = "Success", kind: str = "Charge", method: str = "CREDIT_CARD", currency: str = "EUR"
+) -> dict[str, Any]:
     payment = copy.deepcopy(load_example("payment.example.json"))
     payment.update(id=pid, key=f"key-{pid}")
     payment["amountPlanned"].update(currencyCode=currency, centAmount=cents)
     payment["paymentMethodInfo"]["method"] = method
-    payment["transactions"] = [{"id": f"t-{pid}", "type": kind, "state": state, "timestamp": "2026-11-30T00:00:00Z",
-                                "amount": {"type": "centPrecision", "fractionDigits": 2, "currencyCode": currency,
-                                           "centAmount": cents}}]
+    payment["transactions"] = [
+        {
+            "id": f"t-{pid}",
+            "type": kind,
+            "state": state,
+            "timestamp": "2026-11-30T00:00:00Z",
+            "amount": {"type": "centPrecision", "fractionDigits": 2, "currencyCode": currency, "centAmount": cents},
+        }
+    ]
     return payment
 
 
-def _world(total: int = 3499, payments: list[dict[str, Any]] | None = None,
-           custom_number: str | None = None) -> InMemoryCommerce:
+def _world(total: int = 3499, payments: list[dict[str, Any]] | None = None, custom_number: str | None = None) -> InMemoryCommerce:
     commerce = InMemoryCommerce()
     cart = copy.deepcopy(load_example("cart.example.json"))
     cart.update(key="sale-1", lineItems=[{"id": "l1", "quantity": 1}])
@@ -92,12 +98,15 @@ async def test_split_tender_waits_for_the_last_charge() -> None:
     assert (await finalize(_webhook(), commerce, FIELD, "EUR")).outcome is Outcome.ORDER_CREATED
 
 
-@pytest.mark.parametrize("payment", [
-    _payment("p1", 3499, kind="Authorization"),
-    _payment("p1", 3499, state="Failure"),
-    _payment("p1", 3499, currency="USD"),
-    _payment("p1", 3498),
-])
+@pytest.mark.parametrize(
+    "payment",
+    [
+        _payment("p1", 3499, kind="Authorization"),
+        _payment("p1", 3499, state="Failure"),
+        _payment("p1", 3499, currency="USD"),
+        _payment("p1", 3498),
+    ],
+)
 async def test_what_does_not_cover_the_total_is_left_waiting(payment: dict[str, Any]) -> None:
     commerce = _world(payments=[payment])
     assert (await finalize(_webhook(), commerce, FIELD, "EUR")).outcome is Outcome.AWAITING_PAYMENT
@@ -120,11 +129,14 @@ async def test_a_conflict_rereads_the_cart_and_tries_again() -> None:
     assert calls == 2
 
 
-@pytest.mark.parametrize(("body", "reason"), [
-    (b"not json", "bad-body"),
-    (json.dumps({"id": "e", "type": "payment.completed"}).encode(), "no-cart-id"),
-    (_webhook("no-such-cart"), "cart-not-found"),
-])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "bad-body"),
+        (json.dumps({"id": "e", "type": "payment.completed"}).encode(), "no-cart-id"),
+        (_webhook("no-such-cart"), "cart-not-found"),
+    ],
+)
 async def test_permanent_failures_are_named(body: bytes, reason: str) -> None:
     with pytest.raises(PermanentFailure) as info:
         await finalize(body, _world(payments=[_payment("p1", 3499)]), FIELD, "EUR")
@@ -149,8 +161,11 @@ def test_a_webhook_whose_type_is_not_a_string_is_not_a_payment() -> None:
     assert parse_webhook(b'{"type": {"a": 1}}') is None
 
 
-@pytest.mark.parametrize("extra", [{"id": 12345}, {"id": {"n": 1}}, {"id": ["e"]}, {"data": []}, {"data": "x"}],
-                         ids=["id-int", "id-object", "id-list", "data-list", "data-string"])
+@pytest.mark.parametrize(
+    "extra",
+    [{"id": 12345}, {"id": {"n": 1}}, {"id": ["e"]}, {"data": []}, {"data": "x"}],
+    ids=["id-int", "id-object", "id-list", "data-list", "data-string"],
+)
 async def test_a_paid_sale_is_ordered_whatever_the_type_of_fields_it_does_not_need(extra: dict[str, Any]) -> None:
     # The gateway acknowledges such a webhook (keyed by the body's hash when the id is unusable):
     # dead-lettering it would leave a paid cart without an Order, and a replay sends the same bytes.

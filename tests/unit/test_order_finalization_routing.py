@@ -47,8 +47,7 @@ async def test_ten_deliveries_make_one_order_and_one_event() -> None:
     assert order["orderState"] == "Open" and order["paymentState"] == "Paid"  # the Order stays as created
     assert event["eventId"] and event["sourceWebhookId"] == "evt-1" and event["type"] == "payments-completed"
     assert event["total"] == {"centAmount": 3499, "currencyCode": "EUR"}
-    assert [(p["method"], p["amount"]["centAmount"]) for p in event["payments"]] == [("CREDIT_CARD", 2000),
-                                                                                     ("CASH", 1499)]
+    assert [(p["method"], p["amount"]["centAmount"]) for p in event["payments"]] == [("CREDIT_CARD", 2000), ("CASH", 1499)]
     assert events[0].raw_message.key == event["orderId"].encode()
 
 
@@ -102,8 +101,7 @@ async def test_nothing_blocks_the_partition() -> None:
         await br.publish(b"[1, 2]", WEBHOOKS.name)
         await br.publish(payment_webhook("sale-1", type="refund.completed", cartId={"weird": 1}), WEBHOOKS.name)
         await br.publish(_webhook("sale-1"), WEBHOOKS.name)
-    assert [m.headers["dlq-error-reason"] for m in dead] == ["commerce-refused", "unexpected-error", "bad-cart-id",
-                                                             "bad-body"]
+    assert [m.headers["dlq-error-reason"] for m in dead] == ["commerce-refused", "unexpected-error", "bad-cart-id", "bad-body"]
     assert len(events) == 1  # the paid sale behind them still became an Order
 
 

@@ -33,15 +33,27 @@ def _webhook(cart_ref: str = "sale-1") -> bytes:
 class Ports:
     """One process's ports: its own locks; commerce and publisher may be shared (two replicas)."""
 
-    def __init__(self, commerce: InMemoryCommerce, publisher: RecordingPublisher | None = None,
-                 clock: FakeClock | None = None, settings: OrderFinalizationSettings = SETTINGS) -> None:
+    def __init__(
+        self,
+        commerce: InMemoryCommerce,
+        publisher: RecordingPublisher | None = None,
+        clock: FakeClock | None = None,
+        settings: OrderFinalizationSettings = SETTINGS,
+    ) -> None:
         self.commerce, self.publisher = commerce, publisher or RecordingPublisher()
         self.clock, self.locks, self.settings = clock or FakeClock(), KeyedLocks(), settings
 
     async def handle(self, body: bytes = b"", ref: str = "instore.webhooks.v1/0/0") -> Any:
-        return await handle_payment_webhook(body or _webhook(), {"webhook-id": "evt-1"}, commerce=self.commerce,
-                                            publisher=self.publisher, locks=self.locks, clock=self.clock,
-                                            settings=self.settings, message_ref=ref)
+        return await handle_payment_webhook(
+            body or _webhook(),
+            {"webhook-id": "evt-1"},
+            commerce=self.commerce,
+            publisher=self.publisher,
+            locks=self.locks,
+            clock=self.clock,
+            settings=self.settings,
+            message_ref=ref,
+        )
 
 
 def _paid() -> InMemoryCommerce:
@@ -78,15 +90,23 @@ async def test_a_replay_for_an_order_in_any_state_publishes_nothing_and_changes_
     order = ports.commerce.order(json.loads(ports.publisher.events[0].body)["orderId"])
     order.update(orderState=state, version=order["version"] + 1)  # the retailer's OMS moved it on
     ports.commerce.add_order(order)
-    before = (dict(ports.commerce.orders), dict(ports.commerce.carts), msgspec.json.encode(ports.commerce.payments),
-              dict(ports.commerce.custom_objects))
+    before = (
+        dict(ports.commerce.orders),
+        dict(ports.commerce.carts),
+        msgspec.json.encode(ports.commerce.payments),
+        dict(ports.commerce.custom_objects),
+    )
     writes = len(ports.commerce.custom_object_writes)
     for offset, body in enumerate([_webhook(), _webhook(order["cart"]["id"]), _webhook()], start=1):
         handled = await ports.handle(body, ref=f"instore.webhooks.v1/{offset}/{offset}")
         assert handled.announcement is Verdict.ALREADY_PUBLISHED
     assert len(ports.publisher.events) == 1
-    assert (dict(ports.commerce.orders), dict(ports.commerce.carts), msgspec.json.encode(ports.commerce.payments),
-            dict(ports.commerce.custom_objects)) == before
+    assert (
+        dict(ports.commerce.orders),
+        dict(ports.commerce.carts),
+        msgspec.json.encode(ports.commerce.payments),
+        dict(ports.commerce.custom_objects),
+    ) == before
     assert len(ports.commerce.custom_object_writes) == writes and ports.commerce.updates == []
     assert ports.commerce.order(order["id"])["orderState"] == state
 
@@ -124,8 +144,7 @@ async def test_many_webhooks_of_one_cart_at_once_by_id_and_key_one_order_one_eve
     cart_id = commerce.cart("sale-1")["id"]
     ports = Ports(commerce, RecordingPublisher(yields=50))
     bodies = [_webhook("sale-1") if i % 2 else _webhook(cart_id) for i in range(10)]
-    results = await asyncio.gather(*(ports.handle(b, ref=f"instore.webhooks.v1/{i % 3}/{i}")
-                                     for i, b in enumerate(bodies)))
+    results = await asyncio.gather(*(ports.handle(b, ref=f"instore.webhooks.v1/{i % 3}/{i}") for i, b in enumerate(bodies)))
     assert commerce.orders_created == 1 and len(ports.publisher.events) == 1
     assert sorted(r.announcement.value for r in results) == ["already-published"] * 9 + ["published"]
     assert [v["state"] for _, _, v in commerce.custom_object_writes] == ["claimed", "published"]
@@ -136,8 +155,12 @@ async def test_two_replicas_at_once_one_event_per_cart() -> None:
     commerce, publisher, clock = _paid(), RecordingPublisher(), FakeClock()
     cart_id = commerce.cart("sale-1")["id"]
     a, b = Ports(commerce, publisher, clock), Ports(commerce, publisher, clock)
-    results = await asyncio.gather(*(p.handle(_webhook(ref), ref=f"instore.webhooks.v1/{i}/7")
-                                     for i, (p, ref) in enumerate([(a, "sale-1"), (b, cart_id)] * 5)))
+    results = await asyncio.gather(
+        *(
+            p.handle(_webhook(ref), ref=f"instore.webhooks.v1/{i}/7")
+            for i, (p, ref) in enumerate([(a, "sale-1"), (b, cart_id)] * 5)
+        )
+    )
     assert commerce.orders_created == 1 and len(publisher.events) == 1
     assert [r.announcement for r in results].count(Verdict.PUBLISHED) == 1
 

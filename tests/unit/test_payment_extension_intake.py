@@ -26,17 +26,23 @@ CALLBACK = "https://eu.instore.example.com/payments/r-1/result"
 def gateway(request: pytest.FixtureRequest) -> Iterator[tuple[Recorder, TestClient[Any]]]:
     """The gateway both ways the routes are served: below Litestar (the default) and by Litestar (tracing on)."""
     events = Recorder()
-    settings = GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret=SECRET.decode(),
-                               payment_extension_allowed_urls=ALLOWED, payment_extension_max_body_bytes=2048)
-    app = create_app(settings, Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()),  # type: ignore[arg-type]
-                     raw_routes=request.param)
+    settings = GatewaySettings(
+        instore_callback_api_key="k" * 20,
+        instore_webhook_secret=SECRET.decode(),
+        payment_extension_allowed_urls=ALLOWED,
+        payment_extension_max_body_bytes=2048,
+    )
+    app = create_app(
+        settings,
+        Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()),  # type: ignore[arg-type]
+        raw_routes=request.param,
+    )
     with TestClient(app) as client:
         yield events, client
 
 
 def _body(**extra: Any) -> bytes:
-    fields: dict[str, Any] = {"status_url": STATUS, "callback_url": CALLBACK, "payment_id": "pay-1",
-                              "cent_amount": 1949}
+    fields: dict[str, Any] = {"status_url": STATUS, "callback_url": CALLBACK, "payment_id": "pay-1", "cent_amount": 1949}
     fields.update(extra)
     return payment_request("r-1", **fields)
 
@@ -70,29 +76,35 @@ def test_a_signed_request_is_published_raw_then_answered_200(gateway: tuple[Reco
 def test_a_forged_or_missing_signature_is_401_and_nothing_is_published(gateway: tuple[Recorder, TestClient[Any]]) -> None:
     events, client = gateway
     body = _body()
-    _problem(_post(client, "/instore/payment-extensions/bank-card/payment", body, sign(body, b"other")), 401,
-             "invalid-signature")
+    _problem(_post(client, "/instore/payment-extensions/bank-card/payment", body, sign(body, b"other")), 401, "invalid-signature")
     _problem(_post(client, "/instore/payment-extensions/bank-card/payment", body, ""), 401, "invalid-signature")
-    _problem(_post(client, "/instore/payment-extensions/prompt-answers", b'{"requestId":"r-1:prompt:1","response":"y"}',
-                   "00" * 32), 401, "invalid-signature")
+    _problem(
+        _post(client, "/instore/payment-extensions/prompt-answers", b'{"requestId":"r-1:prompt:1","response":"y"}', "00" * 32),
+        401,
+        "invalid-signature",
+    )
     assert events.published == []
 
 
 @pytest.mark.parametrize("field", ["statusUrl", "callbackUrl"])
-@pytest.mark.parametrize("url", [
-    "http://169.254.169.254/latest/meta-data/",           # cloud metadata
-    "https://eu.instore.example.com.evil.net/x",           # suffix trick
-    "https://evil.net/?u=https://eu.instore.example.com",  # allowed host only in the query
-    "https://eu.instore.example.com@evil.net/x",           # user info
-    "http://eu.instore.example.com/x",                     # http where https is allowed
-    "https://eu.instore.example.com:8443/x",               # another port
-    "https://instore.example.com/x",                       # the wildcard's own domain
-    "http://127.0.0.1:8091/x",                             # the local simulator's neighbour
-    "file:///etc/passwd",
-    "https://eu.instore.example.com\\@evil.net/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",  # cloud metadata
+        "https://eu.instore.example.com.evil.net/x",  # suffix trick
+        "https://evil.net/?u=https://eu.instore.example.com",  # allowed host only in the query
+        "https://eu.instore.example.com@evil.net/x",  # user info
+        "http://eu.instore.example.com/x",  # http where https is allowed
+        "https://eu.instore.example.com:8443/x",  # another port
+        "https://instore.example.com/x",  # the wildcard's own domain
+        "http://127.0.0.1:8091/x",  # the local simulator's neighbour
+        "file:///etc/passwd",
+        "https://eu.instore.example.com\\@evil.net/",
+    ],
+)
 def test_a_url_outside_the_allow_list_is_refused_and_nothing_is_published(
-        gateway: tuple[Recorder, TestClient[Any]], field: str, url: str) -> None:
+    gateway: tuple[Recorder, TestClient[Any]], field: str, url: str
+) -> None:
     events, client = gateway
     key = "status_url" if field == "statusUrl" else "callback_url"
     response = _post(client, "/instore/payment-extensions/bank-card/payment", _body(**{key: url}))
@@ -101,34 +113,42 @@ def test_a_url_outside_the_allow_list_is_refused_and_nothing_is_published(
     assert events.published == []
 
 
-@pytest.mark.parametrize(("path", "body", "status", "slug"), [
-    ("/instore/payment-extensions/cash/payment", None, 404, "unknown-extension-action"),
-    ("/instore/payment-extensions/bank-card/balance", None, 404, "unknown-extension-action"),
-    ("/instore/payment-extensions/bank-card/payment", b"not json", 400, "not-json"),
-    ("/instore/payment-extensions/bank-card/payment", b"[1,2]", 422, "invalid-request"),
-    ("/instore/payment-extensions/bank-card/payment", json.dumps({"requestId": "r-1"}).encode(), 422, "invalid-request"),
-    ("/instore/payment-extensions/bank-card/payment", _body(cent_amount=None), 422, "invalid-request"),
-    ("/instore/payment-extensions/bank-card/payment", _body(cent_amount=-5), 422, "invalid-request"),
-    ("/instore/payment-extensions/bank-card/payment", _body(cent_amount=0), 422, "invalid-request"),
-    ("/instore/payment-extensions/bank-card/payment", _body(currency="eur"), 422, "invalid-request"),
-    ("/instore/payment-extensions/bank-card/refund", _body(), 422, "invalid-request"),  # no reference
-    ("/instore/payment-extensions/bank-card/payment", _body(requestId="a b"), 422, "invalid-request"),
-    ("/instore/payment-extensions/bank-card/payment", _body(captureMode="steal"), 422, "invalid-request"),
-    ("/instore/payment-extensions/bank-card/payment", b"{" * 5000, 413, "payload-too-large"),
-])
-def test_bad_requests_get_a_problem_and_nothing_is_published(gateway: tuple[Recorder, TestClient[Any]], path: str,
-                                                             body: bytes | None, status: int, slug: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "status", "slug"),
+    [
+        ("/instore/payment-extensions/cash/payment", None, 404, "unknown-extension-action"),
+        ("/instore/payment-extensions/bank-card/balance", None, 404, "unknown-extension-action"),
+        ("/instore/payment-extensions/bank-card/payment", b"not json", 400, "not-json"),
+        ("/instore/payment-extensions/bank-card/payment", b"[1,2]", 422, "invalid-request"),
+        ("/instore/payment-extensions/bank-card/payment", json.dumps({"requestId": "r-1"}).encode(), 422, "invalid-request"),
+        ("/instore/payment-extensions/bank-card/payment", _body(cent_amount=None), 422, "invalid-request"),
+        ("/instore/payment-extensions/bank-card/payment", _body(cent_amount=-5), 422, "invalid-request"),
+        ("/instore/payment-extensions/bank-card/payment", _body(cent_amount=0), 422, "invalid-request"),
+        ("/instore/payment-extensions/bank-card/payment", _body(currency="eur"), 422, "invalid-request"),
+        ("/instore/payment-extensions/bank-card/refund", _body(), 422, "invalid-request"),  # no reference
+        ("/instore/payment-extensions/bank-card/payment", _body(requestId="a b"), 422, "invalid-request"),
+        ("/instore/payment-extensions/bank-card/payment", _body(captureMode="steal"), 422, "invalid-request"),
+        ("/instore/payment-extensions/bank-card/payment", b"{" * 5000, 413, "payload-too-large"),
+    ],
+)
+def test_bad_requests_get_a_problem_and_nothing_is_published(
+    gateway: tuple[Recorder, TestClient[Any]], path: str, body: bytes | None, status: int, slug: str
+) -> None:
     events, client = gateway
     _problem(_post(client, path, body if body is not None else _body()), status, slug)
     assert events.published == []
 
 
-@pytest.mark.parametrize(("error", "slug"), [
-    (NotAcknowledged("late"), "not-acknowledged"),
-    (BrokerUnavailable("down"), "not-stored"),
-])
-def test_kafka_not_taking_it_is_503_with_retry_after(gateway: tuple[Recorder, TestClient[Any]], error: Exception,
-                                                     slug: str) -> None:
+@pytest.mark.parametrize(
+    ("error", "slug"),
+    [
+        (NotAcknowledged("late"), "not-acknowledged"),
+        (BrokerUnavailable("down"), "not-stored"),
+    ],
+)
+def test_kafka_not_taking_it_is_503_with_retry_after(
+    gateway: tuple[Recorder, TestClient[Any]], error: Exception, slug: str
+) -> None:
     events, client = gateway
     events.fail = error
     response = _post(client, "/instore/payment-extensions/gift-card/payment", _body())
@@ -150,8 +170,7 @@ def test_a_prompt_answer_is_published_keyed_by_the_prompt(gateway: tuple[Recorde
     (message,) = events.published
     assert message["topic"] == "instore.payment-prompt-answers.v1" and message["key"] == "r-1:prompt:1"
     assert json.loads(message["value"]) == {"requestId": "r-1:prompt:1", "response": "approve"}
-    _problem(_post(client, "/instore/payment-extensions/prompt-answers", b'{"requestId":"r-1:prompt:1"}'), 422,
-             "invalid-request")
+    _problem(_post(client, "/instore/payment-extensions/prompt-answers", b'{"requestId":"r-1:prompt:1"}'), 422, "invalid-request")
 
 
 def test_the_routes_are_in_the_openapi_document(gateway: tuple[Recorder, TestClient[Any]]) -> None:
@@ -193,13 +212,15 @@ def test_money_as_commercetools_writes_it_is_accepted(gateway: tuple[Recorder, T
     assert len(events.published) == 1
 
 
-@pytest.mark.parametrize(("path", "status"), [
-    ("/instore/payment-extensions/bank-card/payment/extra", 404),
-    ("/instore/payment-extensions/bank-card/", 404),
-    ("/instore/payment-extensions//payment", 400),  # an empty segment is refused at the edge
-])
-def test_paths_outside_the_two_routes_are_not_taken(gateway: tuple[Recorder, TestClient[Any]], path: str,
-                                                    status: int) -> None:
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/instore/payment-extensions/bank-card/payment/extra", 404),
+        ("/instore/payment-extensions/bank-card/", 404),
+        ("/instore/payment-extensions//payment", 400),  # an empty segment is refused at the edge
+    ],
+)
+def test_paths_outside_the_two_routes_are_not_taken(gateway: tuple[Recorder, TestClient[Any]], path: str, status: int) -> None:
     events, client = gateway
     response = _post(client, path, _body())
     assert response.status_code == status and response.headers["content-type"] == "application/problem+json"
@@ -218,26 +239,43 @@ def test_requests_are_counted_by_tender_action_and_outcome(gateway: tuple[Record
     _events, client = gateway
 
     def count(tender: str, action: str, outcome: str) -> float:
-        return REGISTRY.get_sample_value("instore_payment_extension_requests_total",
-                                         {"tender": tender, "action": action, "outcome": outcome}) or 0.0
+        return (
+            REGISTRY.get_sample_value(
+                "instore_payment_extension_requests_total", {"tender": tender, "action": action, "outcome": outcome}
+            )
+            or 0.0
+        )
 
-    before = (count("wallet", "payment", "accepted"), count("unknown", "unknown", "unknown-extension-action"),
-              count("wallet", "payment", "payload-too-large"))
+    before = (
+        count("wallet", "payment", "accepted"),
+        count("unknown", "unknown", "unknown-extension-action"),
+        count("wallet", "payment", "payload-too-large"),
+    )
     assert _post(client, "/instore/payment-extensions/wallet/payment", _body()).status_code == 200
     assert _post(client, "/instore/payment-extensions/cash/steal", _body()).status_code == 404
     assert _post(client, "/instore/payment-extensions/wallet/payment", b"{" * 5000).status_code == 413
-    after = (count("wallet", "payment", "accepted"), count("unknown", "unknown", "unknown-extension-action"),
-             count("wallet", "payment", "payload-too-large"))
+    after = (
+        count("wallet", "payment", "accepted"),
+        count("unknown", "unknown", "unknown-extension-action"),
+        count("wallet", "payment", "payload-too-large"),
+    )
     assert after == (before[0] + 1, before[1] + 1, before[2] + 1)
 
 
 @pytest.mark.parametrize("raw", [True, False], ids=["raw-route", "litestar-route"])
 def test_a_body_nested_too_deeply_is_400_not_500(raw: bool) -> None:
     events = Recorder()
-    settings = GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret=SECRET.decode(),
-                               payment_extension_allowed_urls=ALLOWED, payment_extension_max_body_bytes=8192)
-    app = create_app(settings, Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()),  # type: ignore[arg-type]
-                     raw_routes=raw)
+    settings = GatewaySettings(
+        instore_callback_api_key="k" * 20,
+        instore_webhook_secret=SECRET.decode(),
+        payment_extension_allowed_urls=ALLOWED,
+        payment_extension_max_body_bytes=8192,
+    )
+    app = create_app(
+        settings,
+        Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()),  # type: ignore[arg-type]
+        raw_routes=raw,
+    )
     body = _body()[:-1] + b',"x":' + b"[" * 1500 + b"]" * 1500 + b"}"
     with TestClient(app) as client:
         _problem(_post(client, "/instore/payment-extensions/bank-card/payment", body), 400, "bad-request")

@@ -85,8 +85,7 @@ class Publisher:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
-    async def publish(self, body: bytes, topic: str, *, key: bytes, correlation_id: str | None,
-                      headers: dict[str, str]) -> None:
+    async def publish(self, body: bytes, topic: str, *, key: bytes, correlation_id: str | None, headers: dict[str, str]) -> None:
         self.events.append({"topic": topic, "key": key, "body": json.loads(body), "headers": headers})
 
     async def published_since(self, topic: str, event_id: str, since: float) -> bool:
@@ -122,12 +121,19 @@ class World:
     instore: InStoreClient
     settings: PaymentExtensionSettings
 
-    async def handle(self, body: bytes, action: str = "payment", prompts: Prompts | None = None,
-                     **kwargs: Any) -> Any:
+    async def handle(self, body: bytes, action: str = "payment", prompts: Prompts | None = None, **kwargs: Any) -> Any:
         return await handle_payment_request(
-            body, {"tender": "bank-card", "action": action, "received-at": "2026-06-01T00:00:00.000Z"},
-            provider=self.provider, commerce=self.commerce, instore=self.instore, prompts=prompts or Prompts(None),
-            publisher=self.publisher, clock=Clock(), settings=self.settings, **kwargs)
+            body,
+            {"tender": "bank-card", "action": action, "received-at": "2026-06-01T00:00:00.000Z"},
+            provider=self.provider,
+            commerce=self.commerce,
+            instore=self.instore,
+            prompts=prompts or Prompts(None),
+            publisher=self.publisher,
+            clock=Clock(),
+            settings=self.settings,
+            **kwargs,
+        )
 
     def seen(self, request_id: str) -> tuple[list[Any], list[dict[str, Any]]]:
         return self.instore_state.statuses.get(request_id, []), self.instore_state.callbacks.get(request_id, [])
@@ -140,19 +146,33 @@ async def world() -> AsyncIterator[World]:
     transport = httpx.ASGITransport(app=app)
     provider = SimulatorProvider(f"{BASE}/provider", transport=transport)
     instore = InStoreClient(UrlAllowList(BASE), SECRET, transport=transport)
-    settings = PaymentExtensionSettings(payment_extension_retry_seconds=0.3, payment_extension_provider_timeout_seconds=0.3,
-                                        payment_extension_allowed_urls=BASE)
-    commerce = Commerce(payments={"pay-1": {"id": "pay-1", "version": 1, "transactions": [], "paymentStatus": {},
-                                            "amountPlanned": {"centAmount": 1949, "currencyCode": "EUR"}}})
+    settings = PaymentExtensionSettings(
+        payment_extension_retry_seconds=0.3, payment_extension_provider_timeout_seconds=0.3, payment_extension_allowed_urls=BASE
+    )
+    commerce = Commerce(
+        payments={
+            "pay-1": {
+                "id": "pay-1",
+                "version": 1,
+                "transactions": [],
+                "paymentStatus": {},
+                "amountPlanned": {"centAmount": 1949, "currencyCode": "EUR"},
+            }
+        }
+    )
     yield World(provider_state, instore_state, commerce, Publisher(), provider, instore, settings)
     await provider.aclose()
     await instore.aclose()
 
 
 def body(request_id: str = "r-1", token: str = "tok_approve", **extra: Any) -> bytes:
-    fields: dict[str, Any] = {"payment_id": "pay-1", "cent_amount": 1949, "card": {"token": token},
-                              "status_url": f"{BASE}/instore-sim/status/{request_id}",
-                              "callback_url": f"{BASE}/instore-sim/callback/{request_id}"}
+    fields: dict[str, Any] = {
+        "payment_id": "pay-1",
+        "cent_amount": 1949,
+        "card": {"token": token},
+        "status_url": f"{BASE}/instore-sim/status/{request_id}",
+        "callback_url": f"{BASE}/instore-sim/callback/{request_id}",
+    }
     fields.update(extra)
     return payment_request(request_id, **fields)
 
@@ -285,13 +305,17 @@ async def test_a_url_off_the_allow_list_is_refused_and_nothing_is_sent(world: Wo
     assert world.provider_state.calls == 0 and world.instore_state.statuses == {}
 
 
-@pytest.mark.parametrize(("fields", "reason"), [
-    ({"payment_id": "pay-unknown"}, "payment-not-found"),
-    ({"currency": "USD"}, "currency-mismatch"),
-    ({"cent_amount": 1950}, "amount-exceeds-payment"),  # amountPlanned 1949
-])
-async def test_a_request_its_payment_cannot_take_fails_at_once_and_nothing_moves(world: World, fields: dict[str, Any],
-                                                                                 reason: str) -> None:
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"payment_id": "pay-unknown"}, "payment-not-found"),
+        ({"currency": "USD"}, "currency-mismatch"),
+        ({"cent_amount": 1950}, "amount-exceeds-payment"),  # amountPlanned 1949
+    ],
+)
+async def test_a_request_its_payment_cannot_take_fails_at_once_and_nothing_moves(
+    world: World, fields: dict[str, Any], reason: str
+) -> None:
     """InStore's till gets the refusal as a result at once (not a dead letter it would wait on until its timeout)."""
     handled = await world.handle(body(**fields))
     assert (handled.result.status, handled.result.reason) == ("failed", reason)

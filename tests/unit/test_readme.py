@@ -13,7 +13,7 @@ README = ROOT / "README.md"
 def test_readme_settings_table_matches_the_settings_classes() -> None:
     text = README.read_text()
     begin, end = "<!-- settings:begin -->\n", "<!-- settings:end -->"
-    block = text[text.index(begin) + len(begin):text.index(end)]
+    block = text[text.index(begin) + len(begin) : text.index(end)]
     assert block == render(), "README.md is stale: paste `uv run python -m instore_shared.settings_doc` between the markers"
 
 

@@ -26,25 +26,45 @@ EUR = "EUR"
 
 
 def _payment(payment_id: str, captured: int, method: str = "CREDIT_CARD") -> dict[str, Any]:
-    return {"id": payment_id, "version": 1, "amountPlanned": {"currencyCode": EUR, "centAmount": captured},
-            "paymentMethodInfo": {"method": method},
-            "transactions": [{"id": f"{payment_id}-charge", "type": "Charge", "state": "Success",
-                              "amount": {"currencyCode": EUR, "centAmount": captured}}]}
+    return {
+        "id": payment_id,
+        "version": 1,
+        "amountPlanned": {"currencyCode": EUR, "centAmount": captured},
+        "paymentMethodInfo": {"method": method},
+        "transactions": [
+            {
+                "id": f"{payment_id}-charge",
+                "type": "Charge",
+                "state": "Success",
+                "amount": {"currencyCode": EUR, "centAmount": captured},
+            }
+        ],
+    }
 
 
 def _order(order_id: str, number: str, lines: list[tuple[str, int]], payments: list[str]) -> dict[str, Any]:
-    return {"id": order_id, "version": 4, "orderNumber": number, "orderState": "Confirmed",
-            "totalPrice": {"currencyCode": EUR, "centAmount": 5000},
-            "lineItems": [{"id": line_id, "quantity": qty} for line_id, qty in lines],
-            "paymentInfo": {"payments": [{"typeId": "payment", "id": p} for p in payments]}}
+    return {
+        "id": order_id,
+        "version": 4,
+        "orderNumber": number,
+        "orderState": "Confirmed",
+        "totalPrice": {"currencyCode": EUR, "centAmount": 5000},
+        "lineItems": [{"id": line_id, "quantity": qty} for line_id, qty in lines],
+        "paymentInfo": {"payments": [{"typeId": "payment", "id": p} for p in payments]},
+    }
 
 
 def _return_line(line_id: str, order_ref: str, order_line: str, qty: int = 1, cents: int | None = None) -> dict[str, Any]:
     """A return cart line worth ``cents`` (default 2,500 per unit)."""
     total = {"currencyCode": EUR, "centAmount": 2500 * qty if cents is None else cents}
-    return {"id": line_id, "quantity": qty, "totalPrice": total,
-            "custom": {"fields": {
-        "purchaseOrderId": order_ref, "purchaseLineItemId": order_line, "returnComment": f"{line_id} too small"}}}
+    return {
+        "id": line_id,
+        "quantity": qty,
+        "totalPrice": total,
+        "custom": {
+            "fields": {"purchaseOrderId": order_ref, "purchaseLineItemId": order_line, "returnComment": f"{line_id} too small"}
+        },
+    }
 
 
 def _world(*return_lines: dict[str, Any], cart_id: str = "ret-cart-1") -> InMemoryCommerce:
@@ -54,10 +74,17 @@ def _world(*return_lines: dict[str, Any], cart_id: str = "ret-cart-1") -> InMemo
     commerce.add_payment(_payment("p-cash", 1500, "CASH"))
     commerce.add_order(_order("order-1", "store-1-0001", [("ol1", 2), ("ol2", 1)], ["p-card"]))
     commerce.add_order(_order("order-2", "store-1-0002", [("ol9", 3)], ["p-cash"]))
-    commerce.add_cart({"id": cart_id, "key": f"key-{cart_id}", "version": 2, "cartState": "Active",
-                       "totalPrice": {"currencyCode": EUR, "centAmount": 0},
-                       "custom": {"fields": {"locationId": "store-1", "workstationId": "pos-3", "userId": "colleague-42"}},
-                       "lineItems": list(return_lines) or [_return_line("r1", "order-1", "ol1")]})
+    commerce.add_cart(
+        {
+            "id": cart_id,
+            "key": f"key-{cart_id}",
+            "version": 2,
+            "cartState": "Active",
+            "totalPrice": {"currencyCode": EUR, "centAmount": 0},
+            "custom": {"fields": {"locationId": "store-1", "workstationId": "pos-3", "userId": "colleague-42"}},
+            "lineItems": list(return_lines) or [_return_line("r1", "order-1", "ol1")],
+        }
+    )
     return commerce
 
 
@@ -95,21 +122,31 @@ async def test_a_full_return_is_recorded_refunded_and_announced_once() -> None:
     events, dead = await _deliver(commerce, refund_webhook("ret-cart-1", [("rf-1", "p-card", 5000, EUR)], "evt-1"))
     assert dead == []
     items = _items(commerce, "order-1")
-    assert [(i["key"], i["lineItemId"], i["quantity"], i["shipmentState"], i["paymentState"], i["comment"])
-            for i in items] == [("ret-r1", "ol1", 2, "Returned", "Refunded", "r1 too small"),
-                                ("ret-r2", "ol2", 1, "Returned", "Refunded", "r2 too small")]
+    assert [(i["key"], i["lineItemId"], i["quantity"], i["shipmentState"], i["paymentState"], i["comment"]) for i in items] == [
+        ("ret-r1", "ol1", 2, "Returned", "Refunded", "r1 too small"),
+        ("ret-r2", "ol2", 1, "Returned", "Refunded", "r2 too small"),
+    ]
     (refund,) = _refunds(commerce, "p-card")
     assert (refund["interactionId"], refund["state"], refund["amount"]) == (
-        "rf-1", "Success", {"currencyCode": EUR, "centAmount": 5000})
+        "rf-1",
+        "Success",
+        {"currencyCode": EUR, "centAmount": 5000},
+    )
     (message,) = events
     event = json.loads(message.body)
     assert message.raw_message.key == b"order-1" and message.headers["event-id"] == event["eventId"]
     assert (event["type"], event["orderId"], event["orderNumber"], event["returnCartId"], event["sourceWebhookId"]) == (
-        "refunds-completed", "order-1", "store-1-0001", "ret-cart-1", "evt-1")
+        "refunds-completed",
+        "order-1",
+        "store-1-0001",
+        "ret-cart-1",
+        "evt-1",
+    )
     assert [(i["returnItemKey"], i["lineItemId"], i["quantity"]) for i in event["items"]] == [
-        ("ret-r1", "ol1", 2), ("ret-r2", "ol2", 1)]
-    assert [(r["refundId"], r["paymentId"], r["amount"]["centAmount"]) for r in event["refunds"]] == [
-        ("rf-1", "p-card", 5000)]
+        ("ret-r1", "ol1", 2),
+        ("ret-r2", "ol2", 1),
+    ]
+    assert [(r["refundId"], r["paymentId"], r["amount"]["centAmount"]) for r in event["refunds"]] == [("rf-1", "p-card", 5000)]
     assert event["totalRefunded"] == {"centAmount": 5000, "currencyCode": EUR}
     assert (event["locationId"], event["workstationId"], event["colleagueId"]) == ("store-1", "pos-3", "colleague-42")
 
@@ -125,8 +162,9 @@ async def test_the_same_refund_five_times_changes_nothing_after_the_first() -> N
 
 async def test_a_return_over_two_orders_with_a_split_tender_refund() -> None:
     commerce = _world(_return_line("r1", "order-1", "ol1"), _return_line("r2", "store-1-0002", "ol9", 2))
-    events, dead = await _deliver(commerce, refund_webhook(
-        "key-ret-cart-1", [("rf-card", "p-card", 1999, EUR), ("rf-cash", "p-cash", 1000, EUR)], "evt-2"))
+    events, dead = await _deliver(
+        commerce, refund_webhook("key-ret-cart-1", [("rf-card", "p-card", 1999, EUR), ("rf-cash", "p-cash", 1000, EUR)], "evt-2")
+    )
     assert dead == []
     assert [(i["key"], i["quantity"], i["paymentState"]) for i in _items(commerce, "order-1")] == [("ret-r1", 1, "Refunded")]
     assert [(i["key"], i["quantity"], i["paymentState"]) for i in _items(commerce, "order-2")] == [("ret-r2", 2, "Refunded")]
@@ -141,28 +179,33 @@ async def test_a_return_over_two_orders_with_a_split_tender_refund() -> None:
 
 async def test_a_partial_refund_records_only_the_lines_and_tenders_it_names() -> None:
     commerce = _world(_return_line("r1", "order-1", "ol1"), _return_line("r2", "order-1", "ol2"))
-    events, dead = await _deliver(commerce, refund_webhook("ret-cart-1", [("rf-1", "p-card", 1250, EUR)], "evt-3",
-                                                           line_item_ids=["r2"]))
+    events, dead = await _deliver(
+        commerce, refund_webhook("ret-cart-1", [("rf-1", "p-card", 1250, EUR)], "evt-3", line_item_ids=["r2"])
+    )
     assert dead == [] and len(events) == 1
     assert [i["key"] for i in _items(commerce, "order-1")] == ["ret-r2"]
     assert [t["amount"]["centAmount"] for t in _refunds(commerce, "p-card")] == [1250]
 
 
-@pytest.mark.parametrize(("lines", "refunds", "reason"), [
-    ([_return_line("r1", "order-1", "ol1", 3)], [("rf", "p-card", 100, EUR)], "return-quantity-exceeded"),
-    ([_return_line("r1", "order-1", "nope")], [("rf", "p-card", 100, EUR)], "purchase-line-not-found"),
-    ([_return_line("r1", "no-such-order", "ol1")], [("rf", "p-card", 100, EUR)], "purchase-order-not-found"),
-    ([{"id": "r1", "quantity": 1}], [("rf", "p-card", 100, EUR)], "return-line-without-purchase"),
-    # the return items would be fine: the refund over the capture stops them too
-    ([_return_line("r1", "order-1", "ol1", cents=9000)], [("rf", "p-card", 5001, EUR)], "refund-exceeds-capture"),
-    ([_return_line("r1", "order-1", "ol1")], [("rf", "p-card", 2501, EUR)], "refund-exceeds-return"),
-    ([_return_line("r1", "order-1", "ol1")], [("rf", "p-cash", 100, EUR)], "payment-not-of-purchase"),
-    ([_return_line("r1", "order-1", "ol1")], [("rf", "p-card", 100, "USD")], "refund-currency-mismatch"),
-    ([_return_line("r1", "order-1", "ol1")], [], "no-refunds"),
-    ([_return_line("r1", "order-1", "ol1")], [("rf", "p-card", 100, EUR), ("rf", "p-card", 100, EUR)], "bad-refund"),
-])
+@pytest.mark.parametrize(
+    ("lines", "refunds", "reason"),
+    [
+        ([_return_line("r1", "order-1", "ol1", 3)], [("rf", "p-card", 100, EUR)], "return-quantity-exceeded"),
+        ([_return_line("r1", "order-1", "nope")], [("rf", "p-card", 100, EUR)], "purchase-line-not-found"),
+        ([_return_line("r1", "no-such-order", "ol1")], [("rf", "p-card", 100, EUR)], "purchase-order-not-found"),
+        ([{"id": "r1", "quantity": 1}], [("rf", "p-card", 100, EUR)], "return-line-without-purchase"),
+        # the return items would be fine: the refund over the capture stops them too
+        ([_return_line("r1", "order-1", "ol1", cents=9000)], [("rf", "p-card", 5001, EUR)], "refund-exceeds-capture"),
+        ([_return_line("r1", "order-1", "ol1")], [("rf", "p-card", 2501, EUR)], "refund-exceeds-return"),
+        ([_return_line("r1", "order-1", "ol1")], [("rf", "p-cash", 100, EUR)], "payment-not-of-purchase"),
+        ([_return_line("r1", "order-1", "ol1")], [("rf", "p-card", 100, "USD")], "refund-currency-mismatch"),
+        ([_return_line("r1", "order-1", "ol1")], [], "no-refunds"),
+        ([_return_line("r1", "order-1", "ol1")], [("rf", "p-card", 100, EUR), ("rf", "p-card", 100, EUR)], "bad-refund"),
+    ],
+)
 async def test_an_impossible_refund_is_dead_lettered_and_writes_nothing(
-        lines: list[dict[str, Any]], refunds: list[tuple[str, str, int, str]], reason: str) -> None:
+    lines: list[dict[str, Any]], refunds: list[tuple[str, str, int, str]], reason: str
+) -> None:
     commerce = _world(*lines)
     body = refund_webhook("ret-cart-1", refunds, "evt-bad")
     events, dead = await _deliver(commerce, body)
@@ -176,9 +219,14 @@ async def test_malformed_and_unknown_refund_webhooks_are_dead_lettered_other_web
     commerce = _world()
     payment = json.dumps({"id": "evt-p", "type": "payment.completed", "cartId": "sale-1"}).encode()
     unknown_cart = refund_webhook("no-such-cart", [("rf", "p-card", 1, EUR)], "evt-u")
-    wrong_types = json.dumps({"id": "evt-w", "type": "refund.completed", "returnCartId": "ret-cart-1",
-                              "data": {"refunds": [{"refundId": "rf", "paymentId": "p-card",
-                                                    "amount": {"centAmount": "12", "currencyCode": EUR}}]}}).encode()
+    wrong_types = json.dumps(
+        {
+            "id": "evt-w",
+            "type": "refund.completed",
+            "returnCartId": "ret-cart-1",
+            "data": {"refunds": [{"refundId": "rf", "paymentId": "p-card", "amount": {"centAmount": "12", "currencyCode": EUR}}]},
+        }
+    ).encode()
     unknown_line = refund_webhook("ret-cart-1", [("rf", "p-card", 1, EUR)], "evt-l", line_item_ids=["zz"])
     events, dead = await _deliver(commerce, payment, unknown_cart, wrong_types, unknown_line)
     assert events == [] and commerce.updates == []
@@ -240,8 +288,20 @@ async def test_two_returns_racing_for_the_last_unit_one_wins_the_other_writes_no
             raced.append(True)
             order = commerce.order(resource_id)
             order["version"] += 1
-            order["returnInfo"] = [{"items": [{"id": "x", "key": "ret-other", "lineItemId": "ol2", "quantity": 1,
-                                               "shipmentState": "Returned", "paymentState": "Refunded"}]}]
+            order["returnInfo"] = [
+                {
+                    "items": [
+                        {
+                            "id": "x",
+                            "key": "ret-other",
+                            "lineItemId": "ol2",
+                            "quantity": 1,
+                            "shipmentState": "Returned",
+                            "paymentState": "Refunded",
+                        }
+                    ]
+                }
+            ]
             commerce.add_order(order)
             raise ConcurrentModification(409, "ConcurrentModification", "version mismatch", current_version=5)
 
@@ -284,9 +344,11 @@ async def test_a_refund_id_already_recorded_elsewhere_is_a_conflict_not_a_replay
     before = list(commerce.updates)
     other_cart = _world(_return_line("r9", "order-1", "ol1"), cart_id="ret-cart-2")
     commerce.add_cart(other_cart.cart("ret-cart-2"))
-    _, dead = await _deliver(commerce,
-                             refund_webhook("ret-cart-1", [("rf-1", "p-card", 999, EUR)], "evt-2"),
-                             refund_webhook("ret-cart-2", [("rf-1", "p-card", 1999, EUR)], "evt-3"))
+    _, dead = await _deliver(
+        commerce,
+        refund_webhook("ret-cart-1", [("rf-1", "p-card", 999, EUR)], "evt-2"),
+        refund_webhook("ret-cart-2", [("rf-1", "p-card", 1999, EUR)], "evt-3"),
+    )
     assert [m.headers["dlq-error-reason"] for m in dead] == ["refund-id-conflict", "refund-id-conflict"]
     assert commerce.updates == before and len(_refunds(commerce, "p-card")) == 1
 
@@ -315,8 +377,9 @@ async def test_an_event_kafka_can_never_take_is_dead_lettered_not_retried_foreve
             return await publish(body, topic, **kwargs)
 
         broker.publish = refusing  # type: ignore[method-assign]
-        await br.publish(refund_webhook("ret-cart-1", [("rf-1", "p-card", 1999, EUR)], "evt-1"), WEBHOOKS.name,
-                         headers={"webhook-id": "evt-1"})
+        await br.publish(
+            refund_webhook("ret-cart-1", [("rf-1", "p-card", 1999, EUR)], "evt-1"), WEBHOOKS.name, headers={"webhook-id": "evt-1"}
+        )
     assert [m.headers["dlq-error-reason"] for m in dead] == ["event-too-large"]
     assert [i["paymentState"] for i in _items(commerce, "order-1")] == ["Refunded"]  # recorded, not announced
     assert [v["value"]["state"] for v in commerce.custom_objects.values()] == ["claimed"]
@@ -350,7 +413,8 @@ async def test_two_returns_overdrawing_one_payment_at_once_one_wins_the_other_wr
     results = await asyncio.gather(
         record_refund(refund_webhook("ret-a", [("rf-a", "p-cash", 1000, EUR)]), commerce, FIELDS, locks=locks),
         record_refund(refund_webhook("ret-b", [("rf-b", "p-cash", 1000, EUR)]), commerce, FIELDS, locks=locks),
-        return_exceptions=True)
+        return_exceptions=True,
+    )
     refused = [r for r in results if isinstance(r, Refused)]
     assert len(refused) == 1 and refused[0].reason == "refund-exceeds-capture"
     assert len(_items(commerce, "order-2")) == 1 and len(_refunds(commerce, "p-cash")) == 1  # the loser wrote nothing

@@ -30,16 +30,24 @@ DOWN = TransientError(503, "ServiceUnavailable", "down")
 class Ports:
     """One process's ports (own locks); commerce, publisher and clock may be shared."""
 
-    def __init__(self, commerce: InMemoryCommerce, publisher: RecordingPublisher | None = None,
-                 clock: FakeClock | None = None) -> None:
+    def __init__(
+        self, commerce: InMemoryCommerce, publisher: RecordingPublisher | None = None, clock: FakeClock | None = None
+    ) -> None:
         self.commerce, self.publisher, self.clock = commerce, publisher or RecordingPublisher(), clock or FakeClock()
         self.order_locks, self.recording_locks = KeyedLocks(), KeyedLocks()
 
     async def handle(self, body: bytes, ref: str = "instore.webhooks.v1/0/0") -> Any:
         return await handle_refund_webhook(
-            body, {"webhook-id": json.loads(body)["id"]}, commerce=self.commerce, publisher=self.publisher,
-            order_locks=self.order_locks, recording_locks=self.recording_locks, clock=self.clock, settings=SETTINGS,
-            message_ref=ref)
+            body,
+            {"webhook-id": json.loads(body)["id"]},
+            commerce=self.commerce,
+            publisher=self.publisher,
+            order_locks=self.order_locks,
+            recording_locks=self.recording_locks,
+            clock=self.clock,
+            settings=SETTINGS,
+            message_ref=ref,
+        )
 
 
 BODY = refund_webhook("ret-cart-1", [("rf-1", "p-card", 1999, EUR)], "evt-1")
@@ -53,12 +61,20 @@ async def test_a_replay_for_an_order_in_any_state_publishes_nothing_and_changes_
     order = ports.commerce.order("order-1")
     order.update(orderState=state, version=order["version"] + 1)  # the retailer's OMS moved it on
     ports.commerce.add_order(order)
-    before = (dict(ports.commerce.orders), msgspec.json.encode(ports.commerce.payments),
-              dict(ports.commerce.custom_objects), len(ports.commerce.updates))
+    before = (
+        dict(ports.commerce.orders),
+        msgspec.json.encode(ports.commerce.payments),
+        dict(ports.commerce.custom_objects),
+        len(ports.commerce.updates),
+    )
     again = await ports.handle(BODY, ref="instore.webhooks.v1/3/17")
     assert again.announcements == {"order-1": Verdict.ALREADY_PUBLISHED} and len(ports.publisher.events) == 1
-    assert (dict(ports.commerce.orders), msgspec.json.encode(ports.commerce.payments),
-            dict(ports.commerce.custom_objects), len(ports.commerce.updates)) == before
+    assert (
+        dict(ports.commerce.orders),
+        msgspec.json.encode(ports.commerce.payments),
+        dict(ports.commerce.custom_objects),
+        len(ports.commerce.updates),
+    ) == before
 
 
 async def test_the_marker_write_failing_n_times_gives_exactly_one_event_per_order() -> None:
@@ -73,8 +89,7 @@ async def test_the_marker_write_failing_n_times_gives_exactly_one_event_per_orde
     ports = Ports(commerce)
     body = refund_webhook("ret-cart-1", [("rf-card", "p-card", 1999, EUR), ("rf-cash", "p-cash", 500, EUR)], "evt-2")
     handled = await ports.handle(body)
-    assert len(failures) == 10 and handled.announcements == {"order-1": Verdict.PUBLISHED,
-                                                              "order-2": Verdict.PUBLISHED}
+    assert len(failures) == 10 and handled.announcements == {"order-1": Verdict.PUBLISHED, "order-2": Verdict.PUBLISHED}
     assert sorted(json.loads(e.body)["orderId"] for e in ports.publisher.events) == ["order-1", "order-2"]
     assert [v["value"]["state"] for v in commerce.custom_objects.values()] == ["published", "published"]
 
@@ -88,7 +103,8 @@ async def test_two_returns_overdrawing_one_payment_at_once_the_loser_writes_noth
     results = await asyncio.gather(
         ports.handle(refund_webhook("ret-a", [("rf-a", "p-cash", 1000, EUR)], "evt-a"), ref="t/0/1"),
         ports.handle(refund_webhook("ret-b", [("rf-b", "p-cash", 1000, EUR)], "evt-b"), ref="t/1/1"),
-        return_exceptions=True)
+        return_exceptions=True,
+    )
     refused = [r for r in results if isinstance(r, Refused)]
     assert len(refused) == 1 and refused[0].reason == "refund-exceeds-capture"
     assert len(_items(commerce, "order-2")) == 1 and len(_refunds(commerce, "p-cash")) == 1

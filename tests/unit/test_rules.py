@@ -91,10 +91,12 @@ def test_return_counts_earlier_returns_and_sibling_lines() -> None:
     order = _order([_line("ol1", 3)], returned=[{"quantity": 1, "lineItemId": "ol1", "shipmentState": "Returned"}])
     ok = _return_cart([_line("r1", 2, custom={ORDER_FIELD: "o1", LINE_FIELD: "ol1"})])
     assert _check(ok, {"o1": order}) is None
-    two_lines = _return_cart([
-        _line("r1", 1, custom={ORDER_FIELD: "o1", LINE_FIELD: "ol1"}),
-        _line("r2", 2, custom={ORDER_FIELD: "o1", LINE_FIELD: "ol1"}),
-    ])
+    two_lines = _return_cart(
+        [
+            _line("r1", 1, custom={ORDER_FIELD: "o1", LINE_FIELD: "ol1"}),
+            _line("r2", 2, custom={ORDER_FIELD: "o1", LINE_FIELD: "ol1"}),
+        ]
+    )
     refusal = _check(two_lines, {"o1": order})
     assert refusal is not None and refusal.reason == "return-quantity-exceeded"
 

@@ -76,8 +76,10 @@ class World:
         self.auth = FakeAuth()
         self.events = FakeEvents()
         settings = GatewaySettings(instore_callback_api_key=API_KEY, sessions_rate_limit_per_minute=rate_limit)
-        self.app = create_app(settings, Ports(cart_lookups=FakeLookups(), events=self.events, vault=self.vault,
-                                              ims=FakeIms(), instore_auth=self.auth))  # type: ignore[arg-type]
+        self.app = create_app(
+            settings,
+            Ports(cart_lookups=FakeLookups(), events=self.events, vault=self.vault, ims=FakeIms(), instore_auth=self.auth),
+        )  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -89,8 +91,11 @@ def world() -> Iterator[tuple[World, TestClient[Any]]]:
 
 def _session(client: TestClient[Any], token: str | None = GOOD, body: Any = None) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return client.post("/sessions", headers=headers,
-                       json=body if body is not None else {"locationId": "store-berlin-01", "workstationId": "pos-3"})
+    return client.post(
+        "/sessions",
+        headers=headers,
+        json=body if body is not None else {"locationId": "store-berlin-01", "workstationId": "pos-3"},
+    )
 
 
 def _problem(response: Any, status: int, slug: str) -> dict[str, Any]:
@@ -124,10 +129,15 @@ def test_session_then_token_callback(world: tuple[World, TestClient[Any]]) -> No
     assert 590 <= token.json()["expires_in"] <= 600
     assert token.headers["cache-control"] == "no-store"
 
-    (topic, key, value), = w.events.published
+    ((topic, key, value),) = w.events.published
     event = msgspec.json.decode(value)
     assert (topic, key, event["type"], event["userId"], event["locationId"]) == (
-        "instore.session-events.v1", "colleague-42", "session-started", "colleague-42", "store-berlin-01")
+        "instore.session-events.v1",
+        "colleague-42",
+        "session-started",
+        "colleague-42",
+        "store-berlin-01",
+    )
     assert b"uat-secret-token" not in value and body["userKey"].encode() not in value
 
 
@@ -150,17 +160,36 @@ def test_no_or_bad_ims_token_is_401(world: tuple[World, TestClient[Any]], token:
 
 def test_basic_auth_or_two_authorization_headers_are_401(world: tuple[World, TestClient[Any]]) -> None:
     _, client = world
-    _problem(client.post("/sessions", headers={"Authorization": "Basic Zm9vOmJhcg=="},
-                         json={"locationId": "l", "workstationId": "w"}), 401, "unauthorized")
-    _problem(client.post("/sessions", headers=[("Authorization", f"Bearer {GOOD}"), ("Authorization", "Bearer x")],
-                         json={"locationId": "l", "workstationId": "w"}), 401, "unauthorized")
+    _problem(
+        client.post("/sessions", headers={"Authorization": "Basic Zm9vOmJhcg=="}, json={"locationId": "l", "workstationId": "w"}),
+        401,
+        "unauthorized",
+    )
+    _problem(
+        client.post(
+            "/sessions",
+            headers=[("Authorization", f"Bearer {GOOD}"), ("Authorization", "Bearer x")],
+            json={"locationId": "l", "workstationId": "w"},
+        ),
+        401,
+        "unauthorized",
+    )
 
 
-@pytest.mark.parametrize("body", [
-    {}, {"locationId": "l"}, {"locationId": 1, "workstationId": "w"}, {"locationId": "", "workstationId": "w"},
-    {"locationId": "x" * 129, "workstationId": "w"}, {"locationId": "a b", "workstationId": "w"}, [], "text",
-    {"locationId": "l\n", "workstationId": "w"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"locationId": "l"},
+        {"locationId": 1, "workstationId": "w"},
+        {"locationId": "", "workstationId": "w"},
+        {"locationId": "x" * 129, "workstationId": "w"},
+        {"locationId": "a b", "workstationId": "w"},
+        [],
+        "text",
+        {"locationId": "l\n", "workstationId": "w"},
+    ],
+)
 def test_bad_body_is_400_and_asks_nothing(world: tuple[World, TestClient[Any]], body: Any) -> None:
     w, client = world
     _problem(_session(client, body=body), 400, "bad-request")
@@ -179,12 +208,14 @@ def test_bad_body_without_token_is_401_first(world: tuple[World, TestClient[Any]
     _problem(_session(client, token=None, body={}), 401, "unauthorized")
 
 
-@pytest.mark.parametrize(("failure", "status", "slug"), [
-    (InStoreAuthTimeout("slow"), 504, "instore-auth-timeout"),
-    (InStoreAuthUnavailable("down"), 502, "instore-auth-unavailable"),
-])
-def test_instore_auth_failures(world: tuple[World, TestClient[Any]], failure: Exception, status: int,
-                               slug: str) -> None:
+@pytest.mark.parametrize(
+    ("failure", "status", "slug"),
+    [
+        (InStoreAuthTimeout("slow"), 504, "instore-auth-timeout"),
+        (InStoreAuthUnavailable("down"), 502, "instore-auth-unavailable"),
+    ],
+)
+def test_instore_auth_failures(world: tuple[World, TestClient[Any]], failure: Exception, status: int, slug: str) -> None:
     w, client = world
     w.auth.fail = failure
     _problem(_session(client), status, slug)
@@ -205,14 +236,13 @@ def test_token_callback_errors(world: tuple[World, TestClient[Any]]) -> None:
     _problem(client.get(f"/instore/callbacks/tokens/{key}"), 401, "unauthorized")
     _problem(client.get(f"/instore/callbacks/tokens/{key}", headers={"X-Api-Key": "nope"}), 401, "unauthorized")
     for bad in ("short", key + "x", key[:-1] + "!", "x" * 43 + "%20", key + "%0A"):
-        _problem(client.get(f"/instore/callbacks/tokens/{bad}", headers={"X-Api-Key": API_KEY}), 400,
-                 "invalid-user-key")
-    unknown = _problem(client.get(f"/instore/callbacks/tokens/{'A' * 43}", headers={"X-Api-Key": API_KEY}), 404,
-                       "user-key-not-found")
+        _problem(client.get(f"/instore/callbacks/tokens/{bad}", headers={"X-Api-Key": API_KEY}), 400, "invalid-user-key")
+    unknown = _problem(
+        client.get(f"/instore/callbacks/tokens/{'A' * 43}", headers={"X-Api-Key": API_KEY}), 404, "user-key-not-found"
+    )
     assert "A" * 43 not in unknown["instance"]  # the user key is not echoed
     w.now[0] += 601  # the token expired
-    _problem(client.get(f"/instore/callbacks/tokens/{key}", headers={"X-Api-Key": API_KEY}), 404,
-             "user-key-not-found")
+    _problem(client.get(f"/instore/callbacks/tokens/{key}", headers={"X-Api-Key": API_KEY}), 404, "user-key-not-found")
 
 
 def test_the_callback_api_key_is_compared_without_surrounding_whitespace(world: tuple[World, TestClient[Any]]) -> None:
@@ -242,26 +272,38 @@ def test_sessions_are_rate_limited_per_client() -> None:
 def test_rate_limit_ignores_a_forged_x_forwarded_for() -> None:
     w = World(rate_limit=2)
     with TestClient(w.app) as client:
-        codes = [client.post("/sessions", headers={"Authorization": f"Bearer {GOOD}", "X-Forwarded-For": f"203.0.113.{i}"},
-                             json={"locationId": "l", "workstationId": "w"}).status_code for i in range(3)]
+        codes = [
+            client.post(
+                "/sessions",
+                headers={"Authorization": f"Bearer {GOOD}", "X-Forwarded-For": f"203.0.113.{i}"},
+                json={"locationId": "l", "workstationId": "w"},
+            ).status_code
+            for i in range(3)
+        ]
     assert codes == [201, 201, 429]
 
 
 def test_a_deeply_nested_body_is_400_not_500(world: tuple[World, TestClient[Any]]) -> None:
     _, client = world
     nested = "[" * 100_000 + "]" * 100_000
-    response = client.post("/sessions", headers={"Authorization": f"Bearer {GOOD}", "Content-Type": "application/json"},
-                           content=f'{{"locationId":"l","workstationId":"w","x":{nested}}}')
+    response = client.post(
+        "/sessions",
+        headers={"Authorization": f"Bearer {GOOD}", "Content-Type": "application/json"},
+        content=f'{{"locationId":"l","workstationId":"w","x":{nested}}}',
+    )
     _problem(response, 400, "bad-request")
 
 
-@pytest.mark.parametrize(("path", "logged"), [
-    ("/instore/callbacks/tokens/" + "k" * 43, "/instore/callbacks/tokens/***"),
-    ("/instore/callbacks//tokens/" + "k" * 43, "/instore/callbacks//tokens/***"),
-    ("/INSTORE/CALLBACKS/TOKENS/" + "k" * 43 + "/x", "/INSTORE/CALLBACKS/TOKENS/***"),
-    ("/instore/callbacks/carts/" + "k" * 43, "/instore/callbacks/carts/***"),
-    ("/instore/callbacks/carts/demo-sale-cart", "/instore/callbacks/carts/demo-sale-cart"),
-])
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/instore/callbacks/tokens/" + "k" * 43, "/instore/callbacks/tokens/***"),
+        ("/instore/callbacks//tokens/" + "k" * 43, "/instore/callbacks//tokens/***"),
+        ("/INSTORE/CALLBACKS/TOKENS/" + "k" * 43 + "/x", "/INSTORE/CALLBACKS/TOKENS/***"),
+        ("/instore/callbacks/carts/" + "k" * 43, "/instore/callbacks/carts/***"),
+        ("/instore/callbacks/carts/demo-sale-cart", "/instore/callbacks/carts/demo-sale-cart"),
+    ],
+)
 def test_user_keys_never_reach_logs_or_problem_bodies(path: str, logged: str) -> None:
     from instore_gateway.problems import redact_path
 

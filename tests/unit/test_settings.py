@@ -33,8 +33,12 @@ def test_missing_callback_api_key_is_named(monkeypatch: pytest.MonkeyPatch, caps
 
 
 def test_secrets_do_not_print() -> None:
-    settings = GatewaySettings(instore_callback_api_key=KEY, kafka_security_protocol="SASL_PLAINTEXT",
-                               kafka_sasl_username="u", kafka_sasl_password="pw-secret")
+    settings = GatewaySettings(
+        instore_callback_api_key=KEY,
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_username="u",
+        kafka_sasl_password="pw-secret",
+    )
     assert KEY not in repr(settings) and "pw-secret" not in repr(settings)
 
 
@@ -48,9 +52,13 @@ def test_secrets_do_not_print() -> None:
     ],
 )
 def test_kafka_security_becomes_aiokafka_options(protocol: str, mechanism: str, expected: dict[str, str]) -> None:
-    settings = GatewaySettings(instore_callback_api_key=KEY, kafka_security_protocol=protocol,  # type: ignore[arg-type]
-                               kafka_sasl_mechanism=mechanism, kafka_sasl_username="u",  # type: ignore[arg-type]
-                               kafka_sasl_password="p")
+    settings = GatewaySettings(
+        instore_callback_api_key=KEY,
+        kafka_security_protocol=protocol,  # type: ignore[arg-type]
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username="u",  # type: ignore[arg-type]
+        kafka_sasl_password="p",
+    )
     options = settings.kafka_client_options()
     assert {k: options[k] for k in expected} == expected
     assert (options.get("ssl_context") is not None) == protocol.endswith("SSL")

@@ -13,8 +13,14 @@ from instore_payment_extension.providers.stripe import StripeProvider
 from instore_shared.contract.payment_extensions import Money, Tender
 
 KEY = "sk_test_" + "s3cr3t" * 4
-PAYMENT = PaymentInput(tender=Tender.BANK_CARD, amount=Money(centAmount=1949, currencyCode="EUR"), capture=True,
-                       card_token="pm_card_visa", request_id="r-1", payment_id="pay-1")
+PAYMENT = PaymentInput(
+    tender=Tender.BANK_CARD,
+    amount=Money(centAmount=1949, currencyCode="EUR"),
+    capture=True,
+    card_token="pm_card_visa",
+    request_id="r-1",
+    payment_id="pay-1",
+)
 
 
 def _provider(answer: Callable[[httpx.Request], httpx.Response], seen: list[httpx.Request] | None = None) -> StripeProvider:
@@ -32,8 +38,12 @@ def _intent(status: str, **extra: Any) -> httpx.Response:
 
 async def test_a_succeeded_intent_is_approved_with_the_card_and_the_request_is_well_formed() -> None:
     seen: list[httpx.Request] = []
-    provider = _provider(lambda r: _intent("succeeded", latest_charge={
-        "id": "ch_9", "payment_method_details": {"card": {"last4": "4242", "brand": "visa"}}}), seen)
+    provider = _provider(
+        lambda r: _intent(
+            "succeeded", latest_charge={"id": "ch_9", "payment_method_details": {"card": {"last4": "4242", "brand": "visa"}}}
+        ),
+        seen,
+    )
     result = await provider.pay(PAYMENT, "instore-payment-r-1")
     assert result == Approved(reference="pi_123", approval_code="ch_9", card=result.card)  # type: ignore[union-attr]
     assert isinstance(result, Approved) and result.card is not None and result.card.last4 == "4242"
@@ -54,16 +64,28 @@ async def test_authorize_asks_for_manual_capture_and_requires_capture_is_approve
 
 
 async def test_a_card_error_is_a_decline_with_its_decline_code() -> None:
-    provider = _provider(lambda r: httpx.Response(402, json={"error": {
-        "type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds", "message": "no",
-        "payment_intent": {"id": "pi_7"}}}))
+    provider = _provider(
+        lambda r: httpx.Response(
+            402,
+            json={
+                "error": {
+                    "type": "card_error",
+                    "code": "card_declined",
+                    "decline_code": "insufficient_funds",
+                    "message": "no",
+                    "payment_intent": {"id": "pi_7"},
+                }
+            },
+        )
+    )
     assert await provider.pay(PAYMENT, "k") == Declined(reason="insufficient_funds", message="no", reference="pi_7")
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404])
 async def test_other_4xx_are_refusals_not_outages(status: int) -> None:
-    provider = _provider(lambda r: httpx.Response(status, json={"error": {"type": "invalid_request_error",
-                                                                          "code": "parameter_invalid"}}))
+    provider = _provider(
+        lambda r: httpx.Response(status, json={"error": {"type": "invalid_request_error", "code": "parameter_invalid"}})
+    )
     result = await provider.pay(PAYMENT, "k")
     assert isinstance(result, Declined) and result.reason == "provider-refused"
 
@@ -80,11 +102,17 @@ def _raise(exc: Exception) -> Callable[[httpx.Request], httpx.Response]:
     return answer
 
 
-@pytest.mark.parametrize("answer", [
-    lambda r: httpx.Response(500, json={}), lambda r: httpx.Response(503, text="down"),
-    lambda r: httpx.Response(429, json={}), _raise(httpx.ConnectError("refused")),
-    _raise(httpx.ReadTimeout("slow")), lambda r: httpx.Response(200, text="<html>"),
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda r: httpx.Response(500, json={}),
+        lambda r: httpx.Response(503, text="down"),
+        lambda r: httpx.Response(429, json={}),
+        _raise(httpx.ConnectError("refused")),
+        _raise(httpx.ReadTimeout("slow")),
+        lambda r: httpx.Response(200, text="<html>"),
+    ],
+)
 async def test_outages_are_provider_down_and_never_show_the_key(answer: Callable[[httpx.Request], httpx.Response]) -> None:
     provider = _provider(answer)
     with pytest.raises(ProviderDown) as down:
@@ -94,9 +122,14 @@ async def test_outages_are_provider_down_and_never_show_the_key(answer: Callable
 
 
 async def test_refund_cancel_capture_and_the_unsupported() -> None:
-    provider = _provider(lambda r: httpx.Response(200, json={"id": "re_1", "status": "succeeded"}
-                                                  if r.url.path == "/v1/refunds" else {"id": "pi_123",
-                                                                                       "status": "succeeded"}))
+    provider = _provider(
+        lambda r: httpx.Response(
+            200,
+            json={"id": "re_1", "status": "succeeded"}
+            if r.url.path == "/v1/refunds"
+            else {"id": "pi_123", "status": "succeeded"},
+        )
+    )
     money = Money(centAmount=500, currencyCode="EUR")
     assert await provider.refund("pi_123", money, "k1") == Approved(reference="re_1")
     assert await provider.cancel("pi_123", "k2") == Approved(reference="pi_123")

@@ -30,8 +30,9 @@ class FakeClock:
 
 
 def token(expires_at: float, access_token: str = "at-secret", user_id: str = "u-1") -> StoredToken:
-    return StoredToken(access_token=access_token, expires_at=expires_at, user_id=user_id,
-                       location_id="loc-berlin", workstation_id="ws-7")
+    return StoredToken(
+        access_token=access_token, expires_at=expires_at, user_id=user_id, location_id="loc-berlin", workstation_id="ws-7"
+    )
 
 
 async def test_put_then_get_returns_the_token() -> None:
@@ -135,8 +136,7 @@ def test_memory_is_the_default_backend() -> None:
 
 async def test_redis_backend_with_keys_builds_a_redis_vault() -> None:
     keys = f"{Fernet.generate_key().decode()}, {Fernet.generate_key().decode()}"
-    settings = GatewaySettings(instore_callback_api_key=API_KEY, token_vault_backend="redis",
-                               token_vault_encryption_keys=keys)
+    settings = GatewaySettings(instore_callback_api_key=API_KEY, token_vault_backend="redis", token_vault_encryption_keys=keys)
     assert len(settings.token_vault_keys()) == 2
     vault = create_vault(settings)
     assert isinstance(vault, RedisTokenVault)
@@ -178,6 +178,10 @@ def test_an_invalid_key_fails_naming_the_variable_never_the_value(
 
 def test_settings_repr_hides_the_vault_secrets() -> None:
     key = Fernet.generate_key().decode()
-    settings = GatewaySettings(instore_callback_api_key=API_KEY, token_vault_backend="redis",
-                               token_vault_redis_url="redis://:pw-secret@h:6379/0", token_vault_encryption_keys=key)
+    settings = GatewaySettings(
+        instore_callback_api_key=API_KEY,
+        token_vault_backend="redis",
+        token_vault_redis_url="redis://:pw-secret@h:6379/0",
+        token_vault_encryption_keys=key,
+    )
     assert key not in repr(settings) and "pw-secret" not in repr(settings)

@@ -24,8 +24,15 @@ from instore_shared.kafka.rpc import BrokerUnavailable, NotAcknowledged
 
 SECRET = b"webhook-shared-secret-for-tests"
 PROBLEM = "urn:instore-integration:problem:"
-BODY = json.dumps({"id": "evt-1", "type": "payment.completed", "cartId": "cart-123",
-                   "data": {"amount": {"centAmount": 1999, "currencyCode": "EUR"}}}, indent=2).encode()
+BODY = json.dumps(
+    {
+        "id": "evt-1",
+        "type": "payment.completed",
+        "cartId": "cart-123",
+        "data": {"amount": {"centAmount": 1999, "currencyCode": "EUR"}},
+    },
+    indent=2,
+).encode()
 
 
 def sign(body: bytes, secret: bytes = SECRET) -> str:
@@ -37,8 +44,16 @@ class Recorder:
         self.published: list[dict[str, Any]] = []
         self.fail: Exception | None = None
 
-    async def publish(self, topic: str, key: str | None, value: bytes, *, message_type: str, timeout_s: float,
-                      headers: dict[str, str] | None = None) -> None:
+    async def publish(
+        self,
+        topic: str,
+        key: str | None,
+        value: bytes,
+        *,
+        message_type: str,
+        timeout_s: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if self.fail is not None:
             raise self.fail
         self.published.append({"topic": topic, "key": key, "value": value, "headers": headers or {}})
@@ -56,10 +71,14 @@ class Lookups:
 def gateway(request: pytest.FixtureRequest) -> Iterator[tuple[Recorder, TestClient[Any]]]:
     """The gateway both ways the route is served: below Litestar (the default) and by Litestar (tracing on)."""
     events = Recorder()
-    settings = GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret=SECRET.decode(),
-                               webhook_max_body_bytes=4096)
-    app = create_app(settings, Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()),  # type: ignore[arg-type]
-                     raw_routes=request.param)
+    settings = GatewaySettings(
+        instore_callback_api_key="k" * 20, instore_webhook_secret=SECRET.decode(), webhook_max_body_bytes=4096
+    )
+    app = create_app(
+        settings,
+        Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()),  # type: ignore[arg-type]
+        raw_routes=request.param,
+    )
     with TestClient(app) as client:
         yield events, client
 
@@ -73,16 +92,20 @@ def _problem(response: Any, status: int, slug: str) -> None:
     assert response.json()["type"] == PROBLEM + slug
 
 
-@pytest.mark.parametrize("encode", [
-    lambda b: sign(b),
-    lambda b: sign(b).upper(),
-    lambda b: "sha256=" + sign(b),
-    lambda b: base64.b64encode(hmac.new(SECRET, b, hashlib.sha256).digest()).decode(),
-    lambda b: base64.urlsafe_b64encode(hmac.new(SECRET, b, hashlib.sha256).digest()).decode().rstrip("="),
-])
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda b: sign(b),
+        lambda b: sign(b).upper(),
+        lambda b: "sha256=" + sign(b),
+        lambda b: base64.b64encode(hmac.new(SECRET, b, hashlib.sha256).digest()).decode(),
+        lambda b: base64.urlsafe_b64encode(hmac.new(SECRET, b, hashlib.sha256).digest()).decode().rstrip("="),
+    ],
+)
 @pytest.mark.parametrize("header", ["X-Signature", "verification-signature"])
-def test_signed_webhook_is_published_raw_then_acknowledged(gateway: tuple[Recorder, TestClient[Any]],
-                                                           encode: Any, header: str) -> None:
+def test_signed_webhook_is_published_raw_then_acknowledged(
+    gateway: tuple[Recorder, TestClient[Any]], encode: Any, header: str
+) -> None:
     events, client = gateway
     response = _post(client, BODY, {header: encode(BODY)})
     assert response.status_code == 202, response.text
@@ -93,22 +116,26 @@ def test_signed_webhook_is_published_raw_then_acknowledged(gateway: tuple[Record
     assert message["headers"]["webhook-id"] == "evt-1" and message["headers"]["received-at"].endswith("Z")
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda b: b[:-1],  # truncated
-    lambda b: json.dumps(json.loads(b)).encode(),  # re-serialised: same JSON, other bytes
-    lambda b: b.replace(b"1999", b"1"),  # forged amount
-])
-def test_forged_truncated_and_reserialised_bodies_are_refused(gateway: tuple[Recorder, TestClient[Any]],
-                                                              mutate: Any) -> None:
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b[:-1],  # truncated
+        lambda b: json.dumps(json.loads(b)).encode(),  # re-serialised: same JSON, other bytes
+        lambda b: b.replace(b"1999", b"1"),  # forged amount
+    ],
+)
+def test_forged_truncated_and_reserialised_bodies_are_refused(gateway: tuple[Recorder, TestClient[Any]], mutate: Any) -> None:
     events, client = gateway
     _problem(_post(client, mutate(BODY), {"X-Signature": sign(BODY)}), 401, "invalid-signature")
     assert events.published == []
 
 
-@pytest.mark.parametrize("headers", [{}, {"X-Signature": ""}, {"X-Signature": "not-a-signature"},
-                                     {"X-Signature": sign(BODY, b"other-secret")}])
-def test_missing_or_wrong_signature_is_401_and_nothing_published(gateway: tuple[Recorder, TestClient[Any]],
-                                                                 headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "headers", [{}, {"X-Signature": ""}, {"X-Signature": "not-a-signature"}, {"X-Signature": sign(BODY, b"other-secret")}]
+)
+def test_missing_or_wrong_signature_is_401_and_nothing_published(
+    gateway: tuple[Recorder, TestClient[Any]], headers: dict[str, str]
+) -> None:
     events, client = gateway
     _problem(_post(client, BODY, headers), 401, "invalid-signature")
     assert events.published == []
@@ -144,7 +171,7 @@ def test_too_large_without_content_length_is_413(gateway: tuple[Recorder, TestCl
 
     def chunks() -> Iterator[bytes]:
         for i in range(0, len(body), 1000):
-            yield body[i:i + 1000]
+            yield body[i : i + 1000]
 
     response = client.post("/instore/webhooks", content=chunks(), headers={"X-Signature": sign(body)})
     _problem(response, 413, "payload-too-large")
@@ -172,9 +199,11 @@ def test_a_bug_in_the_publisher_is_a_500_problem_without_internals(gateway: tupl
 async def test_a_client_gone_mid_body_gets_nothing_published() -> None:
     """The raw route reads the body itself: a disconnect before its end publishes nothing and answers nothing."""
     events = Recorder()
-    app = create_app(GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret=SECRET.decode()),
-                     Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()),  # type: ignore[arg-type]
-                     raw_routes=True)
+    app = create_app(
+        GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret=SECRET.decode()),
+        Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()),  # type: ignore[arg-type]
+        raw_routes=True,
+    )
     messages = [{"type": "http.request", "body": BODY[:10], "more_body": True}, {"type": "http.disconnect"}]
     sent: list[Any] = []
 
@@ -185,10 +214,24 @@ async def test_a_client_gone_mid_body_gets_nothing_published() -> None:
         sent.append(message)
 
     async with app.lifespan():  # type: ignore[attr-defined]
-        await app({"type": "http", "method": "POST", "path": "/instore/webhooks", "raw_path": b"/instore/webhooks",
-                   "headers": [(b"x-signature", sign(BODY).encode())], "query_string": b"", "http_version": "1.1",
-                   "scheme": "http", "server": ("t", 80), "client": ("c", 1), "root_path": "",
-                   "asgi": {"version": "3.0"}}, receive, send)  # type: ignore[arg-type]
+        await app(
+            {
+                "type": "http",
+                "method": "POST",
+                "path": "/instore/webhooks",
+                "raw_path": b"/instore/webhooks",
+                "headers": [(b"x-signature", sign(BODY).encode())],
+                "query_string": b"",
+                "http_version": "1.1",
+                "scheme": "http",
+                "server": ("t", 80),
+                "client": ("c", 1),
+                "root_path": "",
+                "asgi": {"version": "3.0"},
+            },
+            receive,
+            send,
+        )  # type: ignore[arg-type]
     assert events.published == [] and sent == []
     from prometheus_client import REGISTRY
 
@@ -216,8 +259,10 @@ def test_a_publish_not_acknowledged_in_time_says_it_may_be_stored(gateway: tuple
 
 def test_no_secret_configured_refuses_everything() -> None:
     events = Recorder()
-    app = create_app(GatewaySettings(instore_callback_api_key="k" * 20),
-                     Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()))  # type: ignore[arg-type]
+    app = create_app(
+        GatewaySettings(instore_callback_api_key="k" * 20),
+        Ports(cart_lookups=Lookups(), events=events, vault=InMemoryTokenVault()),
+    )  # type: ignore[arg-type]
     with TestClient(app) as client:
         _problem(_post(client, BODY, {"X-Signature": sign(BODY, b"")}), 401, "invalid-signature")
     assert events.published == []
@@ -240,11 +285,14 @@ def test_json_that_is_not_an_object_is_400(gateway: tuple[Recorder, TestClient[A
     assert events.published == []
 
 
-@pytest.mark.parametrize("signature", [
-    lambda b: "@" + base64.b64encode(hmac.new(SECRET, b, hashlib.sha256).digest()).decode(),
-    lambda b: (lambda s: s[:10] + " " + s[10:])(base64.b64encode(hmac.new(SECRET, b, hashlib.sha256).digest()).decode()),
-    lambda b: sign(b)[:-1],
-])
+@pytest.mark.parametrize(
+    "signature",
+    [
+        lambda b: "@" + base64.b64encode(hmac.new(SECRET, b, hashlib.sha256).digest()).decode(),
+        lambda b: (lambda s: s[:10] + " " + s[10:])(base64.b64encode(hmac.new(SECRET, b, hashlib.sha256).digest()).decode()),
+        lambda b: sign(b)[:-1],
+    ],
+)
 def test_signatures_with_stray_characters_are_refused(gateway: tuple[Recorder, TestClient[Any]], signature: Any) -> None:
     _events, client = gateway
     _problem(_post(client, BODY, {"X-Signature": signature(BODY)}), 401, "invalid-signature")
@@ -257,8 +305,10 @@ def test_a_webhook_kafka_refuses_as_too_large_is_413_not_retried_forever() -> No
         async def publish(self, *a: Any, **kw: Any) -> None:
             raise MessageRejected("too large")
 
-    app = create_app(GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret=SECRET.decode()),
-                     Ports(cart_lookups=Lookups(), events=TooLarge(), vault=InMemoryTokenVault()))  # type: ignore[arg-type]
+    app = create_app(
+        GatewaySettings(instore_callback_api_key="k" * 20, instore_webhook_secret=SECRET.decode()),
+        Ports(cart_lookups=Lookups(), events=TooLarge(), vault=InMemoryTokenVault()),
+    )  # type: ignore[arg-type]
     with TestClient(app) as client:
         response = _post(client, BODY, {"X-Signature": sign(BODY)})
     _problem(response, 413, "payload-too-large")

@@ -77,8 +77,7 @@ class MarkerStore(Protocol):
     """The Custom Object calls the markers need (``CommercetoolsClient`` implements them)."""
 
     async def get_custom_object(self, container: str, key: str) -> ApiResponse: ...
-    async def put_custom_object(self, container: str, key: str, value: Any,
-                                version: int | None = None) -> ApiResponse: ...
+    async def put_custom_object(self, container: str, key: str, value: Any, version: int | None = None) -> ApiResponse: ...
 
 
 class Verdict(enum.Enum):
@@ -156,8 +155,9 @@ async def read_claim(store: MarkerStore, key: str) -> Claim | None:
     return Claim(stored.version, v.state, v.eventId, v.claimedBy, _epoch(v.claimedAt))
 
 
-async def claim(store: MarkerStore, key: str, *, event_id: str, claimed_by: str, clock: Clock,
-                lease_seconds: float) -> Verdict | Claim:
+async def claim(
+    store: MarkerStore, key: str, *, event_id: str, claimed_by: str, clock: Clock, lease_seconds: float
+) -> Verdict | Claim:
     """Steps 1–2 of the protocol (module doc): the claim this handler now holds, or the
     :class:`Verdict` to publish nothing.
 
@@ -177,8 +177,12 @@ async def claim(store: MarkerStore, key: str, *, event_id: str, claimed_by: str,
                 log.info("announcement.claimed_elsewhere", key=key, claimed_by=current.claimed_by)
                 return Verdict.CLAIMED_ELSEWHERE
             if current is not None:
-                log.warning("announcement.claim_taken_over", key=key, claimed_by=current.claimed_by,
-                            age_s=round(clock.now() - current.claimed_at, 1))
+                log.warning(
+                    "announcement.claim_taken_over",
+                    key=key,
+                    claimed_by=current.claimed_by,
+                    age_s=round(clock.now() - current.claimed_at, 1),
+                )
         value = {"state": "claimed", "eventId": event_id, "claimedBy": claimed_by, "claimedAt": _iso(clock.now())}
         try:
             written = await store.put_custom_object(CONTAINER, key, value, current.version if current else 0)
@@ -186,8 +190,14 @@ async def claim(store: MarkerStore, key: str, *, event_id: str, claimed_by: str,
             continue  # it exists (claimed or published, by us or another handler): read it
         except (InvalidInput, AuthenticationFailed) as exc:
             raise Unprocessable("marker-refused", f"{CONTAINER}/{key}: {exc.status} {exc.code}") from exc
-        return Claim(written.json()["version"], "claimed", event_id, claimed_by, clock.now(),
-                     resumed_since=current.claimed_at if current is not None else None)
+        return Claim(
+            written.json()["version"],
+            "claimed",
+            event_id,
+            claimed_by,
+            clock.now(),
+            resumed_since=current.claimed_at if current is not None else None,
+        )
     raise Unprocessable("too-many-conflicts", f"marker {CONTAINER}/{key} kept changing")
 
 
@@ -199,22 +209,30 @@ async def mark_published(store: MarkerStore, key: str, held: Claim, *, clock: Cl
     """
     started = clock.monotonic()
     version = held.version
-    value = {"state": "published", "eventId": held.event_id, "claimedBy": held.claimed_by,
-             "claimedAt": _iso(held.claimed_at), "publishedAt": _iso(clock.now())}
+    value = {
+        "state": "published",
+        "eventId": held.event_id,
+        "claimedBy": held.claimed_by,
+        "claimedAt": _iso(held.claimed_at),
+        "publishedAt": _iso(clock.now()),
+    }
     backoff = wait_random_exponential(multiplier=0.2, max=5)
 
     def left() -> float:
         return max(0.0, budget_seconds - (clock.monotonic() - started))
 
     def before_sleep(state: RetryCallState) -> None:
-        log.warning("announcement.mark_retrying", key=key, attempt=state.attempt_number,
-                    wait_s=round(state.upcoming_sleep, 2))
+        log.warning("announcement.mark_retrying", key=key, attempt=state.attempt_number, wait_s=round(state.upcoming_sleep, 2))
 
     for _ in range(MAX_CONFLICTS):
         try:
             async for attempt in AsyncRetrying(
-                stop=lambda _s: left() <= 0, wait=lambda s: min(backoff(s), left()), sleep=clock.sleep,
-                retry=retry_if_exception_type(TransientError), before_sleep=before_sleep, reraise=True,
+                stop=lambda _s: left() <= 0,
+                wait=lambda s: min(backoff(s), left()),
+                sleep=clock.sleep,
+                retry=retry_if_exception_type(TransientError),
+                before_sleep=before_sleep,
+                reraise=True,
             ):
                 with attempt:
                     await store.put_custom_object(CONTAINER, key, value, version)
@@ -235,11 +253,19 @@ async def mark_published(store: MarkerStore, key: str, held: Claim, *, clock: Cl
     return False
 
 
-async def announce_once(store: MarkerStore, key: str, *, event_id: str, claimed_by: str,
-                        publish: Callable[[], Awaitable[None]], clock: Clock, lease_seconds: float,
-                        claim_retry: Callable[[Callable[[], Awaitable[Verdict | Claim]]], Awaitable[Verdict | Claim]],
-                        mark_budget_seconds: float,
-                        find_published: Callable[[float], Awaitable[bool]] | None = None) -> Verdict:
+async def announce_once(
+    store: MarkerStore,
+    key: str,
+    *,
+    event_id: str,
+    claimed_by: str,
+    publish: Callable[[], Awaitable[None]],
+    clock: Clock,
+    lease_seconds: float,
+    claim_retry: Callable[[Callable[[], Awaitable[Verdict | Claim]]], Awaitable[Verdict | Claim]],
+    mark_budget_seconds: float,
+    find_published: Callable[[float], Awaitable[bool]] | None = None,
+) -> Verdict:
     """Publish the event ``event_id`` at most once per decision (module doc).
 
     ``claim_retry`` runs the claim step with the message's retries (e.g. ``retry_transient``
@@ -252,8 +278,9 @@ async def announce_once(store: MarkerStore, key: str, *, event_id: str, claimed_
     suite's kills found it with a realistic 300 ms marker write: 5 of 10 Orders announced twice).
     Its errors propagate (the message is not committed and comes again).
     """
-    held = await claim_retry(lambda: claim(store, key, event_id=event_id, claimed_by=claimed_by, clock=clock,
-                                           lease_seconds=lease_seconds))
+    held = await claim_retry(
+        lambda: claim(store, key, event_id=event_id, claimed_by=claimed_by, clock=clock, lease_seconds=lease_seconds)
+    )
     if isinstance(held, Verdict):
         return held
     if held.resumed_since is not None and find_published is not None and await find_published(held.resumed_since):

@@ -56,8 +56,12 @@ class HttpLimits:
     @classmethod
     def from_settings(cls, settings: Any) -> HttpLimits:
         """The limits named by ``settings`` (``http_max_header_bytes``, ``http_max_headers``, ``http_header_timeout_seconds``)."""
-        return cls(settings.http_max_header_bytes, settings.http_max_headers, settings.http_header_timeout_seconds,
-                   settings.http_body_timeout_seconds)
+        return cls(
+            settings.http_max_header_bytes,
+            settings.http_max_headers,
+            settings.http_header_timeout_seconds,
+            settings.http_body_timeout_seconds,
+        )
 
 
 class _Refused(Exception):
@@ -114,22 +118,31 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
             return
         if self._awaiting_head and self._head_bytes > self.limits.max_header_bytes:
-            self._refuse(431, "headers-too-large", "Request header fields too large",
-                         f"the request line and headers exceed {self.limits.max_header_bytes} bytes")
+            self._refuse(
+                431,
+                "headers-too-large",
+                "Request header fields too large",
+                f"the request line and headers exceed {self.limits.max_header_bytes} bytes",
+            )
 
     # -- parser callbacks ------------------------------------------------------------
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
         if len(self.headers) > self.limits.max_headers:
-            self._refuse(431, "headers-too-large", "Request header fields too large",
-                         f"more than {self.limits.max_headers} header fields")
+            self._refuse(
+                431, "headers-too-large", "Request header fields too large", f"more than {self.limits.max_headers} header fields"
+            )
             raise _Refused
         # What arrived is an upper bound of the head's size: measure exactly only when it is over the limit.
         if self._head_bytes > self.limits.max_header_bytes and (
             len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > self.limits.max_header_bytes
         ):
-            self._refuse(431, "headers-too-large", "Request header fields too large",
-                         f"the request line and headers exceed {self.limits.max_header_bytes} bytes")
+            self._refuse(
+                431,
+                "headers-too-large",
+                "Request header fields too large",
+                f"the request line and headers exceed {self.limits.max_header_bytes} bytes",
+            )
             raise _Refused
         self._body_started = self.loop.time()
         super().on_headers_complete()
@@ -166,8 +179,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         elif self._head_bytes == 0:
             self.transport.close()  # never sent a byte of a request: nothing to answer
         else:
-            self._refuse(408, "request-timeout", "Request timeout",
-                         f"the request line and headers did not arrive within {timeout} s")
+            self._refuse(
+                408, "request-timeout", "Request timeout", f"the request line and headers did not arrive within {timeout} s"
+            )
 
     def _body_too_slow(self) -> None:
         """The body did not arrive within ``body_timeout_seconds``: the application sees a disconnect;
@@ -193,9 +207,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         body = json.dumps({"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail}).encode()
         head = [STATUS_LINE[status]]
         head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
-        head += [b"content-type: application/problem+json\r\n",
-                 b"content-length: " + str(len(body)).encode() + b"\r\n",
-                 b"connection: close\r\n\r\n", body]
+        head += [
+            b"content-type: application/problem+json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+            body,
+        ]
         self.transport.write(b"".join(head))
         if self.transport.can_write_eof():
             self.transport.write_eof()

@@ -135,8 +135,10 @@ class _SafeWriteLogger(structlog.WriteLogger):
             if not _SafeWriteLogger._reported:
                 _SafeWriteLogger._reported = True
                 with contextlib.suppress(Exception):
-                    sys.stderr.write(f"--- log line dropped: the log stream failed ({type(exc).__name__}: {exc}); "
-                                     "later failures are not reported ---\n")
+                    sys.stderr.write(
+                        f"--- log line dropped: the log stream failed ({type(exc).__name__}: {exc}); "
+                        "later failures are not reported ---\n"
+                    )
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
@@ -153,5 +155,10 @@ def _json(event: Any, **_: Any) -> str:
         try:
             return json.dumps(event, default=str, skipkeys=True, allow_nan=False)
         except ValueError:  # NaN or infinity beside what msgspec refused: keep the event, say what was lost
-            return json.dumps({"event": str(event.get("event")), "level": event.get("level"),
-                               "log_error": "values not encodable as JSON were dropped"})
+            return json.dumps(
+                {
+                    "event": str(event.get("event")),
+                    "level": event.get("level"),
+                    "log_error": "values not encodable as JSON were dropped",
+                }
+            )

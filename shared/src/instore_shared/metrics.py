@@ -37,50 +37,67 @@ _PIPELINE_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.
 
 # -- Composable Commerce (CommercetoolsClient) ------------------------------------------
 COMMERCE_REQUESTS = Counter(
-    f"{PREFIX}_commerce_requests", "Composable Commerce API calls, by operation (method and path template) "
-    "and final HTTP status ('error' when no answer came)", ["operation", "status"])
+    f"{PREFIX}_commerce_requests",
+    "Composable Commerce API calls, by operation (method and path template) and final HTTP status ('error' when no answer came)",
+    ["operation", "status"],
+)
 COMMERCE_DURATION = Histogram(
-    f"{PREFIX}_commerce_request_duration_seconds", "Duration of one Composable Commerce API call, its quick "
-    "retries included, in seconds", ["operation"], buckets=_LATENCY_BUCKETS)
+    f"{PREFIX}_commerce_request_duration_seconds",
+    "Duration of one Composable Commerce API call, its quick retries included, in seconds",
+    ["operation"],
+    buckets=_LATENCY_BUCKETS,
+)
 COMMERCE_RETRIES = Counter(
-    f"{PREFIX}_commerce_retries", "HTTP attempts the Composable Commerce client repeated (429, 5xx, network error)",
-    ["operation"])
+    f"{PREFIX}_commerce_retries", "HTTP attempts the Composable Commerce client repeated (429, 5xx, network error)", ["operation"]
+)
 
 # -- Kafka consumers ------------------------------------------------------------------------
 CONSUMER_LAG = Gauge(
-    f"{PREFIX}_kafka_consumer_lag", "Messages between a partition's high watermark and this consumer's position "
-    "(refreshed every few seconds)", ["consumer_group", "topic", "partition"])
+    f"{PREFIX}_kafka_consumer_lag",
+    "Messages between a partition's high watermark and this consumer's position (refreshed every few seconds)",
+    ["consumer_group", "topic", "partition"],
+)
 DEAD_LETTERS = Counter(
-    f"{PREFIX}_dead_letters", "Messages parked on a dead-letter topic, by source topic and dlq-error-reason",
-    ["topic", "reason"])
+    f"{PREFIX}_dead_letters", "Messages parked on a dead-letter topic, by source topic and dlq-error-reason", ["topic", "reason"]
+)
 OUTAGE_RETRIES = Counter(
-    f"{PREFIX}_outage_retries", "Times a message waited for Composable Commerce to come back before trying again",
-    ["operation"])
+    f"{PREFIX}_outage_retries", "Times a message waited for Composable Commerce to come back before trying again", ["operation"]
+)
 OUTAGE_WAIT = Counter(
-    f"{PREFIX}_outage_wait_seconds", "Seconds messages spent waiting for Composable Commerce to come back",
-    ["operation"])
+    f"{PREFIX}_outage_wait_seconds", "Seconds messages spent waiting for Composable Commerce to come back", ["operation"]
+)
 WEBHOOKS_PROCESSED = Counter(
-    f"{PREFIX}_webhooks_processed", "Webhooks a consumer processed to the end, by what they led to", ["outcome"])
+    f"{PREFIX}_webhooks_processed", "Webhooks a consumer processed to the end, by what they led to", ["outcome"]
+)
 EVENTS_ANNOUNCED = Counter(
-    f"{PREFIX}_events_announced", "Downstream announcements decided, by topic and verdict "
-    "(published: this message published it)", ["topic", "verdict"])
+    f"{PREFIX}_events_announced",
+    "Downstream announcements decided, by topic and verdict (published: this message published it)",
+    ["topic", "verdict"],
+)
 WEBHOOK_TO_EVENT = Histogram(
-    f"{PREFIX}_webhook_to_event_seconds", "From the gateway receiving a webhook to its downstream event "
-    "acknowledged by Kafka, in seconds", ["topic"], buckets=_PIPELINE_BUCKETS)
+    f"{PREFIX}_webhook_to_event_seconds",
+    "From the gateway receiving a webhook to its downstream event acknowledged by Kafka, in seconds",
+    ["topic"],
+    buckets=_PIPELINE_BUCKETS,
+)
 
 # -- gateway ----------------------------------------------------------------------------------
 CART_LOOKUPS = Counter(
-    f"{PREFIX}_cart_lookups", "Cart callbacks answered, by cart kind and HTTP status answered", ["kind", "outcome"])
+    f"{PREFIX}_cart_lookups", "Cart callbacks answered, by cart kind and HTTP status answered", ["kind", "outcome"]
+)
 CART_LOOKUP_ROUND_TRIP = Histogram(
-    f"{PREFIX}_cart_lookup_round_trip_seconds", "Kafka request/reply round trip of a cart lookup "
-    "(publish, cart-mapping, reply), in seconds", ["kind"], buckets=_LATENCY_BUCKETS)
-WEBHOOKS_ACCEPTED = Counter(
-    f"{PREFIX}_webhooks_accepted", "Webhooks answered 202: durably in Kafka")
-WEBHOOKS_REFUSED = Counter(
-    f"{PREFIX}_webhooks_refused", "Webhooks answered 4xx/5xx, by problem type", ["reason"])
+    f"{PREFIX}_cart_lookup_round_trip_seconds",
+    "Kafka request/reply round trip of a cart lookup (publish, cart-mapping, reply), in seconds",
+    ["kind"],
+    buckets=_LATENCY_BUCKETS,
+)
+WEBHOOKS_ACCEPTED = Counter(f"{PREFIX}_webhooks_accepted", "Webhooks answered 202: durably in Kafka")
+WEBHOOKS_REFUSED = Counter(f"{PREFIX}_webhooks_refused", "Webhooks answered 4xx/5xx, by problem type", ["reason"])
 VAULT_OPERATIONS = Counter(
-    f"{PREFIX}_token_vault_operations", "Token-vault operations, by operation and outcome (ok, miss, error)",
-    ["operation", "outcome"])
+    f"{PREFIX}_token_vault_operations",
+    "Token-vault operations, by operation and outcome (ok, miss, error)",
+    ["operation", "outcome"],
+)
 # The gateway publishes with its own aiokafka producer (request/reply client), not through
 # FastStream: it writes the same two families FastStream's middleware writes for the other
 # services, so one dashboard query covers every service. Looked up first, as the middleware
@@ -94,41 +111,63 @@ def published(app_name: str, destination: str, status: str, seconds: float) -> N
     if not _published:
         known = REGISTRY._names_to_collectors
         _published["total"] = known.get(f"{PREFIX}_published_messages_total") or Counter(
-            f"{PREFIX}_published_messages", "Count of published messages by destination and status",
-            ["app_name", "broker", "destination", "status"])
+            f"{PREFIX}_published_messages",
+            "Count of published messages by destination and status",
+            ["app_name", "broker", "destination", "status"],
+        )
         _published["duration"] = known.get(f"{PREFIX}_published_messages_duration_seconds") or Histogram(
             f"{PREFIX}_published_messages_duration_seconds",
             "Histogram of published messages duration in seconds by broker and destination",
-            ["app_name", "broker", "destination"])
+            ["app_name", "broker", "destination"],
+        )
     key = (app_name, destination, status)
     children = _published_children.get(key)  # labels() per call was measurable per webhook
     if children is None:
-        children = _published_children[key] = (_published["total"].labels(app_name, "kafka", destination, status),
-                                      _published["duration"].labels(app_name, "kafka", destination))
+        children = _published_children[key] = (
+            _published["total"].labels(app_name, "kafka", destination, status),
+            _published["duration"].labels(app_name, "kafka", destination),
+        )
     children[0].inc()
     children[1].observe(seconds)
 
 
 # -- payment extensions ----------------------------------------------------------------------
 PAYMENT_EXTENSION_REQUESTS = Counter(
-    f"{PREFIX}_payment_extension_requests", "Payment-extension requests answered by the gateway, by tender, action and "
+    f"{PREFIX}_payment_extension_requests",
+    "Payment-extension requests answered by the gateway, by tender, action and "
     "outcome (accepted, or the problem type answered; 'unknown' tender/action for paths outside the contract)",
-    ["tender", "action", "outcome"])
+    ["tender", "action", "outcome"],
+)
 PAYMENT_EXTENSION_RESULTS = Counter(
-    f"{PREFIX}_payment_extension_results", "Payment-extension requests the service finished, by tender, action and "
-    "status (succeeded, declined, cancelled, timed-out, failed)", ["tender", "action", "status"])
+    f"{PREFIX}_payment_extension_results",
+    "Payment-extension requests the service finished, by tender, action and "
+    "status (succeeded, declined, cancelled, timed-out, failed)",
+    ["tender", "action", "status"],
+)
 PROVIDER_CALLS = Counter(
-    f"{PREFIX}_payment_provider_calls", "Calls to the payment provider, by provider, operation and outcome "
-    "(approved, declined, prompt, down)", ["provider", "operation", "outcome"])
+    f"{PREFIX}_payment_provider_calls",
+    "Calls to the payment provider, by provider, operation and outcome (approved, declined, prompt, down)",
+    ["provider", "operation", "outcome"],
+)
 PROVIDER_DURATION = Histogram(
-    f"{PREFIX}_payment_provider_call_duration_seconds", "Duration of one payment provider call, in seconds",
-    ["provider", "operation"], buckets=_LATENCY_BUCKETS)
+    f"{PREFIX}_payment_provider_call_duration_seconds",
+    "Duration of one payment provider call, in seconds",
+    ["provider", "operation"],
+    buckets=_LATENCY_BUCKETS,
+)
 INSTORE_POSTS = Counter(
-    f"{PREFIX}_instore_posts", "POSTs to InStore's statusUrl and callbackUrl, by kind (progress, prompt, callback) and "
-    "outcome (delivered, failed, refused: not on the allow-list)", ["kind", "outcome"])
+    f"{PREFIX}_instore_posts",
+    "POSTs to InStore's statusUrl and callbackUrl, by kind (progress, prompt, callback) and "
+    "outcome (delivered, failed, refused: not on the allow-list)",
+    ["kind", "outcome"],
+)
 PAYMENT_REQUEST_TO_CALLBACK = Histogram(
-    f"{PREFIX}_payment_request_to_callback_seconds", "From the gateway receiving a payment-extension request to its "
-    "result delivered to callbackUrl, in seconds (prompts included)", ["action"], buckets=_PIPELINE_BUCKETS)
+    f"{PREFIX}_payment_request_to_callback_seconds",
+    "From the gateway receiving a payment-extension request to its "
+    "result delivered to callbackUrl, in seconds (prompts included)",
+    ["action"],
+    buckets=_PIPELINE_BUCKETS,
+)
 
 
 READY = Gauge(f"{PREFIX}_ready", "1 when the last readiness check (/readyz) passed, else 0")
@@ -220,8 +259,7 @@ async def track_consumer_lag(broker: Any, every: float = LAG_REFRESH_SECONDS) ->
         await asyncio.sleep(every)
 
 
-def webhook_handled(outcome: str, topic: str, verdicts: Iterable[str], received_at: str | None,
-                    now: float | None = None) -> None:
+def webhook_handled(outcome: str, topic: str, verdicts: Iterable[str], received_at: str | None, now: float | None = None) -> None:
     """Count one webhook a consumer processed to the end: its ``outcome``, each announcement
     ``verdicts`` (values of :class:`~instore_shared.announcements.Verdict`) on ``topic``, and for
     each one this message published, the time from ``received_at`` (the gateway's RFC 3339 UTC

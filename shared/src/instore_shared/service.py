@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from faststream.asgi import AsgiResponse, get
@@ -24,6 +24,9 @@ from prometheus_client import make_asgi_app
 from instore_shared import metrics, telemetry
 from instore_shared.http_limits import HttpLimits, bounded_protocol
 from instore_shared.settings import BaseServiceSettings, CommercetoolsSettings
+
+if TYPE_CHECKING:
+    from faststream.asgi import AsgiFastStream
 
 _JSON = {"content-type": "application/json"}
 
@@ -52,8 +55,12 @@ def health_routes(broker: KafkaBroker) -> list[tuple[str, Any]]:
             metrics.READY.set(1)
             return AsgiResponse(b'{"status":"ready"}', 200, headers=_JSON)
         metrics.READY.set(0)
-        problem = {"type": "urn:instore-integration:problem:not-ready", "title": "Not ready", "status": 503,
-                   "detail": reason or "not connected to Kafka"}
+        problem = {
+            "type": "urn:instore-integration:problem:not-ready",
+            "title": "Not ready",
+            "status": 503,
+            "detail": reason or "not connected to Kafka",
+        }
         return AsgiResponse(json.dumps(problem).encode(), 503, headers={"content-type": "application/problem+json"})
 
     return [("/healthz", healthz), ("/readyz", readyz), ("/metrics", make_asgi_app())]
@@ -85,14 +92,16 @@ class _Server(uvicorn.Server):
     def _give_up(self) -> None:
         from instore_shared.logging import get_logger
 
-        get_logger(__name__).error("shutdown.forced", after_s=self.deadline_seconds,
-                                   detail="did not stop in time (Kafka unreachable?); exiting")
+        get_logger(__name__).error(
+            "shutdown.forced", after_s=self.deadline_seconds, detail="did not stop in time (Kafka unreachable?); exiting"
+        )
         logging.shutdown()
         os._exit(1)
 
 
-def http_config(app: Any, host: str, port: int, limits: HttpLimits | None = None,
-                trusted_proxies: Sequence[str] = ()) -> uvicorn.Config:
+def http_config(
+    app: Any, host: str, port: int, limits: HttpLimits | None = None, trusted_proxies: Sequence[str] = ()
+) -> uvicorn.Config:
     """The uvicorn configuration of every HTTP port of the integration.
 
     - request heads bounded by ``limits`` (:mod:`instore_shared.http_limits`; defaults when None);
@@ -102,14 +111,29 @@ def http_config(app: Any, host: str, port: int, limits: HttpLimits | None = None
       right-most address it reports that is not itself a trusted proxy;
     - no server header, no uvicorn access log (structlog's), 10 s for in-flight work at shutdown.
     """
-    return uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                          timeout_graceful_shutdown=10, server_header=False,
-                          http=bounded_protocol(limits or HttpLimits()),
-                          proxy_headers=bool(trusted_proxies), forwarded_allow_ips=list(trusted_proxies) or None)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        server_header=False,
+        http=bounded_protocol(limits or HttpLimits()),
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=list(trusted_proxies) or None,
+    )
 
 
-def serve(app: Any, host: str, port: int, shutdown_deadline: float = SHUTDOWN_DEADLINE_SECONDS, *,
-          limits: HttpLimits | None = None, trusted_proxies: Sequence[str] = ()) -> None:
+def serve(
+    app: Any,
+    host: str,
+    port: int,
+    shutdown_deadline: float = SHUTDOWN_DEADLINE_SECONDS,
+    *,
+    limits: HttpLimits | None = None,
+    trusted_proxies: Sequence[str] = (),
+) -> None:
     """Run ``app`` with uvicorn (:func:`http_config`) until SIGTERM/SIGINT (logging is already configured by the caller).
 
     In-flight HTTP work gets 10 s; the whole shutdown ``shutdown_deadline`` seconds (see :class:`_Server`).
@@ -126,9 +150,15 @@ def with_scopes(settings: CommercetoolsSettings, *scopes: str) -> CommercetoolsS
     return settings.model_copy(update={"scopes": " ".join(f"{s}:{settings.project_key}" for s in scopes)})
 
 
-def commerce_service_app(name: str, broker: KafkaBroker, settings: BaseServiceSettings, client: object,
-                         description: str, schemas: dict[str, type] | None = None,
-                         resources: Callable[[], AbstractAsyncContextManager[None]] | None = None) -> Any:
+def commerce_service_app(
+    name: str,
+    broker: KafkaBroker,
+    settings: BaseServiceSettings,
+    client: object,
+    description: str,
+    schemas: dict[str, type] | None = None,
+    resources: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+) -> AsgiFastStream:
     """The ASGI app of a Kafka service that calls Composable Commerce.
 
     Routes: ``/healthz``, ``/readyz``, ``/metrics``, the AsyncAPI document of ``broker`` (``/asyncapi.json``,
@@ -158,9 +188,13 @@ def commerce_service_app(name: str, broker: KafkaBroker, settings: BaseServiceSe
     @asynccontextmanager
     async def lifespan(*_: object) -> AsyncIterator[None]:
         if settings.kafka_create_topics:
-            await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS, settings.kafka_topic_partitions,
-                                settings.kafka_topic_replication_factor,
-                                client_options=settings.kafka_client_options())
+            await ensure_topics(
+                settings.kafka_bootstrap_servers,
+                ALL_TOPICS,
+                settings.kafka_topic_partitions,
+                settings.kafka_topic_replication_factor,
+                client_options=settings.kafka_client_options(),
+            )
         lag = asyncio.create_task(metrics.track_consumer_lag(broker), name="consumer-lag")
         try:
             if resources is None:
@@ -186,7 +220,9 @@ def commerce_service_app(name: str, broker: KafkaBroker, settings: BaseServiceSe
         return route
 
     return AsgiFastStream(
-        broker, lifespan=lifespan, logger=log,
+        broker,
+        lifespan=lifespan,
+        logger=log,
         specification=AsyncAPI(broker, title=name, version="0.1.0", description=description),
         asyncapi_path=AsyncAPIRoute("/asyncapi", try_it_out_path=None),
         asgi_routes=[*health_routes(broker), *((path, schema_route(struct)) for path, struct in (schemas or {}).items())],

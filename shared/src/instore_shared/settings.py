@@ -101,7 +101,6 @@ class BaseServiceSettings(BaseSettings):
     http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     """Time an HTTP client has to send a request's body once its headers are in, in seconds (408 and closed after)."""
 
-
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Self:
         if self.kafka_security_protocol.startswith("SASL") and not (

@@ -21,14 +21,19 @@ SETTINGS_CLASSES: list[tuple[str, str]] = [
     ("order-finalization", "instore_order_finalization.settings:OrderFinalizationSettings"),
     ("refund", "instore_refund.settings:RefundSettings"),
     ("payment-extension", "instore_payment_extension.settings:PaymentExtensionSettings"),
-    ("cart-mapping, order-finalization, refund and payment-extension: Composable Commerce API client",
-     "instore_shared.settings:CommercetoolsSettings"),
+    (
+        "cart-mapping, order-finalization, refund and payment-extension: Composable Commerce API client",
+        "instore_shared.settings:CommercetoolsSettings",
+    ),
 ]
 
 
 def _load(path: str) -> type[BaseSettings]:
     module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, BaseSettings)):
+        raise TypeError(f"{path} is not a settings class")
+    return cls
 
 
 def _rows(cls: type[BaseSettings], skip: set[str]) -> list[str]:

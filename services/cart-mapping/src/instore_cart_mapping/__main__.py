@@ -14,8 +14,12 @@ def main() -> None:
     """Read settings from the environment, configure logging, serve until SIGTERM/SIGINT."""
     settings = load_settings(CartMappingSettings, "instore-cart-mapping")
     configure_logging("cart-mapping", settings.log_level, settings.log_json)
-    serve(create_app(settings), settings.cart_mapping_http_host, settings.cart_mapping_http_port,
-          limits=HttpLimits.from_settings(settings))
+    serve(
+        create_app(settings),
+        settings.cart_mapping_http_host,
+        settings.cart_mapping_http_port,
+        limits=HttpLimits.from_settings(settings),
+    )
 
 
 if __name__ == "__main__":

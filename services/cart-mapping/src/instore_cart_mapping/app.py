@@ -89,11 +89,11 @@ def create_broker(settings: CartMappingSettings, commerce: CommerceReader) -> Ka
                 except Exception:  # a bug must cost one 502, not a 504 after the gateway's timeout
                     log.exception("cart_lookup.failed", cart_ref=request.cart_ref)
                     reply = contract.CartLookupReply(
-                        status=contract.LookupStatus.UPSTREAM_ERROR, reason="lookup-failed",
+                        status=contract.LookupStatus.UPSTREAM_ERROR,
+                        reason="lookup-failed",
                         detail="the cart service failed on this cart; it was logged under the correlation id",
                     )
-                log.info("cart_lookup.answered", cart_ref=request.cart_ref, kind=request.kind.value,
-                         status=reply.status.value)
+                log.info("cart_lookup.answered", cart_ref=request.cart_ref, kind=request.kind.value, status=reply.status.value)
             if not await publish_reply(broker, message, contract.encode(reply), contract.REPLY_TYPE):
                 log.warning("cart_lookup.no_reply_to")
 
@@ -117,8 +117,13 @@ def create_app(
     broker = create_broker(settings, client)
 
     return commerce_service_app(
-        "cart-mapping", broker, settings, client,
+        "cart-mapping",
+        broker,
+        settings,
+        client,
         "Answers InStore cart lookups from the gateway over Kafka request/reply.",
-        {"/schemas/cart-lookup-request.json": contract.CartLookupRequest,
-         "/schemas/cart-lookup-reply.json": contract.CartLookupReplySchema},
+        {
+            "/schemas/cart-lookup-request.json": contract.CartLookupRequest,
+            "/schemas/cart-lookup-reply.json": contract.CartLookupReplySchema,
+        },
     )

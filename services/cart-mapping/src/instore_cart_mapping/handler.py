@@ -55,22 +55,27 @@ async def handle_cart_lookup(
     try:
         response = await commerce.find_cart(request.cart_ref)
     except NotFound:
-        return CartLookupReply(status=LookupStatus.NOT_FOUND, reason="cart-not-found",
-                               detail=f"no cart with id or key {request.cart_ref!r}")
+        return CartLookupReply(
+            status=LookupStatus.NOT_FOUND, reason="cart-not-found", detail=f"no cart with id or key {request.cart_ref!r}"
+        )
     except CommercetoolsError as exc:
         return _upstream_error(exc)
     try:
         cart = cart_decoder.decode(response.content)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         log.error("cart_lookup.unexpected_cart_shape", error=str(exc))
-        return CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="unexpected-cart-shape",
-                               detail="Composable Commerce returned a cart this service cannot read")
+        return CartLookupReply(
+            status=LookupStatus.UPSTREAM_ERROR,
+            reason="unexpected-cart-shape",
+            detail="Composable Commerce returned a cart this service cannot read",
+        )
 
     if request.kind is CartKind.SALE:
         refusal = rules.check_sale_cart(cart, settings.instore_currency, settings.instore_field_purchase_order_id)
     else:
-        refs, refusal = rules.purchase_refs(cart, settings.instore_field_purchase_order_id,
-                                            settings.instore_field_purchase_line_item_id)
+        refs, refusal = rules.purchase_refs(
+            cart, settings.instore_field_purchase_order_id, settings.instore_field_purchase_line_item_id
+        )
         if refusal is None:
             try:
                 orders = await _load_orders({r.order_ref for r in refs}, commerce)
@@ -95,19 +100,25 @@ def _upstream_error(exc: Exception) -> CartLookupReply:
     if isinstance(exc, CommercetoolsError):
         log.warning("cart_lookup.upstream_error", status=exc.status, code=exc.code, message=exc.message)
         if exc.status in (401, 403):
-            return CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="commerce-access-denied",
-                                   detail=f"Composable Commerce refused this service's credentials or scopes "
-                                          f"(answered {exc.status})")
+            return CartLookupReply(
+                status=LookupStatus.UPSTREAM_ERROR,
+                reason="commerce-access-denied",
+                detail=f"Composable Commerce refused this service's credentials or scopes (answered {exc.status})",
+            )
         if 400 <= exc.status < 500 and exc.status != 429:
             code = f" {exc.code}" if exc.code else ""
-            return CartLookupReply(status=LookupStatus.INVALID, reason="commerce-refused",
-                                   detail=f"Composable Commerce refused the lookup (answered {exc.status}{code})")
+            return CartLookupReply(
+                status=LookupStatus.INVALID,
+                reason="commerce-refused",
+                detail=f"Composable Commerce refused the lookup (answered {exc.status}{code})",
+            )
         what = f"answered {exc.status}" if exc.status else "could not be reached"
     else:
         log.error("cart_lookup.unexpected_order_shape", error=str(exc))
         what = "returned an order this service cannot read"
-    return CartLookupReply(status=LookupStatus.UPSTREAM_ERROR, reason="commerce-unavailable",
-                           detail=f"Composable Commerce {what}")
+    return CartLookupReply(
+        status=LookupStatus.UPSTREAM_ERROR, reason="commerce-unavailable", detail=f"Composable Commerce {what}"
+    )
 
 
 async def _load_orders(refs: set[str], commerce: CommerceReader) -> dict[str, Order | None]:

@@ -71,8 +71,11 @@ def check_sale_cart(cart: Cart, currency: str, order_field: str) -> Refusal | No
         return refused
     lines: list[LineItem | CustomLineItem] = [*cart.lineItems, *cart.customLineItems]
     if any(_field(line.custom, order_field) for line in lines):
-        return Refusal(LookupStatus.INVALID, "cart-is-a-return",
-                       f"cart {cart.id} has returned lines ({order_field!r} set): use the return cart callback")
+        return Refusal(
+            LookupStatus.INVALID,
+            "cart-is-a-return",
+            f"cart {cart.id} has returned lines ({order_field!r} set): use the return cart callback",
+        )
     return None
 
 
@@ -125,22 +128,23 @@ def check_return_cart(
         order = orders.get(ref.order_ref)
         if order is None:
             return Refusal(
-                LookupStatus.INVALID, "purchase-order-not-found",
+                LookupStatus.INVALID,
+                "purchase-order-not-found",
                 f"return line {ref.return_line_id} points at order {ref.order_ref!r}, which does not exist",
             )
         if order.totalPrice.currencyCode != cart.totalPrice.currencyCode:
             return Refusal(
-                LookupStatus.INVALID, "purchase-currency-mismatch",
-                f"order {order.id} is in {order.totalPrice.currencyCode}, the return cart in "
-                f"{cart.totalPrice.currencyCode}",
+                LookupStatus.INVALID,
+                "purchase-currency-mismatch",
+                f"order {order.id} is in {order.totalPrice.currencyCode}, the return cart in {cart.totalPrice.currencyCode}",
             )
         bought_lines = order.customLineItems if ref.custom_line else order.lineItems
         bought = next((li for li in bought_lines if li.id == ref.line_item_id), None)
         if bought is None:
             return Refusal(
-                LookupStatus.INVALID, "purchase-line-not-found",
-                f"return line {ref.return_line_id} points at line {ref.line_item_id!r}, "
-                f"which order {order.id} does not have",
+                LookupStatus.INVALID,
+                "purchase-line-not-found",
+                f"return line {ref.return_line_id} points at line {ref.line_item_id!r}, which order {order.id} does not have",
             )
         returned = sum(
             item.quantity
@@ -152,7 +156,8 @@ def check_return_cart(
         left = bought.quantity - returned
         if asked[(order.id, ref.line_item_id)] > left:
             return Refusal(
-                LookupStatus.INVALID, "return-quantity-exceeded",
+                LookupStatus.INVALID,
+                "return-quantity-exceeded",
                 f"line {ref.line_item_id} of order {order.id}: {asked[(order.id, ref.line_item_id)]} asked back, "
                 f"{bought.quantity} bought, {returned} already returned",
             )
@@ -162,7 +167,8 @@ def check_return_cart(
             line_sku = line.variant.sku if line.variant else None
             if bought_sku and line_sku and bought_sku != line_sku:
                 return Refusal(
-                    LookupStatus.INVALID, "return-product-mismatch",
+                    LookupStatus.INVALID,
+                    "return-product-mismatch",
                     f"return line {ref.return_line_id} is {line_sku}, the purchased line is {bought_sku}",
                 )
     return None

@@ -40,8 +40,7 @@ def serve() -> None:
     serve_http(create_app(settings), settings.http_host, settings.http_port)
 
 
-def mint_token(url: str, user: str, ttl: int, audience: str | None = None, name: str | None = None,
-               timeout: float = 10) -> str:
+def mint_token(url: str, user: str, ttl: int, audience: str | None = None, name: str | None = None, timeout: float = 10) -> str:
     """``POST {url}/ims/token`` and return the JWT; raises ``RuntimeError`` with the reason."""
     body: dict[str, object] = {"userId": user, "ttlSeconds": ttl}
     if audience:
@@ -89,10 +88,15 @@ def _simulate(args: argparse.Namespace) -> int:
             print(f"instore-devfakes simulate: {var} is not set (make demo and make run set it)", file=sys.stderr)
             return 2
     config = SimulatorConfig(
-        gateway_url=args.gateway.rstrip("/"), ims_url=args.ims.rstrip("/"),
-        callback_api_key=os.environ["INSTORE_CALLBACK_API_KEY"], webhook_secret=os.environ["INSTORE_WEBHOOK_SECRET"],
-        kafka_bootstrap_servers=args.kafka, commerce=load_settings(CommercetoolsSettings, "instore-devfakes simulate"),
-        colleague=args.user, currency=os.environ.get("INSTORE_CURRENCY", "EUR"), timeout_seconds=args.timeout,
+        gateway_url=args.gateway.rstrip("/"),
+        ims_url=args.ims.rstrip("/"),
+        callback_api_key=os.environ["INSTORE_CALLBACK_API_KEY"],
+        webhook_secret=os.environ["INSTORE_WEBHOOK_SECRET"],
+        kafka_bootstrap_servers=args.kafka,
+        commerce=load_settings(CommercetoolsSettings, "instore-devfakes simulate"),
+        colleague=args.user,
+        currency=os.environ.get("INSTORE_CURRENCY", "EUR"),
+        timeout_seconds=args.timeout,
     )
     try:
         summary = asyncio.run(simulate(config, sys.stdout))
@@ -116,11 +120,17 @@ def main(argv: list[str] | None = None) -> None:
     token.add_argument("--name", default=None, help="name claim (default: the user id)")
     env = os.environ.get
     simulate = commands.add_parser("simulate", help="play InStore against a running stack (make demo)")
-    simulate.add_argument("--gateway", default=f"http://127.0.0.1:{env('GATEWAY_HTTP_PORT', '8080')}",
-                          help="gateway base URL (default: %(default)s, from GATEWAY_HTTP_PORT)")
+    simulate.add_argument(
+        "--gateway",
+        default=f"http://127.0.0.1:{env('GATEWAY_HTTP_PORT', '8080')}",
+        help="gateway base URL (default: %(default)s, from GATEWAY_HTTP_PORT)",
+    )
     simulate.add_argument("--ims", default=_default_url(), help="dev fakes base URL (default: %(default)s)")
-    simulate.add_argument("--kafka", default=env("KAFKA_BOOTSTRAP_SERVERS") or f"127.0.0.1:{env('KAFKA_PORT', '9092')}",
-                          help="Kafka bootstrap servers (default: %(default)s, from KAFKA_BOOTSTRAP_SERVERS or KAFKA_PORT)")
+    simulate.add_argument(
+        "--kafka",
+        default=env("KAFKA_BOOTSTRAP_SERVERS") or f"127.0.0.1:{env('KAFKA_PORT', '9092')}",
+        help="Kafka bootstrap servers (default: %(default)s, from KAFKA_BOOTSTRAP_SERVERS or KAFKA_PORT)",
+    )
     simulate.add_argument("--timeout", type=float, default=30.0, help="seconds each step may take (default: %(default)s)")
     simulate.add_argument("--user", default="colleague-42", help="the colleague's user id (default: %(default)s)")
     args = parser.parse_args(argv)

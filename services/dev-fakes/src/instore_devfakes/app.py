@@ -237,9 +237,19 @@ def create_app(settings: DevFakesSettings, key: SigningKey | None = None, spans:
         return {"status": "ok"}
 
     return Litestar(
-        route_handlers=[jwks, openid_configuration, mint, user_token, set_control, get_control, healthz,
-                        otlp_router(spans, settings.otlp_max_body_bytes), provider_router(), instore_side_router(),
-                        host_router(settings)],
+        route_handlers=[
+            jwks,
+            openid_configuration,
+            mint,
+            user_token,
+            set_control,
+            get_control,
+            healthz,
+            otlp_router(spans, settings.otlp_max_body_bytes),
+            provider_router(),
+            instore_side_router(),
+            host_router(settings),
+        ],
         openapi_config=None,
         logging_config=None,  # logging is structlog's, configured in __main__
     )

@@ -52,8 +52,10 @@ def host_router(settings: DevFakesSettings) -> Router:
         ctp = CommercetoolsSettings()
         if urlsplit(ctp.api_url).hostname not in ("127.0.0.1", "localhost", "::1"):
             # it creates carts and charged Payments: never in a real project
-            raise HTTPException(status_code=403, detail="the reference page works only against the local "
-                                                        "commercetools mock (CTP_API_URL on 127.0.0.1)")
+            raise HTTPException(
+                status_code=403,
+                detail="the reference page works only against the local commercetools mock (CTP_API_URL on 127.0.0.1)",
+            )
         return CommercetoolsClient(ctp)
 
     @get("/", media_type="text/html", sync_to_thread=False)
@@ -66,22 +68,37 @@ def host_router(settings: DevFakesSettings) -> Router:
     @get("/instore-host.js", sync_to_thread=False)
     def helper() -> Response[bytes]:
         if not HELPER.is_file():
-            return Response(b"// host/instore-host.js is not here (a container image?)", status_code=404,
-                            media_type="text/javascript")
+            return Response(
+                b"// host/instore-host.js is not here (a container image?)", status_code=404, media_type="text/javascript"
+            )
         return Response(HELPER.read_bytes(), media_type="text/javascript")
 
     @post("/api/carts", status_code=201)
     async def new_cart(data: JSONBody[dict[str, Any]]) -> dict[str, Any]:
         location = str(data.get("locationId") or "store-berlin-01")
         async with commerce() as c:
-            cart = (await c.request("POST", "/carts", json={
-                "key": f"host-sale-{uuid.uuid4().hex[:10]}", "currency": "EUR", "country": "DE",
-                "lineItems": [{"sku": "SKU-TSHIRT-M", "quantity": 1}, {"sku": "SKU-MUG", "quantity": 1}],
-                "custom": {"type": {"typeId": "type", "key": "instore-order"}, "fields": {
-                    "locationId": location, "workstationId": str(data.get("workstationId") or "pos-3"),
-                    "userId": str(data.get("userId") or "colleague-42"), "orderType": "sale",
-                    "orderNumber": f"{location}-{uuid.uuid4().int % 10**8:08d}"}},
-            })).json()
+            cart = (
+                await c.request(
+                    "POST",
+                    "/carts",
+                    json={
+                        "key": f"host-sale-{uuid.uuid4().hex[:10]}",
+                        "currency": "EUR",
+                        "country": "DE",
+                        "lineItems": [{"sku": "SKU-TSHIRT-M", "quantity": 1}, {"sku": "SKU-MUG", "quantity": 1}],
+                        "custom": {
+                            "type": {"typeId": "type", "key": "instore-order"},
+                            "fields": {
+                                "locationId": location,
+                                "workstationId": str(data.get("workstationId") or "pos-3"),
+                                "userId": str(data.get("userId") or "colleague-42"),
+                                "orderType": "sale",
+                                "orderNumber": f"{location}-{uuid.uuid4().int % 10**8:08d}",
+                            },
+                        },
+                    },
+                )
+            ).json()
         return {"cartId": cart["id"], "total": {k: cart["totalPrice"][k] for k in ("centAmount", "currencyCode")}}
 
     @post("/api/carts/{cart_id:str}/pay", status_code=200)
@@ -91,17 +108,38 @@ def host_router(settings: DevFakesSettings) -> Router:
         async with commerce() as c:
             cart = (await c.get_cart(cart_id)).json()
             money = {"currencyCode": cart["totalPrice"]["currencyCode"], "centAmount": cart["totalPrice"]["centAmount"]}
-            payment = (await c.request("POST", "/payments", json={
-                "amountPlanned": money, "paymentMethodInfo": {"method": "CREDIT_CARD", "paymentInterface": "host-page"},
-                "transactions": [{"type": "Charge", "state": "Success", "amount": money,
-                                  "interactionId": f"psp-{uuid.uuid4().hex[:8]}"}]})).json()
-            await c.update("carts", cart["id"], cart["version"], [
-                {"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}])
+            payment = (
+                await c.request(
+                    "POST",
+                    "/payments",
+                    json={
+                        "amountPlanned": money,
+                        "paymentMethodInfo": {"method": "CREDIT_CARD", "paymentInterface": "host-page"},
+                        "transactions": [
+                            {
+                                "type": "Charge",
+                                "state": "Success",
+                                "amount": money,
+                                "interactionId": f"psp-{uuid.uuid4().hex[:8]}",
+                            }
+                        ],
+                    },
+                )
+            ).json()
+            await c.update(
+                "carts",
+                cart["id"],
+                cart["version"],
+                [{"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}],
+            )
         body = payment_webhook(cart_id, f"host-{uuid.uuid4().hex}")
         secret = settings.webhook_secret.get_secret_value().encode()
         async with httpx.AsyncClient(timeout=10) as http:
-            answer = await http.post(f"{settings.gateway_url.rstrip('/')}/instore/webhooks", content=body, headers={
-                "X-Signature": hmac.new(secret, body, hashlib.sha256).hexdigest(), "Content-Type": "application/json"})
+            answer = await http.post(
+                f"{settings.gateway_url.rstrip('/')}/instore/webhooks",
+                content=body,
+                headers={"X-Signature": hmac.new(secret, body, hashlib.sha256).hexdigest(), "Content-Type": "application/json"},
+            )
         if answer.status_code != 202:
             return Response({"message": f"the gateway answered the webhook {answer.status_code}"}, status_code=502)
         return Response({"webhookId": answer.json()["webhookId"]})
@@ -115,4 +153,3 @@ def host_router(settings: DevFakesSettings) -> Router:
         return Response({"orderNumber": found.json().get("orderNumber"), "orderId": found.json().get("id")})
 
     return Router("/host", route_handlers=[page, helper, new_cart, pay, order])
-

@@ -63,8 +63,14 @@ JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "urn:instore-integration:problem:"
 
-KINDS = {Span.SPAN_KIND_UNSPECIFIED: "UNSPECIFIED", Span.SPAN_KIND_INTERNAL: "INTERNAL", Span.SPAN_KIND_SERVER: "SERVER",
-         Span.SPAN_KIND_CLIENT: "CLIENT", Span.SPAN_KIND_PRODUCER: "PRODUCER", Span.SPAN_KIND_CONSUMER: "CONSUMER"}
+KINDS = {
+    Span.SPAN_KIND_UNSPECIFIED: "UNSPECIFIED",
+    Span.SPAN_KIND_INTERNAL: "INTERNAL",
+    Span.SPAN_KIND_SERVER: "SERVER",
+    Span.SPAN_KIND_CLIENT: "CLIENT",
+    Span.SPAN_KIND_PRODUCER: "PRODUCER",
+    Span.SPAN_KIND_CONSUMER: "CONSUMER",
+}
 """``Span.kind`` as text; a value this table does not know is shown as its number."""
 
 STATUS_CODES = {Status.STATUS_CODE_UNSET: "UNSET", Status.STATUS_CODE_OK: "OK", Status.STATUS_CODE_ERROR: "ERROR"}
@@ -144,25 +150,35 @@ def flatten(request: ExportTraceServiceRequest) -> tuple[list[dict[str, Any]], i
                     refused += 1
                     reason = reason or problem
                     continue
-                spans.append({
-                    "traceId": span.trace_id.hex(),
-                    "spanId": span.span_id.hex(),
-                    "parentSpanId": span.parent_span_id.hex(),
-                    "name": span.name,
-                    "kind": KINDS.get(span.kind, str(span.kind)),
-                    "service": service,
-                    "scope": scope,
-                    "startTimeUnixNano": span.start_time_unix_nano,
-                    "endTimeUnixNano": span.end_time_unix_nano,
-                    "durationMs": max(span.end_time_unix_nano - span.start_time_unix_nano, 0) / 1e6,
-                    "attributes": _attributes(span.attributes),
-                    "statusCode": STATUS_CODES.get(span.status.code, str(span.status.code)),
-                    "statusMessage": span.status.message,
-                    "events": [{"name": e.name, "timeUnixNano": e.time_unix_nano, "attributes": _attributes(e.attributes)}
-                               for e in span.events],
-                    "links": [{"traceId": link.trace_id.hex(), "spanId": link.span_id.hex(),
-                               "attributes": _attributes(link.attributes)} for link in span.links],
-                })
+                spans.append(
+                    {
+                        "traceId": span.trace_id.hex(),
+                        "spanId": span.span_id.hex(),
+                        "parentSpanId": span.parent_span_id.hex(),
+                        "name": span.name,
+                        "kind": KINDS.get(span.kind, str(span.kind)),
+                        "service": service,
+                        "scope": scope,
+                        "startTimeUnixNano": span.start_time_unix_nano,
+                        "endTimeUnixNano": span.end_time_unix_nano,
+                        "durationMs": max(span.end_time_unix_nano - span.start_time_unix_nano, 0) / 1e6,
+                        "attributes": _attributes(span.attributes),
+                        "statusCode": STATUS_CODES.get(span.status.code, str(span.status.code)),
+                        "statusMessage": span.status.message,
+                        "events": [
+                            {"name": e.name, "timeUnixNano": e.time_unix_nano, "attributes": _attributes(e.attributes)}
+                            for e in span.events
+                        ],
+                        "links": [
+                            {
+                                "traceId": link.trace_id.hex(),
+                                "spanId": link.span_id.hex(),
+                                "attributes": _attributes(link.attributes),
+                            }
+                            for link in span.links
+                        ],
+                    }
+                )
     return spans, refused, reason
 
 
@@ -188,8 +204,11 @@ class SpanStore:
 
     def spans(self, trace_id: str | None = None, service: str | None = None) -> list[dict[str, Any]]:
         """The spans held, of ``trace_id`` and ``service`` when given, oldest start first."""
-        found = [s for s in self._spans.values()
-                 if (trace_id is None or s["traceId"] == trace_id) and (service is None or s["service"] == service)]
+        found = [
+            s
+            for s in self._spans.values()
+            if (trace_id is None or s["traceId"] == trace_id) and (service is None or s["service"] == service)
+        ]
         return sorted(found, key=lambda s: (s["startTimeUnixNano"], s["endTimeUnixNano"]))
 
     def traces(self, limit: int) -> list[dict[str, Any]]:
@@ -233,16 +252,24 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     if encoding in ("", "identity"):
         return body
     if encoding not in ("gzip", "deflate"):
-        raise OtlpError(415, "unsupported-media-type", "Unsupported media type",
-                        f"Content-Encoding {encoding!r} is not gzip, deflate or identity")
+        raise OtlpError(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            f"Content-Encoding {encoding!r} is not gzip, deflate or identity",
+        )
     inflater = zlib.decompressobj(zlib.MAX_WBITS | (16 if encoding == "gzip" else 0))
     try:
         out = inflater.decompress(body, limit + 1)
     except zlib.error as exc:
         raise OtlpError(400, "invalid-otlp-body", "Invalid OTLP body", f"the {encoding} body does not decompress") from exc
     if len(out) > limit:
-        raise OtlpError(413, "payload-too-large", "Payload too large",
-                        f"the body decompresses to more than {limit} bytes (DEVFAKES_OTLP_MAX_BODY_BYTES)")
+        raise OtlpError(
+            413,
+            "payload-too-large",
+            "Payload too large",
+            f"the body decompresses to more than {limit} bytes (DEVFAKES_OTLP_MAX_BODY_BYTES)",
+        )
     if not inflater.eof:
         raise OtlpError(400, "invalid-otlp-body", "Invalid OTLP body", f"the {encoding} body is truncated")
     return out
@@ -274,10 +301,13 @@ def _parse_json(body: bytes) -> ExportTraceServiceRequest:
                     for link in span.get("links") or []:
                         _hex_to_base64(link, "traceId")
                         _hex_to_base64(link, "spanId")
-        return json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+        request = ExportTraceServiceRequest()
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+        return request
     except (AttributeError, TypeError, json_format.ParseError, RecursionError) as exc:
-        raise OtlpError(400, "invalid-otlp-body", "Invalid OTLP body",
-                        "the JSON is not an OTLP ExportTraceServiceRequest") from exc
+        raise OtlpError(
+            400, "invalid-otlp-body", "Invalid OTLP body", "the JSON is not an OTLP ExportTraceServiceRequest"
+        ) from exc
 
 
 def _parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
@@ -285,8 +315,9 @@ def _parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
     try:
         request.ParseFromString(body)
     except (DecodeError, RecursionError, ValueError) as exc:
-        raise OtlpError(400, "invalid-otlp-body", "Invalid OTLP body",
-                        "the body is not a protobuf ExportTraceServiceRequest") from exc
+        raise OtlpError(
+            400, "invalid-otlp-body", "Invalid OTLP body", "the body is not a protobuf ExportTraceServiceRequest"
+        ) from exc
     return request
 
 
@@ -300,8 +331,13 @@ def _response(media_type: str, refused: int, reason: str | None) -> Response[byt
 
 
 def _problem(request: Request[Any, Any, Any], status: int, slug: str, title: str, detail: str) -> Response[bytes]:
-    body = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail,
-            "instance": request.scope["path"]}
+    body = {
+        "type": PROBLEM_TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.scope["path"],
+    }
     return Response(json.dumps(body).encode(), status_code=status, media_type=PROBLEM_JSON)
 
 
@@ -310,8 +346,12 @@ def _on_refused(request: Request[Any, Any, Any], exc: OtlpError) -> Response[byt
     return _problem(request, exc.status, exc.slug, exc.title, exc.detail)
 
 
-_HTTP_SLUGS = {400: ("bad-request", "Bad request"), 404: ("not-found", "Not found"),
-               405: ("method-not-allowed", "Method not allowed"), 413: ("payload-too-large", "Payload too large")}
+_HTTP_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("payload-too-large", "Payload too large"),
+}
 
 
 def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -329,8 +369,7 @@ def otlp_router(store: SpanStore, max_body_bytes: int) -> Router:
         """OTLP/HTTP trace export: decode, flatten, keep."""
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media_type not in (PROTOBUF, JSON):
-            raise OtlpError(415, "unsupported-media-type", "Unsupported media type",
-                            f"Content-Type must be {PROTOBUF} or {JSON}")
+            raise OtlpError(415, "unsupported-media-type", "Unsupported media type", f"Content-Type must be {PROTOBUF} or {JSON}")
         encoding = request.headers.get("content-encoding", "").strip().lower()
         body = _decompress(await request.body(), encoding, max_body_bytes)
         parsed = _parse_json(body) if media_type == JSON else _parse_protobuf(body)
@@ -370,9 +409,11 @@ def otlp_router(store: SpanStore, max_body_bytes: int) -> Router:
 
 
 # -- the HTML view ------------------------------------------------------------------------
-_STYLE = ("<style>body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse}"
-          "td,th{padding:.2em .8em;text-align:left;border-bottom:1px solid #ddd}.e{color:#b00}"
-          "code{font-size:12px}</style>")
+_STYLE = (
+    "<style>body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse}"
+    "td,th{padding:.2em .8em;text-align:left;border-bottom:1px solid #ddd}.e{color:#b00}"
+    "code{font-size:12px}</style>"
+)
 
 
 def _page(title: str, body: str) -> str:
@@ -385,23 +426,29 @@ def _traces_page(store: SpanStore) -> str:
         f"<td>{html.escape(t['rootName'] or '(root not received yet)')}</td>"
         f"<td>{html.escape(', '.join(t['services']))}</td><td>{t['spanCount']}</td>"
         f"<td class={'e' if t['errorCount'] else ''}>{t['errorCount']}</td><td>{t['durationMs']:.1f}</td></tr>"
-        for t in store.traces(200))
-    return _page(f"Traces ({len(store)} spans held)",
-                 "<p>Newest first; development only. JSON: <code>/otlp/traces</code>, <code>/otlp/spans?traceId=</code>.</p>"
-                 "<table><tr><th>trace</th><th>root</th><th>services</th><th>spans</th><th>errors</th><th>ms</th></tr>"
-                 f"{rows}</table>")
+        for t in store.traces(200)
+    )
+    return _page(
+        f"Traces ({len(store)} spans held)",
+        "<p>Newest first; development only. JSON: <code>/otlp/traces</code>, <code>/otlp/spans?traceId=</code>.</p>"
+        "<table><tr><th>trace</th><th>root</th><th>services</th><th>spans</th><th>errors</th><th>ms</th></tr>"
+        f"{rows}</table>",
+    )
 
 
 def _trace_page(store: SpanStore, trace_id: str) -> str:
     spans = store.spans(trace_id)
     if not spans:
-        return _page("Trace not found",
-                     f"<p>No span of <code>{html.escape(trace_id)}</code> is held. <a href='/otlp'>All traces</a></p>")
+        return _page(
+            "Trace not found", f"<p>No span of <code>{html.escape(trace_id)}</code> is held. <a href='/otlp'>All traces</a></p>"
+        )
     start = spans[0]["startTimeUnixNano"]
     rows = "".join(_span_row(span, depth, start) for span, depth in _tree(spans))
-    return _page(f"Trace {trace_id}",
-                 "<p><a href='/otlp'>All traces</a></p><table><tr><th>span</th><th>service</th><th>kind</th>"
-                 f"<th>start ms</th><th>ms</th><th>status</th><th>attributes</th></tr>{rows}</table>")
+    return _page(
+        f"Trace {trace_id}",
+        "<p><a href='/otlp'>All traces</a></p><table><tr><th>span</th><th>service</th><th>kind</th>"
+        f"<th>start ms</th><th>ms</th><th>status</th><th>attributes</th></tr>{rows}</table>",
+    )
 
 
 def _tree(spans: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
@@ -429,7 +476,9 @@ def _tree(spans: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
 def _span_row(span: dict[str, Any], depth: int, start: int) -> str:
     attributes = html.escape(", ".join(f"{k}={v}" for k, v in span["attributes"].items()))
     status = " class=e" if span["statusCode"] == "ERROR" else ""
-    return (f"<tr{status}><td style='padding-left:{0.8 + 1.2 * depth:.1f}em'>{html.escape(span['name'])}</td>"
-            f"<td>{html.escape(span['service'])}</td><td>{span['kind']}</td>"
-            f"<td>+{(span['startTimeUnixNano'] - start) / 1e6:.1f}</td><td>{span['durationMs']:.1f}</td>"
-            f"<td>{span['statusCode']}</td><td><code>{attributes}</code></td></tr>")
+    return (
+        f"<tr{status}><td style='padding-left:{0.8 + 1.2 * depth:.1f}em'>{html.escape(span['name'])}</td>"
+        f"<td>{html.escape(span['service'])}</td><td>{span['kind']}</td>"
+        f"<td>+{(span['startTimeUnixNano'] - start) / 1e6:.1f}</td><td>{span['durationMs']:.1f}</td>"
+        f"<td>{span['statusCode']}</td><td><code>{attributes}</code></td></tr>"
+    )

@@ -39,9 +39,12 @@ from litestar.params import JSONBody, Parameter
 
 PathId = Annotated[str, Parameter(description="an id")]
 
-_PROMPT = {"message": "Signature OK?", "title": "Check the signature", "keepAlive": 60000,
-           "options": [{"text": "Approve", "response": "approve", "primary": True},
-                       {"text": "Cancel", "response": "cancel"}]}
+_PROMPT = {
+    "message": "Signature OK?",
+    "title": "Check the signature",
+    "keepAlive": 60000,
+    "options": [{"text": "Approve", "response": "approve", "primary": True}, {"text": "Cancel", "response": "cancel"}],
+}
 
 
 @dataclass
@@ -107,8 +110,7 @@ def provider_router(state: ProviderState | None = None) -> Router:
             if token == "tok_prompt":
                 return {"id": pid, "status": "prompt", "prompt": _PROMPT}
             moved(key)
-            return {"id": pid, "status": "approved", "approvalCode": pid[-6:].upper(),
-                    "card": {"last4": "4242", "brand": "visa"}}
+            return {"id": pid, "status": "approved", "approvalCode": pid[-6:].upper(), "card": {"last4": "4242", "brand": "visa"}}
 
         return await once(request, work)
 
@@ -119,8 +121,12 @@ def provider_router(state: ProviderState | None = None) -> Router:
                 return {"id": pid, "status": "declined", "reason": "unknown_payment"}
             if data.get("response") == "approve":
                 moved(key)
-                return {"id": pid, "status": "approved", "approvalCode": pid[-6:].upper(),
-                        "card": {"last4": "4242", "brand": "visa"}}
+                return {
+                    "id": pid,
+                    "status": "approved",
+                    "approvalCode": pid[-6:].upper(),
+                    "card": {"last4": "4242", "brand": "visa"},
+                }
             return {"id": pid, "status": "declined", "reason": "declined_by_colleague"}
 
         return await once(request, work)
@@ -148,8 +154,11 @@ def provider_router(state: ProviderState | None = None) -> Router:
     @post("/balance", status_code=200)
     async def balance(request: Request[Any, Any, Any], data: JSONBody[dict[str, Any]]) -> Response[Any]:
         async def work(key: str) -> dict[str, Any] | None:
-            return {"id": _ref(key, "balance"), "status": "approved",
-                    "balance": {"centAmount": 5000, "currencyCode": str(data.get("currency") or "EUR")}}
+            return {
+                "id": _ref(key, "balance"),
+                "status": "approved",
+                "balance": {"centAmount": 5000, "currencyCode": str(data.get("currency") or "EUR")},
+            }
 
         return await once(request, work)
 
@@ -181,9 +190,14 @@ def instore_side_router(state: InStoreSideState | None = None) -> Router:
         if st.callback_down:
             return Response({"error": "down"}, status_code=503)
         body = await request.json()
-        st.callbacks.setdefault(request_id, []).append({
-            "body": body, "idempotencyKey": request.headers.get("idempotency-key"),
-            "signature": request.headers.get("x-signature"), "receivedAt": time.time()})
+        st.callbacks.setdefault(request_id, []).append(
+            {
+                "body": body,
+                "idempotencyKey": request.headers.get("idempotency-key"),
+                "signature": request.headers.get("x-signature"),
+                "receivedAt": time.time(),
+            }
+        )
         return Response({"status": "ok"})
 
     @get("/requests/{request_id:str}", sync_to_thread=False)

@@ -48,13 +48,13 @@ class DevFakesSettings(BaseSettings):
     gateway_url: str = "http://127.0.0.1:8080"
     """The gateway the reference host page (``/host``) talks to, and its stand-in InStore sends webhooks to."""
 
-    webhook_secret: SecretStr = Field(default=SecretStr(""),
-                                      validation_alias=AliasChoices("webhook_secret", "INSTORE_WEBHOOK_SECRET"))
+    webhook_secret: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("webhook_secret", "INSTORE_WEBHOOK_SECRET")
+    )
     """The webhook signing secret (``INSTORE_WEBHOOK_SECRET``, shared with the gateway): the stand-in InStore of the
     host page signs its payment webhooks with it, server-side."""
 
-    remote_entry_url: str = Field(default="", validation_alias=AliasChoices("remote_entry_url",
-                                                                           "INSTORE_REMOTE_ENTRY_URL"))
+    remote_entry_url: str = Field(default="", validation_alias=AliasChoices("remote_entry_url", "INSTORE_REMOTE_ENTRY_URL"))
     """The real InStore federated remote (``INSTORE_REMOTE_ENTRY_URL``) for the host page; empty: our stand-in."""
 
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("log_level", "LOG_LEVEL"))

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import httpx
+import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from instore_devfakes.__main__ import mint_token
@@ -93,14 +94,17 @@ class Summary:
 
     def lines(self) -> list[str]:
         """The summary as printable lines (money as minor units and ISO 4217 code)."""
+
         def money(cents: int) -> str:
             return f"{cents / 100:.2f} {self.currency}"
 
         return [
             f"Order       {self.order_number} ({self.order_id}), total {money(self.total_cents)}, paid "
             + " + ".join(f"{method} {money(cents)}" for method, cents in self.tenders),
-            "Return      " + ", ".join(f"{qty} × {sku} ({state})" for sku, qty, state in self.returned)
-            + ", refunded " + " + ".join(f"{rid} {money(cents)}" for rid, cents in self.refunds),
+            "Return      "
+            + ", ".join(f"{qty} × {sku} ({state})" for sku, qty, state in self.returned)
+            + ", refunded "
+            + " + ".join(f"{rid} {money(cents)}" for rid, cents in self.refunds),
             "Events      " + ", ".join(f"{topic}: {count}" for topic, count in self.events.items()),
             f"Took        {self.seconds:.1f} s",
         ]
@@ -113,12 +117,15 @@ class _Run:
         self.number = 0
         self.http = httpx.AsyncClient(timeout=config.timeout_seconds, trust_env=False)
         scopes = config.commerce.scopes or " ".join(
-            f"{scope}:{config.commerce.project_key}" for scope in ("manage_orders", "manage_payments",
-                                                                            "view_key_value_documents"))
+            f"{scope}:{config.commerce.project_key}" for scope in ("manage_orders", "manage_payments", "view_key_value_documents")
+        )
         self.commerce = CommercetoolsClient(config.commerce.model_copy(update={"scopes": scopes}))
         self.consumer: AIOKafkaConsumer | None = None
-        self.seen: dict[str, list[dict[str, Any]]] = {PAYMENTS_COMPLETED.name: [], REFUNDS_COMPLETED.name: [],
-                                                       PAYMENT_EXTENSION_RESULTS.name: []}
+        self.seen: dict[str, list[dict[str, Any]]] = {
+            PAYMENTS_COMPLETED.name: [],
+            REFUNDS_COMPLETED.name: [],
+            PAYMENT_EXTENSION_RESULTS.name: [],
+        }
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -147,16 +154,19 @@ class _Run:
 
     async def signed_webhook(self, step: str, body: bytes) -> str:
         signature = hmac.new(self.config.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
-        response = await self.http.post(f"{self.config.gateway_url}/instore/webhooks", content=body,
-                                         headers={self.config.signature_header: signature,
-                                                  "Content-Type": "application/json"})
+        response = await self.http.post(
+            f"{self.config.gateway_url}/instore/webhooks",
+            content=body,
+            headers={self.config.signature_header: signature, "Content-Type": "application/json"},
+        )
         accepted = self.expect(step, response, 202)
         return f"202 webhookId={accepted['webhookId']}"
 
     async def start_listening(self) -> None:
         """Read the downstream topics from their current end, so only this run's events count."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.config.kafka_bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.config.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False
+        )
         await consumer.start()
         partitions = []
         for topic in self.seen:
@@ -176,8 +186,11 @@ class _Run:
                 if matches(event):
                     return event
             if time.monotonic() > deadline:
-                raise StepFailed(step, f"no event on {topic} within {self.config.timeout_seconds:.0f} s "
-                                       "(are order-finalization and refund running? see their logs)")
+                raise StepFailed(
+                    step,
+                    f"no event on {topic} within {self.config.timeout_seconds:.0f} s "
+                    "(are order-finalization and refund running? see their logs)",
+                )
             for tp, records in (await self.consumer.getmany(timeout_ms=250)).items():
                 self.seen[tp.topic] += [json.loads(r.value) for r in records]
 
@@ -191,20 +204,36 @@ class _Run:
 
     async def add_payment(self, cart: dict[str, Any], method: str, cents: int) -> dict[str, Any]:
         money = {"currencyCode": self.config.currency, "centAmount": cents}
-        payment = (await self.commerce.request("POST", "/payments", json={
-            "key": f"sim-{uuid.uuid4().hex[:12]}", "amountPlanned": money, "interfaceId": f"psp-{uuid.uuid4().hex[:8]}",
-            "paymentMethodInfo": {"method": method, "paymentInterface": "instore-simulator"},
-            "transactions": [{"type": "Charge", "state": "Success", "amount": money,
-                              "interactionId": f"psp-{uuid.uuid4().hex[:8]}"}],
-        })).json()
-        return (await self.commerce.update("carts", cart["id"], cart["version"], [
-            {"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}])).json()
-
+        payment = (
+            await self.commerce.request(
+                "POST",
+                "/payments",
+                json={
+                    "key": f"sim-{uuid.uuid4().hex[:12]}",
+                    "amountPlanned": money,
+                    "interfaceId": f"psp-{uuid.uuid4().hex[:8]}",
+                    "paymentMethodInfo": {"method": method, "paymentInterface": "instore-simulator"},
+                    "transactions": [
+                        {"type": "Charge", "state": "Success", "amount": money, "interactionId": f"psp-{uuid.uuid4().hex[:8]}"}
+                    ],
+                },
+            )
+        ).json()
+        updated = await self.commerce.update(
+            "carts",
+            cart["id"],
+            cart["version"],
+            [{"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}],
+        )
+        return msgspec.json.decode(updated.content, type=dict[str, Any])
 
     async def signed_post(self, path: str, body: bytes) -> httpx.Response:
         signature = hmac.new(self.config.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
-        return await self.http.post(f"{self.config.gateway_url}{path}", content=body,
-                                    headers={self.config.signature_header: signature, "Content-Type": "application/json"})
+        return await self.http.post(
+            f"{self.config.gateway_url}{path}",
+            content=body,
+            headers={self.config.signature_header: signature, "Content-Type": "application/json"},
+        )
 
     async def poll(self, step: str, url: str, done: Callable[[dict[str, Any]], Any]) -> Any:
         """GET ``url`` until ``done(json)`` is truthy (its value is returned), within the step's deadline."""
@@ -214,8 +243,11 @@ class _Run:
             if found:
                 return found
             if time.monotonic() > deadline:
-                raise StepFailed(step, f"nothing arrived at {url} within {self.config.timeout_seconds:.0f} s "
-                                       "(is the payment-extension service running? see its log)")
+                raise StepFailed(
+                    step,
+                    f"nothing arrived at {url} within {self.config.timeout_seconds:.0f} s "
+                    "(is the payment-extension service running? see its log)",
+                )
             await asyncio.sleep(0.1)
 
     async def pay_by_extension(self, state: dict[str, Any], cents: int) -> None:
@@ -228,32 +260,48 @@ class _Run:
         async def request() -> str:
             money = {"currencyCode": self.config.currency, "centAmount": cents}
             payment = (await self.commerce.request("POST", "/payments", json={"amountPlanned": money})).json()
-            state["cart"] = (await self.commerce.update("carts", state["cart"]["id"], state["cart"]["version"], [
-                {"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}])).json()
+            state["cart"] = (
+                await self.commerce.update(
+                    "carts",
+                    state["cart"]["id"],
+                    state["cart"]["version"],
+                    [{"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}],
+                )
+            ).json()
             state["extension_payment"] = payment["id"]
-            body = payment_request(rid, status_url=f"{fakes}/instore-sim/status/{rid}",
-                                   callback_url=f"{fakes}/instore-sim/callback/{rid}", payment_id=payment["id"],
-                                   cent_amount=cents, currency=self.config.currency, cartId=state["cart"]["id"],
-                                   card={"token": "tok_prompt"})
-            answer = self.expect("card-extension", await self.signed_post("/instore/payment-extensions/bank-card/payment",
-                                                                           body), 200)
+            body = payment_request(
+                rid,
+                status_url=f"{fakes}/instore-sim/status/{rid}",
+                callback_url=f"{fakes}/instore-sim/callback/{rid}",
+                payment_id=payment["id"],
+                cent_amount=cents,
+                currency=self.config.currency,
+                cartId=state["cart"]["id"],
+                card={"token": "tok_prompt"},
+            )
+            answer = self.expect(
+                "card-extension", await self.signed_post("/instore/payment-extensions/bank-card/payment", body), 200
+            )
             return f"200 {answer['status']} (Payment {payment['id'][:8]}… with amountPlanned only)"
 
-        await self.step("card-extension", f"POST {self.config.gateway_url}/instore/payment-extensions/bank-card/payment "
-                        f"{cents} {self.config.currency}", request)
+        await self.step(
+            "card-extension",
+            f"POST {self.config.gateway_url}/instore/payment-extensions/bank-card/payment {cents} {self.config.currency}",
+            request,
+        )
 
         async def prompt() -> str:
-            shown = await self.poll("card-prompt", seen_url, lambda seen: next(
-                (s for s in seen["statuses"] if s.get("type") == "prompt"), None))
+            shown = await self.poll(
+                "card-prompt", seen_url, lambda seen: next((s for s in seen["statuses"] if s.get("type") == "prompt"), None)
+            )
             answer = json.dumps({"requestId": shown["requestId"], "response": "approve"}).encode()
             self.expect("card-prompt", await self.signed_post("/instore/payment-extensions/prompt-answers", answer), 200)
-            return f"prompt \"{shown['message']}\" shown at statusUrl; the colleague chose approve"
+            return f'prompt "{shown["message"]}" shown at statusUrl; the colleague chose approve'
 
         await self.step("card-prompt", "wait for the prompt, answer it", prompt)
 
         async def result() -> str:
-            callback = await self.poll("card-result", seen_url, lambda seen: seen["callbacks"][0] if seen["callbacks"]
-                                       else None)
+            callback = await self.poll("card-result", seen_url, lambda seen: seen["callbacks"][0] if seen["callbacks"] else None)
             body = callback["body"]
             if body.get("status") != "succeeded":
                 raise StepFailed("card-result", f"the result was {body.get('status')} ({body.get('reason')})")
@@ -265,9 +313,11 @@ class _Run:
             if count != 1:
                 raise StepFailed("card-result", f"{count} results arrived at callbackUrl, not 1")
             state["cart"] = (await self.commerce.get_cart(state["cart"]["id"])).json()
-            return (f"result {body['status']} once at callbackUrl (card {body['card']['brand']} "
-                    f"…{body['card']['last4']}), Charge {body['reference']} Success on the Payment, "
-                    f"interfaceCode {payment['paymentStatus'].get('interfaceCode')}")
+            return (
+                f"result {body['status']} once at callbackUrl (card {body['card']['brand']} "
+                f"…{body['card']['last4']}), Charge {body['reference']} Success on the Payment, "
+                f"interfaceCode {payment['paymentStatus'].get('interfaceCode')}"
+            )
 
         await self.step("card-result", "wait for the result at callbackUrl, check the Payment", result)
 
@@ -277,7 +327,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     ids = consumer.partitions_for_topic(topic)
     if not ids:
         raise StepFailed("listen", f"topic {topic} does not exist (start the services first: they create it)")
-    return ids
+    return set(ids)
 
 
 async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
@@ -291,6 +341,7 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
     gw, key = config.gateway_url, {"X-Api-Key": config.callback_api_key}
     state: dict[str, Any] = {}
     try:
+
         async def listen() -> str:
             await run.start_listening()
             return f"reading {', '.join(run.seen)} from their end"
@@ -304,9 +355,11 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
         await run.step("ims-token", f"POST {config.ims_url}/ims/token user={config.colleague}", ims_token)
 
         async def session() -> str:
-            response = await run.http.post(f"{gw}/sessions", headers={"Authorization": f"Bearer {state['id_token']}"},
-                                           json={"locationId": config.location_id,
-                                                 "workstationId": config.workstation_id})
+            response = await run.http.post(
+                f"{gw}/sessions",
+                headers={"Authorization": f"Bearer {state['id_token']}"},
+                json={"locationId": config.location_id, "workstationId": config.workstation_id},
+            )
             body = run.expect("session", response, 201)
             state["user_key"], state["access_token"] = body["userKey"], body["userAccessToken"]
             return f"201 userKey={body['userKey'][:6]}… expiresAt={body['expiresAt']}"
@@ -326,13 +379,28 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
             cart_key = f"sim-sale-{uuid.uuid4().hex[:10]}"
             # InStore numbers orders itself, the location id part of the number (contract §7)
             order_number = f"{config.location_id}-{uuid.uuid4().int % 10**8:08d}"
-            state["cart"] = (await run.commerce.request("POST", "/carts", json={
-                "key": cart_key, "currency": config.currency, "country": "DE",
-                "lineItems": [{"sku": "SKU-TSHIRT-M", "quantity": 1}, {"sku": "SKU-MUG", "quantity": 1}],
-                "custom": {"type": {"typeId": "type", "key": "instore-order"}, "fields": {
-                    "locationId": config.location_id, "workstationId": config.workstation_id,
-                    "userId": config.colleague, "orderType": "sale", "orderNumber": order_number}},
-            })).json()
+            state["cart"] = (
+                await run.commerce.request(
+                    "POST",
+                    "/carts",
+                    json={
+                        "key": cart_key,
+                        "currency": config.currency,
+                        "country": "DE",
+                        "lineItems": [{"sku": "SKU-TSHIRT-M", "quantity": 1}, {"sku": "SKU-MUG", "quantity": 1}],
+                        "custom": {
+                            "type": {"typeId": "type", "key": "instore-order"},
+                            "fields": {
+                                "locationId": config.location_id,
+                                "workstationId": config.workstation_id,
+                                "userId": config.colleague,
+                                "orderType": "sale",
+                                "orderNumber": order_number,
+                            },
+                        },
+                    },
+                )
+            ).json()
             response = await run.http.get(f"{gw}/instore/callbacks/carts/{cart_key}", headers=key)
             body = run.expect("sale-cart", response, 200)
             if body.get("id") != state["cart"]["id"]:
@@ -347,21 +415,25 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
         cash = summary.total_cents - card
         await run.pay_by_extension(state, card)
         for method, cents in (("CREDIT_CARD", card), ("CASH", cash)):
+
             async def pay(method: str = method, cents: int = cents) -> str:
                 if method != "CREDIT_CARD":  # the card was paid through the payment extension above
                     state["cart"] = await run.add_payment(state["cart"], method, cents)
-                body = payment_webhook(state["cart"]["id"], f"sim-{uuid.uuid4().hex}",
-                                       data={"tender": method.lower(), "centAmount": cents})
+                body = payment_webhook(
+                    state["cart"]["id"], f"sim-{uuid.uuid4().hex}", data={"tender": method.lower(), "centAmount": cents}
+                )
                 return await run.signed_webhook(f"pay-{method.lower()}", body)
 
             summary.tenders.append((method, cents))
-            sent = ("signed payment webhook (the card's Payment is the extension's)" if method == "CREDIT_CARD"
-                    else f"Payment {cents} {config.currency} + signed payment webhook")
+            sent = (
+                "signed payment webhook (the card's Payment is the extension's)"
+                if method == "CREDIT_CARD"
+                else f"Payment {cents} {config.currency} + signed payment webhook"
+            )
             await run.step(f"pay-{method.lower()}", sent, pay)
 
         async def order() -> str:
-            event = await run.wait_for_event("order", PAYMENTS_COMPLETED.name,
-                                             lambda e: e.get("cartId") == state["cart"]["id"])
+            event = await run.wait_for_event("order", PAYMENTS_COMPLETED.name, lambda e: e.get("cartId") == state["cart"]["id"])
             summary.order_id, summary.order_number = event["orderId"], event["orderNumber"]
             # order-finalization marks the announcement in a Custom Object right after Kafka
             # acked the event (the Order itself stays as created): wait for it, with the step's deadline.
@@ -373,11 +445,14 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
                 if claim is not None and claim.state == "published" and claim.event_id == event["eventId"]:
                     break
                 if time.monotonic() > deadline:
-                    raise StepFailed("order", f"the announcement marker {marker} is "
-                                              f"{claim.state if claim else 'missing'}, not published")
+                    raise StepFailed(
+                        "order", f"the announcement marker {marker} is {claim.state if claim else 'missing'}, not published"
+                    )
                 await asyncio.sleep(0.1)
-            return (f"Order {event['orderNumber']} ({state['order']['orderState']}, {state['order']['paymentState']}), "
-                    f"event {event['eventId'][:8]}… with {len(event['payments'])} tenders")
+            return (
+                f"Order {event['orderNumber']} ({state['order']['orderState']}, {state['order']['paymentState']}), "
+                f"event {event['eventId'][:8]}… with {len(event['payments'])} tenders"
+            )
 
         await run.step("order", f"wait for {PAYMENTS_COMPLETED.name}", order)
 
@@ -385,40 +460,67 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
             bought = next(li for li in state["order"]["lineItems"] if li["variant"].get("sku") == "SKU-TSHIRT-M")
             state["returned_line"] = bought
             cart_key = f"sim-return-{uuid.uuid4().hex[:10]}"
-            state["return_cart"] = (await run.commerce.request("POST", "/carts", json={
-                "key": cart_key, "currency": config.currency, "country": "DE",
-                "lineItems": [{"sku": "SKU-TSHIRT-M", "quantity": 1, "custom": {
-                    "type": {"typeId": "type", "key": "instore-line-item"},
-                    "fields": {"purchaseOrderId": state["order"]["id"], "purchaseLineItemId": bought["id"],
-                               "returnComment": "too small"}}}],
-                "custom": {"type": {"typeId": "type", "key": "instore-order"}, "fields": {
-                    "locationId": config.location_id, "workstationId": config.workstation_id,
-                    "userId": config.colleague, "orderType": "return"}},
-            })).json()
+            state["return_cart"] = (
+                await run.commerce.request(
+                    "POST",
+                    "/carts",
+                    json={
+                        "key": cart_key,
+                        "currency": config.currency,
+                        "country": "DE",
+                        "lineItems": [
+                            {
+                                "sku": "SKU-TSHIRT-M",
+                                "quantity": 1,
+                                "custom": {
+                                    "type": {"typeId": "type", "key": "instore-line-item"},
+                                    "fields": {
+                                        "purchaseOrderId": state["order"]["id"],
+                                        "purchaseLineItemId": bought["id"],
+                                        "returnComment": "too small",
+                                    },
+                                },
+                            }
+                        ],
+                        "custom": {
+                            "type": {"typeId": "type", "key": "instore-order"},
+                            "fields": {
+                                "locationId": config.location_id,
+                                "workstationId": config.workstation_id,
+                                "userId": config.colleague,
+                                "orderType": "return",
+                            },
+                        },
+                    },
+                )
+            ).json()
             response = await run.http.get(f"{gw}/instore/callbacks/return-carts/{cart_key}", headers=key)
             body = run.expect("return-cart", response, 200)
             return f"200 return cart {body['id'][:8]}…, 1 × SKU-TSHIRT-M of {summary.order_number}"
 
-        await run.step("return-cart", f"create a return cart, GET {gw}/instore/callbacks/return-carts/<key>",
-                       return_cart)
+        await run.step("return-cart", f"create a return cart, GET {gw}/instore/callbacks/return-carts/<key>", return_cart)
 
         async def refund() -> str:
             amount = state["returned_line"]["totalPrice"]["centAmount"]
             cash_part = min(cash, amount // 4)
-            payments = {ref["obj"]["paymentMethodInfo"]["method"]: ref["id"]
-                        for ref in state["order"]["paymentInfo"]["payments"]}
-            state["refunds"] = [(f"rf-{uuid.uuid4().hex[:10]}", payments["CREDIT_CARD"], amount - cash_part),
-                                (f"rf-{uuid.uuid4().hex[:10]}", payments["CASH"], cash_part)]
-            body = refund_webhook(state["return_cart"]["id"],
-                                  [(rid, pid, cents, config.currency) for rid, pid, cents in state["refunds"]],
-                                  f"sim-{uuid.uuid4().hex}")
+            payments = {ref["obj"]["paymentMethodInfo"]["method"]: ref["id"] for ref in state["order"]["paymentInfo"]["payments"]}
+            state["refunds"] = [
+                (f"rf-{uuid.uuid4().hex[:10]}", payments["CREDIT_CARD"], amount - cash_part),
+                (f"rf-{uuid.uuid4().hex[:10]}", payments["CASH"], cash_part),
+            ]
+            body = refund_webhook(
+                state["return_cart"]["id"],
+                [(rid, pid, cents, config.currency) for rid, pid, cents in state["refunds"]],
+                f"sim-{uuid.uuid4().hex}",
+            )
             return await run.signed_webhook("refund", body)
 
         await run.step("refund", "signed refund webhook, card + cash", refund)
 
         async def refunded() -> str:
-            event = await run.wait_for_event("refunded", REFUNDS_COMPLETED.name,
-                                             lambda e: e.get("returnCartId") == state["return_cart"]["id"])
+            event = await run.wait_for_event(
+                "refunded", REFUNDS_COMPLETED.name, lambda e: e.get("returnCartId") == state["return_cart"]["id"]
+            )
             # The refund service sets the return items Refunded with the refund, before the
             # event (its announcement marker is a Custom Object): check it, with the step's deadline.
             deadline = time.monotonic() + config.timeout_seconds
@@ -431,23 +533,31 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
                 if time.monotonic() > deadline:
                     raise StepFailed("refunded", f"the Order's return items are {shape}")
                 await asyncio.sleep(0.1)
-            recorded = {t["interactionId"]: t["amount"]["centAmount"] for ref in order["paymentInfo"]["payments"]
-                        for t in ref["obj"]["transactions"] if t["type"] == "Refund"}
+            recorded = {
+                t["interactionId"]: t["amount"]["centAmount"]
+                for ref in order["paymentInfo"]["payments"]
+                for t in ref["obj"]["transactions"]
+                if t["type"] == "Refund"
+            }
             wanted = {rid: cents for rid, _, cents in state["refunds"]}
             if recorded != wanted:
                 raise StepFailed("refunded", f"Refund transactions {recorded}, wanted {wanted}")
             sku = state["returned_line"]["variant"].get("sku") or state["returned_line"]["id"]
             summary.returned = [(sku, i["quantity"], i["paymentState"]) for i in items]
             summary.refunds = list(wanted.items())
-            return (f"event {event['eventId'][:8]}…: {len(items)} return item Refunded, "
-                    f"{event['totalRefunded']['centAmount']} {event['totalRefunded']['currencyCode']} refunded "
-                    f"over {len(event['refunds'])} tenders")
+            return (
+                f"event {event['eventId'][:8]}…: {len(items)} return item Refunded, "
+                f"{event['totalRefunded']['centAmount']} {event['totalRefunded']['currencyCode']} refunded "
+                f"over {len(event['refunds'])} tenders"
+            )
 
         await run.step("refunded", f"wait for {REFUNDS_COMPLETED.name}", refunded)
         await run.drain(1.0)  # a duplicate event would arrive right behind the first
-        expected_events = {PAYMENTS_COMPLETED.name: ("cartId", state["cart"]["id"]),
-                           REFUNDS_COMPLETED.name: ("returnCartId", state["return_cart"]["id"]),
-                           PAYMENT_EXTENSION_RESULTS.name: ("paymentId", state["extension_payment"])}
+        expected_events = {
+            PAYMENTS_COMPLETED.name: ("cartId", state["cart"]["id"]),
+            REFUNDS_COMPLETED.name: ("returnCartId", state["return_cart"]["id"]),
+            PAYMENT_EXTENSION_RESULTS.name: ("paymentId", state["extension_payment"]),
+        }
         for topic, (wanted_key, wanted_id) in expected_events.items():
             summary.events[topic] = sum(1 for e in run.seen[topic] if e.get(wanted_key) == wanted_id)
         doubled = {topic: n for topic, n in summary.events.items() if n != 1}

@@ -14,8 +14,13 @@ def main() -> None:
     """Read settings from the environment, configure logging, serve until SIGTERM/SIGINT."""
     settings = load_settings(GatewaySettings, "instore-gateway")
     configure_logging("gateway", settings.log_level, settings.log_json)
-    serve(create_app(settings), settings.gateway_http_host, settings.gateway_http_port,
-          limits=HttpLimits.from_settings(settings), trusted_proxies=settings.trusted_proxies())
+    serve(
+        create_app(settings),
+        settings.gateway_http_host,
+        settings.gateway_http_port,
+        limits=HttpLimits.from_settings(settings),
+        trusted_proxies=settings.trusted_proxies(),
+    )
 
 
 if __name__ == "__main__":

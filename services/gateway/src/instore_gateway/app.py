@@ -79,8 +79,9 @@ CART_REF = re.compile(r"[A-Za-z0-9_-]{2,256}")
 CART_REF_SCHEMA = {"pattern": f"^{CART_REF.pattern}{END_OF_STRING}", "minLength": 2, "maxLength": 256}
 """The rule of :data:`CART_REF` for the OpenAPI document (checked by the handlers, answered 400 ``invalid-cart-id``)."""
 
-CartRef = Annotated[str, Parameter(description="a commercetools Cart id or key: 2-256 of A-Z a-z 0-9 _ -",
-                                   schema_extra=CART_REF_SCHEMA)]
+CartRef = Annotated[
+    str, Parameter(description="a commercetools Cart id or key: 2-256 of A-Z a-z 0-9 _ -", schema_extra=CART_REF_SCHEMA)
+]
 
 API_KEY_HEADER = "x-api-key"
 SALE_CART_PREFIX = "/instore/callbacks/carts/"
@@ -143,8 +144,11 @@ def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_lo
                 status = message["status"]
                 telemetry.add_trace_ids(None, "", trace_ids)
                 message["headers"] = [
-                    *(header for header in message.get("headers", [])
-                      if cors_allowed or not header[0].lower().startswith(b"access-control-")),
+                    *(
+                        header
+                        for header in message.get("headers", [])
+                        if cors_allowed or not header[0].lower().startswith(b"access-control-")
+                    ),
                     (b"x-correlation-id", cid.encode()),
                     (b"cache-control", b"no-store"),
                 ]
@@ -153,10 +157,17 @@ def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_lo
         with structlog.contextvars.bound_contextvars(correlation_id=cid):
             try:
                 if _AMBIGUOUS_PATH.search(scope.get("raw_path") or b""):
-                    await _send_problem(send_wrapper, Problem(
-                        type=TYPE_BASE + "invalid-path", title="Invalid path", status=400,
-                        detail="encoded slashes and empty path segments are not accepted",
-                        instance=None, correlationId=cid))
+                    await _send_problem(
+                        send_wrapper,
+                        Problem(
+                            type=TYPE_BASE + "invalid-path",
+                            title="Invalid path",
+                            status=400,
+                            detail="encoded slashes and empty path segments are not accepted",
+                            instance=None,
+                            correlationId=cid,
+                        ),
+                    )
                 elif (found := raw_route(scope["method"], scope["path"])) is not None:
                     scope["path_template"] = found[0]  # the route template: Litestar sets it for its routes
                     await found[1](scope, receive, send_wrapper)
@@ -164,8 +175,14 @@ def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_lo
                     await app(scope, receive, send_wrapper)
             finally:
                 if scope["path"] not in _QUIET_PATHS and (every_request or status >= 400):
-                    log.info("http.request", method=scope["method"], path=redact_path(scope["path"]), status=status,
-                             ms=round((time.perf_counter() - started) * 1000, 2), **trace_ids)
+                    log.info(
+                        "http.request",
+                        method=scope["method"],
+                        path=redact_path(scope["path"]),
+                        status=status,
+                        ms=round((time.perf_counter() - started) * 1000, 2),
+                        **trace_ids,
+                    )
 
     return middleware
 
@@ -202,9 +219,14 @@ def _with_problems(route: ASGIApp) -> ASGIApp:
 async def _send_problem(send: Send, problem: Problem, headers: Mapping[str, str] | None = None) -> None:
     body = msgspec.json.encode(problem)
     start: HTTPResponseStartEvent = {
-        "type": "http.response.start", "status": problem.status,
-        "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
-                    *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())]}
+        "type": "http.response.start",
+        "status": problem.status,
+        "headers": [
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items()),
+        ],
+    }
     await send(start)
     await send({"type": "http.response.body", "body": body, "more_body": False})  # False: the ASGI default
 
@@ -236,8 +258,13 @@ def require_callback_api_key(expected: bytes, given: list[str]) -> None:
     """:func:`callback_api_key_guard` over the ``X-Api-Key`` values ``given`` (latin-1 decoded, as Litestar does)."""
     # Exactly one header: with two, a proxy and this guard could each read a different one.
     if len(given) != 1 or not hmac.compare_digest(given[0].strip(" \t").encode(errors="surrogateescape"), expected):
-        raise ProblemError(401, "unauthorized", "Unauthorized", "missing or wrong X-Api-Key",
-                           headers={"WWW-Authenticate": 'ApiKey header="X-Api-Key"'})
+        raise ProblemError(
+            401,
+            "unauthorized",
+            "Unauthorized",
+            "missing or wrong X-Api-Key",
+            headers={"WWW-Authenticate": 'ApiKey header="X-Api-Key"'},
+        )
 
 
 # -- routes ---------------------------------------------------------------------------
@@ -246,10 +273,14 @@ _CART_RESPONSES = {
     401: problem_spec("missing or wrong X-Api-Key"),
     404: problem_spec("no cart with that id or key"),
     409: problem_spec("the cart's state forbids taking it (e.g. not Active)"),
-    422: problem_spec("the cart's content forbids taking it (empty, wrong currency, bad return line), "
-                      "or Composable Commerce refused the lookup (commerce-refused)"),
-    502: problem_spec("Composable Commerce could not be read (commerce-unavailable) "
-                      "or refused this integration's credentials (commerce-access-denied)"),
+    422: problem_spec(
+        "the cart's content forbids taking it (empty, wrong currency, bad return line), "
+        "or Composable Commerce refused the lookup (commerce-refused)"
+    ),
+    502: problem_spec(
+        "Composable Commerce could not be read (commerce-unavailable) "
+        "or refused this integration's credentials (commerce-access-denied)"
+    ),
     503: problem_spec("Kafka is unreachable; retry later"),
     504: problem_spec("cart-mapping did not answer in time"),
 }
@@ -289,18 +320,28 @@ async def answer_cart_callback(lookups: CartLookups, kind: CartKind, cart_id: st
 
 async def _look_up(lookups: CartLookups, kind: CartKind, cart_id: str, cid: str) -> bytes:
     if not CART_REF.fullmatch(cart_id):
-        raise ProblemError(400, "invalid-cart-id", "Invalid cart id",
-                           "cartId must be a commercetools cart id or key: 2-256 characters of A-Z a-z 0-9 _ -")
+        raise ProblemError(
+            400,
+            "invalid-cart-id",
+            "Invalid cart id",
+            "cartId must be a commercetools cart id or key: 2-256 characters of A-Z a-z 0-9 _ -",
+        )
     started = time.perf_counter()
     try:
         reply: CartLookupReply = await lookups.lookup(kind, cart_id, cid)
         metrics.CART_LOOKUP_ROUND_TRIP.labels(kind.value).observe(time.perf_counter() - started)
     except BrokerUnavailable as exc:
-        raise ProblemError(503, "broker-unavailable", "Service unavailable",
-                           "the message broker cannot be reached; retry later", headers={"Retry-After": "5"}) from exc
+        raise ProblemError(
+            503,
+            "broker-unavailable",
+            "Service unavailable",
+            "the message broker cannot be reached; retry later",
+            headers={"Retry-After": "5"},
+        ) from exc
     except ReplyTimeout as exc:
-        raise ProblemError(504, "cart-lookup-timeout", "Cart lookup timed out",
-                           "the cart service did not answer in time") from exc
+        raise ProblemError(
+            504, "cart-lookup-timeout", "Cart lookup timed out", "the cart service did not answer in time"
+        ) from exc
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         log.error("cart_lookup.bad_reply", error=str(exc))
         raise ProblemError(502, "bad-reply", "Bad reply from the cart service") from exc
@@ -319,10 +360,16 @@ def raw_cart_callback_route(kind: CartKind, prefix: str, state: Callable[[], Sta
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
         current = state()
         require_callback_api_key(current.callback_api_key, header_values(scope, b"x-api-key"))
-        cart = await answer_cart_callback(current.cart_lookups, kind, scope["path"][len(prefix):],
-                                          scope["state"]["correlation_id"])
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(cart)).encode())]})
+        cart = await answer_cart_callback(
+            current.cart_lookups, kind, scope["path"][len(prefix) :], scope["state"]["correlation_id"]
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(cart)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": cart, "more_body": False})
 
     return route
@@ -365,8 +412,12 @@ async def return_cart(request: Request[Any, Any, State], cartId: CartRef) -> Res
 _ASYNCAPI = asyncapi.document()
 
 
-@get("/asyncapi.json", tags=["Operations"], summary="AsyncAPI 3.0 document of the Kafka topics the gateway writes",
-     sync_to_thread=False)
+@get(
+    "/asyncapi.json",
+    tags=["Operations"],
+    summary="AsyncAPI 3.0 document of the Kafka topics the gateway writes",
+    sync_to_thread=False,
+)
 def asyncapi_document() -> dict[str, Any]:
     """The topics the gateway publishes to, with their message schemas (:mod:`instore_gateway.asyncapi`)."""
     return _ASYNCAPI
@@ -378,9 +429,17 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", tags=["Operations"], summary="Readiness: Kafka, its reply reader and producer, and the token vault",
-     responses={503: ResponseSpec(data_container=Problem, description="not connected to Kafka, no reply reader "
-                                  "running, the producer being replaced, or the vault unreachable")})
+@get(
+    "/readyz",
+    tags=["Operations"],
+    summary="Readiness: Kafka, its reply reader and producer, and the token vault",
+    responses={
+        503: ResponseSpec(
+            data_container=Problem,
+            description="not connected to Kafka, no reply reader running, the producer being replaced, or the vault unreachable",
+        )
+    },
+)
 async def readyz(request: Request[Any, Any, State]) -> dict[str, str]:
     """200 when Kafka answers, the cart-reply reader runs, the producer is healthy and the token
     vault answers, else a 503 problem body saying which."""
@@ -391,8 +450,7 @@ async def readyz(request: Request[Any, Any, State]) -> dict[str, str]:
         raise ProblemError(503, "not-ready", "Not ready", reason, headers={"Retry-After": "2"})
     if not await request.app.state.vault.ready():
         metrics.READY.set(0)
-        raise ProblemError(503, "not-ready", "Not ready", "the token vault cannot be reached",
-                           headers={"Retry-After": "2"})
+        raise ProblemError(503, "not-ready", "Not ready", "the token vault cannot be reached", headers={"Retry-After": "2"})
     metrics.READY.set(1)
     return {"status": "ready"}
 
@@ -431,8 +489,9 @@ class Ports:
     instore_auth: InStoreAuthClient | None = None
 
 
-def create_app(settings: GatewaySettings | None = None, ports: Ports | None = None, *,
-               raw_routes: bool | None = None) -> Litestar:
+def create_app(
+    settings: GatewaySettings | None = None, ports: Ports | None = None, *, raw_routes: bool | None = None
+) -> Litestar:
     """The gateway application.
 
     Args:
@@ -454,12 +513,19 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
         if given.cart_lookups is None or given.events is None:
 
             async def create_topics() -> None:
-                await ensure_topics(settings.kafka_bootstrap_servers, ALL_TOPICS,
-                                    settings.kafka_topic_partitions, settings.kafka_topic_replication_factor,
-                                    timeout_s=5.0, client_options=settings.kafka_client_options())
+                await ensure_topics(
+                    settings.kafka_bootstrap_servers,
+                    ALL_TOPICS,
+                    settings.kafka_topic_partitions,
+                    settings.kafka_topic_replication_factor,
+                    timeout_s=5.0,
+                    client_options=settings.kafka_client_options(),
+                )
 
             client = RequestReplyClient(
-                settings.kafka_bootstrap_servers, CART_REPLIES.name, f"{settings.kafka_client_id_prefix}-gateway",
+                settings.kafka_bootstrap_servers,
+                CART_REPLIES.name,
+                f"{settings.kafka_client_id_prefix}-gateway",
                 prepare=create_topics if settings.kafka_create_topics else None,
                 client_options=settings.kafka_client_options(),
                 producer_options={"request_timeout_ms": settings.gateway_kafka_request_timeout_ms},
@@ -475,27 +541,60 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             app.state.cart_lookups = KafkaCartLookups(client, settings.gateway_cart_lookup_timeout_seconds)
         app.state.events = given.events if given.events is not None else client
         app.state.vault = MeteredVault(given.vault if given.vault is not None else create_vault(settings))
-        app.state.ims = given.ims if given.ims is not None else ImsVerifier(
-            settings.ims_jwks_url, settings.ims_issuer, settings.ims_audience,
-            [a.strip() for a in settings.ims_algorithms.split(",") if a.strip()],
-            leeway_seconds=settings.ims_leeway_seconds,
+        app.state.ims = (
+            given.ims
+            if given.ims is not None
+            else ImsVerifier(
+                settings.ims_jwks_url,
+                settings.ims_issuer,
+                settings.ims_audience,
+                [a.strip() for a in settings.ims_algorithms.split(",") if a.strip()],
+                leeway_seconds=settings.ims_leeway_seconds,
+            )
         )
-        app.state.instore_auth = given.instore_auth if given.instore_auth is not None else InStoreAuthClient(
-            settings.instore_auth_base_url, settings.instore_auth_token_path, settings.instore_auth_request_body,
-            settings.instore_tenant_id, settings.instore_connection_key.get_secret_value(),
-            settings.instore_auth_scopes.split(), settings.instore_auth_timeout_seconds,
+        app.state.instore_auth = (
+            given.instore_auth
+            if given.instore_auth is not None
+            else InStoreAuthClient(
+                settings.instore_auth_base_url,
+                settings.instore_auth_token_path,
+                settings.instore_auth_request_body,
+                settings.instore_tenant_id,
+                settings.instore_connection_key.get_secret_value(),
+                settings.instore_auth_scopes.split(),
+                settings.instore_auth_timeout_seconds,
+            )
         )
         app.state.webhook_intake = WebhookIntake(
-            app.state.events, settings.instore_webhook_secret.get_secret_value().encode(), webhook_names,
-            settings.webhook_publish_timeout_seconds, settings.webhook_max_body_bytes)
+            app.state.events,
+            settings.instore_webhook_secret.get_secret_value().encode(),
+            webhook_names,
+            settings.webhook_publish_timeout_seconds,
+            settings.webhook_max_body_bytes,
+        )
         app.state.payment_extension_intake = payment_extension_intake(
-            app.state.events, settings.instore_webhook_secret.get_secret_value().encode(),
-            settings.instore_webhook_signature_headers.split(","), settings.payment_extension_publish_timeout_seconds,
-            settings.payment_extension_max_body_bytes, allowed_urls)
-        closers += [x for x, g in ((app.state.vault.inner, given.vault), (app.state.ims, given.ims),
-                                   (app.state.instore_auth, given.instore_auth)) if g is None]
-        log.info("gateway.started", port=settings.gateway_http_port, vault=settings.token_vault_backend,
-                 event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0])  # "uvloop" under uvicorn
+            app.state.events,
+            settings.instore_webhook_secret.get_secret_value().encode(),
+            settings.instore_webhook_signature_headers.split(","),
+            settings.payment_extension_publish_timeout_seconds,
+            settings.payment_extension_max_body_bytes,
+            allowed_urls,
+        )
+        closers += [
+            x
+            for x, g in (
+                (app.state.vault.inner, given.vault),
+                (app.state.ims, given.ims),
+                (app.state.instore_auth, given.instore_auth),
+            )
+            if g is None
+        ]
+        log.info(
+            "gateway.started",
+            port=settings.gateway_http_port,
+            vault=settings.token_vault_backend,
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )  # "uvloop" under uvicorn
         try:
             yield
         finally:
@@ -516,45 +615,83 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
         # A server span per request, parent of the Kafka publish spans. The plugin wraps the app
         # before routing, so the span is first named by the method only and renamed to the route
         # template once routed (_name_server_span): a raw path would put cart ids in span names.
-        plugins.append(OpenTelemetryPlugin(OpenTelemetryConfig(
-            exclude=list(_QUIET_PATHS), exclude_spans=["receive", "send"],
-            scope_span_details_extractor=lambda scope: (str(scope.get("method") or "HTTP"), {}))))
+        plugins.append(
+            OpenTelemetryPlugin(
+                OpenTelemetryConfig(
+                    exclude=list(_QUIET_PATHS),
+                    exclude_spans=["receive", "send"],
+                    scope_span_details_extractor=lambda scope: (str(scope.get("method") or "HTTP"), {}),
+                )
+            )
+        )
     origins = [o.strip().rstrip("/") for o in settings.gateway_cors_allow_origins.split(",") if o.strip()]
     # Browsers of the listed host apps may call the host-app routes (sessions, host events); nothing else is exposed
     # to them: the edge layer removes CORS headers from every other answer (callbacks, webhooks and payment
     # extensions are server-to-server), however the route is served.
-    cors = CORSConfig(allow_origins=origins, allow_methods=["GET", "POST"],
-                      allow_headers=["Authorization", "Content-Type", "X-User-Key"], allow_credentials=False,
-                      expose_headers=["X-Correlation-Id", "Retry-After"], max_age=600) if origins else None
+    cors = (
+        CORSConfig(
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-User-Key"],
+            allow_credentials=False,
+            expose_headers=["X-Correlation-Id", "Retry-After"],
+            max_age=600,
+        )
+        if origins
+        else None
+    )
     app = Litestar(
         cors_config=cors,
         route_handlers=[
-            sale_cart, return_cart, token_callback_handler(callback_api_key_guard), healthz, readyz, _MetricsRoute,
+            sale_cart,
+            return_cart,
+            token_callback_handler(callback_api_key_guard),
+            healthz,
+            readyz,
+            _MetricsRoute,
             asyncapi_document,
-            webhook_handler(settings.webhook_max_body_bytes, settings.instore_webhook_signature_headers.split(","),
-                            settings.webhook_publish_timeout_seconds),
-            *payment_extension_handlers(settings.payment_extension_path_prefix, settings.payment_extension_max_body_bytes,
-                                        settings.instore_webhook_signature_headers.split(","),
-                                        settings.payment_extension_publish_timeout_seconds,
-                                        allowed_urls),
-            host_events_router(settings.host_events_max_body_bytes, settings.host_events_max_batch,
-                               settings.host_events_max_detail_bytes, settings.host_events_rate_limit_per_minute,
-                               settings.host_events_publish_timeout_seconds),
+            webhook_handler(
+                settings.webhook_max_body_bytes,
+                settings.instore_webhook_signature_headers.split(","),
+                settings.webhook_publish_timeout_seconds,
+            ),
+            *payment_extension_handlers(
+                settings.payment_extension_path_prefix,
+                settings.payment_extension_max_body_bytes,
+                settings.instore_webhook_signature_headers.split(","),
+                settings.payment_extension_publish_timeout_seconds,
+                allowed_urls,
+            ),
+            host_events_router(
+                settings.host_events_max_body_bytes,
+                settings.host_events_max_batch,
+                settings.host_events_max_detail_bytes,
+                settings.host_events_rate_limit_per_minute,
+                settings.host_events_publish_timeout_seconds,
+            ),
             # POST /sessions is rate-limited per client address (in this replica's memory).
-            Router("/", route_handlers=[create_session], middleware=[
-                RateLimitConfig(rate_limit=("minute", settings.sessions_rate_limit_per_minute),
-                                set_rate_limit_headers=True,
-                                identifier_for_request=client_address).middleware,
-            ]),
+            Router(
+                "/",
+                route_handlers=[create_session],
+                middleware=[
+                    RateLimitConfig(
+                        rate_limit=("minute", settings.sessions_rate_limit_per_minute),
+                        set_rate_limit_headers=True,
+                        identifier_for_request=client_address,
+                    ).middleware,
+                ],
+            ),
         ],
         lifespan=[lifespan],
         middleware=[http_metrics_middleware(_QUIET_PATHS)],
         plugins=plugins,
         before_request=_name_server_span if tracing else None,
-        state=State({
-            "callback_api_key": settings.instore_callback_api_key.get_secret_value().strip(" \t").encode(),
-            "webhook_secret": settings.instore_webhook_secret.get_secret_value().encode(),
-        }),
+        state=State(
+            {
+                "callback_api_key": settings.instore_callback_api_key.get_secret_value().strip(" \t").encode(),
+                "webhook_secret": settings.instore_webhook_secret.get_secret_value().encode(),
+            }
+        ),
         exception_handlers={
             ProblemError: handle_problem,
             HTTPException: handle_http_exception,
@@ -568,25 +705,50 @@ def create_app(settings: GatewaySettings | None = None, ports: Ports | None = No
             "(guarded by the Callback API Key), signed webhooks and payment-extension requests, colleague sessions for "
             "the host app, operations endpoints.",
             path="/schema",
-            components=Components(security_schemes={
-                "CallbackApiKey": SecurityScheme(type="apiKey", name="X-Api-Key", security_scheme_in="header",
-                                                 description="The Callback API Key registered in InStore Center"),
-                "ImsBearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT",
-                                            description="The colleague's IMS token (POST /sessions)"),
-            }),
+            components=Components(
+                security_schemes={
+                    "CallbackApiKey": SecurityScheme(
+                        type="apiKey",
+                        name="X-Api-Key",
+                        security_scheme_in="header",
+                        description="The Callback API Key registered in InStore Center",
+                    ),
+                    "ImsBearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        bearer_format="JWT",
+                        description="The colleague's IMS token (POST /sessions)",
+                    ),
+                }
+            ),
         ),
         debug=False,
         logging_config=None,  # logging is structlog's, configured in __main__
     )
     # Around Litestar's router and exception handling, so 404 and 405 answers get it too.
     raw = not tracing if raw_routes is None else raw_routes
-    app.asgi_handler = edge_middleware(app.asgi_handler, access_log=settings.gateway_access_log, raw_routes=[
-        RawRoute("POST", "/instore/webhooks", "/instore/webhooks", raw_webhook_route(lambda: app.state.webhook_intake)),
-        RawRoute("GET", SALE_CART_PREFIX, SALE_CART_PREFIX + "{cartId}",
-                 raw_cart_callback_route(CartKind.SALE, SALE_CART_PREFIX, lambda: app.state), segments=1),
-        RawRoute("GET", RETURN_CART_PREFIX, RETURN_CART_PREFIX + "{cartId}",
-                 raw_cart_callback_route(CartKind.RETURN, RETURN_CART_PREFIX, lambda: app.state), segments=1),
-        *raw_payment_extension_routes(settings.payment_extension_path_prefix,
-                                      lambda: app.state.payment_extension_intake),
-    ] if raw else [])
+    app.asgi_handler = edge_middleware(
+        app.asgi_handler,
+        access_log=settings.gateway_access_log,
+        raw_routes=[
+            RawRoute("POST", "/instore/webhooks", "/instore/webhooks", raw_webhook_route(lambda: app.state.webhook_intake)),
+            RawRoute(
+                "GET",
+                SALE_CART_PREFIX,
+                SALE_CART_PREFIX + "{cartId}",
+                raw_cart_callback_route(CartKind.SALE, SALE_CART_PREFIX, lambda: app.state),
+                segments=1,
+            ),
+            RawRoute(
+                "GET",
+                RETURN_CART_PREFIX,
+                RETURN_CART_PREFIX + "{cartId}",
+                raw_cart_callback_route(CartKind.RETURN, RETURN_CART_PREFIX, lambda: app.state),
+                segments=1,
+            ),
+            *raw_payment_extension_routes(settings.payment_extension_path_prefix, lambda: app.state.payment_extension_intake),
+        ]
+        if raw
+        else [],
+    )
     return app

@@ -27,8 +27,12 @@ from instore_shared.kafka.topics import (
 
 _PUBLISHED: list[tuple[Topic, Any, str]] = [
     (CART_REQUESTS, CartLookupRequest, "a cart lookup (request/reply; the reply comes on instore.cart-replies.v1)"),
-    (WEBHOOKS, None, "an InStore webhook's raw bytes (schema: InStore's; the fields we read: see the refund and "
-                     "payment webhook schemas of the services)"),
+    (
+        WEBHOOKS,
+        None,
+        "an InStore webhook's raw bytes (schema: InStore's; the fields we read: see the refund and "
+        "payment webhook schemas of the services)",
+    ),
     (PAYMENT_REQUESTS, payment_extensions.PaymentExtensionRequest, "a payment-extension request's raw bytes"),
     (PAYMENT_PROMPT_ANSWERS, payment_extensions.PromptAnswer, "a colleague's answer to a payment prompt"),
     (SESSION_EVENTS, sessions.SessionStarted, "a colleague session the gateway opened (no secrets)"),
@@ -49,15 +53,27 @@ def document() -> dict[str, Any]:
             schemas.update(schema.pop("$defs", {}))
             payload = schema
         channels[name] = {
-            "address": topic.name, "description": topic.description,
-            "messages": {"message": {"summary": summary, "contentType": "application/json", "payload": payload,
-                                     "bindings": {"kafka": {"key": {"type": "string", "description": topic.key}}}}},
+            "address": topic.name,
+            "description": topic.description,
+            "messages": {
+                "message": {
+                    "summary": summary,
+                    "contentType": "application/json",
+                    "payload": payload,
+                    "bindings": {"kafka": {"key": {"type": "string", "description": topic.key}}},
+                }
+            },
         }
-        operations[f"send_{name}"] = {"action": "send", "channel": {"$ref": f"#/channels/{name}"},
-                                      "summary": summary}
-    doc = {"asyncapi": "3.0.0",
-           "info": {"title": "InStore integration gateway — Kafka", "version": "0.1.0",
-                    "description": "The topics the gateway writes (acks=all, idempotent producer)."},
-           "channels": channels, "operations": operations, "components": {"schemas": schemas}}
-    return msgspec.json.decode(msgspec.json.encode(doc).replace(b"#/$defs/", b"#/components/schemas/"))
-
+        operations[f"send_{name}"] = {"action": "send", "channel": {"$ref": f"#/channels/{name}"}, "summary": summary}
+    doc = {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "InStore integration gateway — Kafka",
+            "version": "0.1.0",
+            "description": "The topics the gateway writes (acks=all, idempotent producer).",
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": schemas},
+    }
+    return msgspec.json.decode(msgspec.json.encode(doc).replace(b"#/$defs/", b"#/components/schemas/"), type=dict[str, Any])

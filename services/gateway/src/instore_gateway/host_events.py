@@ -40,9 +40,15 @@ log = get_logger(__name__)
 USER_KEY_HEADER = "x-user-key"
 
 
-UserKeyHeader = Annotated[str | None, HeaderParameter(name="X-User-Key", required=False,
-                                                description="the user key POST /sessions answered (43 of A-Z a-z 0-9 _ -)",
-                                                schema_extra=USER_KEY_SCHEMA)]
+UserKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="X-User-Key",
+        required=False,
+        description="the user key POST /sessions answered (43 of A-Z a-z 0-9 _ -)",
+        schema_extra=USER_KEY_SCHEMA,
+    ),
+]
 
 
 _BATCH_SCHEMA: dict[str, Any] = msgspec.json.schema(contract.EventBatch)
@@ -68,8 +74,9 @@ def _session_key(request: Request[Any, Any, Any]) -> str:
     return "addr:" + (request.client.host if request.client else "unknown")
 
 
-def host_events_router(max_body_bytes: int, max_batch: int, max_detail_bytes: int, rate_per_minute: int,
-                       publish_timeout: float) -> Router:
+def host_events_router(
+    max_body_bytes: int, max_batch: int, max_detail_bytes: int, rate_per_minute: int, publish_timeout: float
+) -> Router:
     """The route, built from settings, inside a Router carrying its rate limit."""
 
     @post(
@@ -80,8 +87,8 @@ def host_events_router(max_body_bytes: int, max_batch: int, max_detail_bytes: in
         request_max_body_size=max_body_bytes,
         summary="Browser events of the InStore component (host app)",
         description="Needs `Authorization: Bearer <IMS token>` and `X-User-Key: <the session's user key>`. Body "
-        "`{\"events\": [{\"type\": \"mistStatus\" | \"inStoreCore-Alert\" | \"inStoreCore-receiptChoice\" | …, "
-        "\"detail\", \"occurredAt\"?, \"cartId\"?, \"id\"?}]}`; stored in instore.host-events.v1 before 202.",
+        '`{"events": [{"type": "mistStatus" | "inStoreCore-Alert" | "inStoreCore-receiptChoice" | …, '
+        '"detail", "occurredAt"?, "cartId"?, "id"?}]}`; stored in instore.host-events.v1 before 202.',
         tags=["Host app"],
         operation_id="postHostEvents",
         responses={
@@ -100,14 +107,16 @@ def host_events_router(max_body_bytes: int, max_batch: int, max_detail_bytes: in
         colleague = request.scope["state"]["colleague"]
         given = request.headers.getall(USER_KEY_HEADER, [])
         if len(given) != 1 or not USER_KEY.fullmatch(given[0]):
-            raise ProblemError(401, "session-required", "Session required",
-                               "X-User-Key must carry the user key POST /sessions answered")
+            raise ProblemError(
+                401, "session-required", "Session required", "X-User-Key must carry the user key POST /sessions answered"
+            )
         vault: TokenVault = request.app.state.vault
         try:
             session = await vault.get(given[0])
         except VaultUnavailable as exc:
-            raise ProblemError(503, "vault-unavailable", "Service unavailable", "the token vault cannot be reached",
-                               headers={"Retry-After": "2"}) from exc
+            raise ProblemError(
+                503, "vault-unavailable", "Service unavailable", "the token vault cannot be reached", headers={"Retry-After": "2"}
+            ) from exc
         if session is None or session.expires_at <= time.time():
             raise ProblemError(401, "session-not-found", "Session not found", "unknown or expired user key")
         if session.user_id != colleague.user_id:
@@ -132,42 +141,79 @@ def host_events_router(max_body_bytes: int, max_batch: int, max_detail_bytes: in
             if problem is not None:
                 raise ProblemError(422, "invalid-events", "Invalid events", f"events[{n}]: {problem}")
             published = contract.HostEvent(
-                event_id=contract.event_id(session_ref, event.id), type=event.type, detail=event.detail,
-                cart_id=event.cartId, colleague_id=session.user_id, location_id=session.location_id,
-                workstation_id=session.workstation_id, occurred_at=event.occurredAt, received_at=received_at)
+                event_id=contract.event_id(session_ref, event.id),
+                type=event.type,
+                detail=event.detail,
+                cart_id=event.cartId,
+                colleague_id=session.user_id,
+                location_id=session.location_id,
+                workstation_id=session.workstation_id,
+                occurred_at=event.occurredAt,
+                received_at=received_at,
+            )
             out.append((published.event_id, msgspec.json.encode(published), event.cartId or session.workstation_id))
         cid = request.scope["state"]["correlation_id"]
-        results = await asyncio.gather(*(
-            request.app.state.events.publish(HOST_EVENTS.name, key, value, message_type=contract.MESSAGE_TYPE,
-                                             timeout_s=publish_timeout,
-                                             headers={h.CORRELATION_ID: cid, "event-id": eid})
-            for eid, value, key in out), return_exceptions=True)
+        results = await asyncio.gather(
+            *(
+                request.app.state.events.publish(
+                    HOST_EVENTS.name,
+                    key,
+                    value,
+                    message_type=contract.MESSAGE_TYPE,
+                    timeout_s=publish_timeout,
+                    headers={h.CORRELATION_ID: cid, "event-id": eid},
+                )
+                for eid, value, key in out
+            ),
+            return_exceptions=True,
+        )
         failures = [r for r in results if isinstance(r, BaseException)]
         if any(isinstance(r, MessageRejected) for r in failures):
             raise ProblemError(413, "payload-too-large", "Payload too large", "an event is larger than Kafka accepts")
         if failures:
             if not all(isinstance(r, BrokerUnavailable) for r in failures):
                 log.error("host_events.publish_failed", error=type(failures[0]).__name__)
-            raise ProblemError(503, "events-not-stored", "Events not stored",
-                               f"{len(failures)} of {len(out)} events were not acknowledged by Kafka; send the batch "
-                               "again (events with an id keep their eventId)", headers={"Retry-After": "2"})
+            raise ProblemError(
+                503,
+                "events-not-stored",
+                "Events not stored",
+                f"{len(failures)} of {len(out)} events were not acknowledged by Kafka; send the batch "
+                "again (events with an id keep their eventId)",
+                headers={"Retry-After": "2"},
+            )
         log.info("host_events.accepted", count=len(out), types=sorted({e.type for e in batch.events}))
-        return Response(msgspec.json.encode(EventsAccepted(accepted=len(out), eventIds=[e for e, _, _ in out])),
-                        status_code=202, media_type="application/json")
+        return Response(
+            msgspec.json.encode(EventsAccepted(accepted=len(out), eventIds=[e for e, _, _ in out])),
+            status_code=202,
+            media_type="application/json",
+        )
 
-    @get("/schemas/host-events-batch.json", tags=["Host app"], summary="JSON Schema of the POST /host/events body",
-         sync_to_thread=False)
+    @get(
+        "/schemas/host-events-batch.json",
+        tags=["Host app"],
+        summary="JSON Schema of the POST /host/events body",
+        sync_to_thread=False,
+    )
     def batch_schema() -> dict[str, Any]:
         """The body the helper sends (:class:`~instore_shared.contract.host_events.EventBatch`)."""
         return _BATCH_SCHEMA
 
-    @get("/schemas/host-event.json", tags=["Host app"], summary="JSON Schema of an instore.host-events.v1 message",
-         sync_to_thread=False)
+    @get(
+        "/schemas/host-event.json",
+        tags=["Host app"],
+        summary="JSON Schema of an instore.host-events.v1 message",
+        sync_to_thread=False,
+    )
     def event_schema() -> dict[str, Any]:
         """What downstream teams read from ``instore.host-events.v1`` (``HostEvent``)."""
         return _EVENT_SCHEMA
 
-    return Router("/", route_handlers=[post_host_events, batch_schema, event_schema], middleware=[
-        RateLimitConfig(rate_limit=("minute", rate_per_minute), set_rate_limit_headers=True,
-                        identifier_for_request=_session_key).middleware,
-    ])
+    return Router(
+        "/",
+        route_handlers=[post_host_events, batch_schema, event_schema],
+        middleware=[
+            RateLimitConfig(
+                rate_limit=("minute", rate_per_minute), set_rate_limit_headers=True, identifier_for_request=_session_key
+            ).middleware,
+        ],
+    )

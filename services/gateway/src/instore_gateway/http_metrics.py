@@ -31,8 +31,9 @@ as a 200."""
 _LABELS = ["method", "path", "status_code", "app_name"]
 REQUESTS = Counter(f"{PREFIX}_http_requests", "Total requests", _LABELS)
 DURATION = Histogram(f"{PREFIX}_http_request_duration_seconds", "Request duration, in seconds", _LABELS)
-IN_PROGRESS = Gauge(f"{PREFIX}_http_requests_in_progress", "Total requests currently in progress", _LABELS,
-                    multiprocess_mode="livesum")
+IN_PROGRESS = Gauge(
+    f"{PREFIX}_http_requests_in_progress", "Total requests currently in progress", _LABELS, multiprocess_mode="livesum"
+)
 ERRORS = Counter(f"{PREFIX}_http_requests_error_total", "Total errors in requests", _LABELS)
 
 _done: dict[tuple[str, str, int], tuple[Any, Any, Any | None]] = {}
@@ -44,8 +45,11 @@ def _children(method: str, path: str, status: int) -> tuple[Any, Any, Any | None
     found = _done.get(key)
     if found is None:
         values = (method, path, status, APP_NAME)
-        found = _done[key] = (REQUESTS.labels(*values), DURATION.labels(*values),
-                              ERRORS.labels(*values) if status >= 500 else None)
+        found = _done[key] = (
+            REQUESTS.labels(*values),
+            DURATION.labels(*values),
+            ERRORS.labels(*values) if status >= 500 else None,
+        )
     return found
 
 

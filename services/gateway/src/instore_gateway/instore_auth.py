@@ -101,8 +101,9 @@ class InStoreAuthClient:
         timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        render_body(body_template, dict.fromkeys(("tenantId", "userId", "connectionKey", "locationId",
-                                                  "workstationId", "scopes"), ""))  # fail at start, not per call
+        render_body(
+            body_template, dict.fromkeys(("tenantId", "userId", "connectionKey", "locationId", "workstationId", "scopes"), "")
+        )  # fail at start, not per call
         self._url = base_url.rstrip("/") + "/" + token_path.lstrip("/")
         self._template = body_template
         self._tenant_id = tenant_id
@@ -121,10 +122,17 @@ class InStoreAuthClient:
         Raises :class:`InStoreAuthTimeout` or :class:`InStoreAuthUnavailable`; never logs the
         connection key or the token.
         """
-        body = render_body(self._template, {
-            "tenantId": self._tenant_id, "userId": user_id, "connectionKey": self._connection_key,
-            "locationId": location_id, "workstationId": workstation_id, "scopes": self._scopes,
-        })
+        body = render_body(
+            self._template,
+            {
+                "tenantId": self._tenant_id,
+                "userId": user_id,
+                "connectionKey": self._connection_key,
+                "locationId": location_id,
+                "workstationId": workstation_id,
+                "scopes": self._scopes,
+            },
+        )
         started = time.perf_counter()
         try:
             # httpx's timeout is per read/write step; this bounds the whole call.

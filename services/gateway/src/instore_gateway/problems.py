@@ -29,6 +29,8 @@ def redact_path(path: str) -> str:
     """``path`` fit for logs and problem bodies: everything after a ``tokens/`` segment, and any
     segment shaped like a user key (43 of ``A-Za-z0-9_-``) anywhere, becomes ``***``."""
     return _KEY_SHAPED.sub("***", _AFTER_TOKENS.sub(r"\1***", path))
+
+
 TYPE_BASE = "urn:instore-integration:problem:"
 
 
@@ -94,13 +96,19 @@ def problem_of(exc: Exception) -> tuple[Problem, dict[str, str]]:
     400, anything else 500 without internals (the caller logs it). Used by Litestar's exception handlers and by the
     edge layer's raw routes alike."""
     if isinstance(exc, ProblemError):
-        return Problem(type=TYPE_BASE + exc.slug, title=exc.title, status=exc.status, detail=exc.detail,
-                       reason=exc.reason), exc.headers
+        return Problem(
+            type=TYPE_BASE + exc.slug, title=exc.title, status=exc.status, detail=exc.detail, reason=exc.reason
+        ), exc.headers
     if isinstance(exc, RecursionError):
-        return Problem(type=TYPE_BASE + "bad-request", title="Bad request", status=400,
-                       detail="the body is nested too deeply"), {}
-    return Problem(type=TYPE_BASE + "internal-error", title="Internal error", status=500,
-                   detail="The gateway failed to handle this request; it was logged under the correlation id."), {}
+        return Problem(
+            type=TYPE_BASE + "bad-request", title="Bad request", status=400, detail="the body is nested too deeply"
+        ), {}
+    return Problem(
+        type=TYPE_BASE + "internal-error",
+        title="Internal error",
+        status=500,
+        detail="The gateway failed to handle this request; it was logged under the correlation id.",
+    ), {}
 
 
 def handle_problem(request: Request[Any, Any, Any], exc: ProblemError) -> Response[bytes]:
@@ -130,11 +138,11 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     errors = None
     if exc.status_code == 400 and isinstance(exc.extra, list):
         errors = [
-            {"key": str(e.get("key", "")), "message": str(e.get("message", ""))[:200]}
-            for e in exc.extra if isinstance(e, dict)
+            {"key": str(e.get("key", "")), "message": str(e.get("message", ""))[:200]} for e in exc.extra if isinstance(e, dict)
         ] or None
     return problem_response(
-        request, Problem(type=TYPE_BASE + slug, title=title, status=exc.status_code, detail=detail, errors=errors),
+        request,
+        Problem(type=TYPE_BASE + slug, title=title, status=exc.status_code, detail=detail, errors=errors),
         headers,
     )
 

@@ -38,7 +38,7 @@ class RawRoute:
             return path == self.path
         if not path.startswith(self.path):
             return False
-        parts = path[len(self.path):].split("/")
+        parts = path[len(self.path) :].split("/")
         return len(parts) == self.segments and all(parts)
 
 

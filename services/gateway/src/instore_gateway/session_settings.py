@@ -9,16 +9,13 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_AUTH_BODY = (
-    '{"tenantId": "{tenantId}", "userId": "{userId}", "connectionKey": "{connectionKey}", "scopes": "{scopes}"}'
-)
+DEFAULT_AUTH_BODY = '{"tenantId": "{tenantId}", "userId": "{userId}", "connectionKey": "{connectionKey}", "scopes": "{scopes}"}'
 
 
 class SessionSettings(BaseSettings):
     """Fields for ``POST /sessions`` and the token callback (defaults: the local dev fakes)."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", use_attribute_docstrings=True,
-                                      frozen=True)
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", use_attribute_docstrings=True, frozen=True)
 
     ims_jwks_url: str = "http://127.0.0.1:8090/ims/.well-known/jwks.json"
     """JWKS URL of the retailer's identity system (IMS) that signs colleague tokens."""

@@ -112,8 +112,13 @@ async def colleague_guard(connection: ASGIConnection[Any, Any, Any, Any], _handl
     header = connection.headers.getall("authorization", [])
     scheme, _, token = header[0].partition(" ") if len(header) == 1 else ("", "", "")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ProblemError(401, "unauthorized", "Unauthorized", "an IMS bearer token is required",
-                           headers={"WWW-Authenticate": 'Bearer realm="instore-integration"'})
+        raise ProblemError(
+            401,
+            "unauthorized",
+            "Unauthorized",
+            "an IMS bearer token is required",
+            headers={"WWW-Authenticate": 'Bearer realm="instore-integration"'},
+        )
     verifier: ImsVerifier = connection.app.state.ims
     try:
         colleague = await verifier.verify(token.strip())
@@ -122,14 +127,22 @@ async def colleague_guard(connection: ASGIConnection[Any, Any, Any, Any], _handl
         # The reason code (expired, wrong-audience, ...) helps the host app's developers and
         # tells an attacker nothing the token's own claims don't; the token is never echoed.
         challenge = f'Bearer error="invalid_token", error_description="{exc.reason}"'
-        raise ProblemError(401, "unauthorized", "Unauthorized", f"the IMS token is not valid: {exc.reason}",
-                           reason=exc.reason, headers={"WWW-Authenticate": challenge}) from exc
+        raise ProblemError(
+            401,
+            "unauthorized",
+            "Unauthorized",
+            f"the IMS token is not valid: {exc.reason}",
+            reason=exc.reason,
+            headers={"WWW-Authenticate": challenge},
+        ) from exc
     except IdentityProviderUnavailable as exc:
-        raise ProblemError(502, "identity-provider-unavailable", "Identity provider unavailable",
-                           "the identity system's keys could not be fetched") from exc
+        raise ProblemError(
+            502,
+            "identity-provider-unavailable",
+            "Identity provider unavailable",
+            "the identity system's keys could not be fetched",
+        ) from exc
     connection.scope["state"]["colleague"] = colleague
-
-
 
 
 @post(
@@ -159,37 +172,60 @@ async def create_session(request: Request[Any, Any, State], data: JSONBody[Sessi
     try:
         issued = await auth.user_access_token(colleague.user_id, data.location_id, data.workstation_id)
     except InStoreAuthTimeout as exc:
-        raise ProblemError(504, "instore-auth-timeout", "InStore auth timed out",
-                           "InStore did not issue the user access token in time") from exc
+        raise ProblemError(
+            504, "instore-auth-timeout", "InStore auth timed out", "InStore did not issue the user access token in time"
+        ) from exc
     except InStoreAuthUnavailable as exc:
-        raise ProblemError(502, "instore-auth-unavailable", "InStore auth unavailable",
-                           "InStore did not issue a user access token") from exc
+        raise ProblemError(
+            502, "instore-auth-unavailable", "InStore auth unavailable", "InStore did not issue a user access token"
+        ) from exc
     user_key = new_user_key()
     vault: TokenVault = state.vault
     try:
-        await vault.put(user_key, StoredToken(
-            access_token=issued.access_token, expires_at=issued.expires_at, user_id=colleague.user_id,
-            location_id=data.location_id, workstation_id=data.workstation_id,
-        ))
+        await vault.put(
+            user_key,
+            StoredToken(
+                access_token=issued.access_token,
+                expires_at=issued.expires_at,
+                user_id=colleague.user_id,
+                location_id=data.location_id,
+                workstation_id=data.workstation_id,
+            ),
+        )
     except VaultUnavailable as exc:
-        raise ProblemError(503, "vault-unavailable", "Service unavailable", "the token vault cannot be reached",
-                           headers={"Retry-After": "2"}) from exc
+        raise ProblemError(
+            503, "vault-unavailable", "Service unavailable", "the token vault cannot be reached", headers={"Retry-After": "2"}
+        ) from exc
     event = contract.SessionStarted(
-        event_id=str(uuid.uuid4()), user_id=colleague.user_id, location_id=data.location_id,
-        workstation_id=data.workstation_id, occurred_at=_rfc3339(time.time()), expires_at=_rfc3339(issued.expires_at),
+        event_id=str(uuid.uuid4()),
+        user_id=colleague.user_id,
+        location_id=data.location_id,
+        workstation_id=data.workstation_id,
+        occurred_at=_rfc3339(time.time()),
+        expires_at=_rfc3339(issued.expires_at),
     )
     events: EventPublisher = state.events
     try:
-        await events.publish(SESSION_EVENTS.name, colleague.user_id, contract.encode(event),
-                             message_type=contract.MESSAGE_TYPE, timeout_s=3.0)
+        await events.publish(
+            SESSION_EVENTS.name, colleague.user_id, contract.encode(event), message_type=contract.MESSAGE_TYPE, timeout_s=3.0
+        )
     except BrokerUnavailable as exc:
         # No audit record, no session: the user key stays unknown to everyone and expires.
-        raise ProblemError(503, "broker-unavailable", "Service unavailable",
-                           "the session could not be recorded; retry later", headers={"Retry-After": "5"}) from exc
-    log.info("session.started", user_id=colleague.user_id, location_id=data.location_id,
-             workstation_id=data.workstation_id, expires_in_s=int(issued.expires_at - time.time()))
-    return SessionResponse(user_access_token=issued.access_token, user_key=user_key,
-                           expires_at=_rfc3339(issued.expires_at))
+        raise ProblemError(
+            503,
+            "broker-unavailable",
+            "Service unavailable",
+            "the session could not be recorded; retry later",
+            headers={"Retry-After": "5"},
+        ) from exc
+    log.info(
+        "session.started",
+        user_id=colleague.user_id,
+        location_id=data.location_id,
+        workstation_id=data.workstation_id,
+        expires_in_s=int(issued.expires_at - time.time()),
+    )
+    return SessionResponse(user_access_token=issued.access_token, user_key=user_key, expires_at=_rfc3339(issued.expires_at))
 
 
 def _valid_user_key(user_key: str) -> str:
@@ -218,8 +254,10 @@ def token_callback_handler(api_key_guard: Any) -> Any:
     )
     async def user_token(
         request: Request[Any, Any, State],
-        userKey: Annotated[str, Parameter(description="the user key POST /sessions answered: 43 of A-Z a-z 0-9 _ -",
-                                          schema_extra=USER_KEY_SCHEMA)],
+        userKey: Annotated[
+            str,
+            Parameter(description="the user key POST /sessions answered: 43 of A-Z a-z 0-9 _ -", schema_extra=USER_KEY_SCHEMA),
+        ],
     ) -> Response[bytes]:
         """``GET /instore/callbacks/tokens/{userKey}`` (assumed — see docs)."""
         key = _valid_user_key(userKey)
@@ -227,8 +265,9 @@ def token_callback_handler(api_key_guard: Any) -> Any:
         try:
             stored = await vault.get(key)
         except VaultUnavailable as exc:
-            raise ProblemError(503, "vault-unavailable", "Service unavailable", "the token vault cannot be reached",
-                               headers={"Retry-After": "2"}) from exc
+            raise ProblemError(
+                503, "vault-unavailable", "Service unavailable", "the token vault cannot be reached", headers={"Retry-After": "2"}
+            ) from exc
         expires_in = int(stored.expires_at - time.time()) if stored else 0
         if stored is None or expires_in <= 0:
             raise ProblemError(404, "user-key-not-found", "User key not found", "unknown or expired user key")

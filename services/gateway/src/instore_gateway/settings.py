@@ -74,8 +74,9 @@ class GatewaySettings(BaseServiceSettings, SessionSettings):
     """How long a payment-extension request waits for Kafka's acknowledgement before the gateway answers 503 (InStore
     waits at most the processor's timeout, 15 s in the documented example)."""
 
-    gateway_access_log: Annotated[Literal["all", "errors"], BeforeValidator(lambda v: v.strip().lower()
-                                                                            if isinstance(v, str) else v)] = "errors"
+    gateway_access_log: Annotated[
+        Literal["all", "errors"], BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)
+    ] = "errors"
     """One log line per HTTP request (``http.request``: method, redacted path, status, ms): ``all``, or only ``errors``
     (answers ≥ 400). Accepted webhooks and answered cart lookups are logged by their own lines either way."""
 

@@ -61,8 +61,10 @@ class StoredToken(msgspec.Struct, frozen=True):
     workstation_id: str
 
     def __repr__(self) -> str:  # the access token never reaches a log line or a traceback
-        return (f"StoredToken(access_token='**********', expires_at={self.expires_at!r}, user_id={self.user_id!r}, "
-                f"location_id={self.location_id!r}, workstation_id={self.workstation_id!r})")
+        return (
+            f"StoredToken(access_token='**********', expires_at={self.expires_at!r}, user_id={self.user_id!r}, "
+            f"location_id={self.location_id!r}, workstation_id={self.workstation_id!r})"
+        )
 
     __str__ = __repr__
 
@@ -217,8 +219,14 @@ class RedisTokenVault:
         ValueError: no keys, or a key that is not a Fernet key (the message holds no key).
     """
 
-    def __init__(self, url: str, keys: list[str], prefix: str = "instore:user-key:",
-                 clock: Callable[[], float] = time.time, timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        keys: list[str],
+        prefix: str = "instore:user-key:",
+        clock: Callable[[], float] = time.time,
+        timeout: float = 1.0,
+    ) -> None:
         self._fernet = MultiFernet(fernets_from_keys(keys))
         self._prefix = prefix
         self._clock = clock
@@ -259,8 +267,10 @@ class RedisTokenVault:
         try:
             sealed = _SEALED_DECODER.decode(self._fernet.decrypt(value))
         except InvalidToken:
-            log.warning("token_vault.undecryptable",
-                        reason="no key of TOKEN_VAULT_ENCRYPTION_KEYS decrypts it (rotated away?) or it was altered")
+            log.warning(
+                "token_vault.undecryptable",
+                reason="no key of TOKEN_VAULT_ENCRYPTION_KEYS decrypts it (rotated away?) or it was altered",
+            )
             return None
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.warning("token_vault.unreadable", reason="decrypted value is not a stored token")

@@ -60,8 +60,9 @@ def check_signature(secret: bytes, body: bytes, given: list[str], what: str) -> 
     """:func:`require_signature` over the signature header values ``given`` (any one may match)."""
     if not any(contract.signature_valid(body, value, secret) for value in given):
         log.warning(f"{what}.refused", reason="no-signature" if not given else "bad-signature", bytes=len(body))
-        raise ProblemError(401, "invalid-signature", "Invalid signature",
-                           f"the {what} signature is missing or does not match the body")
+        raise ProblemError(
+            401, "invalid-signature", "Invalid signature", f"the {what} signature is missing or does not match the body"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,22 +107,32 @@ class WebhookIntake:
         key = contract.routing_key(payload)
         headers = {h.WEBHOOK_ID: webhook_id, h.RECEIVED_AT: received_at, h.CORRELATION_ID: correlation_id}
         try:
-            await self.events.publish(WEBHOOKS.name, key, body, message_type=MESSAGE_TYPE,
-                                      timeout_s=self.publish_timeout, headers=headers)
+            await self.events.publish(
+                WEBHOOKS.name, key, body, message_type=MESSAGE_TYPE, timeout_s=self.publish_timeout, headers=headers
+            )
         except MessageRejected as exc:
             log.error("webhook.too_large_for_kafka", webhook_id=webhook_id, bytes=len(body))
-            raise ProblemError(413, "payload-too-large", "Payload too large",
-                               "the webhook is larger than the message broker accepts") from exc
+            raise ProblemError(
+                413, "payload-too-large", "Payload too large", "the webhook is larger than the message broker accepts"
+            ) from exc
         except NotAcknowledged as exc:
             log.error("webhook.not_acknowledged", webhook_id=webhook_id, error=str(exc))
-            raise ProblemError(503, "webhook-not-acknowledged", "Webhook not acknowledged in time",
-                               "Kafka did not acknowledge the webhook in time; it may have been stored. "
-                               "Resend it: duplicates are safe", headers={"Retry-After": "5"}) from exc
+            raise ProblemError(
+                503,
+                "webhook-not-acknowledged",
+                "Webhook not acknowledged in time",
+                "Kafka did not acknowledge the webhook in time; it may have been stored. Resend it: duplicates are safe",
+                headers={"Retry-After": "5"},
+            ) from exc
         except BrokerUnavailable as exc:
             log.error("webhook.not_stored", webhook_id=webhook_id, error=str(exc))
-            raise ProblemError(503, "webhook-not-stored", "Webhook not stored",
-                               "the message broker could not store the webhook; resend it later",
-                               headers={"Retry-After": "5"}) from exc
+            raise ProblemError(
+                503,
+                "webhook-not-stored",
+                "Webhook not stored",
+                "the message broker could not store the webhook; resend it later",
+                headers={"Retry-After": "5"},
+            ) from exc
         log.info("webhook.accepted", webhook_id=webhook_id, key=key, bytes=len(body))
         return msgspec.json.encode(WebhookAccepted(webhook_id=webhook_id))
 
@@ -146,22 +157,24 @@ def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_t
             400: problem_spec("signed, but not a JSON object"),
             401: problem_spec("signature missing or wrong"),
             413: problem_spec("body larger than WEBHOOK_MAX_BODY_BYTES"),
-            503: problem_spec("not stored (type webhook-not-stored), or not acknowledged in time and "
-                              "perhaps stored (type webhook-not-acknowledged): resend after Retry-After; "
-                              "duplicates are safe"),
+            503: problem_spec(
+                "not stored (type webhook-not-stored), or not acknowledged in time and "
+                "perhaps stored (type webhook-not-acknowledged): resend after Retry-After; "
+                "duplicates are safe"
+            ),
         },
     )
     async def receive_webhook(request: Request[Any, Any, State]) -> Response[bytes]:
         """``POST /instore/webhooks`` (header names and signature encodings assumed — see docs)."""
-        intake = WebhookIntake(request.app.state.events, request.app.state.webhook_secret, names, publish_timeout,
-                               max_body_bytes)
+        intake = WebhookIntake(request.app.state.events, request.app.state.webhook_secret, names, publish_timeout, max_body_bytes)
         try:
             body = await request.body()
         except HTTPException as exc:  # the body limit (413)
             metrics.WEBHOOKS_REFUSED.labels("payload-too-large" if exc.status_code == 413 else str(exc.status_code)).inc()
             raise
-        accepted = await intake.accept(body, lambda name: request.headers.getall(name, []),
-                                       request.scope["state"]["correlation_id"])
+        accepted = await intake.accept(
+            body, lambda name: request.headers.getall(name, []), request.scope["state"]["correlation_id"]
+        )
         return Response(accepted, status_code=202, media_type="application/json")
 
     return receive_webhook
@@ -182,12 +195,19 @@ def raw_webhook_route(intake: Callable[[], WebhookIntake]) -> ASGIApp:
         body = await read_body(scope, receive, current.max_body_bytes)
         if body is None:
             metrics.WEBHOOKS_REFUSED.labels("payload-too-large").inc()
-            raise ProblemError(413, "payload-too-large", "Payload too large",
-                               f"the body is larger than {current.max_body_bytes} bytes")
-        accepted = await current.accept(body, lambda name: header_values(scope, name.encode("latin-1")),
-                                        scope["state"]["correlation_id"])
-        await send({"type": "http.response.start", "status": 202,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(accepted)).encode())]})
+            raise ProblemError(
+                413, "payload-too-large", "Payload too large", f"the body is larger than {current.max_body_bytes} bytes"
+            )
+        accepted = await current.accept(
+            body, lambda name: header_values(scope, name.encode("latin-1")), scope["state"]["correlation_id"]
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 202,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(accepted)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": accepted, "more_body": False})
 
     return route

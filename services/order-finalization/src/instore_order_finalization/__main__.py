@@ -14,8 +14,12 @@ def main() -> None:
     """Read settings from the environment, configure logging, serve until SIGTERM/SIGINT."""
     settings = load_settings(OrderFinalizationSettings, "instore-order-finalization")
     configure_logging("order-finalization", settings.log_level, settings.log_json)
-    serve(create_app(settings), settings.order_finalization_http_host, settings.order_finalization_http_port,
-          limits=HttpLimits.from_settings(settings))
+    serve(
+        create_app(settings),
+        settings.order_finalization_http_host,
+        settings.order_finalization_http_port,
+        limits=HttpLimits.from_settings(settings),
+    )
 
 
 if __name__ == "__main__":

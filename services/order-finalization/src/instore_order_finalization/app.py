@@ -70,17 +70,29 @@ def create_broker(settings: OrderFinalizationSettings, commerce: Commerce, attem
     publisher, cart_locks, clock = _publisher(broker, settings), KeyedLocks(), SystemClock()
     crash = _crash_for_test if settings.order_finalization_crash_after_order_created else None
 
-    @webhook_subscriber(broker, group, settings.order_finalization_concurrency, "order-finalization",
-                        "Payment webhooks → exactly one Order per Cart → commerce.payments.completed.v1.",
-                        budget_seconds=settings.order_finalization_retry_seconds)
+    @webhook_subscriber(
+        broker,
+        group,
+        settings.order_finalization_concurrency,
+        "order-finalization",
+        "Payment webhooks → exactly one Order per Cart → commerce.payments.completed.v1.",
+        budget_seconds=settings.order_finalization_retry_seconds,
+    )
     async def on_webhook(message: KafkaMessage) -> None:
         record: Any = message.raw_message  # one ConsumerRecord (not a batch)
         with correlation_scope(correlation_of(message)):
             try:
                 handled = await handle_payment_webhook(
-                    message.body, message.headers, commerce=commerce, publisher=publisher, locks=cart_locks,
-                    clock=clock, settings=settings, message_ref=f"{record.topic}/{record.partition}/{record.offset}",
-                    after_order_created=crash)
+                    message.body,
+                    message.headers,
+                    commerce=commerce,
+                    publisher=publisher,
+                    locks=cart_locks,
+                    clock=clock,
+                    settings=settings,
+                    message_ref=f"{record.topic}/{record.partition}/{record.offset}",
+                    after_order_created=crash,
+                )
             except PublishFailed:
                 raise  # Kafka did not take the event: no commit, the webhook comes again
             except Exception as exc:
@@ -88,8 +100,9 @@ def create_broker(settings: OrderFinalizationSettings, commerce: Commerce, attem
                 await park(broker, message, group, exc, attempts)
             else:
                 verdicts = [handled.announcement.value] if handled.announcement else []
-                metrics.webhook_handled(handled.result.outcome.value, PAYMENTS_COMPLETED.name, verdicts,
-                                        message.headers.get(h.RECEIVED_AT))
+                metrics.webhook_handled(
+                    handled.result.outcome.value, PAYMENTS_COMPLETED.name, verdicts, message.headers.get(h.RECEIVED_AT)
+                )
 
     return broker
 
@@ -101,12 +114,16 @@ def create_app(
 ) -> AsgiFastStream:
     """The order-finalization application: broker + ``/healthz`` and ``/readyz`` (Kafka ping)."""
     settings = settings or OrderFinalizationSettings()
-    commerce_settings = with_scopes(commerce_settings or load_settings(CommercetoolsSettings, "instore-order-finalization"),
-                                    *SCOPES)
+    commerce_settings = with_scopes(
+        commerce_settings or load_settings(CommercetoolsSettings, "instore-order-finalization"), *SCOPES
+    )
     client = commerce or CommercetoolsClient(commerce_settings)
     broker = create_broker(settings, client, attempts=commerce_settings.max_attempts)
     return commerce_service_app(
-        "order-finalization", broker, settings, client,
+        "order-finalization",
+        broker,
+        settings,
+        client,
         "Payment webhooks on instore.webhooks.v1 → exactly one Order per Cart → commerce.payments.completed.v1 "
         "(JSON Schema: GET /schemas/payments-completed.json).",
         {"/schemas/payments-completed.json": event_contract.PaymentsCompleted},

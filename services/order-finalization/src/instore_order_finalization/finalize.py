@@ -85,8 +85,9 @@ def parse_webhook(body: bytes) -> PaymentWebhook | None:
     return decode_webhook(body, PAYMENT_WEBHOOK_TYPES, PaymentWebhook, PermanentFailure)
 
 
-async def finalize(body: bytes, commerce: OrderCommerce, order_number_field: str, currency: str,
-                   max_conflicts: int = 5) -> Result:
+async def finalize(
+    body: bytes, commerce: OrderCommerce, order_number_field: str, currency: str, max_conflicts: int = 5
+) -> Result:
     """Process one webhook's raw ``body``; ``currency`` is the environment's ISO 4217 code.
 
     Returns the :class:`Result`; raises :class:`PermanentFailure` for what must be
@@ -113,12 +114,14 @@ async def finalize(body: bytes, commerce: OrderCommerce, order_number_field: str
         if not cart.lineItems and not cart.customLineItems:
             raise PermanentFailure("cart-empty", f"cart {cart.id} has no line items")
         if cart.totalPrice.currencyCode != currency:
-            raise PermanentFailure("wrong-currency", f"cart {cart.id} is in {cart.totalPrice.currencyCode}, "
-                                   f"this InStore environment uses {currency}")
+            raise PermanentFailure(
+                "wrong-currency", f"cart {cart.id} is in {cart.totalPrice.currencyCode}, this InStore environment uses {currency}"
+            )
         cover = rules.coverage(cart)
         if not cover.covered:
-            log.info("finalize.awaiting_payment", cart_id=cart.id, charged=cover.charged, total=cover.total,
-                     currency=cover.currency)
+            log.info(
+                "finalize.awaiting_payment", cart_id=cart.id, charged=cover.charged, total=cover.total, currency=cover.currency
+            )
             return Result(Outcome.AWAITING_PAYMENT, cart)
         try:
             created = await commerce.create_order_from_cart(cart.id, cart.version, number, "Paid")

@@ -87,18 +87,37 @@ async def handle_payment_webhook(
     budget = settings.order_finalization_retry_seconds
     try:
         async with asyncio.timeout(budget + HANDLER_GRACE_SECONDS):
-            return await _handle(body, headers, commerce, publisher, locks, clock, settings, message_ref,
-                                 after_order_created, Deadline(budget, clock))
+            return await _handle(
+                body,
+                headers,
+                commerce,
+                publisher,
+                locks,
+                clock,
+                settings,
+                message_ref,
+                after_order_created,
+                Deadline(budget, clock),
+            )
     except TimeoutError as exc:
         raise TransientError(0, "HandlerTimeout", f"the webhook took longer than {budget:.0f} s + grace") from exc
 
 
-async def _handle(body: bytes, headers: Mapping[str, str], commerce: Commerce, publisher: EventPublisher,
-                  locks: KeyedLocks, clock: Clock, settings: OrderFinalizationSettings, message_ref: str,
-                  after_order_created: Callable[[], None] | None, deadline: Deadline) -> Handled:
+async def _handle(
+    body: bytes,
+    headers: Mapping[str, str],
+    commerce: Commerce,
+    publisher: EventPublisher,
+    locks: KeyedLocks,
+    clock: Clock,
+    settings: OrderFinalizationSettings,
+    message_ref: str,
+    after_order_created: Callable[[], None] | None,
+    deadline: Deadline,
+) -> Handled:
     result = await retry_transient(
-        lambda: finalize(body, commerce, settings.instore_field_order_number, settings.instore_currency),
-        deadline, "order")
+        lambda: finalize(body, commerce, settings.instore_field_order_number, settings.instore_currency), deadline, "order"
+    )
     log.info("webhook.processed", webhook_id=headers.get(h.WEBHOOK_ID), outcome=result.outcome.value)
     if result.order is None or result.cart is None:
         return Handled(result)
@@ -109,20 +128,29 @@ async def _handle(body: bytes, headers: Mapping[str, str], commerce: Commerce, p
     correlation_id = headers.get(h.CORRELATION_ID) or headers.get(h.WEBHOOK_ID) or None
 
     async def publish() -> None:
-        await publisher.publish(event_contract.encode(event), PAYMENTS_COMPLETED.name, key=order.id.encode(),
-                                correlation_id=correlation_id,
-                                headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON,
-                                         "event-id": event.event_id})
+        await publisher.publish(
+            event_contract.encode(event),
+            PAYMENTS_COMPLETED.name,
+            key=order.id.encode(),
+            correlation_id=correlation_id,
+            headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON, "event-id": event.event_id},
+        )
         log.info("payments_completed.published", order_id=order.id, event_id=event.event_id)
 
     # One announcer per cart in this process (module doc); across replicas the claim decides.
     async with locks.hold(cart.id):
         verdict = await announcements.announce_once(
-            commerce, marker_key(order.id), event_id=event.event_id, claimed_by=message_ref, publish=publish,
-            clock=clock, lease_seconds=max_poll_interval_ms(settings.order_finalization_retry_seconds) / 1000,
+            commerce,
+            marker_key(order.id),
+            event_id=event.event_id,
+            claimed_by=message_ref,
+            publish=publish,
+            clock=clock,
+            lease_seconds=max_poll_interval_ms(settings.order_finalization_retry_seconds) / 1000,
             claim_retry=lambda claim: retry_transient(claim, deadline, "payments-completed"),
             mark_budget_seconds=deadline.remaining() + HANDLER_GRACE_SECONDS / 2,
-                find_published=partial(publisher.published_since, PAYMENTS_COMPLETED.name, event.event_id))
+            find_published=partial(publisher.published_since, PAYMENTS_COMPLETED.name, event.event_id),
+        )
     if verdict is not Verdict.PUBLISHED:
         log.info("payments_completed.not_published", order_id=order.id, verdict=verdict.value)
     return Handled(result, verdict)

@@ -14,8 +14,12 @@ def main() -> None:
     """Read settings from the environment, configure logging, serve until SIGTERM/SIGINT."""
     settings = load_settings(PaymentExtensionSettings, "instore-payment-extension")
     configure_logging("payment-extension", settings.log_level, settings.log_json)
-    serve(create_app(settings), settings.payment_extension_http_host, settings.payment_extension_http_port,
-          limits=HttpLimits.from_settings(settings))
+    serve(
+        create_app(settings),
+        settings.payment_extension_http_host,
+        settings.payment_extension_http_port,
+        limits=HttpLimits.from_settings(settings),
+    )
 
 
 if __name__ == "__main__":

@@ -52,37 +52,71 @@ def create_provider(settings: PaymentExtensionSettings) -> PaymentProvider:
     if settings.payment_extension_provider == "stripe":
         from instore_payment_extension.providers.stripe import StripeProvider
 
-        return StripeProvider(settings.stripe_api_key.get_secret_value(), settings.stripe_api_base_url,
-                              timeout_s=settings.payment_extension_provider_timeout_seconds + 5)
-    return SimulatorProvider(settings.payment_extension_simulator_url,
-                             timeout_s=settings.payment_extension_provider_timeout_seconds + 5)
+        return StripeProvider(
+            settings.stripe_api_key.get_secret_value(),
+            settings.stripe_api_base_url,
+            timeout_s=settings.payment_extension_provider_timeout_seconds + 5,
+        )
+    return SimulatorProvider(
+        settings.payment_extension_simulator_url, timeout_s=settings.payment_extension_provider_timeout_seconds + 5
+    )
 
 
-def create_broker(settings: PaymentExtensionSettings, commerce: Commerce, provider: PaymentProvider,
-                  instore: InStoreClient, prompts: PromptAnswers, attempts: int = 1) -> KafkaBroker:
+def create_broker(
+    settings: PaymentExtensionSettings,
+    commerce: Commerce,
+    provider: PaymentProvider,
+    instore: InStoreClient,
+    prompts: PromptAnswers,
+    attempts: int = 1,
+) -> KafkaBroker:
     """The broker with the payment-request subscriber."""
     broker = webhook_broker(settings, "payment-extension")
     group = settings.payment_extension_consumer_group
-    publisher, clock = KafkaEventPublisher(broker, settings.kafka_bootstrap_servers, settings.kafka_client_options()), \
-        SystemClock()
+    publisher, clock = (
+        KafkaEventPublisher(broker, settings.kafka_bootstrap_servers, settings.kafka_client_options()),
+        SystemClock(),
+    )
     crash = _crash_for_test if settings.payment_extension_crash_after_decided else None
-    budget = (settings.payment_extension_retry_seconds + settings.payment_extension_provider_timeout_seconds * 2
-              + settings.payment_extension_prompt_max_seconds * settings.payment_extension_max_prompts)
+    budget = (
+        settings.payment_extension_retry_seconds
+        + settings.payment_extension_provider_timeout_seconds * 2
+        + settings.payment_extension_prompt_max_seconds * settings.payment_extension_max_prompts
+    )
 
     @broker.subscriber(
-        PAYMENT_REQUESTS.name, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR,
-        max_workers=settings.payment_extension_concurrency, auto_offset_reset="earliest", decoder=the_message,
-        title="payment-extension", max_poll_interval_ms=max_poll_interval_ms(budget),
+        PAYMENT_REQUESTS.name,
+        group_id=group,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_workers=settings.payment_extension_concurrency,
+        auto_offset_reset="earliest",
+        decoder=the_message,
+        title="payment-extension",
+        max_poll_interval_ms=max_poll_interval_ms(budget),
         description="Payment-extension requests → provider → Payment transaction → InStore's callbackUrl, once → "
-                    "commerce.payment-extension-results.v1.")
+        "commerce.payment-extension-results.v1.",
+    )
     async def on_request(message: KafkaMessage) -> None:
         with correlation_scope(correlation_of(message)):
             try:
                 handled = await handle_payment_request(
-                    message.body, message.headers, provider=provider, commerce=commerce, instore=instore,
-                    prompts=prompts, publisher=publisher, clock=clock, settings=settings, after_decided=crash)
-                log.info("payment_extension.handled", request_id=handled.result.requestId, status=handled.result.status,
-                         repeat=not handled.first_time)
+                    message.body,
+                    message.headers,
+                    provider=provider,
+                    commerce=commerce,
+                    instore=instore,
+                    prompts=prompts,
+                    publisher=publisher,
+                    clock=clock,
+                    settings=settings,
+                    after_decided=crash,
+                )
+                log.info(
+                    "payment_extension.handled",
+                    request_id=handled.result.requestId,
+                    status=handled.result.status,
+                    repeat=not handled.first_time,
+                )
             except PublishFailed:
                 raise  # Kafka did not take the event: no commit, the request comes again (state says how far it got)
             except Exception as exc:
@@ -99,15 +133,19 @@ def create_app(
 ) -> Any:
     """The payment-extension application: broker + ``/healthz``, ``/readyz``, ``/metrics``, AsyncAPI, JSON Schemas."""
     settings = settings or PaymentExtensionSettings()
-    commerce_settings = with_scopes(commerce_settings or load_settings(CommercetoolsSettings, "instore-payment-extension"),
-                                    *SCOPES)
+    commerce_settings = with_scopes(
+        commerce_settings or load_settings(CommercetoolsSettings, "instore-payment-extension"), *SCOPES
+    )
     client = commerce or CommercetoolsClient(commerce_settings)
     the_provider = provider or create_provider(settings)
-    instore = InStoreClient(UrlAllowList(settings.payment_extension_allowed_urls),
-                            settings.instore_webhook_secret.get_secret_value().encode(),
-                            timeout_s=settings.payment_extension_instore_timeout_seconds)
-    prompts = KafkaPromptAnswers(settings.kafka_bootstrap_servers, f"{settings.kafka_client_id_prefix}-payment-extension",
-                                 settings.kafka_client_options())
+    instore = InStoreClient(
+        UrlAllowList(settings.payment_extension_allowed_urls),
+        settings.instore_webhook_secret.get_secret_value().encode(),
+        timeout_s=settings.payment_extension_instore_timeout_seconds,
+    )
+    prompts = KafkaPromptAnswers(
+        settings.kafka_bootstrap_servers, f"{settings.kafka_client_id_prefix}-payment-extension", settings.kafka_client_options()
+    )
     broker = create_broker(settings, client, the_provider, instore, prompts, attempts=commerce_settings.max_attempts)
 
     @asynccontextmanager
@@ -121,18 +159,20 @@ def create_app(
             await the_provider.aclose()
 
     return commerce_service_app(
-        "payment-extension", broker, settings, client,
+        "payment-extension",
+        broker,
+        settings,
+        client,
         "InStore payment-extension requests on instore.payment-requests.v1 (JSON Schema: "
         "GET /schemas/payment-extension-request.json) → the provider → InStore's callbackUrl (GET "
         "/schemas/payment-extension-result.json), once → commerce.payment-extension-results.v1 (GET "
         "/schemas/payment-extension-results.json). Prompts: GET /schemas/prompt.json, answers /schemas/prompt-answer.json.",
-        {"/schemas/payment-extension-request.json": contract.PaymentExtensionRequest,
-         "/schemas/payment-extension-result.json": contract.PaymentExtensionResult,
-         "/schemas/payment-extension-results.json": contract.PaymentExtensionResultEvent,
-         "/schemas/prompt.json": contract.Prompt,
-         "/schemas/prompt-answer.json": contract.PromptAnswer},
+        {
+            "/schemas/payment-extension-request.json": contract.PaymentExtensionRequest,
+            "/schemas/payment-extension-result.json": contract.PaymentExtensionResult,
+            "/schemas/payment-extension-results.json": contract.PaymentExtensionResultEvent,
+            "/schemas/prompt.json": contract.Prompt,
+            "/schemas/prompt-answer.json": contract.PromptAnswer,
+        },
         resources=resources,
     )
-
-
-

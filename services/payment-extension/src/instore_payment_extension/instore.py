@@ -38,8 +38,9 @@ class NotDelivered(Exception):
 class InStoreClient:
     """The HTTP client towards InStore's statusUrl and callbackUrl."""
 
-    def __init__(self, allowed: UrlAllowList, secret: bytes, timeout_s: float = 5.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, allowed: UrlAllowList, secret: bytes, timeout_s: float = 5.0, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self._allowed = allowed
         self._secret = secret
         self._http = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, transport=transport)

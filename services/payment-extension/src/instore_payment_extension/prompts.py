@@ -71,9 +71,15 @@ class KafkaPromptAnswers:
     async def _supervise(self) -> None:
         delay = 0.5
         while True:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, client_id=f"{self._client_id}-prompt-answers",
-                                        group_id=None, enable_auto_commit=False, auto_offset_reset="latest",
-                                        fetch_max_wait_ms=100, **self._options)
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                client_id=f"{self._client_id}-prompt-answers",
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="latest",
+                fetch_max_wait_ms=100,
+                **self._options,
+            )
             try:
                 await consumer.start()
                 partitions = await self._partitions(consumer)

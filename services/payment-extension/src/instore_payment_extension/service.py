@@ -78,8 +78,9 @@ _T = TypeVar("_T")
 class Commerce(Protocol):
     """What the service needs of Composable Commerce (the CommercetoolsClient; tests pass a fake)."""
 
-    async def request(self, method: str, path: str, *, params: Mapping[str, str | list[str]] | None = None,
-                      json: Any = None) -> ApiResponse: ...
+    async def request(
+        self, method: str, path: str, *, params: Mapping[str, str | list[str]] | None = None, json: Any = None
+    ) -> ApiResponse: ...
 
     async def update(self, resource: str, resource_id: str, version: int, actions: list[dict[str, Any]]) -> ApiResponse: ...
 
@@ -134,8 +135,9 @@ def fingerprint(request: contract.PaymentExtensionRequest, tender: Tender) -> st
     """What makes a request the same request: tender, Payment, cart, amount, capture mode, reference. A repeat must
     match it; a different request under a used ``requestId`` is refused (``request-id-reused``)."""
     amount = f"{request.amount.centAmount} {request.amount.currencyCode}" if request.amount else ""
-    return "|".join([tender.value, request.paymentId or "", request.cartId or "", amount, request.captureMode,
-                     request.reference or ""])
+    return "|".join(
+        [tender.value, request.paymentId or "", request.cartId or "", amount, request.captureMode, request.reference or ""]
+    )
 
 
 # -- the state (Custom Object) ---------------------------------------------------------------
@@ -157,15 +159,21 @@ async def _write_state(commerce: Commerce, key: str, state: _State, version: int
 
 
 # -- the provider ------------------------------------------------------------------------------
-async def _call(provider: PaymentProvider, operation: str, work: Callable[[], Awaitable[_T]], deadline: Deadline,
-                timeout_s: float) -> _T:
+async def _call(
+    provider: PaymentProvider, operation: str, work: Callable[[], Awaitable[_T]], deadline: Deadline, timeout_s: float
+) -> _T:
     """``work()`` with a per-call timeout; :class:`ProviderDown` retried (same idempotency key) until ``deadline``.
     Raises ProviderDown at the deadline, TimeoutError when one call took longer than ``timeout_s``."""
     backoff = wait_random_exponential(multiplier=0.5, max=10)
 
     def before_sleep(state: RetryCallState) -> None:
-        log.warning("payment_provider.down_retrying", provider=provider.name, operation=operation,
-                    attempt=state.attempt_number, wait_s=round(state.upcoming_sleep, 2))
+        log.warning(
+            "payment_provider.down_retrying",
+            provider=provider.name,
+            operation=operation,
+            attempt=state.attempt_number,
+            wait_s=round(state.upcoming_sleep, 2),
+        )
 
     async for attempt in AsyncRetrying(
         stop=lambda _s: deadline.remaining() <= 0,
@@ -180,8 +188,9 @@ async def _call(provider: PaymentProvider, operation: str, work: Callable[[], Aw
             outcome = "down"
             try:
                 result = await asyncio.wait_for(work(), timeout_s)
-                outcome = ("approved" if isinstance(result, Approved) else
-                           "prompt" if isinstance(result, NeedsPrompt) else "declined")
+                outcome = (
+                    "approved" if isinstance(result, Approved) else "prompt" if isinstance(result, NeedsPrompt) else "declined"
+                )
                 return result
             except TimeoutError:
                 outcome = "timeout"
@@ -192,21 +201,44 @@ async def _call(provider: PaymentProvider, operation: str, work: Callable[[], Aw
     raise AssertionError("unreachable")
 
 
-def _result(request: contract.PaymentExtensionRequest, tender: Tender, action: Action, outcome: Outcome, *,
-            reference: str | None = None, reason: str | None = None, message: str | None = None,
-            approved: Approved | None = None) -> PaymentExtensionResult:
+def _result(
+    request: contract.PaymentExtensionRequest,
+    tender: Tender,
+    action: Action,
+    outcome: Outcome,
+    *,
+    reference: str | None = None,
+    reason: str | None = None,
+    message: str | None = None,
+    approved: Approved | None = None,
+) -> PaymentExtensionResult:
     return PaymentExtensionResult(
-        requestId=request.requestId, tender=tender.value, action=action.value, status=outcome.value,
-        paymentId=request.paymentId, amount=request.amount,
+        requestId=request.requestId,
+        tender=tender.value,
+        action=action.value,
+        status=outcome.value,
+        paymentId=request.paymentId,
+        amount=request.amount,
         reference=approved.reference if approved else reference,
         approvalCode=approved.approval_code if approved else None,
-        card=approved.card if approved else None, balance=approved.balance if approved else None,
-        reason=reason, message=message)
+        card=approved.card if approved else None,
+        balance=approved.balance if approved else None,
+        reason=reason,
+        message=message,
+    )
 
 
-async def run_provider(request: contract.PaymentExtensionRequest, tender: Tender, action: Action, *,
-                       provider: PaymentProvider, instore: InStoreClient, prompts: PromptAnswers,
-                       deadline: Deadline, settings: PaymentExtensionSettings) -> PaymentExtensionResult:
+async def run_provider(
+    request: contract.PaymentExtensionRequest,
+    tender: Tender,
+    action: Action,
+    *,
+    provider: PaymentProvider,
+    instore: InStoreClient,
+    prompts: PromptAnswers,
+    deadline: Deadline,
+    settings: PaymentExtensionSettings,
+) -> PaymentExtensionResult:
     """Ask the provider for ``action``, with prompts to the colleague in between; never raises for the provider's
     sake: a decline, a cancel, a timeout and an unreachable provider are results."""
     key = contract.idempotency_key(request.requestId, action)
@@ -218,30 +250,58 @@ async def run_provider(request: contract.PaymentExtensionRequest, tender: Tender
     def final(answer: Approved | Declined) -> PaymentExtensionResult:
         if isinstance(answer, Approved):
             return _result(request, tender, action, Outcome.SUCCEEDED, approved=answer)
-        return _result(request, tender, action, Outcome.DECLINED, reference=answer.reference, reason=answer.reason,
-                       message=answer.message or None)
+        return _result(
+            request,
+            tender,
+            action,
+            Outcome.DECLINED,
+            reference=answer.reference,
+            reason=answer.reason,
+            message=answer.message or None,
+        )
 
     amount, reference = request.amount, request.reference
     try:
         if action is Action.PAYMENT:
             assert amount is not None  # request_problem checked it
-            answer = await call("pay", lambda: provider.pay(PaymentInput(
-                tender=tender, amount=amount, capture=request.captureMode == "charge",
-                card_token=request.card.token if request.card else None, request_id=request.requestId,
-                payment_id=request.paymentId), key))
+            answer = await call(
+                "pay",
+                lambda: provider.pay(
+                    PaymentInput(
+                        tender=tender,
+                        amount=amount,
+                        capture=request.captureMode == "charge",
+                        card_token=request.card.token if request.card else None,
+                        request_id=request.requestId,
+                        payment_id=request.paymentId,
+                    ),
+                    key,
+                ),
+            )
             asked = 0
             while isinstance(answer, NeedsPrompt):
                 asked += 1
                 prompt = answer
                 response = None
                 if asked <= settings.payment_extension_max_prompts:
-                    response = await _ask(request, prompt, contract.prompt_request_id(request.requestId, asked),
-                                          instore, prompts, settings.payment_extension_prompt_max_seconds)
+                    response = await _ask(
+                        request,
+                        prompt,
+                        contract.prompt_request_id(request.requestId, asked),
+                        instore,
+                        prompts,
+                        settings.payment_extension_prompt_max_seconds,
+                    )
                 if response is None or response == "cancel":
                     cancel_key = contract.idempotency_key(request.requestId, Action.CANCEL)
                     await call("cancel", partial(provider.cancel, prompt.reference, cancel_key))
-                    reason = ("too-many-prompts" if asked > settings.payment_extension_max_prompts else
-                              "prompt-unanswered" if response is None else "cancelled-by-colleague")
+                    reason = (
+                        "too-many-prompts"
+                        if asked > settings.payment_extension_max_prompts
+                        else "prompt-unanswered"
+                        if response is None
+                        else "cancelled-by-colleague"
+                    )
                     return _result(request, tender, action, Outcome.CANCELLED, reference=prompt.reference, reason=reason)
                 answer = await call("resume", partial(provider.resume, prompt.reference, response, f"{key}-resume-{asked}"))
             return final(answer)
@@ -259,25 +319,47 @@ async def run_provider(request: contract.PaymentExtensionRequest, tender: Tender
         return final(await call("balance", lambda: provider.balance(token, currency, key)))
     except TimeoutError:
         log.warning("payment_provider.timed_out", provider=provider.name, request_id=request.requestId)
-        return _result(request, tender, action, Outcome.TIMED_OUT, reason="provider-timeout",
-                       message=f"the provider did not answer within {timeout_s:g} s")
+        return _result(
+            request,
+            tender,
+            action,
+            Outcome.TIMED_OUT,
+            reason="provider-timeout",
+            message=f"the provider did not answer within {timeout_s:g} s",
+        )
     except ProviderDown as exc:
         log.warning("payment_provider.unavailable", provider=provider.name, request_id=request.requestId, error=str(exc))
-        return _result(request, tender, action, Outcome.FAILED, reason="provider-unavailable",
-                       message="the payment provider could not be reached")
+        return _result(
+            request,
+            tender,
+            action,
+            Outcome.FAILED,
+            reason="provider-unavailable",
+            message="the payment provider could not be reached",
+        )
 
 
-async def _ask(request: contract.PaymentExtensionRequest, prompt: NeedsPrompt, prompt_id: str,
-               instore: InStoreClient, prompts: PromptAnswers, max_seconds: float) -> str | None:
+async def _ask(
+    request: contract.PaymentExtensionRequest,
+    prompt: NeedsPrompt,
+    prompt_id: str,
+    instore: InStoreClient,
+    prompts: PromptAnswers,
+    max_seconds: float,
+) -> str | None:
     """Post the prompt to statusUrl and wait up to its keepAlive (at most ``max_seconds``) for the colleague's answer:
     one of the prompt's option responses ("cancel" always counts); anything else is ignored. None: no answer came."""
     keep_alive_ms = max(1, min(prompt.keep_alive_ms, int(max_seconds * 1000)))
     valid = {option.response for option in prompt.options} | {"cancel"}
     waiting = prompts.expect(prompt_id)  # before posting: an answer cannot overtake the registration
     try:
-        delivered = await instore.status(request.statusUrl, contract.Prompt(
-            message=prompt.message, options=prompt.options, title=prompt.title, keepAlive=keep_alive_ms,
-            requestId=prompt_id), "prompt")
+        delivered = await instore.status(
+            request.statusUrl,
+            contract.Prompt(
+                message=prompt.message, options=prompt.options, title=prompt.title, keepAlive=keep_alive_ms, requestId=prompt_id
+            ),
+            "prompt",
+        )
         if not delivered:
             return None
         log.info("payment_extension.prompt_posted", request_id=request.requestId, prompt_id=prompt_id)
@@ -308,8 +390,15 @@ def transaction_type(request: contract.PaymentExtensionRequest, action: Action) 
     return _TRANSACTION_TYPE.get(action)
 
 
-def payment_actions(payment: Mapping[str, Any], request: contract.PaymentExtensionRequest, action: Action,
-                    tender: Tender, result: PaymentExtensionResult, provider: str, now_iso: str) -> list[dict[str, Any]]:
+def payment_actions(
+    payment: Mapping[str, Any],
+    request: contract.PaymentExtensionRequest,
+    action: Action,
+    tender: Tender,
+    result: PaymentExtensionResult,
+    provider: str,
+    now_iso: str,
+) -> list[dict[str, Any]]:
     """The update actions recording ``result`` on the Payment InStore created (delegated payment creation:
     https://docs.commercetools.com/instore/ — the processor fills the Payment and sets ``paymentStatus.interfaceCode``
     ``"Success"``): one Transaction (``interactionId`` = the provider's reference; not again when one of that type and
@@ -327,9 +416,18 @@ def payment_actions(payment: Mapping[str, Any], request: contract.PaymentExtensi
             money = msgspec.to_builtins(request.amount) if request.amount else payment.get("amountPlanned")
             money = {"centAmount": money["centAmount"], "currencyCode": money["currencyCode"]} if money else None
             if money is not None:
-                actions.append({"action": "addTransaction", "transaction": {
-                    "type": kind, "amount": money, "state": "Success" if succeeded else "Failure",
-                    "interactionId": interaction, "timestamp": now_iso}})
+                actions.append(
+                    {
+                        "action": "addTransaction",
+                        "transaction": {
+                            "type": kind,
+                            "amount": money,
+                            "state": "Success" if succeeded else "Failure",
+                            "interactionId": interaction,
+                            "timestamp": now_iso,
+                        },
+                    }
+                )
     status = payment.get("paymentStatus") or {}
     if status.get("interfaceCode") != code:
         actions.append({"action": "setStatusInterfaceCode", "interfaceCode": code})
@@ -344,8 +442,7 @@ def payment_actions(payment: Mapping[str, Any], request: contract.PaymentExtensi
     return actions
 
 
-async def check_payment(commerce: Commerce, request: contract.PaymentExtensionRequest,
-                        action: Action) -> dict[str, Any]:
+async def check_payment(commerce: Commerce, request: contract.PaymentExtensionRequest, action: Action) -> dict[str, Any]:
     """The Payment ``request.paymentId``. Raises :class:`Unprocessable` unless it exists and its ``amountPlanned`` is in
     the request's currency (``payment-not-found``, ``currency-mismatch``), and for a payment that the amount is at most
     ``amountPlanned`` (``amount-exceeds-payment``: InStore creates one Payment per tender for its amount). Raises
@@ -359,13 +456,19 @@ async def check_payment(commerce: Commerce, request: contract.PaymentExtensionRe
         raise Unprocessable("payment-refused", f"Composable Commerce refused reading the Payment: {exc.status}") from exc
     planned = payment.get("amountPlanned") or {}
     if request.amount is not None and planned.get("currencyCode") not in (None, request.amount.currencyCode):
-        raise Unprocessable("currency-mismatch", f"the Payment is in {planned.get('currencyCode')}, the request in "
-                                                 f"{request.amount.currencyCode}")
+        raise Unprocessable(
+            "currency-mismatch", f"the Payment is in {planned.get('currencyCode')}, the request in {request.amount.currencyCode}"
+        )
     planned_cents = planned.get("centAmount")
-    if (action is Action.PAYMENT and request.amount is not None and isinstance(planned_cents, int)
-            and request.amount.centAmount > planned_cents):
-        raise Unprocessable("amount-exceeds-payment", f"{request.amount.centAmount} is more than the Payment's "
-                                                      f"amountPlanned {planned_cents}")
+    if (
+        action is Action.PAYMENT
+        and request.amount is not None
+        and isinstance(planned_cents, int)
+        and request.amount.centAmount > planned_cents
+    ):
+        raise Unprocessable(
+            "amount-exceeds-payment", f"{request.amount.centAmount} is more than the Payment's amountPlanned {planned_cents}"
+        )
     return dict(payment)
 
 
@@ -376,16 +479,24 @@ def already_paid(payment: Mapping[str, Any], request: contract.PaymentExtensionR
     asked before the provider, on a request seen for the first time."""
     if action is not Action.PAYMENT:
         return False
-    return any(t.get("state") == "Success" and t.get("type") in ("Charge", "Authorization")
-               for t in payment.get("transactions") or [])
+    return any(
+        t.get("state") == "Success" and t.get("type") in ("Charge", "Authorization") for t in payment.get("transactions") or []
+    )
 
 
 TILL_REFUSALS = frozenset({"payment-not-found", "currency-mismatch", "amount-exceeds-payment"})
 """Refusals found before any money moves that InStore gets as a ``failed`` result (and the event), not a dead letter."""
 
 
-async def record_on_payment(commerce: Commerce, request: contract.PaymentExtensionRequest, action: Action,
-                            tender: Tender, result: PaymentExtensionResult, provider: str, clock: Clock) -> None:
+async def record_on_payment(
+    commerce: Commerce,
+    request: contract.PaymentExtensionRequest,
+    action: Action,
+    tender: Tender,
+    result: PaymentExtensionResult,
+    provider: str,
+    clock: Clock,
+) -> None:
     """Write :func:`payment_actions` on the Payment ``request.paymentId``, re-reading on a concurrent change.
     Raises :class:`Unprocessable` (``payment-not-found``, ``payment-refused``) and ``TransientError``."""
     assert request.paymentId is not None
@@ -403,8 +514,7 @@ async def record_on_payment(commerce: Commerce, request: contract.PaymentExtensi
         except ConcurrentModification:
             continue
         except (InvalidInput, AuthenticationFailed) as exc:
-            raise Unprocessable("payment-refused", f"Composable Commerce refused the update: {exc.status} {exc.code}") \
-                from exc
+            raise Unprocessable("payment-refused", f"Composable Commerce refused the update: {exc.status} {exc.code}") from exc
     raise Unprocessable("payment-contended", f"Payment {request.paymentId} kept changing under us")
 
 
@@ -421,14 +531,17 @@ def _decode(body: bytes, headers: Mapping[str, str]) -> tuple[contract.PaymentEx
     return request, tender, action
 
 
-async def _deliver(instore: InStoreClient, request: contract.PaymentExtensionRequest, result: PaymentExtensionResult,
-                   deadline: Deadline) -> None:
+async def _deliver(
+    instore: InStoreClient, request: contract.PaymentExtensionRequest, result: PaymentExtensionResult, deadline: Deadline
+) -> None:
     backoff = wait_random_exponential(multiplier=0.5, max=10)
     try:
         async for attempt in AsyncRetrying(
             stop=lambda _s: deadline.remaining() <= 0,
             wait=lambda s: min(backoff(s), max(deadline.remaining(), 0)),
-            sleep=deadline.clock.sleep, retry=retry_if_exception_type(NotDelivered), reraise=True,
+            sleep=deadline.clock.sleep,
+            retry=retry_if_exception_type(NotDelivered),
+            reraise=True,
         ):
             with attempt:
                 await instore.callback(request.callbackUrl, result, request.requestId)
@@ -440,20 +553,41 @@ async def _deliver(instore: InStoreClient, request: contract.PaymentExtensionReq
         raise Unprocessable("url-not-allowed", str(exc)) from exc
 
 
-def result_event(request: contract.PaymentExtensionRequest, result: PaymentExtensionResult, provider: str,
-                 occurred_at: str) -> contract.PaymentExtensionResultEvent:
+def result_event(
+    request: contract.PaymentExtensionRequest, result: PaymentExtensionResult, provider: str, occurred_at: str
+) -> contract.PaymentExtensionResultEvent:
     """The ``commerce.payment-extension-results.v1`` event of a decided request."""
     return contract.PaymentExtensionResultEvent(
-        event_id=contract.event_id(request.requestId), request_id=request.requestId, tender=result.tender,
-        action=result.action, status=result.status, payment_id=request.paymentId, cart_id=request.cartId,
-        amount=request.amount, provider=provider, reference=result.reference, reason=result.reason,
-        location_id=request.locationId, workstation_id=request.workstationId, occurred_at=occurred_at)
+        event_id=contract.event_id(request.requestId),
+        request_id=request.requestId,
+        tender=result.tender,
+        action=result.action,
+        status=result.status,
+        payment_id=request.paymentId,
+        cart_id=request.cartId,
+        amount=request.amount,
+        provider=provider,
+        reference=result.reference,
+        reason=result.reason,
+        location_id=request.locationId,
+        workstation_id=request.workstationId,
+        occurred_at=occurred_at,
+    )
 
 
-async def handle_payment_request(body: bytes, headers: Mapping[str, str], *, provider: PaymentProvider,
-                                 commerce: Commerce, instore: InStoreClient, prompts: PromptAnswers,
-                                 publisher: EventPublisher, clock: Clock, settings: PaymentExtensionSettings,
-                                 after_decided: Callable[[], None] | None = None) -> Handled:
+async def handle_payment_request(
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    provider: PaymentProvider,
+    commerce: Commerce,
+    instore: InStoreClient,
+    prompts: PromptAnswers,
+    publisher: EventPublisher,
+    clock: Clock,
+    settings: PaymentExtensionSettings,
+    after_decided: Callable[[], None] | None = None,
+) -> Handled:
     """Process one request from ``instore.payment-requests.v1`` (raw ``body``, Kafka ``headers``).
 
     Returns :class:`Handled` (an unknown Payment, another currency or an amount above ``amountPlanned``, found before
@@ -475,8 +609,21 @@ async def handle_payment_request(body: bytes, headers: Mapping[str, str], *, pro
     if stored is not None and stored.value.fingerprint != print_:
         raise Unprocessable("request-id-reused", f"requestId {request.requestId} was used for another {action.value}")
     if stored is None or stored.value.stage == Stage.PROCESSING.value:
-        stored = await _decide(request, tender, action, key, print_, stored, provider=provider, commerce=commerce,
-                               instore=instore, prompts=prompts, clock=clock, settings=settings, deadline=deadline)
+        stored = await _decide(
+            request,
+            tender,
+            action,
+            key,
+            print_,
+            stored,
+            provider=provider,
+            commerce=commerce,
+            instore=instore,
+            prompts=prompts,
+            clock=clock,
+            settings=settings,
+            deadline=deadline,
+        )
         if after_decided is not None:
             after_decided()
     result, provider_name = stored.value.result, stored.value.provider
@@ -488,24 +635,40 @@ async def handle_payment_request(body: bytes, headers: Mapping[str, str], *, pro
             with_z = received.replace("Z", "+00:00")
             with contextlib.suppress(ValueError):
                 metrics.PAYMENT_REQUEST_TO_CALLBACK.labels(action.value).observe(
-                    max(0.0, clock.now() - datetime.fromisoformat(with_z).timestamp()))
+                    max(0.0, clock.now() - datetime.fromisoformat(with_z).timestamp())
+                )
         stored = await _advance(commerce, key, stored, Stage.DELIVERED, deadline)
         log.info("payment_extension.delivered", request_id=request.requestId, status=result.status)
     if stored.value.stage == Stage.DELIVERED.value:
         event = result_event(request, result, provider_name, stored.value.decidedAt)
-        await publisher.publish(msgspec.json.encode(event), PAYMENT_EXTENSION_RESULTS.name,
-                                key=contract.routing_key(request).encode(), correlation_id=headers.get(h.CORRELATION_ID),
-                                headers={h.MESSAGE_TYPE: contract.RESULT_MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON,
-                                         "event-id": event.event_id})
+        await publisher.publish(
+            msgspec.json.encode(event),
+            PAYMENT_EXTENSION_RESULTS.name,
+            key=contract.routing_key(request).encode(),
+            correlation_id=headers.get(h.CORRELATION_ID),
+            headers={h.MESSAGE_TYPE: contract.RESULT_MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON, "event-id": event.event_id},
+        )
         stored = await _advance(commerce, key, stored, Stage.ANNOUNCED, deadline)
         metrics.PAYMENT_EXTENSION_RESULTS.labels(tender.value, action.value, result.status).inc()
     return Handled(result=result, first_time=first_time)
 
 
-async def _decide(request: contract.PaymentExtensionRequest, tender: Tender, action: Action, key: str, print_: str,
-                  stored: _Stored | None, *, provider: PaymentProvider, commerce: Commerce, instore: InStoreClient,
-                  prompts: PromptAnswers, clock: Clock, settings: PaymentExtensionSettings,
-                  deadline: Deadline) -> _Stored:
+async def _decide(
+    request: contract.PaymentExtensionRequest,
+    tender: Tender,
+    action: Action,
+    key: str,
+    print_: str,
+    stored: _Stored | None,
+    *,
+    provider: PaymentProvider,
+    commerce: Commerce,
+    instore: InStoreClient,
+    prompts: PromptAnswers,
+    clock: Clock,
+    settings: PaymentExtensionSettings,
+    deadline: Deadline,
+) -> _Stored:
     """From nothing (or ``processing``, after a crash) to ``decided``: check the Payment, mark ``processing``, ask the
     provider, record on the Payment, save the decision. Returns the saved state (another delivery's, if it won)."""
     delegated = bool(settings.payment_extension_delegated and request.paymentId and action is not Action.BALANCE)
@@ -527,14 +690,21 @@ async def _decide(request: contract.PaymentExtensionRequest, tender: Tender, act
             # a Success Charge/Authorization that is not ours (we have never marked processing): another request took
             # the money for this tender; charging again would charge twice
             log.warning("payment_extension.already_paid", request_id=request.requestId, payment_id=request.paymentId)
-            result = _result(request, tender, action, Outcome.DECLINED, reason="payment-already-charged",
-                             message="the Payment already holds a successful charge; nothing was charged")
+            result = _result(
+                request,
+                tender,
+                action,
+                Outcome.DECLINED,
+                reason="payment-already-charged",
+                message="the Payment already holds a successful charge; nothing was charged",
+            )
             delegated = False  # nothing to record: no money moved
         else:
             marker = _State(stage=Stage.PROCESSING.value, provider=provider.name, fingerprint=print_)
             try:
-                version = await retry_transient(lambda: _write_state(commerce, key, marker, 0), deadline,
-                                                "mark payment processing")
+                version = await retry_transient(
+                    lambda: _write_state(commerce, key, marker, 0), deadline, "mark payment processing"
+                )
                 stored = _Stored(version=version, value=marker)
             except ConcurrentModification:  # another delivery got here first (a rebalance): same key, same money
                 stored = await retry_transient(lambda: _read_state(commerce, key), deadline, "read payment state")
@@ -542,20 +712,27 @@ async def _decide(request: contract.PaymentExtensionRequest, tender: Tender, act
                 if stored.value.stage != Stage.PROCESSING.value:
                     return stored
     if result is None:
-        await instore.status(request.statusUrl, contract.Progress(
-            message=f"{tender.instore_type}: {action.value} in progress", requestId=request.requestId), "progress")
-        result = await run_provider(request, tender, action, provider=provider, instore=instore, prompts=prompts,
-                                    deadline=deadline, settings=settings)
+        await instore.status(
+            request.statusUrl,
+            contract.Progress(message=f"{tender.instore_type}: {action.value} in progress", requestId=request.requestId),
+            "progress",
+        )
+        result = await run_provider(
+            request, tender, action, provider=provider, instore=instore, prompts=prompts, deadline=deadline, settings=settings
+        )
     if delegated:
         decided = result
-        await retry_transient(lambda: record_on_payment(commerce, request, action, tender, decided, provider.name,
-                                                        clock), deadline, "record payment")
-    state = _State(stage=Stage.DECIDED.value, provider=provider.name, fingerprint=print_, result=result,
-                   decidedAt=_now_iso(clock))
+        await retry_transient(
+            lambda: record_on_payment(commerce, request, action, tender, decided, provider.name, clock),
+            deadline,
+            "record payment",
+        )
+    state = _State(
+        stage=Stage.DECIDED.value, provider=provider.name, fingerprint=print_, result=result, decidedAt=_now_iso(clock)
+    )
     expected = stored.version if stored is not None else 0
     try:
-        version = await retry_transient(lambda: _write_state(commerce, key, state, expected), deadline,
-                                        "save payment state")
+        version = await retry_transient(lambda: _write_state(commerce, key, state, expected), deadline, "save payment state")
     except ConcurrentModification:  # another delivery decided meanwhile: take its decision
         fresh = await retry_transient(lambda: _read_state(commerce, key), deadline, "read payment state")
         assert fresh is not None
@@ -565,11 +742,17 @@ async def _decide(request: contract.PaymentExtensionRequest, tender: Tender, act
 
 
 async def _advance(commerce: Commerce, key: str, stored: _Stored, stage: Stage, deadline: Deadline) -> _Stored:
-    state = _State(stage=stage.value, provider=stored.value.provider, fingerprint=stored.value.fingerprint,
-                   result=stored.value.result, decidedAt=stored.value.decidedAt)
+    state = _State(
+        stage=stage.value,
+        provider=stored.value.provider,
+        fingerprint=stored.value.fingerprint,
+        result=stored.value.result,
+        decidedAt=stored.value.decidedAt,
+    )
     try:
-        version = await retry_transient(lambda: _write_state(commerce, key, state, stored.version), deadline,
-                                        f"mark payment {stage.value}")
+        version = await retry_transient(
+            lambda: _write_state(commerce, key, state, stored.version), deadline, f"mark payment {stage.value}"
+        )
     except ConcurrentModification:  # another delivery advanced it: what it wrote is at least as far
         fresh = await retry_transient(lambda: _read_state(commerce, key), deadline, "read payment state")
         assert fresh is not None

@@ -14,8 +14,7 @@ def main() -> None:
     """Read settings from the environment, configure logging, serve until SIGTERM/SIGINT."""
     settings = load_settings(RefundSettings, "instore-refund")
     configure_logging("refund", settings.log_level, settings.log_json)
-    serve(create_app(settings), settings.refund_http_host, settings.refund_http_port,
-          limits=HttpLimits.from_settings(settings))
+    serve(create_app(settings), settings.refund_http_host, settings.refund_http_port, limits=HttpLimits.from_settings(settings))
 
 
 if __name__ == "__main__":

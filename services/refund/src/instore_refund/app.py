@@ -78,17 +78,30 @@ def create_broker(settings: RefundSettings, commerce: Commerce, attempts: int = 
     recording_locks = KeyedLocks()  # recording, by the Orders the return lines name
     crash = _crash_for_test if settings.refund_crash_after_returns_recorded else None
 
-    @webhook_subscriber(broker, group, settings.refund_concurrency, "refund",
-                        "Refund webhooks → return items and Refund transactions, once → commerce.refunds.completed.v1.",
-                        budget_seconds=settings.refund_retry_seconds)
+    @webhook_subscriber(
+        broker,
+        group,
+        settings.refund_concurrency,
+        "refund",
+        "Refund webhooks → return items and Refund transactions, once → commerce.refunds.completed.v1.",
+        budget_seconds=settings.refund_retry_seconds,
+    )
     async def on_webhook(message: KafkaMessage) -> None:
         record: Any = message.raw_message  # one ConsumerRecord (not a batch)
         with correlation_scope(correlation_of(message)):
             try:
                 handled = await handle_refund_webhook(
-                    message.body, message.headers, commerce=commerce, publisher=publisher, order_locks=order_locks,
-                    recording_locks=recording_locks, clock=clock, settings=settings,
-                    message_ref=f"{record.topic}/{record.partition}/{record.offset}", after_returns=crash)
+                    message.body,
+                    message.headers,
+                    commerce=commerce,
+                    publisher=publisher,
+                    order_locks=order_locks,
+                    recording_locks=recording_locks,
+                    clock=clock,
+                    settings=settings,
+                    message_ref=f"{record.topic}/{record.partition}/{record.offset}",
+                    after_returns=crash,
+                )
             except PublishFailed:
                 raise  # Kafka did not take the event: no commit, the webhook comes again
             except Exception as exc:
@@ -96,8 +109,9 @@ def create_broker(settings: RefundSettings, commerce: Commerce, attempts: int = 
                 await park(broker, message, group, exc, attempts)
             else:
                 verdicts = [v.value for v in handled.announcements.values()]
-                metrics.webhook_handled(handled.recorded.outcome.value, REFUNDS_COMPLETED.name, verdicts,
-                                        message.headers.get(h.RECEIVED_AT))
+                metrics.webhook_handled(
+                    handled.recorded.outcome.value, REFUNDS_COMPLETED.name, verdicts, message.headers.get(h.RECEIVED_AT)
+                )
 
     return broker
 
@@ -109,15 +123,16 @@ def create_app(
 ) -> AsgiFastStream:
     """The refund application: broker + ``/healthz`` and ``/readyz`` (Kafka ping)."""
     settings = settings or RefundSettings()
-    commerce_settings = with_scopes(commerce_settings or load_settings(CommercetoolsSettings, "instore-refund"),
-                                    *SCOPES)
+    commerce_settings = with_scopes(commerce_settings or load_settings(CommercetoolsSettings, "instore-refund"), *SCOPES)
     client = commerce or CommercetoolsClient(commerce_settings)
     broker = create_broker(settings, client, attempts=commerce_settings.max_attempts)
     return commerce_service_app(
-        "refund", broker, settings, client,
+        "refund",
+        broker,
+        settings,
+        client,
         "Refund webhooks on instore.webhooks.v1 (assumed shape: GET /schemas/refund-webhook.json) → return items and "
         "Refund transactions on the original Orders and Payments, once → commerce.refunds.completed.v1 "
         "(JSON Schema: GET /schemas/refunds-completed.json).",
-        {"/schemas/refunds-completed.json": event_contract.RefundsCompleted,
-         "/schemas/refund-webhook.json": RefundWebhook},
+        {"/schemas/refunds-completed.json": event_contract.RefundsCompleted, "/schemas/refund-webhook.json": RefundWebhook},
     )

@@ -26,8 +26,9 @@ def _field(cart: dict[str, Any], name: str) -> str | None:
     return _short(value)
 
 
-def refunds_completed(recorded: Recorded, order: dict[str, Any], webhook_id: str | None,
-                      settings: RefundSettings) -> contract.RefundsCompleted:
+def refunds_completed(
+    recorded: Recorded, order: dict[str, Any], webhook_id: str | None, settings: RefundSettings
+) -> contract.RefundsCompleted:
     """The event for ``order`` (read with its Payments expanded, after the writes).
 
     ``items`` are this refund's return items on the Order; ``refunds`` the ``Refund``
@@ -37,18 +38,25 @@ def refunds_completed(recorded: Recorded, order: dict[str, Any], webhook_id: str
     lines = {return_item_key(line.line_id): line for line in recorded.lines_of(order["id"])}
     items = [
         contract.ReturnedItem(
-            return_item_key=item["key"], return_line_item_id=lines[item["key"]].line_id,
+            return_item_key=item["key"],
+            return_line_item_id=lines[item["key"]].line_id,
             line_item_id=item.get("lineItemId") or item.get("customLineItemId") or "",
-            custom_line_item=bool(item.get("customLineItemId")), quantity=int(item["quantity"]),
+            custom_line_item=bool(item.get("customLineItemId")),
+            quantity=int(item["quantity"]),
             comment=_short(item.get("comment")),
         )
-        for info in order.get("returnInfo") or [] for item in info.get("items") or [] if item.get("key") in lines
+        for info in order.get("returnInfo") or []
+        for item in info.get("items") or []
+        if item.get("key") in lines
     ]
     ours = {(r.payment_id, r.refund_id) for r in recorded.refunds}
     refunds = [
-        contract.RefundedTender(refund_id=t["interactionId"], payment_id=payment_id, transaction_id=t["id"],
-                                amount=Amount(cent_amount=t["amount"]["centAmount"],
-                                              currency_code=t["amount"]["currencyCode"]))
+        contract.RefundedTender(
+            refund_id=t["interactionId"],
+            payment_id=payment_id,
+            transaction_id=t["id"],
+            amount=Amount(cent_amount=t["amount"]["centAmount"], currency_code=t["amount"]["currencyCode"]),
+        )
         for payment_id, payment in payments_of(order).items()
         for t in payment.get("transactions") or []
         if t.get("type") == "Refund" and (payment_id, t.get("interactionId")) in ours
@@ -56,10 +64,12 @@ def refunds_completed(recorded: Recorded, order: dict[str, Any], webhook_id: str
     currency = (order.get("totalPrice") or {}).get("currencyCode") or (refunds[0].amount.currency_code if refunds else "")
     cart = recorded.return_cart
     return contract.RefundsCompleted(
-        event_id=contract.event_id(order["id"], cart["id"], [r.refund_id for r in refunds],
-                                   [i.return_item_key for i in items]),
-        order_id=order["id"], order_number=order.get("orderNumber"), return_cart_id=cart["id"],
-        items=items, refunds=refunds,
+        event_id=contract.event_id(order["id"], cart["id"], [r.refund_id for r in refunds], [i.return_item_key for i in items]),
+        order_id=order["id"],
+        order_number=order.get("orderNumber"),
+        return_cart_id=cart["id"],
+        items=items,
+        refunds=refunds,
         total_refunded=Amount(cent_amount=sum(r.amount.cent_amount for r in refunds), currency_code=currency),
         location_id=_field(cart, settings.instore_field_location_id),
         workstation_id=_field(cart, settings.instore_field_workstation_id),

@@ -106,16 +106,22 @@ def plan_returns(lines: list[ReturnLine], orders: dict[str, dict[str, Any]]) -> 
             bought_lines = order.get("customLineItems" if line.custom_line else "lineItems") or []
             bought = next((b for b in bought_lines if b.get("id") == line.order_line_id), None)
             if bought is None:
-                raise Refused("purchase-line-not-found",
-                              f"return line {line.line_id}: order {order['id']} has no line {line.order_line_id}")
+                raise Refused(
+                    "purchase-line-not-found", f"return line {line.line_id}: order {order['id']} has no line {line.order_line_id}"
+                )
             left = int(bought["quantity"]) - returned[line.order_line_id]
             if line.quantity > left:
-                raise Refused("return-quantity-exceeded",
-                              f"line {line.order_line_id} of order {order['id']}: {line.quantity} asked back, "
-                              f"{left} left")
+                raise Refused(
+                    "return-quantity-exceeded",
+                    f"line {line.order_line_id} of order {order['id']}: {line.quantity} asked back, {left} left",
+                )
             returned[line.order_line_id] += line.quantity
-            item: dict[str, Any] = {"quantity": line.quantity, "shipmentState": "Returned", "key": key,
-                                    ("customLineItemId" if line.custom_line else "lineItemId"): line.order_line_id}
+            item: dict[str, Any] = {
+                "quantity": line.quantity,
+                "shipmentState": "Returned",
+                "key": key,
+                ("customLineItemId" if line.custom_line else "lineItemId"): line.order_line_id,
+            }
             if line.comment:
                 item["comment"] = line.comment
             new_items.append(item)
@@ -130,9 +136,11 @@ def plan_refunded_marks(lines: list[ReturnLine], order: dict[str, Any]) -> Updat
     Only items that exist are marked (call after :func:`plan_returns`' update was applied).
     """
     existing = {item.get("key"): item for info in order.get("returnInfo") or [] for item in info.get("items") or []}
-    actions = [{"action": "setReturnPaymentState", "returnItemKey": key, "paymentState": "Refunded"}
-               for key in (return_item_key(line.line_id) for line in lines)
-               if key in existing and existing[key].get("paymentState") != "Refunded"]
+    actions = [
+        {"action": "setReturnPaymentState", "returnItemKey": key, "paymentState": "Refunded"}
+        for key in (return_item_key(line.line_id) for line in lines)
+        if key in existing and existing[key].get("paymentState") != "Refunded"
+    ]
     return Update(order["id"], int(order["version"]), actions) if actions else None
 
 
@@ -148,7 +156,8 @@ def plan_refunds(refunds: list[TenderRefund], payments: dict[str, dict[str, Any]
     """
     recorded: dict[str, tuple[str, int, str]] = {
         t["interactionId"]: (pid, t["amount"]["centAmount"], t["amount"]["currencyCode"])
-        for pid, payment in payments.items() for t in payment.get("transactions") or []
+        for pid, payment in payments.items()
+        for t in payment.get("transactions") or []
         if t["type"] == "Refund" and t.get("interactionId")
     }
     by_payment: dict[str, list[TenderRefund]] = defaultdict(list)
@@ -161,33 +170,48 @@ def plan_refunds(refunds: list[TenderRefund], payments: dict[str, dict[str, Any]
             raise Refused("payment-not-found", f"no payment {payment_id}")
         transactions = payment.get("transactions") or []
         currency = payment["amountPlanned"]["currencyCode"]
-        captured = sum(t["amount"]["centAmount"] for t in transactions
-                       if t["type"] == "Charge" and t["state"] == "Success")
-        refunded = sum(t["amount"]["centAmount"] for t in transactions
-                       if t["type"] == "Refund" and t["state"] in ("Success", "Pending", "Initial"))
+        captured = sum(t["amount"]["centAmount"] for t in transactions if t["type"] == "Charge" and t["state"] == "Success")
+        refunded = sum(
+            t["amount"]["centAmount"]
+            for t in transactions
+            if t["type"] == "Refund" and t["state"] in ("Success", "Pending", "Initial")
+        )
         actions: list[dict[str, Any]] = []
         for refund in tender_refunds:
             earlier = recorded.get(refund.refund_id)
             if earlier is not None:
                 if earlier != (payment_id, refund.cent_amount, refund.currency_code):
-                    raise Refused("refund-id-conflict",
-                                  f"refund {refund.refund_id} is already recorded as {earlier[1]} {earlier[2]} on "
-                                  f"payment {earlier[0]}, not {refund.cent_amount} {refund.currency_code} on {payment_id}")
+                    raise Refused(
+                        "refund-id-conflict",
+                        f"refund {refund.refund_id} is already recorded as {earlier[1]} {earlier[2]} on "
+                        f"payment {earlier[0]}, not {refund.cent_amount} {refund.currency_code} on {payment_id}",
+                    )
                 continue  # recorded by an earlier delivery of this refund
             if refund.currency_code != currency:
-                raise Refused("refund-currency-mismatch",
-                              f"refund {refund.refund_id} in {refund.currency_code}, payment {payment_id} in {currency}")
+                raise Refused(
+                    "refund-currency-mismatch",
+                    f"refund {refund.refund_id} in {refund.currency_code}, payment {payment_id} in {currency}",
+                )
             if refund.cent_amount <= 0:
                 raise Refused("bad-amount", f"refund {refund.refund_id} of {refund.cent_amount}")
             if refunded + refund.cent_amount > captured:
-                raise Refused("refund-exceeds-capture",
-                              f"payment {payment_id}: {refunded + refund.cent_amount} refunded of {captured} captured")
+                raise Refused(
+                    "refund-exceeds-capture",
+                    f"payment {payment_id}: {refunded + refund.cent_amount} refunded of {captured} captured",
+                )
             refunded += refund.cent_amount
             recorded[refund.refund_id] = (payment_id, refund.cent_amount, refund.currency_code)
-            actions.append({"action": "addTransaction", "transaction": {
-                "type": "Refund", "state": "Success", "interactionId": refund.refund_id,
-                "amount": {"currencyCode": currency, "centAmount": refund.cent_amount},
-            }})
+            actions.append(
+                {
+                    "action": "addTransaction",
+                    "transaction": {
+                        "type": "Refund",
+                        "state": "Success",
+                        "interactionId": refund.refund_id,
+                        "amount": {"currencyCode": currency, "centAmount": refund.cent_amount},
+                    },
+                }
+            )
         if actions:
             updates.append(Update(payment_id, int(payment["version"]), actions))
     return updates

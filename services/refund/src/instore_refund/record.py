@@ -80,9 +80,7 @@ class RefundCommerce(Protocol):
 
     async def find_cart(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse: ...
     async def find_order(self, ref: str, expand: tuple[str, ...] = ()) -> ApiResponse: ...
-    async def update(
-        self, resource: str, resource_id: str, version: int, actions: list[dict[str, Any]]
-    ) -> ApiResponse: ...
+    async def update(self, resource: str, resource_id: str, version: int, actions: list[dict[str, Any]]) -> ApiResponse: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +141,7 @@ def tender_refunds(webhook: RefundWebhook) -> list[TenderRefund]:
         if tender.refundId in seen:
             raise Refused("bad-refund", f"refund id {tender.refundId} appears twice")
         seen.add(tender.refundId)
-        refunds.append(TenderRefund(tender.refundId, tender.paymentId, tender.amount.centAmount,
-                                    tender.amount.currencyCode))
+        refunds.append(TenderRefund(tender.refundId, tender.paymentId, tender.amount.centAmount, tender.amount.currencyCode))
     return refunds
 
 
@@ -164,8 +161,10 @@ def return_lines(cart: dict[str, Any], fields: LineFields, named: list[str] | No
         by_id = {line["id"]: (line, custom) for line, custom in candidates}
         missing = [line_id for line_id in named if line_id not in by_id]
         if missing or not named or len(set(named)) != len(named):
-            raise Refused("return-line-not-found",
-                          f"lineItemIds must name distinct lines of return cart {cart['id']} (unknown: {missing[:5]})")
+            raise Refused(
+                "return-line-not-found",
+                f"lineItemIds must name distinct lines of return cart {cart['id']} (unknown: {missing[:5]})",
+            )
         candidates = [by_id[line_id] for line_id in named]
     if not candidates:
         raise Refused("cart-empty", f"return cart {cart['id']} has no lines")
@@ -173,17 +172,26 @@ def return_lines(cart: dict[str, Any], fields: LineFields, named: list[str] | No
     for line, custom_line in candidates:
         order_ref = _custom(line, fields.purchase_order)
         order_line = _custom(line, fields.purchase_line)
-        if not (isinstance(order_ref, str) and _REF.fullmatch(order_ref)
-                and isinstance(order_line, str) and _ID.fullmatch(order_line)):
-            raise Refused("return-line-without-purchase",
-                          f"return line {line['id']} does not name the purchased order and line "
-                          f"(Custom Fields {fields.purchase_order!r}, {fields.purchase_line!r})")
+        if not (
+            isinstance(order_ref, str) and _REF.fullmatch(order_ref) and isinstance(order_line, str) and _ID.fullmatch(order_line)
+        ):
+            raise Refused(
+                "return-line-without-purchase",
+                f"return line {line['id']} does not name the purchased order and line "
+                f"(Custom Fields {fields.purchase_order!r}, {fields.purchase_line!r})",
+            )
         comment = _custom(line, fields.return_comment)
-        lines.append(ReturnLine(line_id=line["id"], order_ref=order_ref, order_line_id=order_line,
-                                quantity=int(line.get("quantity", 0)),
-                                comment=comment if isinstance(comment, str) and comment else None,
-                                custom_line=custom_line,
-                                cent_amount=int(((line.get("totalPrice") or {}).get("centAmount")) or 0)))
+        lines.append(
+            ReturnLine(
+                line_id=line["id"],
+                order_ref=order_ref,
+                order_line_id=order_line,
+                quantity=int(line.get("quantity", 0)),
+                comment=comment if isinstance(comment, str) and comment else None,
+                custom_line=custom_line,
+                cent_amount=int(((line.get("totalPrice") or {}).get("centAmount")) or 0),
+            )
+        )
     return lines
 
 
@@ -197,17 +205,18 @@ def check_refunds_against_return(cart: dict[str, Any], lines: list[ReturnLine], 
     currency = (cart.get("totalPrice") or {}).get("currencyCode")
     for refund in refunds:
         if refund.currency_code != currency:
-            raise Refused("refund-currency-mismatch",
-                          f"refund {refund.refund_id} in {refund.currency_code}, the return cart in {currency}")
+            raise Refused(
+                "refund-currency-mismatch", f"refund {refund.refund_id} in {refund.currency_code}, the return cart in {currency}"
+            )
     worth = sum(line.cent_amount for line in lines)
     asked = sum(refund.cent_amount for refund in refunds)
     if asked > worth:
-        raise Refused("refund-exceeds-return",
-                      f"{asked} {currency} refunded for return lines worth {worth} {currency}")
+        raise Refused("refund-exceeds-return", f"{asked} {currency} refunded for return lines worth {worth} {currency}")
 
 
-def check_replay(lines: list[ReturnLine], orders: dict[str, dict[str, Any]], refunds: list[TenderRefund],
-                 payments: dict[str, dict[str, Any]]) -> None:
+def check_replay(
+    lines: list[ReturnLine], orders: dict[str, dict[str, Any]], refunds: list[TenderRefund], payments: dict[str, dict[str, Any]]
+) -> None:
     """Refuse what only looks like a replay.
 
     Return items are written before Refund transactions, and marked ``Refunded`` last. So a
@@ -220,18 +229,26 @@ def check_replay(lines: list[ReturnLine], orders: dict[str, dict[str, Any]], ref
       of these lines finished) while some of its refunds are new — a second refund of the
       same returned lines.
     """
-    items = {item.get("key"): item for order in orders.values() for info in order.get("returnInfo") or []
-             for item in info.get("items") or []}
+    items = {
+        item.get("key"): item
+        for order in orders.values()
+        for info in order.get("returnInfo") or []
+        for item in info.get("items") or []
+    }
     ours = [items.get(return_item_key(line.line_id)) for line in lines]
-    recorded_ids = {t.get("interactionId") for p in payments.values() for t in p.get("transactions") or []
-                    if t["type"] == "Refund"}
+    recorded_ids = {
+        t.get("interactionId") for p in payments.values() for t in p.get("transactions") or [] if t["type"] == "Refund"
+    }
     known = [r.refund_id for r in refunds if r.refund_id in recorded_ids]
     if known and any(item is None for item in ours):
-        raise Refused("refund-id-conflict",
-                      f"refund {known[0]} is already recorded, but not this return's items: it belongs to another return")
+        raise Refused(
+            "refund-id-conflict",
+            f"refund {known[0]} is already recorded, but not this return's items: it belongs to another return",
+        )
     if len(known) < len(refunds) and any(item is not None and item.get("paymentState") == "Refunded" for item in ours):
-        raise Refused("return-already-refunded",
-                      "these return lines are already returned and refunded; a further refund of them is refused")
+        raise Refused(
+            "return-already-refunded", "these return lines are already returned and refunded; a further refund of them is refused"
+        )
 
 
 async def _read(commerce: RefundCommerce, kind: str, ref: str) -> dict[str, Any]:
@@ -245,7 +262,7 @@ async def _read(commerce: RefundCommerce, kind: str, ref: str) -> dict[str, Any]
         raise Refused(reason, f"no {kind} with id or {'key' if kind == 'cart' else 'number'} {ref!r}") from exc
     except (InvalidInput, AuthenticationFailed) as exc:
         raise Refused("commerce-refused", f"{exc.status} {exc.code}") from exc
-    return msgspec.json.decode(response.content)
+    return msgspec.json.decode(response.content, type=dict[str, Any])
 
 
 def payments_of(order: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -300,12 +317,19 @@ async def record_refund(
     if len(named_lines) > MAX_LINES:
         raise Refused("too-large", f"{len(named_lines)} return lines in one webhook, at most {MAX_LINES}")
     check_refunds_against_return(cart, named_lines, refunds)
-    async with (locks.hold_all([line.order_ref for line in named_lines]) if locks else nullcontext()):
+    async with locks.hold_all([line.order_ref for line in named_lines]) if locks else nullcontext():
         return await _record(commerce, cart, cart_ref, named_lines, refunds, max_conflicts, after_returns)
 
 
-async def _record(commerce: RefundCommerce, cart: dict[str, Any], cart_ref: str, named_lines: list[ReturnLine],
-                  refunds: list[TenderRefund], max_conflicts: int, after_returns: Callable[[], None] | None) -> Recorded:
+async def _record(
+    commerce: RefundCommerce,
+    cart: dict[str, Any],
+    cart_ref: str,
+    named_lines: list[ReturnLine],
+    refunds: list[TenderRefund],
+    max_conflicts: int,
+    after_returns: Callable[[], None] | None,
+) -> Recorded:
     for _ in range(max_conflicts):
         by_ref: dict[str, dict[str, Any]] = {}
         for ref in dict.fromkeys(line.order_ref for line in named_lines):
@@ -316,27 +340,33 @@ async def _record(commerce: RefundCommerce, cart: dict[str, Any], cart_ref: str,
         order_of = {pid: order for order in orders.values() for pid in payments_of(order)}
         for refund in refunds:
             if refund.payment_id not in payments:
-                raise Refused("payment-not-of-purchase",
-                              f"refund {refund.refund_id}: payment {refund.payment_id} is not a payment of "
-                              f"the returned orders {sorted(orders)}")
+                raise Refused(
+                    "payment-not-of-purchase",
+                    f"refund {refund.refund_id}: payment {refund.payment_id} is not a payment of "
+                    f"the returned orders {sorted(orders)}",
+                )
             order_currency = (order_of[refund.payment_id].get("totalPrice") or {}).get("currencyCode")
             if refund.currency_code != order_currency:
-                raise Refused("refund-currency-mismatch",
-                              f"refund {refund.refund_id} in {refund.currency_code}, its order in {order_currency}")
+                raise Refused(
+                    "refund-currency-mismatch",
+                    f"refund {refund.refund_id} in {refund.currency_code}, its order in {order_currency}",
+                )
         check_replay(lines, orders, refunds, payments)
         return_updates = plan_returns(lines, orders)
         refund_updates = plan_refunds(refunds, payments)
         try:
             for update in return_updates:
                 await _apply(commerce, "orders", update)
-                log.info("refund.return_recorded", order_id=update.resource_id,
-                         items=len(update.actions[0]["items"]))
+                log.info("refund.return_recorded", order_id=update.resource_id, items=len(update.actions[0]["items"]))
             if after_returns is not None and return_updates:
                 after_returns()
             for update in refund_updates:
                 await _apply(commerce, "payments", update)
-                log.info("refund.refund_recorded", payment_id=update.resource_id,
-                         refund_ids=[a["transaction"]["interactionId"] for a in update.actions])
+                log.info(
+                    "refund.refund_recorded",
+                    payment_id=update.resource_id,
+                    refund_ids=[a["transaction"]["interactionId"] for a in update.actions],
+                )
         except ConcurrentModification:
             log.info("refund.conflict", return_cart_id=cart["id"])
             continue  # something changed meanwhile: read again, plan again (what is there is kept)
@@ -357,8 +387,7 @@ async def current_order(commerce: RefundCommerce, order_id: str) -> dict[str, An
     return await _read(commerce, "order", order_id)
 
 
-async def mark_refunded(commerce: RefundCommerce, recorded: Recorded, order: dict[str, Any],
-                        max_conflicts: int = 5) -> bool:
+async def mark_refunded(commerce: RefundCommerce, recorded: Recorded, order: dict[str, Any], max_conflicts: int = 5) -> bool:
     """Set this refund's return items on ``order`` to ``Refunded`` (once its Refund transactions are
     written); 409: re-read, retry. Returns whether it wrote anything. Raises :class:`Refused`."""
     current = order
@@ -375,5 +404,13 @@ async def mark_refunded(commerce: RefundCommerce, recorded: Recorded, order: dic
     raise Refused("too-many-conflicts", f"order {order['id']} kept changing")
 
 
-__all__ = ["LineFields", "Outcome", "Recorded", "RefundCommerce", "current_order", "mark_refunded",
-           "record_refund", "return_item_key"]
+__all__ = [
+    "LineFields",
+    "Outcome",
+    "Recorded",
+    "RefundCommerce",
+    "current_order",
+    "mark_refunded",
+    "record_refund",
+    "return_item_key",
+]

@@ -86,26 +86,55 @@ async def handle_refund_webhook(
     budget = settings.refund_retry_seconds
     try:
         async with asyncio.timeout(budget + HANDLER_GRACE_SECONDS):
-            return await _handle(body, headers, commerce, publisher, order_locks, recording_locks, clock, settings,
-                                 message_ref, after_returns, Deadline(budget, clock))
+            return await _handle(
+                body,
+                headers,
+                commerce,
+                publisher,
+                order_locks,
+                recording_locks,
+                clock,
+                settings,
+                message_ref,
+                after_returns,
+                Deadline(budget, clock),
+            )
     except TimeoutError as exc:
         raise TransientError(0, "HandlerTimeout", f"the webhook took longer than {budget:.0f} s + grace") from exc
 
 
-async def _handle(body: bytes, headers: Mapping[str, str], commerce: Commerce, publisher: EventPublisher,
-                  order_locks: KeyedLocks, recording_locks: KeyedLocks, clock: Clock, settings: RefundSettings,
-                  message_ref: str, after_returns: Callable[[], None] | None, deadline: Deadline) -> Handled:
-    fields = LineFields(settings.instore_field_purchase_order_id, settings.instore_field_purchase_line_item_id,
-                        settings.instore_field_return_comment)
+async def _handle(
+    body: bytes,
+    headers: Mapping[str, str],
+    commerce: Commerce,
+    publisher: EventPublisher,
+    order_locks: KeyedLocks,
+    recording_locks: KeyedLocks,
+    clock: Clock,
+    settings: RefundSettings,
+    message_ref: str,
+    after_returns: Callable[[], None] | None,
+    deadline: Deadline,
+) -> Handled:
+    fields = LineFields(
+        settings.instore_field_purchase_order_id,
+        settings.instore_field_purchase_line_item_id,
+        settings.instore_field_return_comment,
+    )
     recorded = await retry_transient(
-        lambda: record_refund(body, commerce, fields, after_returns=after_returns, locks=recording_locks),
-        deadline, "refund")
+        lambda: record_refund(body, commerce, fields, after_returns=after_returns, locks=recording_locks), deadline, "refund"
+    )
     handled = Handled(recorded)
     if recorded.outcome is Outcome.NOT_A_REFUND:
         return handled
     webhook_id = headers.get(h.WEBHOOK_ID)
-    log.info("webhook.processed", webhook_id=webhook_id, outcome=recorded.outcome.value,
-             return_cart_id=recorded.return_cart.get("id"), orders=recorded.order_ids)
+    log.info(
+        "webhook.processed",
+        webhook_id=webhook_id,
+        outcome=recorded.outcome.value,
+        return_cart_id=recorded.return_cart.get("id"),
+        orders=recorded.order_ids,
+    )
     correlation_id = headers.get(h.CORRELATION_ID) or webhook_id or None
     lease = max_poll_interval_ms(settings.refund_retry_seconds) / 1000
     for order_id in recorded.order_ids:
@@ -117,17 +146,31 @@ async def _handle(body: bytes, headers: Mapping[str, str], commerce: Commerce, p
             event = refunds_completed(recorded, order, webhook_id, settings)
 
             async def publish(event: event_contract.RefundsCompleted = event, order_id: str = order_id) -> None:
-                await publisher.publish(event_contract.encode(event), REFUNDS_COMPLETED.name, key=order_id.encode(),
-                                        correlation_id=correlation_id,
-                                        headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON,
-                                                 "event-id": event.event_id})
-                log.info("refunds_completed.published", order_id=order_id, event_id=event.event_id,
-                         refunded=event.total_refunded.cent_amount, currency=event.total_refunded.currency_code)
+                await publisher.publish(
+                    event_contract.encode(event),
+                    REFUNDS_COMPLETED.name,
+                    key=order_id.encode(),
+                    correlation_id=correlation_id,
+                    headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON, "event-id": event.event_id},
+                )
+                log.info(
+                    "refunds_completed.published",
+                    order_id=order_id,
+                    event_id=event.event_id,
+                    refunded=event.total_refunded.cent_amount,
+                    currency=event.total_refunded.currency_code,
+                )
 
             handled.announcements[order_id] = await announcements.announce_once(
-                commerce, marker_key(order_id, event.event_id), event_id=event.event_id, claimed_by=message_ref,
-                publish=publish, clock=clock, lease_seconds=lease,
+                commerce,
+                marker_key(order_id, event.event_id),
+                event_id=event.event_id,
+                claimed_by=message_ref,
+                publish=publish,
+                clock=clock,
+                lease_seconds=lease,
                 claim_retry=lambda claim: retry_transient(claim, deadline, "refunds-completed"),
                 mark_budget_seconds=deadline.remaining() + HANDLER_GRACE_SECONDS / 2,
-                find_published=partial(publisher.published_since, REFUNDS_COMPLETED.name, event.event_id))
+                find_published=partial(publisher.published_since, REFUNDS_COMPLETED.name, event.event_id),
+            )
     return handled

@@ -159,8 +159,7 @@ class CommercetoolsClient:
 
     async def get_order_by_order_number(self, order_number: str, expand: tuple[str, ...] = ()) -> ApiResponse:
         """``GET /orders/order-number={orderNumber}``. Raises :class:`NotFound`."""
-        return await self.request("GET", f"/orders/order-number={quote(order_number, safe='')}",
-                                  params=_expand(expand))
+        return await self.request("GET", f"/orders/order-number={quote(order_number, safe='')}", params=_expand(expand))
 
     async def update(self, resource: str, resource_id: str, version: int, actions: list[dict[str, Any]]) -> ApiResponse:
         """``POST /{resource}/{id}`` with ``{version, actions}`` (``resource``: ``orders``, ``payments``, ``carts``…).
@@ -169,20 +168,23 @@ class CommercetoolsClient:
         raises ``ConcurrentModification`` (409, with the current version) when ``version`` is
         stale, ``InvalidInput`` for a refused action, ``NotFound``.
         """
-        return await self.request("POST", f"/{resource}/{quote(resource_id, safe='')}",
-                                  json={"version": version, "actions": actions})
+        return await self.request(
+            "POST", f"/{resource}/{quote(resource_id, safe='')}", json={"version": version, "actions": actions}
+        )
 
-    async def create_order_from_cart(
-        self, cart_id: str, cart_version: int, order_number: str, payment_state: str
-    ) -> ApiResponse:
+    async def create_order_from_cart(self, cart_id: str, cart_version: int, order_number: str, payment_state: str) -> ApiResponse:
         """``POST /orders`` with an ``OrderFromCartDraft`` (https://docs.commercetools.com/api/projects/orders#create-order-from-cart).
 
         ``payment_state`` is ``BalanceDue|Failed|Pending|CreditOwed|Paid``. Raises
         :class:`DuplicateField` when ``order_number`` is taken, ``ConcurrentModification``
         when ``cart_version`` is not the cart's, ``InvalidInput`` e.g. for a cart already ordered.
         """
-        draft = {"cart": {"typeId": "cart", "id": cart_id}, "version": cart_version,
-                 "orderNumber": order_number, "paymentState": payment_state}
+        draft = {
+            "cart": {"typeId": "cart", "id": cart_id},
+            "version": cart_version,
+            "orderNumber": order_number,
+            "paymentState": payment_state,
+        }
         return await self.request("POST", "/orders", json=draft)
 
     async def change_order_state(self, order_id: str, version: int, order_state: str) -> ApiResponse:
@@ -264,10 +266,15 @@ class CommercetoolsClient:
         # Our span, not an HTTP client instrumentation's: its name is the operation (a path
         # template, ids removed), the same bounded label the metrics use.
         # (none when tracing is off: the no-op span cost ~3 % of a cart lookup's CPU, py-spy, issue 14)
-        with telemetry.tracer().start_as_current_span(
-                f"commercetools {operation}", kind=SpanKind.CLIENT,
+        with (
+            telemetry.tracer().start_as_current_span(
+                f"commercetools {operation}",
+                kind=SpanKind.CLIENT,
                 attributes={"http.request.method": method, "url.template": operation.split(" ", 1)[1]},
-        ) if telemetry.active() else contextlib.nullcontext(trace.INVALID_SPAN) as span:
+            )
+            if telemetry.active()
+            else contextlib.nullcontext(trace.INVALID_SPAN) as span
+        ):
             try:
                 async for attempt in AsyncRetrying(
                     stop=stop_after_attempt(s.max_attempts),
@@ -294,8 +301,7 @@ class CommercetoolsClient:
                 metrics.COMMERCE_DURATION.labels(operation).observe(elapsed)
                 if status.isdigit():
                     span.set_attribute("http.response.status_code", int(status))
-            log.debug("commercetools.call", method=method, path=path, status=response.status_code,
-                      ms=round(elapsed * 1000, 1))
+            log.debug("commercetools.call", method=method, path=path, status=response.status_code, ms=round(elapsed * 1000, 1))
             if response.is_success:
                 return ApiResponse(response.status_code, response.content)
             raise error_from_response(response.status_code, response.content)

@@ -79,13 +79,20 @@ def error_from_response(status: int, body: bytes) -> CommercetoolsError:
     if status == 409 or code == "ConcurrentModification":
         current = first.get("currentVersion")
         return ConcurrentModification(
-            status, code or "ConcurrentModification", message, errors,
+            status,
+            code or "ConcurrentModification",
+            message,
+            errors,
             current_version=current if isinstance(current, int) else None,
         )
     if code == "DuplicateField":
         return DuplicateField(
-            status, code, message, errors,
-            field=first.get("field"), duplicate_value=first.get("duplicateValue"),
+            status,
+            code,
+            message,
+            errors,
+            field=first.get("field"),
+            duplicate_value=first.get("duplicateValue"),
         )
     if status == 429 or status >= 500:
         return TransientError(status, code, message, errors)

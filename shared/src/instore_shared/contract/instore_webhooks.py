@@ -114,9 +114,14 @@ def payment_webhook(cart_id: str, webhook_id: str | None = None, **extra: Any) -
     ``{"id", "type": "payment.completed", "createdAt", "tenantId", "locationId", "workstationId",
     "userId", "cartId", "data": {...}}`` — see ../shared/reference/instore-contract.md §4."""
     body = {
-        "id": webhook_id or f"evt-{uuid.uuid4().hex}", "type": "payment.completed",
-        "createdAt": "2026-11-30T12:00:00.000Z", "tenantId": "local-tenant", "locationId": "store-berlin-01",
-        "workstationId": "pos-3", "userId": "colleague-42", "cartId": cart_id,
+        "id": webhook_id or f"evt-{uuid.uuid4().hex}",
+        "type": "payment.completed",
+        "createdAt": "2026-11-30T12:00:00.000Z",
+        "tenantId": "local-tenant",
+        "locationId": "store-berlin-01",
+        "workstationId": "pos-3",
+        "userId": "colleague-42",
+        "cartId": cart_id,
         "data": {"tender": "card"},
     }
     body.update(extra)
@@ -170,23 +175,36 @@ class RefundWebhook(msgspec.Struct, frozen=True):
         return self.returnCartId or self.data.returnCartId
 
 
-def refund_webhook(return_cart_id: str, refunds: list[tuple[str, str, int, str]], webhook_id: str | None = None,
-                   line_item_ids: list[str] | None = None, **extra: Any) -> bytes:
+def refund_webhook(
+    return_cart_id: str,
+    refunds: list[tuple[str, str, int, str]],
+    webhook_id: str | None = None,
+    line_item_ids: list[str] | None = None,
+    **extra: Any,
+) -> bytes:
     """An InStore-shaped refund webhook body as we assume it (for tests, demos and benchmarks).
 
     ``refunds`` holds ``(refund id, original payment id, cent amount, ISO 4217 currency)`` per
     tender. Shape: see :class:`RefundWebhook` and ../shared/reference/instore-contract.md §5.
     """
-    data: dict[str, Any] = {"refunds": [
-        {"refundId": refund_id, "paymentId": payment_id, "amount": {"centAmount": cents, "currencyCode": currency}}
-        for refund_id, payment_id, cents, currency in refunds
-    ]}
+    data: dict[str, Any] = {
+        "refunds": [
+            {"refundId": refund_id, "paymentId": payment_id, "amount": {"centAmount": cents, "currencyCode": currency}}
+            for refund_id, payment_id, cents, currency in refunds
+        ]
+    }
     if line_item_ids is not None:
         data["lineItemIds"] = line_item_ids
     body = {
-        "id": webhook_id or f"evt-{uuid.uuid4().hex}", "type": "refund.completed",
-        "createdAt": "2026-11-30T12:00:00.000Z", "tenantId": "local-tenant", "locationId": "store-berlin-01",
-        "workstationId": "pos-3", "userId": "colleague-42", "returnCartId": return_cart_id, "data": data,
+        "id": webhook_id or f"evt-{uuid.uuid4().hex}",
+        "type": "refund.completed",
+        "createdAt": "2026-11-30T12:00:00.000Z",
+        "tenantId": "local-tenant",
+        "locationId": "store-berlin-01",
+        "workstationId": "pos-3",
+        "userId": "colleague-42",
+        "returnCartId": return_cart_id,
+        "data": data,
     }
     body.update(extra)
     return json.dumps(body).encode()
@@ -195,8 +213,7 @@ def refund_webhook(return_cart_id: str, refunds: list[tuple[str, str, int, str]]
 _W = TypeVar("_W")
 
 
-def decode_webhook(body: bytes, types: frozenset[str], struct: type[_W],
-                   refuse: Callable[[str, str], Exception]) -> _W | None:
+def decode_webhook(body: bytes, types: frozenset[str], struct: type[_W], refuse: Callable[[str, str], Exception]) -> _W | None:
     """The fields of a webhook whose ``type`` is one of ``types``, as ``struct``; None for any other webhook.
 
     Raises ``refuse("bad-body", detail)`` for a body that is not a JSON object, or a webhook of

@@ -60,14 +60,16 @@ class Tender(enum.Enum):
     @property
     def instore_type(self) -> str:
         """InStore's tender type: ``BankCard``, ``GiftCard``, ``Wallet`` or ``PayOnAccount``."""
-        return {"bank-card": "BankCard", "gift-card": "GiftCard", "wallet": "Wallet",
-                "pay-on-account": "PayOnAccount"}[self.value]
+        return {"bank-card": "BankCard", "gift-card": "GiftCard", "wallet": "Wallet", "pay-on-account": "PayOnAccount"}[
+            self.value
+        ]
 
     @property
     def payment_method(self) -> str:
         """``paymentMethodInfo.method`` we write on the Payment (assumed): CREDIT_CARD, GIFT_CARD, WALLET, ON_ACCOUNT."""
-        return {"bank-card": "CREDIT_CARD", "gift-card": "GIFT_CARD", "wallet": "WALLET",
-                "pay-on-account": "ON_ACCOUNT"}[self.value]
+        return {"bank-card": "CREDIT_CARD", "gift-card": "GIFT_CARD", "wallet": "WALLET", "pay-on-account": "ON_ACCOUNT"}[
+            self.value
+        ]
 
 
 class Action(enum.Enum):
@@ -276,11 +278,25 @@ def idempotency_key(request_id: str, action: Action) -> str:
     return f"instore-{action.value}-{request_id}"
 
 
-def payment_request(request_id: str, *, status_url: str, callback_url: str, payment_id: str | None = None,
-                    cent_amount: int | None = None, currency: str = "EUR", **extra: Any) -> bytes:
+def payment_request(
+    request_id: str,
+    *,
+    status_url: str,
+    callback_url: str,
+    payment_id: str | None = None,
+    cent_amount: int | None = None,
+    currency: str = "EUR",
+    **extra: Any,
+) -> bytes:
     """A request body as we assume InStore sends it (for tests, the simulator and benchmarks)."""
-    body: dict[str, Any] = {"requestId": request_id, "statusUrl": status_url, "callbackUrl": callback_url,
-                            "locationId": "store-berlin-01", "workstationId": "pos-3", "userId": "colleague-42"}
+    body: dict[str, Any] = {
+        "requestId": request_id,
+        "statusUrl": status_url,
+        "callbackUrl": callback_url,
+        "locationId": "store-berlin-01",
+        "workstationId": "pos-3",
+        "userId": "colleague-42",
+    }
     if payment_id is not None:
         body["paymentId"] = payment_id
     if cent_amount is not None:

@@ -33,8 +33,7 @@ async def ensure_topics(
     deadline = loop.time() + timeout_s
     delay = 0.2
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="instore-admin",
-                                    **dict(client_options or {}))
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="instore-admin", **dict(client_options or {}))
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -43,9 +42,7 @@ async def ensure_topics(
             for topic in wanted:
                 config = {"cleanup.policy": "compact"} if topic.compacted else {}
                 try:
-                    await admin.create_topics(
-                        [NewTopic(topic.name, partitions, replication_factor, topic_configs=config)]
-                    )
+                    await admin.create_topics([NewTopic(topic.name, partitions, replication_factor, topic_configs=config)])
                     created.append(topic.name)
                 except TopicAlreadyExistsError:
                     pass  # another process created it meanwhile

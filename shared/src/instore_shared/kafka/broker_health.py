@@ -129,7 +129,8 @@ class ProducerGuard:
                     pause = random.uniform(delay / 2, delay)
                     # the first failure is worth a line; the broker's state is logged by kafka.reconnect
                     (log.warning if delay == 0.2 else log.debug)(
-                        "kafka.producer_replace_failed", error=type(exc).__name__, retry_in_s=round(pause, 2))
+                        "kafka.producer_replace_failed", error=type(exc).__name__, retry_in_s=round(pause, 2)
+                    )
                     await asyncio.sleep(pause)
                     delay = min(delay * 2, self._backoff_max)
                     continue

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiokafka.errors import MessageSizeTooLargeError
 from faststream import AckPolicy
@@ -28,6 +28,9 @@ from instore_shared.kafka.topics import WEBHOOKS
 from instore_shared.logging import get_logger
 from instore_shared.metrics import kafka_middlewares
 from instore_shared.settings import BaseServiceSettings
+
+if TYPE_CHECKING:
+    from faststream.kafka.subscriber.usecase import ConcurrentBetweenPartitionsSubscriber
 
 log = get_logger(__name__)
 
@@ -64,8 +67,9 @@ def webhook_broker(settings: BaseServiceSettings, name: str) -> KafkaBroker:
     )
 
 
-def webhook_subscriber(broker: KafkaBroker, group: str, concurrency: int, title: str, description: str,
-                       budget_seconds: float | None = None) -> Any:
+def webhook_subscriber(
+    broker: KafkaBroker, group: str, concurrency: int, title: str, description: str, budget_seconds: float | None = None
+) -> ConcurrentBetweenPartitionsSubscriber:
     """The subscriber decorator for ``instore.webhooks.v1`` in consumer group ``group``.
 
     Offsets are committed after the handler returned; an exception (Kafka could not take an
@@ -76,8 +80,14 @@ def webhook_subscriber(broker: KafkaBroker, group: str, concurrency: int, title:
     is :func:`max_poll_interval_ms` of it, so a handler within its deadline is never evicted.
     """
     return broker.subscriber(
-        WEBHOOKS.name, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR, max_workers=concurrency,
-        auto_offset_reset="earliest", decoder=the_message, title=title, description=description,
+        WEBHOOKS.name,
+        group_id=group,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_workers=concurrency,
+        auto_offset_reset="earliest",
+        decoder=the_message,
+        title=title,
+        description=description,
         max_poll_interval_ms=300_000 if budget_seconds is None else max_poll_interval_ms(budget_seconds),
     )
 
@@ -156,8 +166,9 @@ def correlation_of(message: KafkaMessage) -> str:
     return message.headers.get(h.CORRELATION_ID) or message.headers.get(h.WEBHOOK_ID) or ""
 
 
-async def dead_letter(broker: KafkaBroker, message: KafkaMessage, consumer_group: str, *, reason: str, detail: str,
-                      attempts: int) -> None:
+async def dead_letter(
+    broker: KafkaBroker, message: KafkaMessage, consumer_group: str, *, reason: str, detail: str, attempts: int
+) -> None:
     """Publish ``message`` as received (bytes, key, headers) to its topic's dead-letter topic with ``dlq-*`` headers.
 
     Raises whatever the producer raises when Kafka cannot take it: the caller must then not
@@ -165,17 +176,25 @@ async def dead_letter(broker: KafkaBroker, message: KafkaMessage, consumer_group
     """
     record: Any = message.raw_message  # one ConsumerRecord (not a batch)
     await broker.publish(
-        message.body, dlq_topic(record.topic), key=record.key, correlation_id=correlation_of(message) or None,
+        message.body,
+        dlq_topic(record.topic),
+        key=record.key,
+        correlation_id=correlation_of(message) or None,
         headers=dead_letter_headers(
-            dict(message.headers), reason=reason, detail=detail, attempts=attempts, source_topic=record.topic,
-            partition=record.partition, offset=record.offset, consumer_group=consumer_group,
+            dict(message.headers),
+            reason=reason,
+            detail=detail,
+            attempts=attempts,
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            consumer_group=consumer_group,
         ),
     )
     metrics.DEAD_LETTERS.labels(record.topic, reason).inc()
 
 
-async def park(broker: KafkaBroker, message: KafkaMessage, consumer_group: str, exc: Exception,
-               attempts: int) -> None:
+async def park(broker: KafkaBroker, message: KafkaMessage, consumer_group: str, exc: Exception, attempts: int) -> None:
     """Dead-letter ``message`` for ``exc`` and log it: :class:`Unprocessable` gives its reason,
     ``TransientError`` (Composable Commerce still failing after ``attempts`` tries) is
     ``commerce-unavailable``, anything else is a bug — ``unexpected-error``, logged with its
@@ -192,13 +211,13 @@ async def park(broker: KafkaBroker, message: KafkaMessage, consumer_group: str, 
         log.error("webhook.failed", webhook_id=webhook_id, exc_info=exc)
         reason, detail, tries = "unexpected-error", type(exc).__name__, 1
     record: Any = message.raw_message  # one ConsumerRecord (not a batch)
-    log.warning("webhook.dead_lettered", webhook_id=webhook_id, reason=reason, detail=detail[:200],
-                offset=record.offset)
+    log.warning("webhook.dead_lettered", webhook_id=webhook_id, reason=reason, detail=detail[:200], offset=record.offset)
     await dead_letter(broker, message, consumer_group, reason=reason, detail=detail, attempts=tries)
 
 
-async def publish_event(broker: KafkaBroker, body: bytes, topic: str, *, key: bytes, correlation_id: str | None,
-                        headers: dict[str, str]) -> None:
+async def publish_event(
+    broker: KafkaBroker, body: bytes, topic: str, *, key: bytes, correlation_id: str | None, headers: dict[str, str]
+) -> None:
     """Publish one downstream event (acks as the broker is configured).
 
     Raises :class:`Unprocessable` (``event-too-large``) when Kafka can never take it — a
@@ -232,9 +251,13 @@ async def retry_transient(work: Callable[[], Awaitable[_T]], deadline: Deadline 
     def before_sleep(state: RetryCallState) -> None:
         metrics.OUTAGE_RETRIES.labels(what).inc()
         metrics.OUTAGE_WAIT.labels(what).inc(state.upcoming_sleep)
-        log.warning("commerce.unavailable_retrying", what=what, attempt=state.attempt_number,
-                    wait_s=round(state.upcoming_sleep, 2), error=str(state.outcome.exception())[:200]
-                    if state.outcome else None)
+        log.warning(
+            "commerce.unavailable_retrying",
+            what=what,
+            attempt=state.attempt_number,
+            wait_s=round(state.upcoming_sleep, 2),
+            error=str(state.outcome.exception())[:200] if state.outcome else None,
+        )
 
     async for attempt in AsyncRetrying(
         stop=lambda _state: deadline.remaining() <= 0,

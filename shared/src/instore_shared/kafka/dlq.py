@@ -68,7 +68,14 @@ REPLAY_COUNT = "dlq-replay-count"
 """Set by :func:`replay`: how many times this message went back from a DLQ (decimal integer >= 1)."""
 
 DEAD_LETTER_HEADERS: tuple[str, ...] = (
-    ERROR_REASON, ERROR_DETAIL, ATTEMPTS, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET, FAILED_AT, CONSUMER_GROUP,
+    ERROR_REASON,
+    ERROR_DETAIL,
+    ATTEMPTS,
+    SOURCE_TOPIC,
+    SOURCE_PARTITION,
+    SOURCE_OFFSET,
+    FAILED_AT,
+    CONSUMER_GROUP,
 )
 """The headers :func:`dead_letter_headers` sets (a previous round's values are replaced)."""
 
@@ -143,19 +150,24 @@ def dead_letter_headers(
         raise ValueError("partition and offset must be >= 0")
     if failed_at is not None and failed_at.tzinfo is None:
         raise ValueError("failed_at must be timezone-aware")
-    when = (failed_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            if failed_at is not None else _utc_now_rfc3339())
+    when = (
+        failed_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        if failed_at is not None
+        else _utc_now_rfc3339()
+    )
     headers = {k: v for k, v in original.items() if k not in DEAD_LETTER_HEADERS}
-    headers.update({
-        ERROR_REASON: reason,
-        ERROR_DETAIL: _one_line(detail),
-        ATTEMPTS: str(attempts),
-        SOURCE_TOPIC: source_topic,
-        SOURCE_PARTITION: str(partition),
-        SOURCE_OFFSET: str(offset),
-        FAILED_AT: when,
-        CONSUMER_GROUP: consumer_group,
-    })
+    headers.update(
+        {
+            ERROR_REASON: reason,
+            ERROR_DETAIL: _one_line(detail),
+            ATTEMPTS: str(attempts),
+            SOURCE_TOPIC: source_topic,
+            SOURCE_PARTITION: str(partition),
+            SOURCE_OFFSET: str(offset),
+            FAILED_AT: when,
+            CONSUMER_GROUP: consumer_group,
+        }
+    )
     return headers
 
 
@@ -272,11 +284,23 @@ async def replay(
     report = ReplayReport(dry_run=dry_run)
     reasons: Counter[str] = Counter()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=group_id, client_id=client_id,
-        auto_offset_reset="earliest", enable_auto_commit=False, **options,
+        bootstrap_servers=bootstrap_servers,
+        group_id=group_id,
+        client_id=client_id,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **options,
     )
-    producer = None if dry_run else AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers, client_id=client_id, acks="all", enable_idempotence=True, **options,
+    producer = (
+        None
+        if dry_run
+        else AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            **options,
+        )
     )
     loop = asyncio.get_running_loop()
     try:
@@ -319,8 +343,9 @@ async def replay(
                         action = "would-replay" if dry_run else "replayed"
                         report.replayed += 1
                         if producer is not None:
-                            sends.append(await producer.send(
-                                source, msg.value, key=msg.key, headers=_replay_headers(raw, msg.offset)))
+                            sends.append(
+                                await producer.send(source, msg.value, key=msg.key, headers=_replay_headers(raw, msg.offset))
+                            )
                     commits[tp] = msg.offset + 1
                     entry = ReplayEntry(tp.partition, msg.offset, source, reason, action)
                     report.entries.append(entry)
@@ -353,15 +378,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from instore_shared.logging import configure_logging
     from instore_shared.settings import BaseServiceSettings, load_settings
 
-    parser = argparse.ArgumentParser(prog="python -m instore_shared.kafka.dlq",
-                                     description="Dead-letter topic tools.")
+    parser = argparse.ArgumentParser(prog="python -m instore_shared.kafka.dlq", description="Dead-letter topic tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     cmd = commands.add_parser("replay", help="re-publish dead letters to their source topic")
     cmd.add_argument("--topic", required=True, help="the dead-letter topic, e.g. instore.webhooks.v1.dlq")
     cmd.add_argument("--max", type=int, default=None, dest="max_messages", help="stop after N dead letters")
     cmd.add_argument("--dry-run", action="store_true", help="list only: publish nothing, commit nothing")
-    cmd.add_argument("--idle-timeout", type=float, default=5.0,
-                     help="stop when no dead letter arrived for this many seconds (default 5)")
+    cmd.add_argument(
+        "--idle-timeout", type=float, default=5.0, help="stop when no dead letter arrived for this many seconds (default 5)"
+    )
     cmd.add_argument("--group", default="dlq-replay", help="consumer group recording progress (default dlq-replay)")
     args = parser.parse_args(argv)
     if args.max_messages is not None and args.max_messages < 0:
@@ -375,13 +400,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(handler, logging.StreamHandler):
             handler.setStream(sys.stderr)
     try:
-        report = asyncio.run(replay(
-            settings.kafka_bootstrap_servers, args.topic,
-            client_options=settings.kafka_client_options(),
-            max_messages=args.max_messages, dry_run=args.dry_run, idle_timeout=args.idle_timeout,
-            group_id=args.group, client_id=f"{settings.kafka_client_id_prefix}-dlq-replay",
-            on_entry=lambda entry: print(entry.line(), flush=True),
-        ))
+        report = asyncio.run(
+            replay(
+                settings.kafka_bootstrap_servers,
+                args.topic,
+                client_options=settings.kafka_client_options(),
+                max_messages=args.max_messages,
+                dry_run=args.dry_run,
+                idle_timeout=args.idle_timeout,
+                group_id=args.group,
+                client_id=f"{settings.kafka_client_id_prefix}-dlq-replay",
+                on_entry=lambda entry: print(entry.line(), flush=True),
+            )
+        )
     except (LookupError, TimeoutError) as exc:
         print(f"dlq replay: {exc}", file=sys.stderr)
         return 1

@@ -25,8 +25,7 @@ async def show(bootstrap: str, topic: str, idle_timeout: float, client_options: 
 
     Raises ``LookupError`` when the topic does not exist.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                **client_options)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **client_options)
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic)
@@ -64,8 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(BaseServiceSettings, "events")
     configure_logging("events", "WARNING", json=False, stream=sys.stderr)
     try:
-        count = asyncio.run(show(settings.kafka_bootstrap_servers, args.topic, args.idle_timeout,
-                                 settings.kafka_client_options()))
+        count = asyncio.run(
+            show(settings.kafka_bootstrap_servers, args.topic, args.idle_timeout, settings.kafka_client_options())
+        )
     except LookupError as exc:
         print(f"events: {exc}", file=sys.stderr)
         return 1

@@ -42,6 +42,7 @@ def decode_headers(raw: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] 
     """aiokafka's header list as a dict (last one wins; undecodable bytes are replaced)."""
     return {k: v.decode(errors="replace") for k, v in (raw or ())}
 
+
 REQUEST_ID = "request-id"
 """A payment-extension request's id (InStore's ``requestId``)."""
 

@@ -49,7 +49,10 @@ producer bootstraps from the configured servers again."""
 log = get_logger(__name__)
 
 REFUSED: tuple[type[BaseException], ...] = (
-    OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    ProducerFenced,
 )
 """The broker refused the batch for the producer's state (the message is not stored) — and will refuse the next."""
 

@@ -19,8 +19,7 @@ class PublishFailed(Exception):
 class EventPublisher(Protocol):
     """Publishes one downstream event and returns once Kafka acknowledged it."""
 
-    async def publish(self, body: bytes, topic: str, *, key: bytes, correlation_id: str | None,
-                      headers: dict[str, str]) -> None:
+    async def publish(self, body: bytes, topic: str, *, key: bytes, correlation_id: str | None, headers: dict[str, str]) -> None:
         """Publish ``body`` to ``topic`` under ``key``.
 
         Raises :class:`~instore_shared.kafka.consumer.Unprocessable` (``event-too-large``) for an
@@ -38,15 +37,19 @@ class KafkaEventPublisher:
     """:class:`EventPublisher` on the service's FastStream broker (acks as the broker is configured:
     ``acks=all``, idempotent producer)."""
 
-    def __init__(self, broker: KafkaBroker, bootstrap_servers: str = "", client_options: dict[str, Any] | None = None,
-                 read_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        bootstrap_servers: str = "",
+        client_options: dict[str, Any] | None = None,
+        read_timeout_s: float = 30.0,
+    ) -> None:
         self._broker = broker
         self._bootstrap = bootstrap_servers
         self._options = client_options or {}
         self._read_timeout_s = read_timeout_s
 
-    async def publish(self, body: bytes, topic: str, *, key: bytes, correlation_id: str | None,
-                      headers: dict[str, str]) -> None:
+    async def publish(self, body: bytes, topic: str, *, key: bytes, correlation_id: str | None, headers: dict[str, str]) -> None:
         """See :meth:`EventPublisher.publish`."""
         from instore_shared.kafka.consumer import Unprocessable
 

@@ -91,19 +91,33 @@ def _failed(host: str, port: int, address: _Address, exc: BaseException) -> None
     address.attempts_while_down += 1
     if address.down_since is None:
         address.down_since = address.last_reminder = now
-        log.warning("kafka.broker_unreachable", broker=f"{host}:{port}", error=type(exc).__name__,
-                    detail=str(exc)[:200], was_connected=address.ever_connected)
+        log.warning(
+            "kafka.broker_unreachable",
+            broker=f"{host}:{port}",
+            error=type(exc).__name__,
+            detail=str(exc)[:200],
+            was_connected=address.ever_connected,
+        )
     elif now - address.last_reminder >= REMINDER_SECONDS:
         address.last_reminder = now
-        log.warning("kafka.broker_still_unreachable", broker=f"{host}:{port}", error=type(exc).__name__,
-                    down_for_s=round(now - address.down_since, 1), attempts=address.attempts_while_down,
-                    retry_in_s=round(address.next_attempt - now, 2))
+        log.warning(
+            "kafka.broker_still_unreachable",
+            broker=f"{host}:{port}",
+            error=type(exc).__name__,
+            down_for_s=round(now - address.down_since, 1),
+            attempts=address.attempts_while_down,
+            retry_in_s=round(address.next_attempt - now, 2),
+        )
 
 
 def _succeeded(host: str, port: int, address: _Address) -> None:
     if address.down_since is not None:
-        log.info("kafka.broker_reconnected", broker=f"{host}:{port}",
-                 down_for_s=round(time.monotonic() - address.down_since, 1), attempts=address.attempts_while_down)
+        log.info(
+            "kafka.broker_reconnected",
+            broker=f"{host}:{port}",
+            down_for_s=round(time.monotonic() - address.down_since, 1),
+            attempts=address.attempts_while_down,
+        )
     elif not address.ever_connected:
         log.info("kafka.broker_connected", broker=f"{host}:{port}")
     address.ever_connected = True

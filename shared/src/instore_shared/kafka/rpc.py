@@ -325,14 +325,16 @@ class RequestReplyClient:
                     await asyncio.gather(reader, return_exceptions=True)
             if self._stopping:
                 return
-            error = "cancelled" if reader.cancelled() else type(reader.exception()).__name__ if reader.exception() \
-                else "returned"
+            error = "cancelled" if reader.cancelled() else type(reader.exception()).__name__ if reader.exception() else "returned"
             if time.monotonic() - started > 60:
                 delay = self._restart_backoff  # it had run well: start over from the shortest pause
             pause = random.uniform(delay / 2, delay)
-            log.error("kafka.reply_reader_stopped", error=error,
-                      detail=str(reader.exception())[:200] if not reader.cancelled() and reader.exception() else None,
-                      restart_in_s=round(pause, 2))
+            log.error(
+                "kafka.reply_reader_stopped",
+                error=error,
+                detail=str(reader.exception())[:200] if not reader.cancelled() and reader.exception() else None,
+                restart_in_s=round(pause, 2),
+            )
             self._consumer = None
             await _stop_quietly(consumer)
             await asyncio.sleep(pause)
@@ -344,7 +346,7 @@ class RequestReplyClient:
             await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(self._reply_topic)
             if partitions:
-                return partitions
+                return set(partitions)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"reply topic {self._reply_topic!r} does not exist")
             await asyncio.sleep(0.2)
@@ -391,7 +393,8 @@ class RequestReplyClient:
                 pause = random.uniform(delay / 2, delay)
                 # the first failure is worth a line; the broker's state is logged by kafka.reconnect
                 (log.warning if delay == 0.2 else log.debug)(
-                    "kafka.producer_replace_failed", error=type(exc).__name__, retry_in_s=round(pause, 2))
+                    "kafka.producer_replace_failed", error=type(exc).__name__, retry_in_s=round(pause, 2)
+                )
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, self._backoff_max)
                 continue
@@ -402,8 +405,7 @@ class RequestReplyClient:
             await producer_health.retire(old)
             return
 
-    async def _send(self, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, str],
-                    limit_s: float) -> None:
+    async def _send(self, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, str], limit_s: float) -> None:
         """Publish and wait for Kafka's acknowledgement, at most ``limit_s`` s, in a PRODUCER span
         whose context is written into the headers; counted in ``instore_published_messages_*``.
 
@@ -413,10 +415,15 @@ class RequestReplyClient:
         started = time.perf_counter()
         status = "error"
         # No span, no header copy when tracing is off (the no-op span still cost ~3 % of a webhook's CPU).
-        span = telemetry.tracer().start_as_current_span(
-            f"{topic} publish", kind=SpanKind.PRODUCER,
-            attributes={"messaging.system": "kafka", "messaging.destination.name": topic,
-                        "messaging.operation": "publish"}) if telemetry.active() else contextlib.nullcontext()
+        span = (
+            telemetry.tracer().start_as_current_span(
+                f"{topic} publish",
+                kind=SpanKind.PRODUCER,
+                attributes={"messaging.system": "kafka", "messaging.destination.name": topic, "messaging.operation": "publish"},
+            )
+            if telemetry.active()
+            else contextlib.nullcontext()
+        )
         with span:
             if telemetry.active():
                 headers = dict(headers)
@@ -427,8 +434,7 @@ class RequestReplyClient:
             finally:
                 metrics.published(self._app_name, topic, status, time.perf_counter() - started)
 
-    async def _send_now(self, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, str],
-                        limit_s: float) -> None:
+    async def _send_now(self, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, str], limit_s: float) -> None:
         producer = self._producer
         if not self._connected.is_set() or producer is None:
             raise BrokerUnavailable("not connected to Kafka")

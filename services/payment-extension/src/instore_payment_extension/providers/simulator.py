@@ -30,8 +30,9 @@ class SimulatorProvider:
     name = "simulator"
 
     def __init__(self, base_url: str, timeout_s: float = 10.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s, transport=transport,
-                                       follow_redirects=False)
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), timeout=timeout_s, transport=transport, follow_redirects=False
+        )
 
     async def _post(self, path: str, body: dict[str, Any], key: str) -> dict[str, Any]:
         try:
@@ -56,22 +57,41 @@ class SimulatorProvider:
         if status == "approved" and isinstance(ref, str):
             card = answer.get("card") if isinstance(answer.get("card"), dict) else None
             balance = answer.get("balance")
-            return Approved(reference=ref, approval_code=answer.get("approvalCode"),
-                            card=CardDetails(last4=card.get("last4"), brand=card.get("brand")) if card else None,
-                            balance=msgspec.convert(balance, Money) if isinstance(balance, dict) else None)
+            return Approved(
+                reference=ref,
+                approval_code=answer.get("approvalCode"),
+                card=CardDetails(last4=card.get("last4"), brand=card.get("brand")) if card else None,
+                balance=msgspec.convert(balance, Money) if isinstance(balance, dict) else None,
+            )
         if status == "prompt" and isinstance(ref, str) and isinstance(answer.get("prompt"), dict):
             prompt = answer["prompt"]
-            return NeedsPrompt(reference=ref, message=str(prompt.get("message", "")), title=prompt.get("title"),
-                               options=msgspec.convert(prompt.get("options", []), list[PromptOption]),
-                               keep_alive_ms=int(prompt.get("keepAlive", 60000)))
-        return Declined(reason=str(answer.get("reason") or "declined"), message=str(answer.get("message") or ""),
-                        reference=ref if isinstance(ref, str) else None)
+            return NeedsPrompt(
+                reference=ref,
+                message=str(prompt.get("message", "")),
+                title=prompt.get("title"),
+                options=msgspec.convert(prompt.get("options", []), list[PromptOption]),
+                keep_alive_ms=int(prompt.get("keepAlive", 60000)),
+            )
+        return Declined(
+            reason=str(answer.get("reason") or "declined"),
+            message=str(answer.get("message") or ""),
+            reference=ref if isinstance(ref, str) else None,
+        )
 
     async def pay(self, payment: PaymentInput, idempotency_key: str) -> Approved | Declined | NeedsPrompt:
         """``POST /payments``."""
-        return self._result(await self._post("/payments", {
-            "amount": msgspec.to_builtins(payment.amount), "capture": payment.capture, "token": payment.card_token,
-            "metadata": {"requestId": payment.request_id, "paymentId": payment.payment_id}}, idempotency_key))
+        return self._result(
+            await self._post(
+                "/payments",
+                {
+                    "amount": msgspec.to_builtins(payment.amount),
+                    "capture": payment.capture,
+                    "token": payment.card_token,
+                    "metadata": {"requestId": payment.request_id, "paymentId": payment.payment_id},
+                },
+                idempotency_key,
+            )
+        )
 
     async def resume(self, reference: str, response: str, idempotency_key: str) -> Approved | Declined | NeedsPrompt:
         """``POST /payments/{reference}/resume``."""
@@ -85,8 +105,7 @@ class SimulatorProvider:
 
     async def capture(self, reference: str, amount: Money, idempotency_key: str) -> Approved | Declined:
         """``POST /payments/{reference}/capture``."""
-        return await self._final(f"/payments/{reference}/capture", {"amount": msgspec.to_builtins(amount)},
-                                 idempotency_key)
+        return await self._final(f"/payments/{reference}/capture", {"amount": msgspec.to_builtins(amount)}, idempotency_key)
 
     async def cancel(self, reference: str, idempotency_key: str) -> Approved | Declined:
         """``POST /payments/{reference}/cancel``."""
@@ -94,8 +113,7 @@ class SimulatorProvider:
 
     async def refund(self, reference: str, amount: Money, idempotency_key: str) -> Approved | Declined:
         """``POST /refunds``."""
-        return await self._final("/refunds", {"payment": reference, "amount": msgspec.to_builtins(amount)},
-                                 idempotency_key)
+        return await self._final("/refunds", {"payment": reference, "amount": msgspec.to_builtins(amount)}, idempotency_key)
 
     async def balance(self, card_token: str | None, currency: str, idempotency_key: str) -> Approved | Declined:
         """``POST /balance``."""

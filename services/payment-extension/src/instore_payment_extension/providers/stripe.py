@@ -46,10 +46,20 @@ class StripeProvider:
 
     name = "stripe"
 
-    def __init__(self, api_key: str, base_url: str = "https://api.stripe.com", timeout_s: float = 10.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s, transport=transport,
-                                       follow_redirects=False, headers={"Authorization": f"Bearer {api_key}"})
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = "https://api.stripe.com",
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=timeout_s,
+            transport=transport,
+            follow_redirects=False,
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
         self._base_url = base_url
 
     def __repr__(self) -> str:
@@ -58,8 +68,11 @@ class StripeProvider:
     async def _post(self, path: str, form: dict[str, str], key: str) -> tuple[int, dict[str, Any]]:
         try:
             # always a form body with its Content-Type, even empty (a cancel): Stripe's validator refuses a POST without it
-            response = await self._http.post(path, content=urlencode(form), headers={
-                "Idempotency-Key": key, "Content-Type": "application/x-www-form-urlencoded"})
+            response = await self._http.post(
+                path,
+                content=urlencode(form),
+                headers={"Idempotency-Key": key, "Content-Type": "application/x-www-form-urlencoded"},
+            )
         except httpx.HTTPError as exc:
             raise ProviderDown(f"{type(exc).__name__} calling Stripe {path.split('/')[2]}") from None
         if response.status_code == 429 or response.status_code >= 500:
@@ -78,8 +91,11 @@ class StripeProvider:
             reason = error.get("decline_code") or error.get("code") or "card_declined"
             intent = error.get("payment_intent") if isinstance(error.get("payment_intent"), dict) else {}
             assert isinstance(intent, dict)
-            return Declined(reason=str(reason), message=str(error.get("message") or ""),
-                            reference=intent.get("id") if isinstance(intent.get("id"), str) else None)
+            return Declined(
+                reason=str(reason),
+                message=str(error.get("message") or ""),
+                reference=intent.get("id") if isinstance(intent.get("id"), str) else None,
+            )
         return Declined(reason="provider-refused", message=f"Stripe answered {status}: {error.get('code') or ''}".strip())
 
     @staticmethod
@@ -110,9 +126,12 @@ class StripeProvider:
     async def pay(self, payment: PaymentInput, idempotency_key: str) -> Approved | Declined | NeedsPrompt:
         """``POST /v1/payment_intents`` (confirm now; manual capture when ``payment.capture`` is False)."""
         form = {
-            "amount": str(payment.amount.centAmount), "currency": payment.amount.currencyCode.lower(),
-            "payment_method": payment.card_token or "pm_card_visa", "confirm": "true",
-            "capture_method": "automatic" if payment.capture else "manual", "payment_method_types[]": "card",
+            "amount": str(payment.amount.centAmount),
+            "currency": payment.amount.currencyCode.lower(),
+            "payment_method": payment.card_token or "pm_card_visa",
+            "confirm": "true",
+            "capture_method": "automatic" if payment.capture else "manual",
+            "payment_method_types[]": "card",
             "metadata[instore_request_id]": payment.request_id,
         }
         if payment.payment_id:
@@ -125,8 +144,11 @@ class StripeProvider:
 
     async def capture(self, reference: str, amount: Money, idempotency_key: str) -> Approved | Declined:
         """``POST /v1/payment_intents/{id}/capture``."""
-        return self._intent_result(*await self._post(f"/v1/payment_intents/{reference}/capture",
-                                                     {"amount_to_capture": str(amount.centAmount)}, idempotency_key))
+        return self._intent_result(
+            *await self._post(
+                f"/v1/payment_intents/{reference}/capture", {"amount_to_capture": str(amount.centAmount)}, idempotency_key
+            )
+        )
 
     async def cancel(self, reference: str, idempotency_key: str) -> Approved | Declined:
         """``POST /v1/payment_intents/{id}/cancel``: a canceled intent is the approved outcome of a cancel."""
@@ -137,13 +159,16 @@ class StripeProvider:
 
     async def refund(self, reference: str, amount: Money, idempotency_key: str) -> Approved | Declined:
         """``POST /v1/refunds``; the refund's id is the reference."""
-        status, body = await self._post("/v1/refunds", {"payment_intent": reference, "amount": str(amount.centAmount)},
-                                        idempotency_key)
+        status, body = await self._post(
+            "/v1/refunds", {"payment_intent": reference, "amount": str(amount.centAmount)}, idempotency_key
+        )
         if status >= 400:
             return self._refused(status, body)
         if body.get("status") in ("failed", "canceled"):
-            return Declined(reason=str(body.get("failure_reason") or body.get("status")),
-                            reference=body.get("id") if isinstance(body.get("id"), str) else None)
+            return Declined(
+                reason=str(body.get("failure_reason") or body.get("status")),
+                reference=body.get("id") if isinstance(body.get("id"), str) else None,
+            )
         if not isinstance(body.get("id"), str):
             raise ProviderDown("Stripe answered a refund without an id")
         return Approved(reference=body["id"])
