@@ -106,7 +106,7 @@ events: ## print a topic's messages (make events TOPIC=commerce.refunds.complete
 	@KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-9092}} \
 	$(UV) run --frozen python -m instore_shared.kafka.events --topic $(or $(TOPIC),commerce.payments.completed.v1) $(ARGS)
 
-settings-doc: ## print the settings table the README holds
+settings-doc: ## print the settings table docs/configuration.md holds
 	@$(UV) run --frozen python -m instore_shared.settings_doc
 
 clean: ## remove local state (Kafka data, logs, caches); keeps installed jars and packages

@@ -231,7 +231,7 @@ cat <<MSG
     http://127.0.0.1:$ORDER_FINALIZATION_HTTP_PORT/asyncapi, refund http://127.0.0.1:$REFUND_HTTP_PORT/asyncapi,
     payment-extension http://127.0.0.1:$PAYMENT_EXTENSION_HTTP_PORT/asyncapi (.json: the document)
 
-  Metrics (Prometheus text format; README "Operations"):
+  Metrics (Prometheus text format; docs/operations.md):
     gateway $GW/metrics   cart-mapping http://127.0.0.1:$CART_MAPPING_HTTP_PORT/metrics
     order-finalization http://127.0.0.1:$ORDER_FINALIZATION_HTTP_PORT/metrics   refund http://127.0.0.1:$REFUND_HTTP_PORT/metrics
     payment-extension http://127.0.0.1:$PAYMENT_EXTENSION_HTTP_PORT/metrics

@@ -322,7 +322,7 @@ async def test_a_quantity_over_return_is_dead_lettered_and_writes_nothing(stack:
 
 
 async def test_the_seeded_return_of_the_seeded_sale(stack: Stack) -> None:
-    """The README's walk-through: demo-sale-cart paid → Order store-berlin-01-000002; the refund
+    """docs/running-locally.md's walk-through: demo-sale-cart paid → Order store-berlin-01-000002; the refund
     webhook for demo-sale-return-cart records the cap's return and refund on it, once."""
     seed = stack.mock.seed
     _post_webhook(stack, payment_webhook(seed["saleCartId"]))

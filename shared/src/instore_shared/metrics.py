@@ -12,7 +12,7 @@ the common prefix ``instore_``, base units (seconds, bytes), ``_total`` for coun
 comes from a fixed set in this code — a topic, a reason slug, an outcome, an HTTP status,
 a Composable Commerce operation as a path template (:func:`commerce_operation`).
 
-The catalogue, with meanings and the alerts built on it, is in the README's Operations section.
+The catalogue, with meanings and the alerts built on it, is in docs/operations.md.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ _JSON = {"content-type": "application/json"}
 def health_routes(broker: KafkaBroker) -> list[tuple[str, Any]]:
     """``[("/healthz", …), ("/readyz", …), ("/metrics", …)]`` for ``AsgiFastStream(asgi_routes=...)``.
 
-    ``/metrics`` is prometheus_client's exposition of this process's registry (README "Operations");
+    ``/metrics`` is prometheus_client's exposition of this process's registry (docs/operations.md);
     ``/readyz`` also sets ``instore_ready``.
 
     Also puts ``broker``'s producer under a :class:`~instore_shared.kafka.broker_health.ProducerGuard`

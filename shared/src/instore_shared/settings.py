@@ -1,7 +1,7 @@
 """Settings read from the environment, one class per service built from these parts.
 
 Every field has a one-line docstring (pydantic reads it as the field description, and
-``python -m instore_shared.settings_doc`` prints the table in the README from it).
+``python -m instore_shared.settings_doc`` prints the table in docs/configuration.md from it).
 Secrets are :class:`pydantic.SecretStr`: they print as ``**********``.
 """
 

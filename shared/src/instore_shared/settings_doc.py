@@ -1,8 +1,8 @@
-"""Print the environment variables of every service as Markdown tables (for the README).
+"""Print the environment variables of every service as Markdown tables (for docs/configuration.md).
 
-``uv run python -m instore_shared.settings_doc`` prints the block that README.md holds
+``uv run python -m instore_shared.settings_doc`` prints the block that docs/configuration.md holds
 between the ``<!-- settings:begin -->`` and ``<!-- settings:end -->`` markers; a unit test
-fails when the two differ, so the README cannot drift from the code.
+fails when the two differ, so the page cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
-# (title, "module:Class") in README order; import paths so this module needs no service at import time.
+# (title, "module:Class") in the page's order; import paths so this module needs no service at import time.
 SETTINGS_CLASSES: list[tuple[str, str]] = [
     ("Every service (Kafka, logging)", "instore_shared.settings:BaseServiceSettings"),
     ("gateway", "instore_gateway.settings:GatewaySettings"),

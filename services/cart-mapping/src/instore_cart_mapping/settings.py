@@ -1,4 +1,4 @@
-"""cart-mapping settings (environment variables; see the README table)."""
+"""cart-mapping settings (environment variables; see the table in docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dev fakes settings (environment variables prefixed ``DEVFAKES_``; not in the README table)."""
+"""Dev fakes settings (environment variables prefixed ``DEVFAKES_``; not in the docs/configuration.md table)."""
 
 from __future__ import annotations
 

@@ -465,7 +465,7 @@ def _name_server_span(request: Request[Any, Any, Any]) -> None:
 
 
 class _MetricsRoute(PrometheusController):
-    """``GET /metrics``: every metric family of this process (Prometheus text format; README "Operations")."""
+    """``GET /metrics``: every metric family of this process (Prometheus text format; docs/operations.md)."""
 
     path = "/metrics"
     include_in_schema = False

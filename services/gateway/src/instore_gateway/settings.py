@@ -1,4 +1,4 @@
-"""Gateway settings (environment variables; see the README table)."""
+"""Gateway settings (environment variables; see the table in docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""order-finalization settings (environment variables; see the README table)."""
+"""order-finalization settings (environment variables; see the table in docs/configuration.md)."""
 
 from __future__ import annotations
 

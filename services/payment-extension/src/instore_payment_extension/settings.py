@@ -1,4 +1,4 @@
-"""payment-extension settings (environment variables; see the README table)."""
+"""payment-extension settings (environment variables; see the table in docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -299,7 +299,7 @@ async def record_refund(
     recorded one after the other in this process: two returns overdrawing one Payment at
     the same moment then cannot both write their return items before one is refused (across
     replicas the Orders' versions still stop a double return, but that loser keeps its
-    return items — see the README).
+    return items — see docs/refunds-to-returns.md, Dead letters).
     """
     webhook = parse_webhook(body)
     if webhook is None:

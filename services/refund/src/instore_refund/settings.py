@@ -1,4 +1,4 @@
-"""refund settings (environment variables; see the README table)."""
+"""refund settings (environment variables; see the table in docs/configuration.md)."""
 
 from __future__ import annotations
 
