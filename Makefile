@@ -4,6 +4,8 @@ SHELL := /bin/bash
 # uv from PATH when there is one, else a pinned copy in .local/uv (installed by `make install`)
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.local/uv/bin/uv)
 UV_VERSION := 0.13.9
+# kustomize renders deploy/k8s in the unit tests (tests/support/k8s.py names the same version)
+KUSTOMIZE_VERSION := v5.8.2
 
 .PHONY: help install run demo simulate token test lint test-unit test-contract test-integration test-e2e bench bench-webhooks bench-orders bench-refunds bench-payment-extensions faults replay-dlq events settings-doc clean
 
@@ -34,6 +36,10 @@ install: ## set up everything on a fresh machine: uv, Python deps, the commercet
 	@test -x .local/bin/stripe-mock || { command -v go >/dev/null \
 	  && GOBIN=$(CURDIR)/.local/bin GOFLAGS=-mod=mod go install github.com/stripe/stripe-mock@v0.203.0; } \
 	  || echo "install: could not build stripe-mock (needs Go 1.22+); the Stripe provider's tests need it"
+	@# kustomize (Go module proxy) renders every overlay of deploy/k8s in tests/unit/test_k8s_overlays.py
+	@test "$$(.local/bin/kustomize version 2>/dev/null)" = "$(KUSTOMIZE_VERSION)" || { command -v go >/dev/null \
+	  && GOBIN=$(CURDIR)/.local/bin GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); } \
+	  || echo "install: could not build kustomize $(KUSTOMIZE_VERSION) (needs Go); the Kubernetes manifest tests need it"
 	@# redis-server for the token-vault tests (Debian/Ubuntu package); skipped with an external Redis in REDIS_URL
 	@if [ -n "$$REDIS_URL" ] || command -v redis-server >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -1,9 +1,12 @@
-"""The deployment files (deploy/k8s/*.yaml, docker-compose.yml, Dockerfiles) agree with the settings classes.
+"""The deployment files (deploy/k8s, docker-compose.yml, Dockerfiles) agree with the settings classes.
 
 Every environment variable handed to a service must be a field of its settings class: the
 settings ignore unknown names (``extra="ignore"``), so a misspelled variable would be
-silently dropped at run time. These tests catch it instead. The dev fakes
-(``services/dev-fakes``) run in docker compose only, never in Kubernetes.
+silently dropped at run time. These tests catch it instead. The Kubernetes checks run on what
+``kustomize build`` renders for the base and for every overlay (tests/support/k8s.py), so a patch
+in an overlay is checked too; tests/unit/test_k8s_overlays.py validates the rendered objects and
+checks autoscaling, NetworkPolicies and KafkaTopics. The dev fakes (``services/dev-fakes``) run in
+docker compose only, never in Kubernetes.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from instore_order_finalization.settings import OrderFinalizationSettings
 from instore_payment_extension.settings import PaymentExtensionSettings
 from instore_refund.settings import RefundSettings
 from instore_shared.settings import BaseServiceSettings, CommercetoolsSettings
+from tests.support.k8s import K8S, render
 
 ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy" / "k8s"
+BASE = K8S / "base"
+# what kustomize renders: the base and each overlay (one InStore tenant environment each; test: CI's podman kube play)
+RENDERED = ("base", "overlays/dev", "overlays/prod", "overlays/test")
 COMPOSE = ROOT / "docker-compose.yml"
 PLACEHOLDER = "CHANGE-ME"
 
@@ -142,17 +148,18 @@ def _load(path: Path) -> list[dict[str, Any]]:
 
 
 def _k8s_docs() -> dict[str, list[dict[str, Any]]]:
-    return {p.name: _load(p) for p in sorted(K8S.glob("*.y*ml"))}
+    """Every YAML file under deploy/k8s (relative path -> documents), the CRD schemas left out."""
+    return {str(p.relative_to(K8S)): _load(p) for p in sorted(K8S.rglob("*.y*ml")) if p.relative_to(K8S).parts[0] != "schemas"}
 
 
 def _kustomization() -> dict[str, Any]:
-    (doc,) = _load(K8S / "kustomization.yaml")
+    (doc,) = _load(BASE / "kustomization.yaml")
     return doc
 
 
-def _resources() -> list[dict[str, Any]]:
-    """The documents kustomize applies (the files listed in kustomization.yaml)."""
-    return [doc for name in _kustomization()["resources"] for doc in _load(K8S / name)]
+def _resources(rendered: str = "base") -> list[dict[str, Any]]:
+    """The objects ``kustomize build deploy/k8s/<rendered>`` applies."""
+    return render(rendered)
 
 
 def _of_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -164,8 +171,8 @@ def _example_secret() -> dict[str, Any]:
     return doc
 
 
-def _deployments() -> dict[str, dict[str, Any]]:
-    return _of_kind(_resources(), "Deployment")
+def _deployments(rendered: str = "base") -> dict[str, dict[str, Any]]:
+    return _of_kind(_resources(rendered), "Deployment")
 
 
 def _container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -173,16 +180,16 @@ def _container(deployment: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
-def _container_env_names(container: dict[str, Any]) -> set[str]:
+def _container_env_names(container: dict[str, Any], rendered: str = "base") -> set[str]:
     """Every variable the container gets: ``env`` entries and the keys of envFrom sources."""
-    configmaps = _of_kind(_resources(), "ConfigMap")
+    configmaps = _of_kind(_resources(rendered), "ConfigMap")
     secret = _example_secret()
     names = {e["name"] for e in container.get("env", [])}
     for source in container.get("envFrom", []):
         assert "prefix" not in source, "envFrom prefixes would rename the settings"
         if "configMapRef" in source:
             ref = source["configMapRef"]["name"]
-            assert ref in configmaps, f"envFrom names ConfigMap {ref!r}, not in the kustomization"
+            assert ref in configmaps, f"envFrom names ConfigMap {ref!r}, not in {rendered}"
             names |= set(configmaps[ref].get("data", {}))
         elif "secretRef" in source:
             ref = source["secretRef"]["name"]
@@ -197,16 +204,19 @@ def _container_env_names(container: dict[str, Any]) -> set[str]:
 def test_all_yaml_parses() -> None:
     docs = _k8s_docs()
     assert {
-        "kustomization.yaml",
-        "namespace.yaml",
-        "configmap.yaml",
+        "base/kustomization.yaml",
+        "base/namespace.yaml",
+        "base/configmap.yaml",
+        "base/gateway.yaml",
+        "base/cart-mapping.yaml",
+        "base/order-finalization.yaml",
+        "base/refund.yaml",
+        "base/payment-extension.yaml",
+        "base/scaled-objects.yaml",
+        "base/network-policy.yaml",
         "secret.example.yaml",
-        "kafka-topics.yaml",
-        "gateway.yaml",
-        "cart-mapping.yaml",
-        "order-finalization.yaml",
-        "refund.yaml",
-        "payment-extension.yaml",
+        "kafka-topics/kafka-topics.yaml",
+        *(f"overlays/{env}/kustomization.yaml" for env in ("dev", "prod", "test")),
     } <= set(docs)
     for name, file_docs in docs.items():
         assert file_docs, f"{name} is empty"
@@ -299,11 +309,13 @@ def test_the_field_name_sets_are_what_the_tests_assume() -> None:
 def test_kustomization_lists_only_existing_files() -> None:
     kustomization = _kustomization()
     for name in kustomization["resources"]:
-        assert (K8S / name).is_file(), f"kustomization.yaml lists {name}, which does not exist"
-    assert "secret.example.yaml" not in kustomization["resources"]
-    assert "kafka-topics.yaml" not in kustomization["resources"]
+        assert (BASE / name).is_file(), f"base/kustomization.yaml lists {name}, which does not exist"
+    # the Secret is created by the operator, the topics live in Kafka's namespace, monitoring needs the operator's CRDs
+    assert not {"secret.example.yaml", "kafka-topics.yaml"} & {Path(n).name for n in kustomization["resources"]}
+    assert not any("monitoring" in n or "kafka-topics" in n for n in kustomization["resources"])
     assert kustomization["namespace"] == "instore-integration"
-    assert set(_deployments()) == set(SERVICES)
+    for rendered in RENDERED:
+        assert set(_deployments(rendered)) == set(SERVICES), rendered
 
 
 def test_namespace() -> None:
@@ -312,23 +324,27 @@ def test_namespace() -> None:
 
 
 def test_strimzi_topics_match_the_topic_registry() -> None:
+    """The unprefixed KafkaTopics (the overlays add their prefix: test_k8s_overlays)."""
     from instore_shared.kafka.topics import ALL_TOPICS
 
-    topics = _of_kind(_load(K8S / "kafka-topics.yaml"), "KafkaTopic")
+    topics = _of_kind(_load(K8S / "kafka-topics" / "kafka-topics.yaml"), "KafkaTopic")
     assert {t["spec"].get("topicName", n) for n, t in topics.items()} == {t.name for t in ALL_TOPICS}
     for topic in topics.values():
+        assert topic["apiVersion"] == "kafka.strimzi.io/v1", "Strimzi 1.x serves v1 only"
         assert topic["spec"]["partitions"] == 6
         assert topic["spec"]["replicas"] == 3
+        assert "retention.ms" in topic["spec"]["config"]
 
 
 # -- env vars are settings fields -------------------------------------------------------------
+@pytest.mark.parametrize("rendered", RENDERED)
 @pytest.mark.parametrize("service", sorted(SERVICES))
-def test_k8s_env_vars_are_settings_fields(service: str) -> None:
+def test_k8s_env_vars_are_settings_fields(service: str, rendered: str) -> None:
     allowed, _ = SERVICES[service]
-    names = _container_env_names(_container(_deployments()[service]))
+    names = _container_env_names(_container(_deployments(rendered)[service]), rendered)
     unknown = names - allowed
-    assert not unknown, f"{service} gets variables that are no settings field: {sorted(unknown)}"
-    assert "KAFKA_BOOTSTRAP_SERVERS" in names
+    assert not unknown, f"{rendered}: {service} gets variables that are no settings field: {sorted(unknown)}"
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC_PREFIX"} <= names
 
 
 def test_gateway_gets_no_commercetools_settings() -> None:
@@ -410,7 +426,7 @@ def test_gateway_gets_the_session_and_token_vault_settings() -> None:
     config = _of_kind(_resources(), "ConfigMap")["instore-gateway-config"]["data"]
     # Two replicas need the shared vault: the in-memory one would lose tokens between pods.
     assert config["TOKEN_VAULT_BACKEND"] == "redis"
-    assert _deployments()["gateway"]["spec"]["replicas"] > 1
+    assert _of_kind(_resources(), "HorizontalPodAutoscaler")["gateway"]["spec"]["minReplicas"] > 1
     assert set(config) <= GATEWAY_VARS - CART_MAPPING_VARS, "instore-gateway-config is for gateway-only settings"
     # The sample values are obviously placeholders, never the dev fakes' loopback defaults.
     for key in ("IMS_JWKS_URL", "IMS_ISSUER", "INSTORE_AUTH_BASE_URL"):
@@ -439,7 +455,15 @@ def test_k8s_payment_extension_provider() -> None:
     assert config["PAYMENT_EXTENSION_PROVIDER"] == "stripe", "the simulator is for development only"
     assert "PAYMENT_EXTENSION_SIMULATOR_URL" not in config
     assert config["STRIPE_API_BASE_URL"] == "https://api.stripe.com"
-    assert config["PAYMENT_EXTENSION_CONSUMER_GROUP"] == "payment-extension"
+
+
+@pytest.mark.parametrize("rendered", RENDERED)
+def test_k8s_consumer_groups_are_the_defaults(rendered: str) -> None:
+    """The KEDA ScaledObjects watch each service's default group with KAFKA_TOPIC_PREFIX in front:
+    no ConfigMap may set another one."""
+    for name, configmap in _of_kind(_resources(rendered), "ConfigMap").items():
+        groups = {k for k in configmap.get("data", {}) if k.endswith("_CONSUMER_GROUP")}
+        assert not groups, f"{rendered}: {name} sets {sorted(groups)}"
 
 
 def test_compose_payment_extension_uses_the_dev_fakes() -> None:
@@ -523,14 +547,19 @@ def test_no_secret_values_in_the_manifests() -> None:
     for file_name, docs in _k8s_docs().items():
         for doc in docs:
             if doc.get("kind") == "Secret":
-                values = list((doc.get("stringData") or {}).values()) + list((doc.get("data") or {}).values())
-                assert all(v == PLACEHOLDER for v in values), f"{file_name}: a Secret with real values"
+                assert "data" not in doc, f"{file_name}: stringData only, readable placeholders"
+                values = list((doc.get("stringData") or {}).values())
+                if file_name == "overlays/test/secret.yaml":  # CI's podman kube play: obviously fake values
+                    assert all(v.startswith(("fake-", "redis://fake-", "sk_test_fake", "ZmFrZS")) for v in values), file_name
+                else:
+                    assert all(v == PLACEHOLDER for v in values), f"{file_name}: a Secret with real values"
             if doc.get("kind") == "ConfigMap":
                 assert not set(doc.get("data", {})) & SECRET_VARS, file_name
-    for service, deployment in _deployments().items():
-        for entry in _container(deployment).get("env", []):
-            if entry["name"] in SECRET_VARS:
-                assert "value" not in entry, f"{service}: {entry['name']} must come from the Secret"
+    for rendered in RENDERED:
+        for service, deployment in _deployments(rendered).items():
+            for entry in _container(deployment).get("env", []):
+                if entry["name"] in SECRET_VARS:
+                    assert "value" not in entry, f"{rendered}: {service}: {entry['name']} must come from the Secret"
 
 
 # -- probes, ports, hardening -----------------------------------------------------------------
@@ -541,10 +570,11 @@ def _resolve_port(container: dict[str, Any], port: int | str) -> int:
     return match
 
 
+@pytest.mark.parametrize("rendered", RENDERED)
 @pytest.mark.parametrize("service", sorted(SERVICES))
-def test_k8s_probes(service: str) -> None:
+def test_k8s_probes(service: str, rendered: str) -> None:
     _, default_port = SERVICES[service]
-    container = _container(_deployments()[service])
+    container = _container(_deployments(rendered)[service])
     env = {e["name"]: e.get("value") for e in container.get("env", [])}
     port_var = f"{service.upper().replace('-', '_')}_HTTP_PORT"
     host_var = f"{service.upper().replace('-', '_')}_HTTP_HOST"
@@ -555,10 +585,15 @@ def test_k8s_probes(service: str) -> None:
     )
     assert env.get(host_var) == "0.0.0.0", f"{service} must bind all interfaces in a pod"
     assert [p["containerPort"] for p in container["ports"]] == [listening]
-    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         http = container[probe]["httpGet"]
         assert http["path"] == path
         assert _resolve_port(container, http["port"]) == listening
+    # The port opens only once Kafka answered (the broker starts before uvicorn binds): the startup
+    # probe waits minutes for a late broker; liveness, which runs only after it, needs no initial delay.
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+    assert "initialDelaySeconds" not in container["livenessProbe"]
 
 
 def test_gateway_service_targets_the_container_port() -> None:
@@ -569,22 +604,40 @@ def test_gateway_service_targets_the_container_port() -> None:
     assert service["spec"]["selector"].items() <= _deployments()["gateway"]["spec"]["template"]["metadata"]["labels"].items()
 
 
+def _quantity(value: str) -> float:
+    """A Kubernetes CPU or memory quantity as a number (cores, bytes): "250m", "1", "128Mi"."""
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    for suffix, factor in units.items():
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * factor
+    return float(value)
+
+
+@pytest.mark.parametrize("rendered", RENDERED)
 @pytest.mark.parametrize("service", sorted(SERVICES))
-def test_k8s_hardening(service: str) -> None:
-    deployment = _deployments()[service]
+def test_k8s_hardening(service: str, rendered: str) -> None:
+    deployment = _deployments(rendered)[service]
     pod = deployment["spec"]["template"]["spec"]
     container = _container(deployment)
-    assert deployment["spec"]["replicas"] == 2
+    assert "replicas" not in deployment["spec"], "the autoscaler owns the count (test: one pod each)"
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"]
+    # the only writable path: /tmp, a small emptyDir
+    (mount,) = container["volumeMounts"]
+    (volume,) = pod["volumes"]
+    assert mount == {"name": volume["name"], "mountPath": "/tmp"} and volume["emptyDir"]["sizeLimit"] == "16Mi"
     assert pod["terminationGracePeriodSeconds"] == 30
     resources = container["resources"]
-    assert resources["requests"] == {"cpu": "100m", "memory": "128Mi"}
-    assert resources["limits"] == {"cpu": "1", "memory": "256Mi"}
+    for kind in ("cpu", "memory"):
+        assert 0 < _quantity(resources["requests"][kind]) <= _quantity(resources["limits"][kind]), kind
+    # peak RSS measured ~100 MB under load (docs/performance.md): room for twice that
+    assert _quantity(resources["limits"]["memory"]) >= 256 * 2**20
     assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
 
 

@@ -633,7 +633,7 @@ def test_alert_rules_are_complete() -> None:
 
 # -- Kubernetes: monitors match the Deployments ------------------------------------------------
 def _k8s(name: str) -> list[dict[str, Any]]:
-    return _yaml(K8S / name)
+    return _yaml(K8S / "base" / name)
 
 
 def _kind(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
