@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.local/uv/bin/uv)
 UV_VERSION := 0.13.9
 
-.PHONY: help install run demo simulate token test lint test-unit test-contract test-integration test-e2e images compose-up compose-down compose-smoke bench bench-webhooks bench-orders bench-refunds bench-payment-extensions faults replay-dlq events settings-doc clean
+.PHONY: help install run demo simulate token test lint test-unit test-contract test-integration test-e2e images compose-up compose-down compose-smoke kube-play bench bench-webhooks bench-orders bench-refunds bench-payment-extensions faults replay-dlq events settings-doc clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -105,6 +105,9 @@ compose-down: ## stop the compose stack and remove its containers and volumes
 
 compose-smoke: ## the compose stack from the built images, one signed sale → one Order, one event, torn down (after make images)
 	bash scripts/compose-smoke.sh
+
+kube-play: ## the Kubernetes Deployments of OVERLAY (default deploy/k8s/overlays/test) under podman kube play, checked (after make images)
+	bash scripts/kube-play.sh $(or $(OVERLAY),deploy/k8s/overlays/test)
 
 bench: ## cart-callback latency and throughput against a direct GET of the mock (ARGS="--help")
 	$(UV) run --frozen python -m bench.cart_callback $(ARGS)
