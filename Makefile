@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 # kustomize renders deploy/k8s in the unit tests (tests/support/k8s.py names the same version)
 KUSTOMIZE_VERSION := v5.8.2
 
-.PHONY: help install run demo simulate token test lint test-unit test-contract test-integration test-e2e bench bench-webhooks bench-orders bench-refunds bench-payment-extensions faults replay-dlq events settings-doc clean
+.PHONY: help install run demo simulate token test lint test-unit test-contract test-integration test-e2e images compose-up compose-down compose-smoke kube-play bench bench-webhooks bench-orders bench-refunds bench-payment-extensions faults replay-dlq events settings-doc clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -40,6 +40,10 @@ install: ## set up everything on a fresh machine: uv, Python deps, the commercet
 	@test "$$(.local/bin/kustomize version 2>/dev/null)" = "$(KUSTOMIZE_VERSION)" || { command -v go >/dev/null \
 	  && GOBIN=$(CURDIR)/.local/bin GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); } \
 	  || echo "install: could not build kustomize $(KUSTOMIZE_VERSION) (needs Go); the Kubernetes manifest tests need it"
+	@# compose-validate (tools/compose-validate): docker compose's own loader (compose-go) for the compose file's test
+	@test .local/bin/compose-validate -nt tools/compose-validate/go.sum -a .local/bin/compose-validate -nt tools/compose-validate/main.go \
+	  || { command -v go >/dev/null && cd tools/compose-validate && go build -o $(CURDIR)/.local/bin/compose-validate .; } \
+	  || echo "install: could not build compose-validate (needs Go 1.24+); the compose file's test needs it"
 	@# redis-server for the token-vault tests (Debian/Ubuntu package); skipped with an external Redis in REDIS_URL
 	@if [ -n "$$REDIS_URL" ] || command -v redis-server >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -47,6 +51,14 @@ install: ## set up everything on a fresh machine: uv, Python deps, the commercet
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
 	  || echo "install: apt-get could not install redis-server (the token-vault tests need it)"; \
 	else echo "install: redis-server is missing (the token-vault tests need it): sudo apt-get install redis-server, or set REDIS_URL"; fi
+	@# podman (runc) and debootstrap for the container images (make images) where no Docker engine answers
+	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then :; \
+	elif command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "install: installing podman, runc and debootstrap (apt-get) for make images"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null \
+	  || echo "install: apt-get could not install podman, runc and debootstrap (make images needs them, or Docker)"; \
+	else echo "install: no container engine (make images needs one): sudo apt-get install podman runc debootstrap, or Docker"; fi
 	@echo "install: done"
 
 run: ## start Kafka, the seeded commercetools mock, the dev fakes, cart-mapping, order-finalization, refund, payment-extension and the gateway; Ctrl-C stops all
@@ -86,6 +98,22 @@ test-integration: ## integration tests (real Kafka, commercetools mock)
 
 test-e2e: ## end-to-end tests (all services as processes)
 	$(UV) run --frozen pytest -ra tests/e2e
+
+images: ## build every service image (one Dockerfile) and, without a registry, the stand-ins compose needs (scripts/images.sh)
+	bash scripts/images.sh
+
+compose-up: ## start docker-compose.yml (docker compose, or podman-compose) and wait until healthy; the images of make images when built
+	bash scripts/compose.sh up
+	bash scripts/compose.sh wait
+
+compose-down: ## stop the compose stack and remove its containers and volumes
+	bash scripts/compose.sh down
+
+compose-smoke: ## the compose stack from the built images, one signed sale → one Order, one event, torn down (after make images)
+	bash scripts/compose-smoke.sh
+
+kube-play: ## the Kubernetes Deployments of OVERLAY (default deploy/k8s/overlays/test) under podman kube play, checked (after make images)
+	bash scripts/kube-play.sh $(or $(OVERLAY),deploy/k8s/overlays/test)
 
 bench: ## cart-callback latency and throughput against a direct GET of the mock (ARGS="--help")
 	$(UV) run --frozen python -m bench.cart_callback $(ARGS)

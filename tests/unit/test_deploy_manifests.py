@@ -1,4 +1,4 @@
-"""The deployment files (deploy/k8s, docker-compose.yml, Dockerfiles) agree with the settings classes.
+"""The deployment files (deploy/k8s, docker-compose.yml, the Dockerfile) agree with the settings classes.
 
 Every environment variable handed to a service must be a field of its settings class: the
 settings ignore unknown names (``extra="ignore"``), so a misspelled variable would be
@@ -11,6 +11,7 @@ docker compose only, never in Kubernetes.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -681,7 +682,7 @@ def test_compose_env_vars_are_settings_fields(service: str) -> None:
 def test_compose_wiring() -> None:
     (compose,) = _load(COMPOSE)
     services = compose["services"]
-    assert services["kafka"]["image"] == "apache/kafka:4.1.0"
+    assert services["kafka"]["image"].startswith("${KAFKA_IMAGE:-apache/kafka:")  # the version: test_compose.py
     assert services["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
     assert not {n for n in _compose_environment("gateway") if n.startswith("CTP_")}
     assert _compose_environment("gateway")["INSTORE_CALLBACK_API_KEY"] == "${INSTORE_CALLBACK_API_KEY:-local-dev-callback-key}"
@@ -695,7 +696,7 @@ def test_compose_wiring() -> None:
     for service, (_, _, scopes) in OWN_CONFIG.items():
         _scopes_are(_compose_environment(service)["CTP_SCOPES"], mock_project, scopes)
     assert services["ct-mock"]["environment"]["CTP_MOCK_HOST"] == "0.0.0.0"
-    assert "8080:8080" in services["gateway"]["ports"]
+    assert "${GATEWAY_HOST_PORT:-8080}:8080" in services["gateway"]["ports"]
     for service, needs in {
         "gateway": {"kafka", "cart-mapping", "redis", "dev-fakes"},
         "cart-mapping": {"kafka", "ct-mock"},
@@ -707,8 +708,8 @@ def test_compose_wiring() -> None:
         assert set(depends) == needs
         assert all(d["condition"] == "service_healthy" for d in depends.values())
     for service in COMPOSE_SERVICES:
-        assert services[service]["build"]["dockerfile"] == f"services/{service}/Dockerfile"
-        assert (ROOT / services[service]["build"]["dockerfile"]).is_file()
+        assert services[service]["build"].get("dockerfile", "Dockerfile") == "Dockerfile"
+        assert services[service]["build"]["args"]["SERVICE"] == service
         assert services[service]["build"]["context"] == "."
     for name in ("kafka", "ct-mock", "redis"):
         assert "healthcheck" in services[name]
@@ -717,7 +718,7 @@ def test_compose_wiring() -> None:
 def test_compose_redis_and_token_vault() -> None:
     (compose,) = _load(COMPOSE)
     redis = compose["services"]["redis"]
-    assert redis["image"] == "redis:7-alpine"
+    assert redis["image"] == "${REDIS_IMAGE:-redis:7-alpine}"
     command = (
         redis["command"] if isinstance(redis["command"], str) else " ".join(f'"{a}"' if a == "" else a for a in redis["command"])
     )
@@ -740,7 +741,7 @@ def test_compose_gateway_trusts_the_dev_fakes() -> None:
     assert fakes_env["DEVFAKES_ISSUER"] == gateway_env["IMS_ISSUER"] == f"{base}/ims"
     assert gateway_env["IMS_JWKS_URL"] == f"{base}/ims/.well-known/jwks.json"
     assert gateway_env["INSTORE_AUTH_BASE_URL"] == f"{base}/instore-auth"
-    assert any(str(p).endswith("8090:8090") for p in fakes["ports"]), "publish 8090 to mint tokens with curl"
+    assert any(str(p).endswith(":-8090}:8090") for p in fakes["ports"]), "publish 8090 to mint tokens with curl"
     # What compose leaves to the defaults must agree on both sides (audience, tenant, connection key).
     gateway_defaults, fakes_defaults = SessionSettings.model_fields, DevFakesSettings.model_fields
     for gateway_field, fakes_field in (
@@ -758,9 +759,26 @@ def test_compose_gateway_trusts_the_dev_fakes() -> None:
         assert gateway_default == fakes_default, f"defaults of {gateway_var} and {fakes_var} differ"
 
 
-# -- Dockerfiles ------------------------------------------------------------------------------
+# -- the Dockerfile ---------------------------------------------------------------------------
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def _stages() -> dict[str, str]:
+    """The Dockerfile's stages by name (``FROM … AS name``), each the text up to the next ``FROM``."""
+    stages: dict[str, str] = {}
+    for chunk in re.split(r"^(?=FROM )", DOCKERFILE.read_text(encoding="utf-8"), flags=re.M)[1:]:
+        name = re.match(r"FROM \S+(?: AS (\S+))?", chunk)
+        assert name, chunk
+        stages[name[1] or ""] = chunk
+    return stages
+
+
 def test_every_service_has_an_image_entry() -> None:
-    assert set(IMAGES) == {p.parent.name for p in (ROOT / "services").glob("*/Dockerfile")}
+    services = {p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").is_file()}
+    assert set(IMAGES) == services
+    assert {name.removeprefix("service-") for name in _stages() if name.startswith("service-")} == services
+    assert _stages()[""] == "FROM service-${SERVICE}\n", "the last stage picks the SERVICE build argument's"
+    assert not list((ROOT / "services").glob("*/Dockerfile")), "one Dockerfile, at the repository root"
     assert set(COMPOSE_SERVICES) <= set(IMAGES)
 
 
@@ -793,12 +811,16 @@ def test_dockerfile_env_parser() -> None:
 @pytest.mark.parametrize("service", sorted(IMAGES))
 def test_dockerfile_env_and_ports(service: str) -> None:
     image = IMAGES[service]
-    text = (ROOT / "services" / service / "Dockerfile").read_text(encoding="utf-8")
+    stages = _stages()
+    text = stages[f"service-{service}"]
+    assert text.startswith("FROM runtime AS ")
     assert f'ENTRYPOINT ["/app/.venv/bin/python", "-m", "{image.module}"]' in text
     assert (ROOT / "services" / service / "src" / image.module / "__main__.py").is_file()
+    # the build stage installs the package its pyproject.toml names, from services/${SERVICE}
     assert f'name = "{image.package}"' in (ROOT / "services" / service / "pyproject.toml").read_text(encoding="utf-8")
-    assert text.count(f"--package {image.package}") == 2
-    assert f"COPY services/{service}/ services/{service}/" in text
+    assert stages["build"].count('--package "$package"') == 2
+    assert stages["build"].count('"services/${SERVICE}/pyproject.toml"') == 2
+    assert "COPY services/${SERVICE}/ services/${SERVICE}/" in stages["build"]
     assert f"EXPOSE {image.port}" in text
     assert f"{image.env_prefix}HTTP_HOST=0.0.0.0" in text
     assert f"{image.env_prefix}HTTP_PORT={image.port}" in text
@@ -810,7 +832,10 @@ def test_dockerfile_env_and_ports(service: str) -> None:
     for name in env_names - image.allowed:
         assert name in TOOLING_ENV or name.startswith("UV_"), f"{service}/Dockerfile sets {name}, no settings field"
     assert "HEALTHCHECK" in text and f"'http://127.0.0.1:%s{image.health}'" in text
-    assert "USER 10001" in text
+    assert "USER 10001:10001" in stages["runtime"]
+    # the runtime gets the venv only: no uv, no build tools, no caches
+    assert "COPY --from=build --chown=10001:10001 /app/.venv /app/.venv" in stages["runtime"]
+    assert "COPY --from=uv" not in stages["runtime"] + text and "apt-get" not in stages["runtime"]
 
 
 def test_the_manifests_scopes_are_what_the_services_ask_for() -> None:
