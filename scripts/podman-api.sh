@@ -53,6 +53,7 @@ PY
 
 cmd_start() {
   command -v podman >/dev/null || die "podman is missing (apt-get install podman runc; make install does)"
+  (( ${#SOCK} < 100 )) || die "socket path $SOCK is too long for a unix socket (108 bytes): set PODMAN_API_DIR"
   mkdir -p "$DIR"
   if running && answers; then
     echo "export DOCKER_HOST=unix://$SOCK"
