@@ -9,14 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import (
-    CtMock,
-    Kafka,
-    RedisServer,
-    start_ct_mock,
-    start_kafka,
-    start_redis,
-)
+from tests.support.containers import CHOICES, kafka_for_run, redis_for_run
+from tests.support.processes import CtMock, Kafka, RedisServer, start_ct_mock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = (REPO_ROOT / ".." / "shared").resolve()
@@ -37,16 +31,18 @@ def load_example(name: str) -> dict[str, Any]:
 # -- real parts (started only by the tests that ask for them) -------------------------
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[Kafka]:
-    """A real Kafka broker: ``KAFKA_BOOTSTRAP_SERVERS``, else a local KRaft node for this run."""
-    broker = start_kafka()
+    """A real Kafka broker: ``KAFKA_BOOTSTRAP_SERVERS``, else a container (testcontainers, when a
+    Docker API answers: ``tests/support/containers.py``), else a local KRaft node for this run."""
+    broker = kafka_for_run()
     yield broker
     broker.stop()
 
 
 @pytest.fixture(scope="session")
 def redis() -> Iterator[RedisServer]:
-    """A real Redis: ``REDIS_URL``, else a local ``redis-server`` for this run (nothing persisted)."""
-    server = start_redis()
+    """A real Redis: ``REDIS_URL``, else a container (as ``kafka``), else a local ``redis-server``
+    for this run (nothing persisted)."""
+    server = redis_for_run()
     yield server
     server.stop()
 
@@ -57,3 +53,9 @@ def ct_mock() -> Iterator[CtMock]:
     mock = start_ct_mock()
     yield mock
     mock.process.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say where this run's Kafka and Redis came from (external, container or process)."""
+    for part, choice in sorted(CHOICES.items()):
+        terminalreporter.write_line(f"{part}: {choice.source.value} ({choice.reason})")

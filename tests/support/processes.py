@@ -4,6 +4,8 @@
   run), else a single KRaft node started by ``scripts/kafka.sh`` on free ports.
 - Redis (the gateway's token vault): ``REDIS_URL`` when set, else ``redis-server`` from
   the distribution (``apt-get install redis-server``) on a free port, nothing persisted.
+  (The session fixtures may start both as containers instead: ``tests/support/containers.py``;
+  a test that needs a broker of its own always gets a process from :func:`start_kafka`.)
 - Composable Commerce: the npm ``@labdigital/commercetools-mock`` server
   (``tools/ct-mock/server.mjs``), seeded, on a free port.
 - Our services, as ``python -m`` processes with their settings in the environment.
