@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 import structlog
@@ -25,7 +25,7 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import Parameter
 from litestar.plugins.prometheus import PrometheusController
-from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPResponseStartEvent, HTTPScope, Message, Receive, Scope, Send
 from opentelemetry import trace
 
 from instore_gateway import asyncapi
@@ -62,7 +62,7 @@ from instore_gateway.sessions import (
 from instore_gateway.settings import GatewaySettings
 from instore_gateway.vault import MeteredVault, TokenVault, create_vault
 from instore_gateway.webhooks import WebhookIntake, raw_webhook_route, webhook_handler
-from instore_shared import metrics, telemetry
+from instore_shared import http_head, metrics, telemetry
 from instore_shared.contract.cart_lookup import CartKind, CartLookupReply, LookupStatus
 from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.rpc import BrokerUnavailable, ReplyTimeout, RequestReplyClient
@@ -105,6 +105,7 @@ def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_lo
       header, ``correlationId`` in problem bodies) — unknown routes and 405s included;
     - refuses a path whose raw form holds an encoded ``/`` or ``\\`` or an empty segment
       (400): after decoding it could route differently than a proxy in front decided;
+    - answers ``HEAD`` wherever ``GET`` works, as the GET without its body (:mod:`instore_shared.http_head`);
     - marks every answer ``Cache-Control: no-store`` (carts carry customer data);
     - removes CORS headers from every answer but the host app's routes (:data:`_CORS_PATHS`);
     - logs one access line per request (not for the probes and /metrics; with ``access_log``
@@ -131,6 +132,9 @@ def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_lo
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
+        method = scope["method"]
+        if method == "HEAD":  # served as its GET, without the body (instore_shared.http_head), raw routes included
+            scope, send = cast(HTTPScope, http_head.as_get(cast(Any, scope))), cast(Send, http_head.without_body(cast(Any, send)))
         cid = new_correlation_id()
         scope.setdefault("state", {})["correlation_id"] = cid
         started = time.perf_counter()
@@ -177,7 +181,7 @@ def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_lo
                 if scope["path"] not in _QUIET_PATHS and (every_request or status >= 400):
                     log.info(
                         "http.request",
-                        method=scope["method"],
+                        method=method,
                         path=redact_path(scope["path"]),
                         status=status,
                         ms=round((time.perf_counter() - started) * 1000, 2),
