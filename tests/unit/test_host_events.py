@@ -212,3 +212,23 @@ def test_the_asyncapi_document_describes_every_topic_the_gateway_writes(gateway:
     for ref in {part.split('"')[0] for part in text.split('"$ref": "')[1:]}:
         kind, _, name = ref.removeprefix("#/").partition("/")
         assert name.split("/")[-1] in (doc["components"]["schemas"] if kind == "components" else doc["channels"]), ref
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-ndjson", "multipart/form-data; boundary=x"])
+def test_a_batch_not_labelled_json_is_refused_415(gateway: tuple[Events, TestClient[Any]], content_type: str | None) -> None:
+    events, client = gateway
+    headers = {"Authorization": f"Bearer {GOOD}", "X-User-Key": USER_KEY}
+    headers |= {} if content_type is None else {"Content-Type": content_type}
+    response = client.post("/host/events", content=json.dumps({"events": [ALERT]}).encode(), headers=headers)
+    _problem(response, 415, "unsupported-media-type")
+    assert response.headers["accept-post"] == "application/json"
+    assert events.published == []
+
+
+@pytest.mark.parametrize("content_type", ["application/json;charset=UTF-8", "APPLICATION/JSON", "application/vnd.x+json"])
+def test_a_batch_labelled_with_any_json_media_type_is_taken(gateway: tuple[Events, TestClient[Any]], content_type: str) -> None:
+    events, client = gateway
+    headers = {"Authorization": f"Bearer {GOOD}", "X-User-Key": USER_KEY, "Content-Type": content_type}
+    response = client.post("/host/events", content=json.dumps({"events": [ALERT]}).encode(), headers=headers)
+    assert response.status_code == 202, response.text
+    assert len(events.published) == 1
