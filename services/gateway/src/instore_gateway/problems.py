@@ -51,7 +51,8 @@ class Problem(msgspec.Struct, omit_defaults=True):
 
 def problem_spec(description: str) -> ResponseSpec:
     """An OpenAPI response whose body is a :class:`Problem` (``application/problem+json``)."""
-    return ResponseSpec(description=description, media_type=PROBLEM_JSON, data_container=Problem)
+    # No generated examples: they are random strings (a different document every time, and no help to a reader).
+    return ResponseSpec(description=description, media_type=PROBLEM_JSON, data_container=Problem, generate_examples=False)
 
 
 class ProblemError(Exception):
