@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 # kustomize renders deploy/k8s in the unit tests (tests/support/k8s.py names the same version)
 KUSTOMIZE_VERSION := v5.8.2
 
-.PHONY: help install run demo simulate token test lint test-unit test-contract test-integration test-e2e images compose-up compose-down compose-smoke kube-play bench bench-webhooks bench-orders bench-refunds bench-payment-extensions faults replay-dlq events settings-doc clean
+.PHONY: help install run demo simulate token test lint test-unit test-contract test-integration test-e2e images compose-up compose-down compose-smoke kube-play bench bench-webhooks bench-orders bench-refunds bench-payment-extensions faults replay-dlq events settings-doc api-docs clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -139,6 +139,9 @@ replay-dlq: ## re-publish dead letters to their source topic (make replay-dlq TO
 events: ## print a topic's messages (make events TOPIC=commerce.refunds.completed.v1); KAFKA_PORT or KAFKA_BOOTSTRAP_SERVERS
 	@KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-9092}} \
 	$(UV) run --frozen python -m instore_shared.kafka.events --topic $(or $(TOPIC),commerce.payments.completed.v1) $(ARGS)
+
+api-docs: ## regenerate docs/api/openapi.json and docs/api/asyncapi.json from the code (a unit test fails when they are stale)
+	$(UV) run --frozen python -m instore_gateway.api_docs
 
 settings-doc: ## print the settings table docs/configuration.md holds
 	@$(UV) run --frozen python -m instore_shared.settings_doc

@@ -227,7 +227,8 @@ cat <<MSG
   Health, readiness, API documents:
     curl -s $GW/healthz;  curl -s $GW/readyz
     OpenAPI: $GW/schema/openapi.json (browse: $GW/schema)
-    AsyncAPI: cart-mapping http://127.0.0.1:$CART_MAPPING_HTTP_PORT/asyncapi, order-finalization
+    AsyncAPI of every topic: $GW/asyncapi.json (committed as docs/api/asyncapi.json)
+    each service's own (FastStream): cart-mapping http://127.0.0.1:$CART_MAPPING_HTTP_PORT/asyncapi, order-finalization
     http://127.0.0.1:$ORDER_FINALIZATION_HTTP_PORT/asyncapi, refund http://127.0.0.1:$REFUND_HTTP_PORT/asyncapi,
     payment-extension http://127.0.0.1:$PAYMENT_EXTENSION_HTTP_PORT/asyncapi (.json: the document)
 

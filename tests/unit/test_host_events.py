@@ -198,7 +198,11 @@ def test_the_asyncapi_document_describes_every_topic_the_gateway_writes(gateway:
     _, client = gateway
     doc = client.get("/asyncapi.json").json()
     assert doc["asyncapi"] == "3.0.0"
-    addresses = {c["address"] for c in doc["channels"].values()}
+    sent = {
+        doc["channels"][op["channel"]["$ref"].rsplit("/", 1)[1]]["address"]
+        for op in doc["operations"].values()
+        if op["action"] == "send" and op["tags"] == [{"name": "gateway"}]
+    }
     assert {
         "instore.host-events.v1",
         "instore.webhooks.v1",
@@ -206,9 +210,26 @@ def test_the_asyncapi_document_describes_every_topic_the_gateway_writes(gateway:
         "instore.payment-prompt-answers.v1",
         "instore.session-events.v1",
         "instore.cart-requests.v1",
-    } == addresses
+    } == sent
     text = json.dumps(doc)
     assert "#/$defs/" not in text
-    for ref in {part.split('"')[0] for part in text.split('"$ref": "')[1:]}:
-        kind, _, name = ref.removeprefix("#/").partition("/")
-        assert name.split("/")[-1] in (doc["components"]["schemas"] if kind == "components" else doc["channels"]), ref
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-ndjson", "multipart/form-data; boundary=x"])
+def test_a_batch_not_labelled_json_is_refused_415(gateway: tuple[Events, TestClient[Any]], content_type: str | None) -> None:
+    events, client = gateway
+    headers = {"Authorization": f"Bearer {GOOD}", "X-User-Key": USER_KEY}
+    headers |= {} if content_type is None else {"Content-Type": content_type}
+    response = client.post("/host/events", content=json.dumps({"events": [ALERT]}).encode(), headers=headers)
+    _problem(response, 415, "unsupported-media-type")
+    assert response.headers["accept-post"] == "application/json"
+    assert events.published == []
+
+
+@pytest.mark.parametrize("content_type", ["application/json;charset=UTF-8", "APPLICATION/JSON", "application/vnd.x+json"])
+def test_a_batch_labelled_with_any_json_media_type_is_taken(gateway: tuple[Events, TestClient[Any]], content_type: str) -> None:
+    events, client = gateway
+    headers = {"Authorization": f"Bearer {GOOD}", "X-User-Key": USER_KEY, "Content-Type": content_type}
+    response = client.post("/host/events", content=json.dumps({"events": [ALERT]}).encode(), headers=headers)
+    assert response.status_code == 202, response.text
+    assert len(events.published) == 1

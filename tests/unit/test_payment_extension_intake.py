@@ -280,3 +280,17 @@ def test_a_body_nested_too_deeply_is_400_not_500(raw: bool) -> None:
     with TestClient(app) as client:
         _problem(_post(client, "/instore/payment-extensions/bank-card/payment", body), 400, "bad-request")
     assert events.published == []
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/octet-stream"])
+@pytest.mark.parametrize("path", ["/instore/payment-extensions/bank-card/payment", "/instore/payment-extensions/prompt-answers"])
+def test_a_signed_request_is_taken_whatever_its_content_type(
+    gateway: tuple[Recorder, TestClient[Any]], path: str, content_type: str | None
+) -> None:
+    """Signed like webhooks: the signature covers the bytes, the Content-Type is not checked (no 415)."""
+    events, client = gateway
+    body = _body() if path.endswith("/payment") else b'{"requestId": "r-1:prompt:1", "response": "approve"}'
+    headers = {"X-Signature": sign(body)} | ({} if content_type is None else {"Content-Type": content_type})
+    response = client.post(path, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert len(events.published) == 1

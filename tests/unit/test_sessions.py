@@ -308,3 +308,51 @@ def test_user_keys_never_reach_logs_or_problem_bodies(path: str, logged: str) ->
     from instore_gateway.problems import redact_path
 
     assert redact_path(path) == logged
+
+
+_SESSION_BODY = b'{"locationId": "store-berlin-01", "workstationId": "pos-3"}'
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON;Charset=UTF-8",
+        'application/json ; charset="utf-8"',
+        "application/vnd.instore.session+json",
+        "APPLICATION/MERGE-PATCH+JSON",
+    ],
+)
+def test_a_session_body_is_taken_as_any_json_media_type(world: tuple[World, TestClient[Any]], content_type: str) -> None:
+    _, client = world
+    response = client.post(
+        "/sessions", content=_SESSION_BODY, headers={"Authorization": f"Bearer {GOOD}", "Content-Type": content_type}
+    )
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "", "text/plain", "application/x-www-form-urlencoded", "application/jsonx", "text/json", "json"]
+)
+def test_a_session_body_that_is_not_labelled_json_is_refused_415(
+    world: tuple[World, TestClient[Any]], content_type: str | None
+) -> None:
+    w, client = world
+    headers = {"Authorization": f"Bearer {GOOD}"} | ({} if content_type is None else {"Content-Type": content_type})
+    response = client.post("/sessions", content=_SESSION_BODY, headers=headers)
+    body = _problem(response, 415, "unsupported-media-type")
+    assert response.headers["accept-post"] == "application/json"
+    assert "application/json" in body["detail"] and body["correlationId"]
+    assert w.auth.calls == []  # refused before InStore is asked for a token
+
+
+def test_two_content_types_are_refused_415(world: tuple[World, TestClient[Any]]) -> None:
+    _, client = world
+    headers = [("Authorization", f"Bearer {GOOD}"), ("Content-Type", "application/json"), ("Content-Type", "text/plain")]
+    _problem(client.post("/sessions", content=_SESSION_BODY, headers=headers), 415, "unsupported-media-type")
+
+
+def test_without_a_token_the_answer_is_401_whatever_the_content_type(world: tuple[World, TestClient[Any]]) -> None:
+    _, client = world
+    _problem(client.post("/sessions", content=_SESSION_BODY, headers={"Content-Type": "text/plain"}), 401, "unauthorized")

@@ -321,3 +321,19 @@ def test_a_256_character_cart_key_is_still_the_kafka_key() -> None:
 
     assert routing_key({"returnCartId": "k" * 256}) == "k" * 256
     assert routing_key({"returnCartId": "k" * 257}) is None
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "", "text/plain", "application/octet-stream", "application/x-www-form-urlencoded", "nonsense;;", "TEXT/JSON"],
+)
+def test_a_signed_webhook_is_taken_whatever_its_content_type(
+    gateway: tuple[Recorder, TestClient[Any]], content_type: str | None
+) -> None:
+    """The signature authenticates the exact bytes; refusing over a header (415) would drop real webhooks
+    (the host app's JSON routes are the ones that check it: test_sessions, test_host_events)."""
+    events, client = gateway
+    headers = {"X-Signature": sign(BODY)} | ({} if content_type is None else {"Content-Type": content_type})
+    response = client.post("/instore/webhooks", content=BODY, headers=headers)
+    assert response.status_code == 202, response.text
+    assert events.published[0]["value"] == BODY

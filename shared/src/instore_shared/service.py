@@ -21,7 +21,7 @@ from faststream.asgi import AsgiResponse, get
 from faststream.kafka import KafkaBroker
 from prometheus_client import make_asgi_app
 
-from instore_shared import metrics, telemetry
+from instore_shared import http_head, metrics, telemetry
 from instore_shared.http_limits import HttpLimits, bounded_protocol
 from instore_shared.settings import BaseServiceSettings, CommercetoolsSettings
 
@@ -161,7 +161,8 @@ def commerce_service_app(
 ) -> AsgiFastStream:
     """The ASGI app of a Kafka service that calls Composable Commerce.
 
-    Routes: ``/healthz``, ``/readyz``, ``/metrics``, the AsyncAPI document of ``broker`` (``/asyncapi.json``,
+    Routes (each GET also answers HEAD, without the body): ``/healthz``, ``/readyz``, ``/metrics``, the AsyncAPI
+    document of ``broker`` (``/asyncapi.json``,
     browsable at ``/asyncapi``, without FastStream's "try it out", which would publish to
     Kafka over HTTP) and a JSON Schema per ``schemas`` entry (path → msgspec Struct). At
     start it creates missing topics (``KAFKA_CREATE_TOPICS``) and starts refreshing
@@ -219,7 +220,17 @@ def commerce_service_app(
 
         return route
 
-    return AsgiFastStream(
+    class ServiceApp(AsgiFastStream):
+        """FastStream's ASGI app answering ``HEAD`` as ``GET`` without the body (:mod:`instore_shared.http_head`):
+        FastStream's GET routes take HEAD but send the body, prometheus_client's ``/metrics`` sends it too."""
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if http_head.is_head(scope):
+                await super().__call__(http_head.as_get(scope), receive, http_head.without_body(send))
+            else:
+                await super().__call__(scope, receive, send)
+
+    return ServiceApp(
         broker,
         lifespan=lifespan,
         logger=log,

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 import structlog
@@ -21,14 +21,12 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.rate_limit import RateLimitConfig
-from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import Parameter
 from litestar.plugins.prometheus import PrometheusController
-from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPResponseStartEvent, HTTPScope, Message, Receive, Scope, Send
 from opentelemetry import trace
 
-from instore_gateway import asyncapi
+from instore_gateway import openapi
 from instore_gateway.host_events import host_events_router
 from instore_gateway.http_metrics import NO_ANSWER, http_metrics_middleware
 from instore_gateway.identity import ImsVerifier
@@ -62,8 +60,9 @@ from instore_gateway.sessions import (
 from instore_gateway.settings import GatewaySettings
 from instore_gateway.vault import MeteredVault, TokenVault, create_vault
 from instore_gateway.webhooks import WebhookIntake, raw_webhook_route, webhook_handler
-from instore_shared import metrics, telemetry
+from instore_shared import http_head, metrics, telemetry
 from instore_shared.contract.cart_lookup import CartKind, CartLookupReply, LookupStatus
+from instore_shared.kafka import asyncapi
 from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.rpc import BrokerUnavailable, ReplyTimeout, RequestReplyClient
 from instore_shared.kafka.topics import ALL_TOPICS, CART_REPLIES
@@ -105,6 +104,7 @@ def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_lo
       header, ``correlationId`` in problem bodies) — unknown routes and 405s included;
     - refuses a path whose raw form holds an encoded ``/`` or ``\\`` or an empty segment
       (400): after decoding it could route differently than a proxy in front decided;
+    - answers ``HEAD`` wherever ``GET`` works, as the GET without its body (:mod:`instore_shared.http_head`);
     - marks every answer ``Cache-Control: no-store`` (carts carry customer data);
     - removes CORS headers from every answer but the host app's routes (:data:`_CORS_PATHS`);
     - logs one access line per request (not for the probes and /metrics; with ``access_log``
@@ -131,6 +131,9 @@ def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_lo
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
+        method = scope["method"]
+        if method == "HEAD":  # served as its GET, without the body (instore_shared.http_head), raw routes included
+            scope, send = cast(HTTPScope, http_head.as_get(cast(Any, scope))), cast(Send, http_head.without_body(cast(Any, send)))
         cid = new_correlation_id()
         scope.setdefault("state", {})["correlation_id"] = cid
         started = time.perf_counter()
@@ -177,7 +180,7 @@ def edge_middleware(app: ASGIApp, raw_routes: Sequence[RawRoute] = (), access_lo
                 if scope["path"] not in _QUIET_PATHS and (every_request or status >= 400):
                     log.info(
                         "http.request",
-                        method=scope["method"],
+                        method=method,
                         path=redact_path(scope["path"]),
                         status=status,
                         ms=round((time.perf_counter() - started) * 1000, 2),
@@ -415,11 +418,16 @@ _ASYNCAPI = asyncapi.document()
 @get(
     "/asyncapi.json",
     tags=["Operations"],
-    summary="AsyncAPI 3.0 document of the Kafka topics the gateway writes",
+    summary="AsyncAPI 3.0 document of every Kafka topic of the integration",
+    description="Every topic of the registry, dead-letter topics included, with its message schema, key and the "
+    "processes that send and receive it (instore_shared.kafka.asyncapi; committed as docs/api/asyncapi.json). "
+    "Each Kafka service serves FastStream's view of its own subscribers at its /asyncapi.json.",
     sync_to_thread=False,
 )
 def asyncapi_document() -> dict[str, Any]:
-    """The topics the gateway publishes to, with their message schemas (:mod:`instore_gateway.asyncapi`)."""
+    """The integration's AsyncAPI document (:mod:`instore_shared.kafka.asyncapi`): the whole system rather than
+    the gateway's topics only, because the gateway is the one address a platform team is given, and a reader of
+    one topic wants to see its producer and its consumers in one place."""
     return _ASYNCAPI
 
 
@@ -434,9 +442,8 @@ async def healthz() -> dict[str, str]:
     tags=["Operations"],
     summary="Readiness: Kafka, its reply reader and producer, and the token vault",
     responses={
-        503: ResponseSpec(
-            data_container=Problem,
-            description="not connected to Kafka, no reply reader running, the producer being replaced, or the vault unreachable",
+        503: problem_spec(
+            "not connected to Kafka, no reply reader running, the producer being replaced, or the vault unreachable"
         )
     },
 )
@@ -698,30 +705,7 @@ def create_app(
             RecursionError: handle_too_deep,
             Exception: handle_unexpected,
         },
-        openapi_config=OpenAPIConfig(
-            title="InStore integration gateway",
-            version="0.1.0",
-            description="The HTTP face of the commercetools InStore integration server: callbacks "
-            "(guarded by the Callback API Key), signed webhooks and payment-extension requests, colleague sessions for "
-            "the host app, operations endpoints.",
-            path="/schema",
-            components=Components(
-                security_schemes={
-                    "CallbackApiKey": SecurityScheme(
-                        type="apiKey",
-                        name="X-Api-Key",
-                        security_scheme_in="header",
-                        description="The Callback API Key registered in InStore Center",
-                    ),
-                    "ImsBearer": SecurityScheme(
-                        type="http",
-                        scheme="bearer",
-                        bearer_format="JWT",
-                        description="The colleague's IMS token (POST /sessions)",
-                    ),
-                }
-            ),
-        ),
+        openapi_config=openapi.openapi_config(settings, version="0.1.0"),
         debug=False,
         logging_config=None,  # logging is structlog's, configured in __main__
     )

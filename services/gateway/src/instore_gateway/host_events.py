@@ -26,6 +26,7 @@ from litestar.datastructures import State
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.params import HeaderParameter
 
+from instore_gateway.content_type import json_body_guard
 from instore_gateway.problems import ProblemError, problem_spec
 from instore_gateway.sessions import USER_KEY, USER_KEY_SCHEMA, colleague_guard
 from instore_gateway.vault import TokenVault, VaultUnavailable
@@ -81,8 +82,8 @@ def host_events_router(
 
     @post(
         "/host/events",
-        guards=[colleague_guard],
-        security=[{"ImsBearer": []}],
+        guards=[colleague_guard, json_body_guard],
+        security=[{"ImsBearer": [], "SessionUserKey": []}],
         status_code=202,
         request_max_body_size=max_body_bytes,
         summary="Browser events of the InStore component (host app)",
@@ -96,6 +97,7 @@ def host_events_router(
             401: problem_spec("missing or invalid IMS token, or no live session for X-User-Key"),
             403: problem_spec("the session belongs to another colleague"),
             413: problem_spec("body too large"),
+            415: problem_spec("Content-Type is not application/json (or a +json type); Accept-Post names it"),
             422: problem_spec("not a batch of events, too many, an event too large, or a known event without its fields"),
             429: problem_spec("too many batches from this session"),
             503: problem_spec("token vault or Kafka unavailable: send the batch again"),

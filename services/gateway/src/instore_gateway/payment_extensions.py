@@ -30,6 +30,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 from litestar.types import Receive, Scope, Send
 
+from instore_gateway.openapi import signature_security
 from instore_gateway.problems import ProblemError, problem_spec
 from instore_gateway.raw_routes import RawRoute, header_values, read_body
 from instore_gateway.webhooks import check_signature
@@ -285,6 +286,7 @@ def payment_extension_handlers(
         "option's response>}. Stored in Kafka before 200; routed to the waiting payment by requestId.",
         tags=["InStore payment extensions"],
         operation_id="answerPaymentPrompt",
+        security=signature_security(signature_headers),
         responses={
             400: problem_spec("not JSON"),
             401: problem_spec("signature missing or wrong"),
@@ -312,6 +314,7 @@ def payment_extension_handlers(
         "body: the payment-extension service's /schemas/payment-extension-request.json.",
         tags=["InStore payment extensions"],
         operation_id="paymentExtensionRequest",
+        security=signature_security(signature_headers),
         responses={
             400: problem_spec("not JSON"),
             401: problem_spec("signature missing or wrong"),

@@ -15,6 +15,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
 
+from instore_shared.http_head import allow_with_head
 from instore_shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -50,7 +51,8 @@ class Problem(msgspec.Struct, omit_defaults=True):
 
 def problem_spec(description: str) -> ResponseSpec:
     """An OpenAPI response whose body is a :class:`Problem` (``application/problem+json``)."""
-    return ResponseSpec(description=description, media_type=PROBLEM_JSON, data_container=Problem)
+    # No generated examples: they are random strings (a different document every time, and no help to a reader).
+    return ResponseSpec(description=description, media_type=PROBLEM_JSON, data_container=Problem, generate_examples=False)
 
 
 class ProblemError(Exception):
@@ -132,6 +134,8 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if exc.status_code < 500 else None
     headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # HEAD is served wherever GET is (the edge layer, instore_shared.http_head)
+        headers = {k: allow_with_head(v) if k.lower() == "allow" else v for k, v in headers.items()}
     if exc.status_code == 429 and "retry-after" not in {k.lower() for k in headers}:
         reset = {k.lower(): v for k, v in headers.items()}.get("ratelimit-reset", "60")
         headers["Retry-After"] = str(reset)

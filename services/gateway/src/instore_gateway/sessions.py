@@ -31,6 +31,7 @@ from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import JSONBody, Parameter
 
+from instore_gateway.content_type import json_body_guard
 from instore_gateway.identity import (
     IdentityProviderUnavailable,
     ImsVerifier,
@@ -147,7 +148,7 @@ async def colleague_guard(connection: ASGIConnection[Any, Any, Any, Any], _handl
 
 @post(
     "/sessions",
-    guards=[colleague_guard],
+    guards=[colleague_guard, json_body_guard],
     security=[{"ImsBearer": []}],
     status_code=201,
     summary="Open a colleague session (host app)",
@@ -158,6 +159,7 @@ async def colleague_guard(connection: ASGIConnection[Any, Any, Any, Any], _handl
     responses={
         400: problem_spec("body is not {locationId, workstationId}"),
         401: problem_spec("missing or invalid IMS token"),
+        415: problem_spec("Content-Type is not application/json (or a +json type); Accept-Post names it"),
         429: problem_spec("too many sessions from this client"),
         502: problem_spec("the IMS or InStore's auth API failed"),
         503: problem_spec("token vault or Kafka unavailable"),

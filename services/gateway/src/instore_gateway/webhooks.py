@@ -27,6 +27,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from instore_gateway.openapi import signature_security
 from instore_gateway.problems import ProblemError, problem_spec
 from instore_gateway.raw_routes import header_values, read_body
 from instore_shared import metrics
@@ -149,10 +150,12 @@ def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_t
         status_code=202,
         request_max_body_size=max_body_bytes,
         summary="InStore webhook",
-        description="A signed webhook from InStore (HMAC-SHA256 of the raw body in X-Signature or "
-        "verification-signature). Answered 202 only once it is durably in Kafka.",
+        description="A signed webhook from InStore (HMAC-SHA256 of the raw body in one of the signature headers). "
+        "Answered 202 only once it is durably in Kafka. The Content-Type is not checked: the signature covers the "
+        "exact bytes.",
         tags=["InStore webhooks"],
         operation_id="receiveWebhook",
+        security=signature_security(signature_headers),
         responses={
             400: problem_spec("signed, but not a JSON object"),
             401: problem_spec("signature missing or wrong"),
