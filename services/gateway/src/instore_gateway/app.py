@@ -66,7 +66,7 @@ from instore_shared import metrics, telemetry
 from instore_shared.contract.cart_lookup import CartKind, CartLookupReply, LookupStatus
 from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.rpc import BrokerUnavailable, ReplyTimeout, RequestReplyClient
-from instore_shared.kafka.topics import ALL_TOPICS, CART_REPLIES
+from instore_shared.kafka.topics import CART_REPLIES, CART_REQUESTS
 from instore_shared.logging import get_logger, new_correlation_id
 from instore_shared.url_allowlist import UrlAllowList
 
@@ -505,6 +505,7 @@ def create_app(
     """
     settings = settings or GatewaySettings()
     given = ports or Ports()
+    topics = settings.topic_names()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -515,7 +516,7 @@ def create_app(
             async def create_topics() -> None:
                 await ensure_topics(
                     settings.kafka_bootstrap_servers,
-                    ALL_TOPICS,
+                    topics.all(),
                     settings.kafka_topic_partitions,
                     settings.kafka_topic_replication_factor,
                     timeout_s=5.0,
@@ -524,7 +525,7 @@ def create_app(
 
             client = RequestReplyClient(
                 settings.kafka_bootstrap_servers,
-                CART_REPLIES.name,
+                topics.name(CART_REPLIES),
                 f"{settings.kafka_client_id_prefix}-gateway",
                 prepare=create_topics if settings.kafka_create_topics else None,
                 client_options=settings.kafka_client_options(),
@@ -538,7 +539,9 @@ def create_app(
             app.state.cart_lookups = given.cart_lookups
         else:
             assert client is not None  # made above whenever the lookups are not given
-            app.state.cart_lookups = KafkaCartLookups(client, settings.gateway_cart_lookup_timeout_seconds)
+            app.state.cart_lookups = KafkaCartLookups(
+                client, settings.gateway_cart_lookup_timeout_seconds, topics.name(CART_REQUESTS)
+            )
         app.state.events = given.events if given.events is not None else client
         app.state.vault = MeteredVault(given.vault if given.vault is not None else create_vault(settings))
         app.state.ims = (
@@ -571,6 +574,7 @@ def create_app(
             webhook_names,
             settings.webhook_publish_timeout_seconds,
             settings.webhook_max_body_bytes,
+            topics,
         )
         app.state.payment_extension_intake = payment_extension_intake(
             app.state.events,
@@ -579,6 +583,7 @@ def create_app(
             settings.payment_extension_publish_timeout_seconds,
             settings.payment_extension_max_body_bytes,
             allowed_urls,
+            topics,
         )
         closers += [
             x
@@ -690,6 +695,7 @@ def create_app(
             {
                 "callback_api_key": settings.instore_callback_api_key.get_secret_value().strip(" \t").encode(),
                 "webhook_secret": settings.instore_webhook_secret.get_secret_value().encode(),
+                "topics": topics,
             }
         ),
         exception_handlers={

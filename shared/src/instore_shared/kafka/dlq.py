@@ -27,12 +27,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from instore_shared.kafka.topics import DLQ_SUFFIX as DLQ_SUFFIX  # re-exported: defined with the registry
 from instore_shared.logging import get_logger
 
 log = get_logger(__name__)
 
-DLQ_SUFFIX = ".dlq"
-"""Appended to a topic's name to name its dead-letter topic."""
 
 DLQ_PREFIX = "dlq-"
 """Every header this module sets starts with this."""
