@@ -227,5 +227,8 @@ class TopicNames:
         for topic in ALL_TOPICS:
             if topic.name == registry_name:
                 return self.name(topic)
+        bare = registry_name.removeprefix(self.prefix) if self.prefix else registry_name
+        if bare != registry_name and any(t.name == bare for t in ALL_TOPICS):
+            raise LookupError(f"give the registry name {bare!r}: the prefix {self.prefix!r} (KAFKA_TOPIC_PREFIX) is added")
         known = ", ".join(t.name for t in ALL_TOPICS)
         raise LookupError(f"no topic {registry_name!r} in the registry; one of: {known}")
