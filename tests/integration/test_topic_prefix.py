@@ -118,8 +118,8 @@ async def _messages(kafka: Kafka, topic: str) -> list[Any]:
         await consumer.stop()
 
 
-async def _eventually(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
+async def _eventually(check: Callable[[], Any], what: str, within: float = 60) -> Any:
+    deadline = time.monotonic() + within
     while True:
         result = await check()
         if result:

@@ -94,16 +94,13 @@ def _kafka_settings(prog: str) -> BaseServiceSettings:
     return settings
 
 
-def _resolve(parser: argparse.ArgumentParser, settings: BaseServiceSettings, name: str, dlq_only: bool = False) -> str:
-    """The deployment's name of registry topic ``name``; a usage error (exit 2) when the registry has none."""
+def _check_topic(parser: argparse.ArgumentParser, name: str, dlq_only: bool = False) -> None:
+    """A usage error (exit 2) unless ``name`` is a registry name (a dead-letter topic's with ``dlq_only``)."""
     if dlq_only and not name.endswith(DLQ_SUFFIX):
-        parser.error(
-            f"--topic must be a dead-letter topic ({', '.join(t.name for t in ALL_TOPICS if t.name.endswith(DLQ_SUFFIX))})"
-        )
-    try:
-        return settings.topic_names().resolve(name)
-    except LookupError as exc:
-        parser.error(str(exc))
+        dead = ", ".join(t.name for t in ALL_TOPICS if t.name.endswith(DLQ_SUFFIX))
+        parser.error(f"--topic must be a dead-letter topic ({dead})")
+    if name not in {t.name for t in ALL_TOPICS}:
+        parser.error(f"no topic {name!r} in the registry; one of: {', '.join(t.name for t in ALL_TOPICS)}")
 
 
 # -- replay-dlq --------------------------------------------------------------------------
@@ -115,8 +112,9 @@ def _replay_dlq(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         parser.error("--max must be >= 0")
     if args.idle_timeout <= 0:
         parser.error("--idle-timeout must be > 0")
+    _check_topic(parser, args.topic, dlq_only=True)
     settings = _kafka_settings(prog)
-    topic = _resolve(parser, settings, args.topic, dlq_only=True)
+    topic = settings.topic_names().resolve(args.topic)
     group = args.group or settings.topic_names().group(DEFAULT_REPLAY_GROUP)
     print(f"{prog}: {topic} in group {group}{' (dry run)' if args.dry_run else ''}", file=sys.stderr, flush=True)
     progress = Progress(prog, "dead letters")
@@ -164,8 +162,9 @@ def _events(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--idle-timeout must be > 0")
     if args.max_messages is not None and args.max_messages < 1:
         parser.error("--max must be >= 1")
+    _check_topic(parser, args.topic)
     settings = _kafka_settings(prog)
-    topic = _resolve(parser, settings, args.topic)
+    topic = settings.topic_names().resolve(args.topic)
     progress = Progress(prog, "messages")
     try:
         asyncio.run(
@@ -218,8 +217,8 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
             help="play InStore against a running stack (needs instore-devfakes: not installed here)",
             description=NO_DEVFAKES,
         )
-        cmd.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        cmd.set_defaults(run=lambda _args, _parser: _no_devfakes(), parser=cmd)
+        # whatever options follow are simulate's, unknown here: main() lets them through to the message
+        cmd.set_defaults(run=lambda _args, _parser: _no_devfakes(), parser=cmd, takes_any=True)
         return
     cmd = commands.add_parser(
         "simulate",
@@ -291,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code (module doc). ``--help`` reads no setting and connects nowhere."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_any", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     run: Callable[[argparse.Namespace, argparse.ArgumentParser], int] = args.run
     return run(args, args.parser)
 
