@@ -40,10 +40,9 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from instore_devfakes.__main__ import mint_token
+from instore_devfakes.instore_samples import payment_request, payment_webhook, refund_webhook
 from instore_shared import announcements
 from instore_shared.commercetools import CommercetoolsClient
-from instore_shared.contract.instore_webhooks import payment_webhook, refund_webhook
-from instore_shared.contract.payment_extensions import payment_request
 from instore_shared.kafka.topics import PAYMENT_EXTENSION_RESULTS, PAYMENTS_COMPLETED, REFUNDS_COMPLETED, TopicNames
 from instore_shared.settings import CommercetoolsSettings
 

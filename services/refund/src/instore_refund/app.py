@@ -45,7 +45,6 @@ from instore_shared.kafka.consumer import (
     webhook_broker,
     webhook_subscriber,
 )
-from instore_shared.kafka.consumer import the_message as _the_message  # noqa: F401 - the tests' collector uses it
 from instore_shared.kafka.publisher import KafkaEventPublisher, PublishFailed
 from instore_shared.kafka.topics import REFUNDS_COMPLETED
 from instore_shared.logging import correlation_scope, get_logger
