@@ -119,3 +119,17 @@ def test_simulate_with_the_devfakes_package_checks_its_environment() -> None:
     result = _run(str(BIN / "instore-integration"), "simulate")
     assert result.returncode == 2
     assert "INSTORE_CALLBACK_API_KEY" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["events", "--topic", "instore.webhooks.v1"], ["replay-dlq", "--topic", "instore.webhooks.v1.dlq", "--dry-run"]],
+)
+def test_instore_integration_exits_1_when_kafka_cannot_be_reached(command: list[str]) -> None:
+    env = {"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}  # nothing listens on port 1
+    result = subprocess.run(
+        [str(BIN / "instore-integration"), *command], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.returncode == 1
+    assert "Kafka failed: KafkaConnectionError: Unable to bootstrap" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""

@@ -103,6 +103,12 @@ def _check_topic(parser: argparse.ArgumentParser, name: str, dlq_only: bool = Fa
         parser.error(f"no topic {name!r} in the registry; one of: {', '.join(t.name for t in ALL_TOPICS)}")
 
 
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of ``exc``, without the type twice (aiokafka's messages start with it)."""
+    text, kind = str(exc), type(exc).__name__
+    return text if text.startswith(kind) else f"{kind}: {text}"
+
+
 # -- replay-dlq --------------------------------------------------------------------------
 def _replay_dlq(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from instore_shared.kafka.dlq import replay
@@ -146,7 +152,7 @@ def _replay_dlq(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         return 1
     except Exception as exc:
         progress.finish("failed")
-        print(f"{prog}: Kafka failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"{prog}: Kafka failed: {_describe(exc)}", file=sys.stderr)
         return 1
     progress.finish()
     print(f"summary {topic}: {report.summary()}", flush=True)
@@ -184,7 +190,7 @@ def _events(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        print(f"{prog}: Kafka failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"{prog}: Kafka failed: {_describe(exc)}", file=sys.stderr)
         return 1
     progress.finish(f"on {topic}")
     return 0
