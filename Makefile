@@ -74,7 +74,7 @@ simulate: ## play InStore once against a running stack (make run in another term
 	CTP_PROJECT_KEY=$${CTP_PROJECT_KEY:-instore-demo} \
 	CTP_AUTH_URL=$${CTP_AUTH_URL:-http://127.0.0.1:$${CTP_MOCK_PORT:-8989}} \
 	CTP_API_URL=$${CTP_API_URL:-http://127.0.0.1:$${CTP_MOCK_PORT:-8989}} \
-	$(UV) run --frozen python -m instore_devfakes simulate $(ARGS)
+	$(UV) run --frozen instore-integration simulate $(ARGS)
 
 token: ## mint a colleague token from the local IMS (make -s token USER_ID=colleague-42 ARGS="--ttl -120")
 	@$(UV) run --frozen python -m instore_devfakes token --user $(or $(USER_ID),colleague-42) $(ARGS)
@@ -134,11 +134,11 @@ faults: ## the fault suite: crashes, broker outages, duplicates, a faulty Compos
 	$(UV) run --frozen python -m faults $(ARGS)
 
 replay-dlq: ## re-publish dead letters to their source topic (make replay-dlq TOPIC=instore.webhooks.v1.dlq ARGS=--dry-run)
-	$(UV) run --frozen python -m instore_shared.kafka.dlq replay --topic $(or $(TOPIC),instore.webhooks.v1.dlq) $(ARGS)
+	$(UV) run --frozen instore-integration replay-dlq --topic $(or $(TOPIC),instore.webhooks.v1.dlq) $(ARGS)
 
 events: ## print a topic's messages (make events TOPIC=commerce.refunds.completed.v1); KAFKA_PORT or KAFKA_BOOTSTRAP_SERVERS
 	@KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-9092}} \
-	$(UV) run --frozen python -m instore_shared.kafka.events --topic $(or $(TOPIC),commerce.payments.completed.v1) $(ARGS)
+	$(UV) run --frozen instore-integration events --topic $(or $(TOPIC),commerce.payments.completed.v1) $(ARGS)
 
 api-docs: ## regenerate docs/api/openapi.json and docs/api/asyncapi.json from the code (a unit test fails when they are stale)
 	$(UV) run --frozen python -m instore_gateway.api_docs

@@ -34,7 +34,7 @@ import aiohttp
 import psutil
 
 from bench.cart_callback import RssSampler, _cpu_seconds, _mark, _pct, _token
-from instore_shared.contract.payment_extensions import payment_request
+from instore_devfakes.instore_samples import payment_request
 from tests.support.processes import Service, free_port, start_ct_mock, start_kafka, start_service
 
 SECRET = "bench-pe-secret-" + uuid.uuid4().hex

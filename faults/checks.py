@@ -19,7 +19,7 @@ from typing import Any
 from bench.refund_flow import MUG, _prepare_returns
 from bench.webhook_to_order import _commerce, _prepare_sales
 from faults.stack import DLQ, PAYMENTS, REFUNDS, WEBHOOKS, Stack, all_orders, header, read_topic
-from instore_shared.contract.instore_webhooks import payment_webhook, refund_webhook
+from instore_devfakes.instore_samples import payment_webhook, refund_webhook
 from tests.support.processes import CtMock
 
 RETURN_KEY_PREFIX = "ret-"  # instore_refund.plan.return_item_key: "ret-<return cart line id>"

@@ -101,13 +101,13 @@ async def test_order_finalization_sends_only_valid_requests(ct_mock: CtMock) -> 
 
 async def test_the_refund_service_sends_only_valid_requests(ct_mock: CtMock) -> None:
     """Record a return and its refund on a fresh Order through the real client; every request validates."""
+    from instore_devfakes.instore_samples import refund_webhook
     from instore_refund.record import (
         LineFields,
         current_order,
         mark_refunded,
         record_refund,
     )
-    from instore_shared.contract.instore_webhooks import refund_webhook
 
     recorder = RequestRecorder()
     async with CommercetoolsClient(_settings(ct_mock), request_hooks=[recorder]) as client:
@@ -188,12 +188,12 @@ async def test_the_payment_extension_sends_only_valid_requests(ct_mock: CtMock) 
     import httpx
     from litestar import Litestar
 
+    from instore_devfakes.instore_samples import payment_request
     from instore_devfakes.payments import instore_side_router, provider_router
     from instore_payment_extension.instore import InStoreClient
     from instore_payment_extension.providers.simulator import SimulatorProvider
     from instore_payment_extension.service import handle_payment_request
     from instore_payment_extension.settings import PaymentExtensionSettings
-    from instore_shared.contract.payment_extensions import payment_request
     from instore_shared.url_allowlist import UrlAllowList
     from tests.unit.test_payment_extension_service import Clock, Prompts, Publisher
 

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from instore_shared.contract.instore_webhooks import payment_webhook
+from instore_devfakes.instore_samples import payment_webhook
 from tests.e2e.test_order_flow import _orders_of, _sale
 from tests.integration.test_kafka_resilience import until
 from tests.support.processes import CtMock, free_port, start_kafka, start_service

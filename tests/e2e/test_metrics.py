@@ -25,7 +25,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from instore_shared.contract.instore_webhooks import payment_webhook, refund_webhook
+from instore_devfakes.instore_samples import payment_webhook, refund_webhook
 from tests.e2e.test_order_flow import _commerce, _orders_of, _sale
 from tests.support.processes import CtMock, Kafka, Service, free_port, start_service
 

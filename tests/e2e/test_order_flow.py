@@ -21,9 +21,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from instore_devfakes.instore_samples import payment_webhook
 from instore_shared.announcements import CONTAINER
 from instore_shared.commercetools import CommercetoolsClient, NotFound
-from instore_shared.contract.instore_webhooks import payment_webhook
 from instore_shared.settings import CommercetoolsSettings
 from tests.support.processes import (
     CtMock,

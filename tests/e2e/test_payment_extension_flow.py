@@ -19,8 +19,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from instore_devfakes.instore_samples import payment_request
 from instore_payment_extension.service import CONTAINER, state_key
-from instore_shared.contract.payment_extensions import payment_request
 from instore_shared.kafka.topics import PAYMENT_EXTENSION_RESULTS
 from tests.e2e.test_order_flow import _commerce
 from tests.support.processes import CtMock, Kafka, Service, free_port, start_service, wait_until

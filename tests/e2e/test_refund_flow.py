@@ -21,8 +21,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from instore_devfakes.instore_samples import payment_webhook, refund_webhook
 from instore_shared.announcements import CONTAINER
-from instore_shared.contract.instore_webhooks import payment_webhook, refund_webhook
 from tests.e2e.test_order_flow import _commerce, _marker, _orders_of, _processed, _sale
 from tests.support.processes import (
     CtMock,

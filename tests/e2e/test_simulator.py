@@ -1,7 +1,7 @@
-"""End to end: the InStore simulator (``python -m instore_devfakes simulate``, what ``make demo``
-runs) drives the whole stack as processes — dev fakes, gateway, cart-mapping,
+"""End to end: the InStore simulator (``instore-integration simulate`` / ``python -m instore_devfakes simulate``,
+what ``make simulate`` and ``make demo`` run) drives the whole stack as processes — dev fakes, gateway, cart-mapping,
 order-finalization, refund, payment-extension, real Kafka, the commercetools mock — and reports each step; a
-broken stack makes it exit non-zero naming the step."""
+broken stack makes it exit non-zero naming the step. Everything runs under a KAFKA_TOPIC_PREFIX of its own."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.e2e
 API_KEY = "e2e-sim-key-" + uuid.uuid4().hex
 SECRET = "e2e-sim-secret-" + uuid.uuid4().hex
 CONNECTION_KEY = "e2e-sim-connection-" + uuid.uuid4().hex
+PREFIX = f"sim-{uuid.uuid4().hex[:6]}."
 STEPS = [
     "listen",
     "ims-token",
@@ -46,6 +48,12 @@ STEPS = [
 ]
 
 
+INTEGRATION_CLI = (str(Path(sys.executable).parent / "instore-integration"), "simulate")
+"""The operator command (``make simulate``)."""
+DEVFAKES_MODULE = (sys.executable, "-m", "instore_devfakes", "simulate")
+"""The dev-fakes' own command (``make demo``): the same code."""
+
+
 @dataclass
 class Stack:
     gateway: Service
@@ -60,7 +68,11 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
     fakes_port = free_port()
     issuer = f"http://127.0.0.1:{fakes_port}/ims"
     fakes_url = f"http://127.0.0.1:{fakes_port}"
-    common = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "PAYMENT_EXTENSION_ALLOWED_URLS": fakes_url}
+    common = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": PREFIX,  # the whole stack and the simulator in their own environment on the shared broker
+        "PAYMENT_EXTENSION_ALLOWED_URLS": fakes_url,
+    }
     services: list[Service] = []
     try:
         services.append(
@@ -131,13 +143,10 @@ def stack(kafka: Kafka, ct_mock: CtMock) -> Iterator[Stack]:
             service.stop()
 
 
-def _simulate(stack: Stack, **env: str) -> subprocess.CompletedProcess[str]:
+def _simulate(stack: Stack, command: tuple[str, ...], **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "instore_devfakes",
-            "simulate",
+            *command,
             "--gateway",
             stack.gateway.url,
             "--ims",
@@ -153,6 +162,7 @@ def _simulate(stack: Stack, **env: str) -> subprocess.CompletedProcess[str]:
                 "INSTORE_CALLBACK_API_KEY": API_KEY,
                 "INSTORE_WEBHOOK_SECRET": SECRET,
                 "LOG_LEVEL": "WARNING",
+                "KAFKA_TOPIC_PREFIX": PREFIX,
                 **env,
             }
         ),
@@ -164,7 +174,7 @@ def _simulate(stack: Stack, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_simulator_sells_pays_returns_and_refunds(stack: Stack) -> None:
-    result = _simulate(stack)
+    result = _simulate(stack, INTEGRATION_CLI)
     assert result.returncode == 0, result.stdout + result.stderr
     numbered = [line.split()[1] for line in result.stdout.splitlines() if line[:3].strip().rstrip(".").isdigit()]
     assert numbered == STEPS
@@ -172,12 +182,13 @@ def test_the_simulator_sells_pays_returns_and_refunds(stack: Stack) -> None:
     assert "Order       store-berlin-01-" in summary and "CREDIT_CARD" in summary and "CASH" in summary
     assert "1 × SKU-TSHIRT-M (Refunded)" in summary
     assert (
-        "commerce.payments.completed.v1: 1, commerce.refunds.completed.v1: 1, commerce.payment-extension-results.v1: 1"
+        f"{PREFIX}commerce.payments.completed.v1: 1, {PREFIX}commerce.refunds.completed.v1: 1, "
+        f"{PREFIX}commerce.payment-extension-results.v1: 1"
     ) in summary
     assert "result succeeded once at callbackUrl" in result.stdout
 
 
 def test_the_simulator_names_the_step_that_failed(stack: Stack) -> None:
-    result = _simulate(stack, INSTORE_CALLBACK_API_KEY="not-the-key")
+    result = _simulate(stack, DEVFAKES_MODULE, INSTORE_CALLBACK_API_KEY="not-the-key")
     assert result.returncode == 1
     assert "FAILED at step 'token-callback': HTTP 401" in result.stderr

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from instore_shared.contract.instore_webhooks import payment_webhook
+from instore_devfakes.instore_samples import payment_webhook
 from tests.support.processes import (
     CtMock,
     Kafka,

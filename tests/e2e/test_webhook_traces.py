@@ -21,7 +21,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from instore_shared.contract.instore_webhooks import payment_webhook
+from instore_devfakes.instore_samples import payment_webhook
 from tests.e2e.test_metrics import _start_group_at_end
 from tests.e2e.test_order_flow import _sale
 from tests.e2e.test_traces import EXPORT_DEADLINE_S, _ancestors, _describe, _one

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -14,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.dlq import dead_letter_headers, dlq_topic, replay
 from instore_shared.kafka.headers import encode_headers
-from instore_shared.kafka.topics import Topic
+from instore_shared.kafka.topics import WEBHOOKS, WEBHOOKS_DLQ, Topic, TopicNames
 from tests.support.processes import REPO_ROOT, Kafka
 
 pytestmark = pytest.mark.integration
@@ -167,22 +170,17 @@ async def test_a_missing_dlq_topic_raises(kafka: Kafka) -> None:
 
 
 async def test_cli_replays_and_prints_a_summary(kafka: Kafka) -> None:
-    source, dead = await _topics(kafka)
+    """``instore-integration replay-dlq`` (the console script) under a fresh KAFKA_TOPIC_PREFIX."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}."
+    names = TopicNames(prefix)
+    source, dead = names.name(WEBHOOKS), names.name(WEBHOOKS_DLQ)
+    await ensure_topics(kafka.bootstrap_servers, [names.topic(WEBHOOKS), names.topic(WEBHOOKS_DLQ)], PARTITIONS, 1)
     await _publish(kafka, dead, _letters(source))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
-    env.update(KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers, LOG_JSON="true")
-    args = [
-        sys.executable,
-        "-m",
-        "instore_shared.kafka.dlq",
-        "replay",
-        "--topic",
-        dead,
-        "--idle-timeout",
-        str(IDLE),
-        "--group",
-        f"replay-{uuid.uuid4()}",
-    ]
+    env.update(KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers, KAFKA_TOPIC_PREFIX=prefix, LOG_JSON="true")
+    script = shutil.which("instore-integration", path=str(Path(sys.executable).parent))
+    assert script, "the instore-integration console script is not installed (uv sync)"
+    args = [script, "replay-dlq", "--topic", WEBHOOKS_DLQ.name, "--idle-timeout", str(IDLE)]
 
     dry = await asyncio.to_thread(
         subprocess.run, [*args, "--dry-run"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
@@ -190,11 +188,25 @@ async def test_cli_replays_and_prints_a_summary(kafka: Kafka) -> None:
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.count("would-replay ") == 3
     assert f"summary {dead}: replayed=3 skipped=0 dry_run=true" in dry.stdout
+    assert f"{dead} in group {prefix}dlq-replay (dry run)" in dry.stderr
 
     real = await asyncio.to_thread(subprocess.run, args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert real.returncode == 0, real.stderr
     lines = real.stdout.splitlines()
     assert sum(line.startswith("replayed ") and f"-> {source} reason=" in line for line in lines) == 3
     assert lines[-1] == f"summary {dead}: replayed=3 skipped=0 dry_run=false by_reason=invalid-json:2,upstream-5xx:1"
+    assert re.search(r"replay-dlq: 3 dead letters in [0-9.]+ s \([0-9]+/s\)$", real.stderr.strip()), real.stderr
     assert "secret-payload" not in real.stdout + real.stderr + dry.stdout + dry.stderr
     assert len(await _read_all(kafka, source)) == 3
+
+    missing = await asyncio.to_thread(
+        subprocess.run,
+        [*args[:3], "instore.payment-requests.v1.dlq", *args[4:]],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1
+    assert f"{prefix}instore.payment-requests.v1.dlq" in missing.stderr and "does not exist" in missing.stderr

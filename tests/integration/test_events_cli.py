@@ -1,4 +1,4 @@
-"""``make events``: prints a topic's messages, one line each, without committing anything."""
+"""``make events`` (``instore-integration events``): prints a topic's messages, one line each, without committing anything."""
 
 from __future__ import annotations
 
@@ -29,5 +29,8 @@ async def test_events_prints_every_message_of_a_topic(kafka: Kafka, capsys: pyte
     assert await show(kafka.bootstrap_servers, topic.name, 1.0, {}) == 2
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("p")]
     assert sorted(line.split(" ", 2)[2] for line in lines) == ['key=order-1 {"n":1}', 'key=order-2 {"n":2}']
+    seen: list[int] = []
+    assert await show(kafka.bootstrap_servers, topic.name, 5.0, {}, on_message=lambda: seen.append(1), max_messages=1) == 1
+    assert seen == [1]
     with pytest.raises(LookupError):
         await show(kafka.bootstrap_servers, "no.such.topic.v1", 0.5, {})

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from instore_devfakes.instore_samples import payment_webhook
 from instore_order_finalization.finalize import Outcome, PermanentFailure, finalize
 from instore_order_finalization.model import cart_decoder
 from instore_order_finalization.rules import order_number
 from instore_shared.commercetools.errors import ConcurrentModification
-from instore_shared.contract.instore_webhooks import payment_webhook
 from tests.conftest import load_example
 from tests.fakes.commerce import InMemoryCommerce
 

@@ -9,9 +9,10 @@ from typing import Any
 
 from faststream.kafka import KafkaMessage, TestKafkaBroker
 
-from instore_order_finalization.app import _the_message, create_broker
+from instore_devfakes.instore_samples import payment_webhook
+from instore_order_finalization.app import create_broker
 from instore_order_finalization.settings import OrderFinalizationSettings
-from instore_shared.contract.instore_webhooks import payment_webhook
+from instore_shared.kafka.consumer import the_message
 from instore_shared.kafka.topics import PAYMENTS_COMPLETED, WEBHOOKS
 from tests.fakes.commerce import InMemoryCommerce
 from tests.unit.test_order_finalization import _payment, _world
@@ -22,7 +23,7 @@ SETTINGS = OrderFinalizationSettings()
 def _collect(broker, topic: str) -> list[KafkaMessage]:  # type: ignore[no-untyped-def]
     seen: list[KafkaMessage] = []
 
-    @broker.subscriber(topic, decoder=_the_message)
+    @broker.subscriber(topic, decoder=the_message)
     async def collect(message: KafkaMessage) -> None:
         seen.append(message)
 

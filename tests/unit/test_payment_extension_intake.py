@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from instore_devfakes.instore_samples import payment_request
 from instore_gateway.app import Ports, create_app
 from instore_gateway.settings import GatewaySettings
 from instore_gateway.vault import InMemoryTokenVault
-from instore_shared.contract.payment_extensions import payment_request
 from instore_shared.kafka.rpc import BrokerUnavailable, MessageRejected, NotAcknowledged
 from instore_shared.url_allowlist import InvalidAllowList, UrlAllowList
 from tests.unit.test_webhooks import PROBLEM, SECRET, Lookups, Recorder, sign

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 from litestar import Litestar
 
+from instore_devfakes.instore_samples import payment_request
 from instore_devfakes.payments import InStoreSideState, ProviderState, instore_side_router, provider_router
 from instore_payment_extension.instore import InStoreClient
 from instore_payment_extension.providers.simulator import SimulatorProvider
@@ -21,7 +22,6 @@ from instore_payment_extension.service import CONTAINER, handle_payment_request,
 from instore_payment_extension.settings import PaymentExtensionSettings
 from instore_shared.commercetools.client import ApiResponse
 from instore_shared.commercetools.errors import ConcurrentModification, NotFound
-from instore_shared.contract.payment_extensions import payment_request
 from instore_shared.kafka.consumer import Unprocessable
 from instore_shared.url_allowlist import UrlAllowList
 

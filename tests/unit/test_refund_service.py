@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from faststream.kafka import KafkaMessage, TestKafkaBroker
 
-from instore_refund.app import _the_message, create_broker
+from instore_devfakes.instore_samples import refund_webhook
+from instore_refund.app import create_broker
 from instore_refund.plan import Refused
 from instore_refund.record import LineFields, record_refund
 from instore_refund.settings import RefundSettings
 from instore_shared.commercetools.errors import ConcurrentModification, InvalidInput
-from instore_shared.contract.instore_webhooks import refund_webhook
+from instore_shared.kafka.consumer import the_message
 from instore_shared.kafka.topics import REFUNDS_COMPLETED, WEBHOOKS
 from tests.fakes.commerce import InMemoryCommerce
 
@@ -91,7 +92,7 @@ def _world(*return_lines: dict[str, Any], cart_id: str = "ret-cart-1") -> InMemo
 def _collect(broker, topic: str) -> list[KafkaMessage]:  # type: ignore[no-untyped-def]
     seen: list[KafkaMessage] = []
 
-    @broker.subscriber(topic, decoder=_the_message)
+    @broker.subscriber(topic, decoder=the_message)
     async def collect(message: KafkaMessage) -> None:
         seen.append(message)
 

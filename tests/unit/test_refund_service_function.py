@@ -11,12 +11,12 @@ from typing import Any
 import msgspec
 import pytest
 
+from instore_devfakes.instore_samples import refund_webhook
 from instore_refund.plan import Refused
 from instore_refund.service import handle_refund_webhook
 from instore_refund.settings import RefundSettings
 from instore_shared.announcements import Verdict
 from instore_shared.commercetools.errors import TransientError
-from instore_shared.contract.instore_webhooks import refund_webhook
 from instore_shared.kafka.consumer import KeyedLocks
 from tests.fakes.clock import FakeClock
 from tests.fakes.commerce import InMemoryCommerce

@@ -165,7 +165,7 @@ def commerce_service_app(
     document of ``broker`` (``/asyncapi.json``,
     browsable at ``/asyncapi``, without FastStream's "try it out", which would publish to
     Kafka over HTTP) and a JSON Schema per ``schemas`` entry (path → msgspec Struct). At
-    start it creates missing topics (``KAFKA_CREATE_TOPICS``) and starts refreshing
+    start it creates missing topics (``KAFKA_CREATE_TOPICS``; under ``KAFKA_TOPIC_PREFIX``) and starts refreshing
     ``instore_kafka_consumer_lag``; at stop it closes ``client`` when it is a
     :class:`CommercetoolsClient` (not a test's fake) and flushes the spans not yet exported.
     ``resources`` (optional) is entered after the topics exist and left before the client is closed
@@ -180,7 +180,6 @@ def commerce_service_app(
 
     from instore_shared.commercetools import CommercetoolsClient
     from instore_shared.kafka.admin import ensure_topics
-    from instore_shared.kafka.topics import ALL_TOPICS
     from instore_shared.logging import get_logger
 
     log = get_logger(f"instore_{name.replace('-', '_')}.app")
@@ -191,7 +190,7 @@ def commerce_service_app(
         if settings.kafka_create_topics:
             await ensure_topics(
                 settings.kafka_bootstrap_servers,
-                ALL_TOPICS,
+                settings.topic_names().all(),
                 settings.kafka_topic_partitions,
                 settings.kafka_topic_replication_factor,
                 client_options=settings.kafka_client_options(),

@@ -13,8 +13,10 @@ from typing import Any, Literal, Self, TypeVar
 from aiokafka.helpers import create_ssl_context
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from instore_shared.kafka.topics import TopicNames, check_prefix
 
 _S = TypeVar("_S", bound=BaseSettings)
 
@@ -52,6 +54,10 @@ class BaseServiceSettings(BaseSettings):
 
     kafka_client_id_prefix: str = "instore"
     """Prefix of the Kafka client ids this process uses (the service name is appended)."""
+
+    kafka_topic_prefix: str = ""
+    """Put in front of every topic name and every default consumer group id (``dev.`` → ``dev.instore.webhooks.v1``),
+    so several environments share one Kafka cluster; only a-z A-Z 0-9 . _ -, at most 208 characters. Empty: none."""
 
     kafka_create_topics: bool = True
     """Create missing topics at start-up (turn off where topics are managed elsewhere, e.g. Strimzi)."""
@@ -100,6 +106,32 @@ class BaseServiceSettings(BaseSettings):
 
     http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     """Time an HTTP client has to send a request's body once its headers are in, in seconds (408 and closed after)."""
+
+    @field_validator("kafka_topic_prefix")
+    @classmethod
+    def _legal_prefix(cls, value: str) -> str:
+        return check_prefix(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prefix_default_groups(cls, data: Any) -> Any:
+        """Each ``*_consumer_group`` field left unset gets ``KAFKA_TOPIC_PREFIX`` in front of its default
+        (two environments on one cluster must not share a group); one set explicitly stays as given."""
+        if not isinstance(data, dict):
+            return data
+        given = {str(k).lower(): v for k, v in data.items()}
+        prefix = given.get("kafka_topic_prefix") or ""
+        if not isinstance(prefix, str) or not prefix:
+            return data
+        out = dict(data)
+        for name, field in cls.model_fields.items():
+            if name.endswith("_consumer_group") and name not in given and isinstance(field.default, str):
+                out[name] = prefix + field.default
+        return out
+
+    def topic_names(self) -> TopicNames:
+        """The topic names of this deployment (``KAFKA_TOPIC_PREFIX`` applied to the registry's)."""
+        return TopicNames(self.kafka_topic_prefix)
 
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Self:

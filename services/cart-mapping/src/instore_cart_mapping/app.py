@@ -50,8 +50,10 @@ def create_broker(settings: CartMappingSettings, commerce: CommerceReader) -> Ka
         middlewares=kafka_middlewares("cart-mapping"),
     )
 
+    requests_topic = settings.topic_names().name(CART_REQUESTS)
+
     @broker.subscriber(
-        CART_REQUESTS.name,
+        requests_topic,
         group_id=settings.cart_mapping_consumer_group,
         # At-most-once on purpose: a lookup is a read with a deadline. The offset is committed
         # as the message is taken, so a crash loses at most an in-flight lookup, which the
@@ -74,7 +76,7 @@ def create_broker(settings: CartMappingSettings, commerce: CommerceReader) -> Ka
     async def on_cart_request(message: KafkaMessage) -> None:
         with correlation_scope(message.correlation_id or ""):
             if request_expired(message.headers):
-                log.info("cart_lookup.expired", topic=CART_REQUESTS.name)
+                log.info("cart_lookup.expired", topic=requests_topic)
                 return
             try:
                 request = contract.decode_request(message.body)

@@ -22,7 +22,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from instore_devfakes.commands import SIMULATE_DESCRIPTION, add_simulate_arguments, run_simulate
 from instore_devfakes.settings import DevFakesSettings
+from instore_shared.entrypoint import settings_help
 
 DEFAULT_TTL_SECONDS = 900
 
@@ -72,44 +74,15 @@ def _default_url() -> str:
     return f"http://127.0.0.1:{os.environ.get('DEVFAKES_HTTP_PORT', '8090')}"
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    """Run the simulator; the callback key, webhook secret and CTP_* settings come from the environment."""
-    import asyncio
-
-    from instore_devfakes.simulator import SimulatorConfig, StepFailed, simulate
-    from instore_shared.logging import configure_logging
-    from instore_shared.settings import CommercetoolsSettings, load_settings
-
-    # stdout carries the steps and the summary; the libraries' own lines (warnings) go to stderr
-    configure_logging("simulator", os.environ.get("SIMULATOR_LOG_LEVEL", "WARNING"), json=False, stream=sys.stderr)
-
-    for var in ("INSTORE_CALLBACK_API_KEY", "INSTORE_WEBHOOK_SECRET", "CTP_CLIENT_ID"):
-        if not os.environ.get(var):
-            print(f"instore-devfakes simulate: {var} is not set (make demo and make run set it)", file=sys.stderr)
-            return 2
-    config = SimulatorConfig(
-        gateway_url=args.gateway.rstrip("/"),
-        ims_url=args.ims.rstrip("/"),
-        callback_api_key=os.environ["INSTORE_CALLBACK_API_KEY"],
-        webhook_secret=os.environ["INSTORE_WEBHOOK_SECRET"],
-        kafka_bootstrap_servers=args.kafka,
-        commerce=load_settings(CommercetoolsSettings, "instore-devfakes simulate"),
-        colleague=args.user,
-        currency=os.environ.get("INSTORE_CURRENCY", "EUR"),
-        timeout_seconds=args.timeout,
-    )
-    try:
-        summary = asyncio.run(simulate(config, sys.stdout))
-    except StepFailed as exc:
-        print(f"\nsimulate: FAILED at step {exc.step!r}: {exc.reason}", file=sys.stderr)
-        return 1
-    print("\nsimulate: OK\n" + "\n".join("  " + line for line in summary.lines()))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Serve (no sub-command) or run ``token``."""
-    parser = argparse.ArgumentParser(prog="instore-devfakes", description=__doc__.split("\n\n")[0])
+    """Serve (no sub-command or ``serve``), run ``token`` or ``simulate``; ``--help`` starts nothing."""
+    parser = argparse.ArgumentParser(
+        prog="instore-devfakes",
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The fakes (no sub-command, or serve) are configured by environment variables only:\n"
+        + settings_help([DevFakesSettings]),
+    )
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve the fakes (the default)")
     token = commands.add_parser("token", help="mint a colleague token from a running local IMS; prints only the JWT")
@@ -118,25 +91,17 @@ def main(argv: list[str] | None = None) -> None:
     token.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="lifetime in seconds (default: %(default)s)")
     token.add_argument("--audience", default=None, help="aud claim (default: the fake's DEVFAKES_AUDIENCE)")
     token.add_argument("--name", default=None, help="name claim (default: the user id)")
-    env = os.environ.get
-    simulate = commands.add_parser("simulate", help="play InStore against a running stack (make demo)")
-    simulate.add_argument(
-        "--gateway",
-        default=f"http://127.0.0.1:{env('GATEWAY_HTTP_PORT', '8080')}",
-        help="gateway base URL (default: %(default)s, from GATEWAY_HTTP_PORT)",
+    simulate = commands.add_parser(
+        "simulate",
+        help="play InStore against a running stack (make demo)",
+        description=SIMULATE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    simulate.add_argument("--ims", default=_default_url(), help="dev fakes base URL (default: %(default)s)")
-    simulate.add_argument(
-        "--kafka",
-        default=env("KAFKA_BOOTSTRAP_SERVERS") or f"127.0.0.1:{env('KAFKA_PORT', '9092')}",
-        help="Kafka bootstrap servers (default: %(default)s, from KAFKA_BOOTSTRAP_SERVERS or KAFKA_PORT)",
-    )
-    simulate.add_argument("--timeout", type=float, default=30.0, help="seconds each step may take (default: %(default)s)")
-    simulate.add_argument("--user", default="colleague-42", help="the colleague's user id (default: %(default)s)")
+    add_simulate_arguments(simulate)
     args = parser.parse_args(argv)
 
     if args.command == "simulate":
-        raise SystemExit(_simulate(args))
+        raise SystemExit(run_simulate(args, "instore-devfakes simulate"))
     if args.command == "token":
         try:
             print(mint_token(args.url, args.user, args.ttl, args.audience, args.name))

@@ -32,9 +32,9 @@ from litestar import Response, Router, get, post
 from litestar.exceptions import HTTPException
 from litestar.params import JSONBody, Parameter
 
+from instore_devfakes.instore_samples import payment_webhook
 from instore_devfakes.settings import DevFakesSettings
 from instore_shared.commercetools import CommercetoolsClient
-from instore_shared.contract.instore_webhooks import payment_webhook
 from instore_shared.settings import CommercetoolsSettings
 
 HERE = Path(__file__).resolve().parent

@@ -40,11 +40,10 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from instore_devfakes.__main__ import mint_token
+from instore_devfakes.instore_samples import payment_request, payment_webhook, refund_webhook
 from instore_shared import announcements
 from instore_shared.commercetools import CommercetoolsClient
-from instore_shared.contract.instore_webhooks import payment_webhook, refund_webhook
-from instore_shared.contract.payment_extensions import payment_request
-from instore_shared.kafka.topics import PAYMENT_EXTENSION_RESULTS, PAYMENTS_COMPLETED, REFUNDS_COMPLETED
+from instore_shared.kafka.topics import PAYMENT_EXTENSION_RESULTS, PAYMENTS_COMPLETED, REFUNDS_COMPLETED, TopicNames
 from instore_shared.settings import CommercetoolsSettings
 
 EXPAND_PAYMENTS = ("paymentInfo.payments[*]",)
@@ -61,7 +60,11 @@ class StepFailed(Exception):
 
 @dataclass(frozen=True)
 class SimulatorConfig:
-    """Where the stack is and the secrets InStore shares with it."""
+    """Where the stack is and the secrets InStore shares with it.
+
+    ``topics``: the stack's topic names (``KAFKA_TOPIC_PREFIX``); ``kafka_client_options``: aiokafka keyword
+    arguments for Kafka's security (``BaseServiceSettings.kafka_client_options()``).
+    """
 
     gateway_url: str
     ims_url: str
@@ -75,6 +78,8 @@ class SimulatorConfig:
     currency: str = "EUR"
     timeout_seconds: float = 30.0
     signature_header: str = "X-Signature"
+    topics: TopicNames = field(default_factory=TopicNames)
+    kafka_client_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,9 +127,9 @@ class _Run:
         self.commerce = CommercetoolsClient(config.commerce.model_copy(update={"scopes": scopes}))
         self.consumer: AIOKafkaConsumer | None = None
         self.seen: dict[str, list[dict[str, Any]]] = {
-            PAYMENTS_COMPLETED.name: [],
-            REFUNDS_COMPLETED.name: [],
-            PAYMENT_EXTENSION_RESULTS.name: [],
+            config.topics.name(PAYMENTS_COMPLETED): [],
+            config.topics.name(REFUNDS_COMPLETED): [],
+            config.topics.name(PAYMENT_EXTENSION_RESULTS): [],
         }
 
     async def close(self) -> None:
@@ -165,7 +170,10 @@ class _Run:
     async def start_listening(self) -> None:
         """Read the downstream topics from their current end, so only this run's events count."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.config.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False
+            bootstrap_servers=self.config.kafka_bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            **self.config.kafka_client_options,
         )
         await consumer.start()
         partitions = []
@@ -433,7 +441,9 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
             await run.step(f"pay-{method.lower()}", sent, pay)
 
         async def order() -> str:
-            event = await run.wait_for_event("order", PAYMENTS_COMPLETED.name, lambda e: e.get("cartId") == state["cart"]["id"])
+            event = await run.wait_for_event(
+                "order", config.topics.name(PAYMENTS_COMPLETED), lambda e: e.get("cartId") == state["cart"]["id"]
+            )
             summary.order_id, summary.order_number = event["orderId"], event["orderNumber"]
             # order-finalization marks the announcement in a Custom Object right after Kafka
             # acked the event (the Order itself stays as created): wait for it, with the step's deadline.
@@ -454,7 +464,7 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
                 f"event {event['eventId'][:8]}… with {len(event['payments'])} tenders"
             )
 
-        await run.step("order", f"wait for {PAYMENTS_COMPLETED.name}", order)
+        await run.step("order", f"wait for {config.topics.name(PAYMENTS_COMPLETED)}", order)
 
         async def return_cart() -> str:
             bought = next(li for li in state["order"]["lineItems"] if li["variant"].get("sku") == "SKU-TSHIRT-M")
@@ -519,7 +529,7 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
 
         async def refunded() -> str:
             event = await run.wait_for_event(
-                "refunded", REFUNDS_COMPLETED.name, lambda e: e.get("returnCartId") == state["return_cart"]["id"]
+                "refunded", config.topics.name(REFUNDS_COMPLETED), lambda e: e.get("returnCartId") == state["return_cart"]["id"]
             )
             # The refund service sets the return items Refunded with the refund, before the
             # event (its announcement marker is a Custom Object): check it, with the step's deadline.
@@ -551,12 +561,12 @@ async def simulate(config: SimulatorConfig, out: TextIO) -> Summary:
                 f"over {len(event['refunds'])} tenders"
             )
 
-        await run.step("refunded", f"wait for {REFUNDS_COMPLETED.name}", refunded)
+        await run.step("refunded", f"wait for {config.topics.name(REFUNDS_COMPLETED)}", refunded)
         await run.drain(1.0)  # a duplicate event would arrive right behind the first
         expected_events = {
-            PAYMENTS_COMPLETED.name: ("cartId", state["cart"]["id"]),
-            REFUNDS_COMPLETED.name: ("returnCartId", state["return_cart"]["id"]),
-            PAYMENT_EXTENSION_RESULTS.name: ("paymentId", state["extension_payment"]),
+            config.topics.name(PAYMENTS_COMPLETED): ("cartId", state["cart"]["id"]),
+            config.topics.name(REFUNDS_COMPLETED): ("returnCartId", state["return_cart"]["id"]),
+            config.topics.name(PAYMENT_EXTENSION_RESULTS): ("paymentId", state["extension_payment"]),
         }
         for topic, (wanted_key, wanted_id) in expected_events.items():
             summary.events[topic] = sum(1 for e in run.seen[topic] if e.get(wanted_key) == wanted_id)

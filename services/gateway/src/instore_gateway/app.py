@@ -65,7 +65,7 @@ from instore_shared.contract.cart_lookup import CartKind, CartLookupReply, Looku
 from instore_shared.kafka import asyncapi
 from instore_shared.kafka.admin import ensure_topics
 from instore_shared.kafka.rpc import BrokerUnavailable, ReplyTimeout, RequestReplyClient
-from instore_shared.kafka.topics import ALL_TOPICS, CART_REPLIES
+from instore_shared.kafka.topics import CART_REPLIES, CART_REQUESTS
 from instore_shared.logging import get_logger, new_correlation_id
 from instore_shared.url_allowlist import UrlAllowList
 
@@ -512,6 +512,7 @@ def create_app(
     """
     settings = settings or GatewaySettings()
     given = ports or Ports()
+    topics = settings.topic_names()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -522,7 +523,7 @@ def create_app(
             async def create_topics() -> None:
                 await ensure_topics(
                     settings.kafka_bootstrap_servers,
-                    ALL_TOPICS,
+                    topics.all(),
                     settings.kafka_topic_partitions,
                     settings.kafka_topic_replication_factor,
                     timeout_s=5.0,
@@ -531,7 +532,7 @@ def create_app(
 
             client = RequestReplyClient(
                 settings.kafka_bootstrap_servers,
-                CART_REPLIES.name,
+                topics.name(CART_REPLIES),
                 f"{settings.kafka_client_id_prefix}-gateway",
                 prepare=create_topics if settings.kafka_create_topics else None,
                 client_options=settings.kafka_client_options(),
@@ -545,7 +546,9 @@ def create_app(
             app.state.cart_lookups = given.cart_lookups
         else:
             assert client is not None  # made above whenever the lookups are not given
-            app.state.cart_lookups = KafkaCartLookups(client, settings.gateway_cart_lookup_timeout_seconds)
+            app.state.cart_lookups = KafkaCartLookups(
+                client, settings.gateway_cart_lookup_timeout_seconds, topics.name(CART_REQUESTS)
+            )
         app.state.events = given.events if given.events is not None else client
         app.state.vault = MeteredVault(given.vault if given.vault is not None else create_vault(settings))
         app.state.ims = (
@@ -578,6 +581,7 @@ def create_app(
             webhook_names,
             settings.webhook_publish_timeout_seconds,
             settings.webhook_max_body_bytes,
+            topics,
         )
         app.state.payment_extension_intake = payment_extension_intake(
             app.state.events,
@@ -586,6 +590,7 @@ def create_app(
             settings.payment_extension_publish_timeout_seconds,
             settings.payment_extension_max_body_bytes,
             allowed_urls,
+            topics,
         )
         closers += [
             x
@@ -697,6 +702,7 @@ def create_app(
             {
                 "callback_api_key": settings.instore_callback_api_key.get_secret_value().strip(" \t").encode(),
                 "webhook_secret": settings.instore_webhook_secret.get_secret_value().encode(),
+                "topics": topics,
             }
         ),
         exception_handlers={

@@ -158,7 +158,7 @@ def host_events_router(
         results = await asyncio.gather(
             *(
                 request.app.state.events.publish(
-                    HOST_EVENTS.name,
+                    request.app.state.topics.name(HOST_EVENTS),
                     key,
                     value,
                     message_type=contract.MESSAGE_TYPE,

@@ -28,7 +28,7 @@ class KafkaCartLookups:
     Args:
         client: the started request/reply client.
         timeout: seconds to wait for the reply, publish included.
-        topic: the request topic (``instore.cart-requests.v1``).
+        topic: the request topic (``instore.cart-requests.v1`` under ``KAFKA_TOPIC_PREFIX``).
     """
 
     def __init__(self, client: RequestReplyClient, timeout: float, topic: str = CART_REQUESTS.name) -> None:

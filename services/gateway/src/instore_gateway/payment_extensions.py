@@ -38,7 +38,7 @@ from instore_shared import metrics
 from instore_shared.contract import payment_extensions as contract
 from instore_shared.kafka import headers as h
 from instore_shared.kafka.rpc import BrokerUnavailable, MessageRejected, NotAcknowledged
-from instore_shared.kafka.topics import PAYMENT_PROMPT_ANSWERS, PAYMENT_REQUESTS
+from instore_shared.kafka.topics import PAYMENT_PROMPT_ANSWERS, PAYMENT_REQUESTS, TopicNames
 from instore_shared.logging import get_logger
 from instore_shared.url_allowlist import UrlAllowList
 
@@ -126,7 +126,7 @@ class PaymentExtensionIntake:
     ``events``: the publisher (:class:`~instore_gateway.sessions.EventPublisher`); ``names``:
     signature header names, lower case; ``publish_timeout``: seconds Kafka gets to acknowledge;
     ``max_body_bytes``: the largest body taken; ``allowed``: the addresses statusUrl and
-    callbackUrl may name."""
+    callbackUrl may name; ``topics``: this deployment's topic names (``KAFKA_TOPIC_PREFIX``)."""
 
     events: Any
     secret: bytes
@@ -134,6 +134,7 @@ class PaymentExtensionIntake:
     publish_timeout: float
     max_body_bytes: int
     allowed: UrlAllowList
+    topics: TopicNames
 
     def _signed(self, body: bytes, header_values: Callable[[str], list[str]], what: str) -> None:
         check_signature(self.secret, body, [v for name in self.names for v in header_values(name)], what)
@@ -204,7 +205,7 @@ class PaymentExtensionIntake:
         key = contract.routing_key(parsed)
         await _publish(
             self.events,
-            PAYMENT_REQUESTS.name,
+            self.topics.name(PAYMENT_REQUESTS),
             key,
             body,
             contract.MESSAGE_TYPE,
@@ -234,7 +235,7 @@ class PaymentExtensionIntake:
         answer: contract.PromptAnswer = _decode(body, contract.PromptAnswer, "prompt answer")
         await _publish(
             self.events,
-            PAYMENT_PROMPT_ANSWERS.name,
+            self.topics.name(PAYMENT_PROMPT_ANSWERS),
             answer.requestId,
             msgspec.json.encode(answer),
             contract.ANSWER_MESSAGE_TYPE,
@@ -247,11 +248,17 @@ class PaymentExtensionIntake:
 
 
 def payment_extension_intake(
-    events: Any, secret: bytes, signature_headers: list[str], publish_timeout: float, max_body_bytes: int, allowed: UrlAllowList
+    events: Any,
+    secret: bytes,
+    signature_headers: list[str],
+    publish_timeout: float,
+    max_body_bytes: int,
+    allowed: UrlAllowList,
+    topics: TopicNames,
 ) -> PaymentExtensionIntake:
     """A :class:`PaymentExtensionIntake` from settings (signature header names as configured)."""
     names = tuple(name.strip().lower() for name in signature_headers if name.strip())
-    return PaymentExtensionIntake(events, secret, names, publish_timeout, max_body_bytes, allowed)
+    return PaymentExtensionIntake(events, secret, names, publish_timeout, max_body_bytes, allowed, topics)
 
 
 def payment_extension_prefix(prefix: str) -> str:
@@ -275,6 +282,7 @@ def payment_extension_handlers(
             publish_timeout,
             max_body_bytes,
             allowed,
+            request.app.state.topics,
         )
 
     @post(

@@ -209,7 +209,11 @@ async def create_session(request: Request[Any, Any, State], data: JSONBody[Sessi
     events: EventPublisher = state.events
     try:
         await events.publish(
-            SESSION_EVENTS.name, colleague.user_id, contract.encode(event), message_type=contract.MESSAGE_TYPE, timeout_s=3.0
+            state.topics.name(SESSION_EVENTS),
+            colleague.user_id,
+            contract.encode(event),
+            message_type=contract.MESSAGE_TYPE,
+            timeout_s=3.0,
         )
     except BrokerUnavailable as exc:
         # No audit record, no session: the user key stays unknown to everyone and expires.

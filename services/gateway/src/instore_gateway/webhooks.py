@@ -34,7 +34,7 @@ from instore_shared import metrics
 from instore_shared.contract import instore_webhooks as contract
 from instore_shared.kafka import headers as h
 from instore_shared.kafka.rpc import BrokerUnavailable, MessageRejected, NotAcknowledged
-from instore_shared.kafka.topics import WEBHOOKS
+from instore_shared.kafka.topics import WEBHOOKS, TopicNames
 from instore_shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -71,13 +71,15 @@ class WebhookIntake:
     """What accepting a webhook needs, fixed at start: the settings and the publisher.
 
     ``names``: signature header names, lower case; ``publish_timeout``: seconds Kafka gets to
-    acknowledge; ``max_body_bytes``: the largest body taken."""
+    acknowledge; ``max_body_bytes``: the largest body taken; ``topics``: this deployment's topic names
+    (``KAFKA_TOPIC_PREFIX``)."""
 
     events: Any  # instore_gateway.sessions.EventPublisher
     secret: bytes
     names: tuple[str, ...]
     publish_timeout: float
     max_body_bytes: int
+    topics: TopicNames
 
     async def accept(self, body: bytes, header_values: Callable[[str], list[str]], correlation_id: str) -> bytes:
         """Check, publish and acknowledge one webhook; returns the 202 body (:class:`WebhookAccepted` JSON).
@@ -109,7 +111,7 @@ class WebhookIntake:
         headers = {h.WEBHOOK_ID: webhook_id, h.RECEIVED_AT: received_at, h.CORRELATION_ID: correlation_id}
         try:
             await self.events.publish(
-                WEBHOOKS.name, key, body, message_type=MESSAGE_TYPE, timeout_s=self.publish_timeout, headers=headers
+                self.topics.name(WEBHOOKS), key, body, message_type=MESSAGE_TYPE, timeout_s=self.publish_timeout, headers=headers
             )
         except MessageRejected as exc:
             log.error("webhook.too_large_for_kafka", webhook_id=webhook_id, bytes=len(body))
@@ -169,7 +171,8 @@ def webhook_handler(max_body_bytes: int, signature_headers: list[str], publish_t
     )
     async def receive_webhook(request: Request[Any, Any, State]) -> Response[bytes]:
         """``POST /instore/webhooks`` (header names and signature encodings assumed — see docs)."""
-        intake = WebhookIntake(request.app.state.events, request.app.state.webhook_secret, names, publish_timeout, max_body_bytes)
+        state = request.app.state
+        intake = WebhookIntake(state.events, state.webhook_secret, names, publish_timeout, max_body_bytes, state.topics)
         try:
             body = await request.body()
         except HTTPException as exc:  # the body limit (413)

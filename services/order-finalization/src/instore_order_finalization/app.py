@@ -39,7 +39,6 @@ from instore_shared.kafka.consumer import (
     webhook_broker,
     webhook_subscriber,
 )
-from instore_shared.kafka.consumer import the_message as _the_message  # noqa: F401 - the tests' collector uses it
 from instore_shared.kafka.publisher import KafkaEventPublisher, PublishFailed
 from instore_shared.kafka.topics import PAYMENTS_COMPLETED
 from instore_shared.logging import correlation_scope, get_logger
@@ -77,6 +76,7 @@ def create_broker(settings: OrderFinalizationSettings, commerce: Commerce, attem
         "order-finalization",
         "Payment webhooks → exactly one Order per Cart → commerce.payments.completed.v1.",
         budget_seconds=settings.order_finalization_retry_seconds,
+        topics=settings.topic_names(),
     )
     async def on_webhook(message: KafkaMessage) -> None:
         record: Any = message.raw_message  # one ConsumerRecord (not a batch)
@@ -101,7 +101,10 @@ def create_broker(settings: OrderFinalizationSettings, commerce: Commerce, attem
             else:
                 verdicts = [handled.announcement.value] if handled.announcement else []
                 metrics.webhook_handled(
-                    handled.result.outcome.value, PAYMENTS_COMPLETED.name, verdicts, message.headers.get(h.RECEIVED_AT)
+                    handled.result.outcome.value,
+                    settings.topic_names().name(PAYMENTS_COMPLETED),
+                    verdicts,
+                    message.headers.get(h.RECEIVED_AT),
                 )
 
     return broker

@@ -126,11 +126,12 @@ async def _handle(
     cart, order = result.cart, result.order
     event = payments_completed(cart, order, headers.get(h.WEBHOOK_ID), settings)
     correlation_id = headers.get(h.CORRELATION_ID) or headers.get(h.WEBHOOK_ID) or None
+    topic = settings.topic_names().name(PAYMENTS_COMPLETED)
 
     async def publish() -> None:
         await publisher.publish(
             event_contract.encode(event),
-            PAYMENTS_COMPLETED.name,
+            topic,
             key=order.id.encode(),
             correlation_id=correlation_id,
             headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON, "event-id": event.event_id},
@@ -149,7 +150,7 @@ async def _handle(
             lease_seconds=max_poll_interval_ms(settings.order_finalization_retry_seconds) / 1000,
             claim_retry=lambda claim: retry_transient(claim, deadline, "payments-completed"),
             mark_budget_seconds=deadline.remaining() + HANDLER_GRACE_SECONDS / 2,
-            find_published=partial(publisher.published_since, PAYMENTS_COMPLETED.name, event.event_id),
+            find_published=partial(publisher.published_since, topic, event.event_id),
         )
     if verdict is not Verdict.PUBLISHED:
         log.info("payments_completed.not_published", order_id=order.id, verdict=verdict.value)

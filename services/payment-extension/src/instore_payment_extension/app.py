@@ -30,7 +30,7 @@ from instore_shared.commercetools import CommercetoolsClient
 from instore_shared.contract import payment_extensions as contract
 from instore_shared.kafka.consumer import correlation_of, max_poll_interval_ms, park, the_message, webhook_broker
 from instore_shared.kafka.publisher import KafkaEventPublisher, PublishFailed
-from instore_shared.kafka.topics import PAYMENT_REQUESTS
+from instore_shared.kafka.topics import PAYMENT_PROMPT_ANSWERS, PAYMENT_REQUESTS
 from instore_shared.logging import correlation_scope, get_logger
 from instore_shared.service import commerce_service_app, with_scopes
 from instore_shared.settings import CommercetoolsSettings, load_settings
@@ -85,7 +85,7 @@ def create_broker(
     )
 
     @broker.subscriber(
-        PAYMENT_REQUESTS.name,
+        settings.topic_names().name(PAYMENT_REQUESTS),
         group_id=group,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_workers=settings.payment_extension_concurrency,
@@ -144,7 +144,10 @@ def create_app(
         timeout_s=settings.payment_extension_instore_timeout_seconds,
     )
     prompts = KafkaPromptAnswers(
-        settings.kafka_bootstrap_servers, f"{settings.kafka_client_id_prefix}-payment-extension", settings.kafka_client_options()
+        settings.kafka_bootstrap_servers,
+        f"{settings.kafka_client_id_prefix}-payment-extension",
+        settings.kafka_client_options(),
+        topic=settings.topic_names().name(PAYMENT_PROMPT_ANSWERS),
     )
     broker = create_broker(settings, client, the_provider, instore, prompts, attempts=commerce_settings.max_attempts)
 

@@ -40,9 +40,20 @@ class PromptAnswers(Protocol):
 
 
 class KafkaPromptAnswers:
-    """Reads the answers topic (group-less, every partition, from the end) and resolves registered futures."""
+    """Reads the answers topic (group-less, every partition, from the end) and resolves registered futures.
 
-    def __init__(self, bootstrap_servers: str, client_id: str, client_options: dict[str, Any] | None = None) -> None:
+    ``topic``: the answers topic's name in this deployment (``KAFKA_TOPIC_PREFIX`` applied).
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        client_id: str,
+        client_options: dict[str, Any] | None = None,
+        *,
+        topic: str = PAYMENT_PROMPT_ANSWERS.name,
+    ) -> None:
+        self._topic = topic
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
         self._options = client_options or {}
@@ -83,7 +94,7 @@ class KafkaPromptAnswers:
             try:
                 await consumer.start()
                 partitions = await self._partitions(consumer)
-                tps = [TopicPartition(PAYMENT_PROMPT_ANSWERS.name, p) for p in sorted(partitions)]
+                tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
                 consumer.assign(tps)
                 await consumer.seek_to_end(*tps)
                 for tp in tps:
@@ -101,15 +112,14 @@ class KafkaPromptAnswers:
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, 10.0)
 
-    @staticmethod
-    async def _partitions(consumer: AIOKafkaConsumer) -> set[int]:
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
         for _ in range(50):
             await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(PAYMENT_PROMPT_ANSWERS.name)
+            partitions = consumer.partitions_for_topic(self._topic)
             if partitions:
                 return set(partitions)
             await asyncio.sleep(0.2)
-        raise RuntimeError(f"topic {PAYMENT_PROMPT_ANSWERS.name} does not exist")
+        raise RuntimeError(f"topic {self._topic} does not exist")
 
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
         while True:

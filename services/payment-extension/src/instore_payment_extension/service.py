@@ -643,7 +643,7 @@ async def handle_payment_request(
         event = result_event(request, result, provider_name, stored.value.decidedAt)
         await publisher.publish(
             msgspec.json.encode(event),
-            PAYMENT_EXTENSION_RESULTS.name,
+            settings.topic_names().name(PAYMENT_EXTENSION_RESULTS),
             key=contract.routing_key(request).encode(),
             correlation_id=headers.get(h.CORRELATION_ID),
             headers={h.MESSAGE_TYPE: contract.RESULT_MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON, "event-id": event.event_id},

@@ -45,7 +45,6 @@ from instore_shared.kafka.consumer import (
     webhook_broker,
     webhook_subscriber,
 )
-from instore_shared.kafka.consumer import the_message as _the_message  # noqa: F401 - the tests' collector uses it
 from instore_shared.kafka.publisher import KafkaEventPublisher, PublishFailed
 from instore_shared.kafka.topics import REFUNDS_COMPLETED
 from instore_shared.logging import correlation_scope, get_logger
@@ -85,6 +84,7 @@ def create_broker(settings: RefundSettings, commerce: Commerce, attempts: int = 
         "refund",
         "Refund webhooks → return items and Refund transactions, once → commerce.refunds.completed.v1.",
         budget_seconds=settings.refund_retry_seconds,
+        topics=settings.topic_names(),
     )
     async def on_webhook(message: KafkaMessage) -> None:
         record: Any = message.raw_message  # one ConsumerRecord (not a batch)
@@ -110,7 +110,10 @@ def create_broker(settings: RefundSettings, commerce: Commerce, attempts: int = 
             else:
                 verdicts = [v.value for v in handled.announcements.values()]
                 metrics.webhook_handled(
-                    handled.recorded.outcome.value, REFUNDS_COMPLETED.name, verdicts, message.headers.get(h.RECEIVED_AT)
+                    handled.recorded.outcome.value,
+                    settings.topic_names().name(REFUNDS_COMPLETED),
+                    verdicts,
+                    message.headers.get(h.RECEIVED_AT),
                 )
 
     return broker

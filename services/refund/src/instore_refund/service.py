@@ -137,6 +137,7 @@ async def _handle(
     )
     correlation_id = headers.get(h.CORRELATION_ID) or webhook_id or None
     lease = max_poll_interval_ms(settings.refund_retry_seconds) / 1000
+    topic = settings.topic_names().name(REFUNDS_COMPLETED)
     for order_id in recorded.order_ids:
         # One announcer per Order in this process: two refunds of one Order wait for each other.
         async with order_locks.hold(order_id):
@@ -148,7 +149,7 @@ async def _handle(
             async def publish(event: event_contract.RefundsCompleted = event, order_id: str = order_id) -> None:
                 await publisher.publish(
                     event_contract.encode(event),
-                    REFUNDS_COMPLETED.name,
+                    topic,
                     key=order_id.encode(),
                     correlation_id=correlation_id,
                     headers={h.MESSAGE_TYPE: event_contract.MESSAGE_TYPE, h.CONTENT_TYPE: h.JSON, "event-id": event.event_id},
@@ -171,6 +172,6 @@ async def _handle(
                 lease_seconds=lease,
                 claim_retry=lambda claim: retry_transient(claim, deadline, "refunds-completed"),
                 mark_budget_seconds=deadline.remaining() + HANDLER_GRACE_SECONDS / 2,
-                find_published=partial(publisher.published_since, REFUNDS_COMPLETED.name, event.event_id),
+                find_published=partial(publisher.published_since, topic, event.event_id),
             )
     return handled

@@ -17,9 +17,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import re
-import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -109,25 +107,6 @@ class PaymentWebhook(msgspec.Struct, frozen=True):
         return self.cartId or (nested if isinstance(nested, str) else None)
 
 
-def payment_webhook(cart_id: str, webhook_id: str | None = None, **extra: Any) -> bytes:
-    """An InStore-shaped payment webhook body as we assume it (for tests, demos and benchmarks):
-    ``{"id", "type": "payment.completed", "createdAt", "tenantId", "locationId", "workstationId",
-    "userId", "cartId", "data": {...}}`` — see ../shared/reference/instore-contract.md §4."""
-    body = {
-        "id": webhook_id or f"evt-{uuid.uuid4().hex}",
-        "type": "payment.completed",
-        "createdAt": "2026-11-30T12:00:00.000Z",
-        "tenantId": "local-tenant",
-        "locationId": "store-berlin-01",
-        "workstationId": "pos-3",
-        "userId": "colleague-42",
-        "cartId": cart_id,
-        "data": {"tender": "card"},
-    }
-    body.update(extra)
-    return json.dumps(body).encode()
-
-
 REFUND_WEBHOOK_TYPES = frozenset({"refund.completed", "refund.finalized"})
 """Webhook ``type`` values that report a finalized delegated refund (assumed — see
 ../shared/reference/instore-contract.md §5: InStore sends a finalize notification)."""
@@ -173,41 +152,6 @@ class RefundWebhook(msgspec.Struct, frozen=True):
     def return_cart_ref(self) -> str | None:
         """The return cart id or key, top level or under ``data``."""
         return self.returnCartId or self.data.returnCartId
-
-
-def refund_webhook(
-    return_cart_id: str,
-    refunds: list[tuple[str, str, int, str]],
-    webhook_id: str | None = None,
-    line_item_ids: list[str] | None = None,
-    **extra: Any,
-) -> bytes:
-    """An InStore-shaped refund webhook body as we assume it (for tests, demos and benchmarks).
-
-    ``refunds`` holds ``(refund id, original payment id, cent amount, ISO 4217 currency)`` per
-    tender. Shape: see :class:`RefundWebhook` and ../shared/reference/instore-contract.md §5.
-    """
-    data: dict[str, Any] = {
-        "refunds": [
-            {"refundId": refund_id, "paymentId": payment_id, "amount": {"centAmount": cents, "currencyCode": currency}}
-            for refund_id, payment_id, cents, currency in refunds
-        ]
-    }
-    if line_item_ids is not None:
-        data["lineItemIds"] = line_item_ids
-    body = {
-        "id": webhook_id or f"evt-{uuid.uuid4().hex}",
-        "type": "refund.completed",
-        "createdAt": "2026-11-30T12:00:00.000Z",
-        "tenantId": "local-tenant",
-        "locationId": "store-berlin-01",
-        "workstationId": "pos-3",
-        "userId": "colleague-42",
-        "returnCartId": return_cart_id,
-        "data": data,
-    }
-    body.update(extra)
-    return json.dumps(body).encode()
 
 
 _W = TypeVar("_W")

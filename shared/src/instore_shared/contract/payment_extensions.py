@@ -22,9 +22,8 @@ result posted to ``callbackUrl``, and where the colleague's answer to a prompt c
 from __future__ import annotations
 
 import enum
-import json
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -276,30 +275,3 @@ def idempotency_key(request_id: str, action: Action) -> str:
     """The provider's idempotency key of one request: from InStore's ids only, never from time or randomness, so a
     redelivered or repeated request can never move money twice."""
     return f"instore-{action.value}-{request_id}"
-
-
-def payment_request(
-    request_id: str,
-    *,
-    status_url: str,
-    callback_url: str,
-    payment_id: str | None = None,
-    cent_amount: int | None = None,
-    currency: str = "EUR",
-    **extra: Any,
-) -> bytes:
-    """A request body as we assume InStore sends it (for tests, the simulator and benchmarks)."""
-    body: dict[str, Any] = {
-        "requestId": request_id,
-        "statusUrl": status_url,
-        "callbackUrl": callback_url,
-        "locationId": "store-berlin-01",
-        "workstationId": "pos-3",
-        "userId": "colleague-42",
-    }
-    if payment_id is not None:
-        body["paymentId"] = payment_id
-    if cent_amount is not None:
-        body["amount"] = {"centAmount": cent_amount, "currencyCode": currency}
-    body.update(extra)
-    return json.dumps(body).encode()

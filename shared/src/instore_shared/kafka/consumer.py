@@ -24,7 +24,7 @@ from instore_shared.clock import Clock, SystemClock
 from instore_shared.commercetools.errors import TransientError
 from instore_shared.kafka import headers as h
 from instore_shared.kafka.dlq import dead_letter_headers, dlq_topic
-from instore_shared.kafka.topics import WEBHOOKS
+from instore_shared.kafka.topics import WEBHOOKS, TopicNames
 from instore_shared.logging import get_logger
 from instore_shared.metrics import kafka_middlewares
 from instore_shared.settings import BaseServiceSettings
@@ -68,9 +68,17 @@ def webhook_broker(settings: BaseServiceSettings, name: str) -> KafkaBroker:
 
 
 def webhook_subscriber(
-    broker: KafkaBroker, group: str, concurrency: int, title: str, description: str, budget_seconds: float | None = None
+    broker: KafkaBroker,
+    group: str,
+    concurrency: int,
+    title: str,
+    description: str,
+    budget_seconds: float | None = None,
+    *,
+    topics: TopicNames,
 ) -> ConcurrentBetweenPartitionsSubscriber:
-    """The subscriber decorator for ``instore.webhooks.v1`` in consumer group ``group``.
+    """The subscriber decorator for ``instore.webhooks.v1`` (named by ``topics``: the deployment's prefix) in
+    consumer group ``group``.
 
     Offsets are committed after the handler returned; an exception (Kafka could not take an
     event or a dead letter) leaves the offset where it was and the webhook comes again.
@@ -80,7 +88,7 @@ def webhook_subscriber(
     is :func:`max_poll_interval_ms` of it, so a handler within its deadline is never evicted.
     """
     return broker.subscriber(
-        WEBHOOKS.name,
+        topics.name(WEBHOOKS),
         group_id=group,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_workers=concurrency,

@@ -4,7 +4,7 @@ Architecture principle 4: a consumer that still cannot process a message after b
 retries publishes it to ``<topic>.dlq`` with the **original** value bytes, key and headers,
 plus the ``dlq-*`` headers below naming the error (:func:`dead_letter_headers`), and only
 then commits the source offset. After the fix, :func:`replay` (or
-``python -m instore_shared.kafka.dlq replay --topic <topic>.dlq``, ``make replay-dlq``)
+``instore-integration replay-dlq --topic <topic>.dlq``, ``make replay-dlq``)
 re-publishes every dead letter to its source topic.
 
 Replay is at-least-once: the DLQ offset is committed only after the source topic
@@ -15,10 +15,8 @@ No payload is ever logged or printed, only offsets, topics and error reasons.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import re
-import sys
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,12 +25,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from instore_shared.kafka.topics import DLQ_SUFFIX as DLQ_SUFFIX  # re-exported: defined with the registry
 from instore_shared.logging import get_logger
 
 log = get_logger(__name__)
 
-DLQ_SUFFIX = ".dlq"
-"""Appended to a topic's name to name its dead-letter topic."""
 
 DLQ_PREFIX = "dlq-"
 """Every header this module sets starts with this."""
@@ -362,66 +359,3 @@ async def replay(
         await consumer.stop()
     report.by_reason = dict(reasons)
     return report
-
-
-# -- command line ------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m instore_shared.kafka.dlq replay --topic T [--max N] [--dry-run]``; returns the exit code.
-
-    Kafka connection and security come from the environment (``KAFKA_BOOTSTRAP_SERVERS``,
-    ``KAFKA_SECURITY_PROTOCOL`` …, see :class:`BaseServiceSettings`). Prints one line per
-    dead letter (offset, source topic, reason; never the payload) and a summary line.
-    Exit codes: 0 done, 1 Kafka failed or the topic is missing, 2 bad arguments or settings.
-    """
-    import logging
-
-    from instore_shared.logging import configure_logging
-    from instore_shared.settings import BaseServiceSettings, load_settings
-
-    parser = argparse.ArgumentParser(prog="python -m instore_shared.kafka.dlq", description="Dead-letter topic tools.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    cmd = commands.add_parser("replay", help="re-publish dead letters to their source topic")
-    cmd.add_argument("--topic", required=True, help="the dead-letter topic, e.g. instore.webhooks.v1.dlq")
-    cmd.add_argument("--max", type=int, default=None, dest="max_messages", help="stop after N dead letters")
-    cmd.add_argument("--dry-run", action="store_true", help="list only: publish nothing, commit nothing")
-    cmd.add_argument(
-        "--idle-timeout", type=float, default=5.0, help="stop when no dead letter arrived for this many seconds (default 5)"
-    )
-    cmd.add_argument("--group", default="dlq-replay", help="consumer group recording progress (default dlq-replay)")
-    args = parser.parse_args(argv)
-    if args.max_messages is not None and args.max_messages < 0:
-        parser.error("--max must be >= 0")
-    if args.idle_timeout <= 0:
-        parser.error("--idle-timeout must be > 0")
-
-    settings = load_settings(BaseServiceSettings, "dlq replay")
-    configure_logging("dlq-replay", settings.log_level, settings.log_json)
-    for handler in logging.getLogger().handlers:  # stdout is for the lines below; logs go to stderr
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
-    try:
-        report = asyncio.run(
-            replay(
-                settings.kafka_bootstrap_servers,
-                args.topic,
-                client_options=settings.kafka_client_options(),
-                max_messages=args.max_messages,
-                dry_run=args.dry_run,
-                idle_timeout=args.idle_timeout,
-                group_id=args.group,
-                client_id=f"{settings.kafka_client_id_prefix}-dlq-replay",
-                on_entry=lambda entry: print(entry.line(), flush=True),
-            )
-        )
-    except (LookupError, TimeoutError) as exc:
-        print(f"dlq replay: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:
-        print(f"dlq replay: Kafka failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(f"summary {args.topic}: {report.summary()}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -133,12 +133,3 @@ def install() -> None:
     if _original is None:
         _original = aiokafka.client.create_conn
         aiokafka.client.create_conn = _create_conn
-
-
-def uninstall() -> None:
-    """Undo :func:`install` and forget every address (for tests that measure without it)."""
-    global _original
-    if _original is not None:
-        aiokafka.client.create_conn = _original
-        _original = None
-    _state.clear()

@@ -2,11 +2,19 @@
 
 A topic name is ``<domain>.<name>.v<major>``; a breaking change of a message schema gets a
 new major version and a new topic, so old and new consumers can run side by side.
+
+The names here are the *registry* names. One deployment (one InStore tenant environment)
+may share a Kafka cluster with others, so every process puts ``KAFKA_TOPIC_PREFIX`` in
+front of every name and of its default consumer group ids: a :class:`TopicNames` built from
+the settings (``BaseServiceSettings.topic_names()``) is what the services, the start-up
+topic creation, the dead-letter topics and the ``instore-integration`` commands use. The
+constants below never change at run time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +30,11 @@ class Topic:
     schema: str
     description: str
     compacted: bool = False
+
+    def named(self, prefix: str) -> Topic:
+        """This topic under ``prefix`` (a copy; ``""`` gives an equal topic). ``prefix`` is not checked here:
+        :class:`TopicNames` checks it (:func:`check_prefix`)."""
+        return replace(self, name=prefix + self.name) if prefix else self
 
 
 CART_REQUESTS = Topic(
@@ -137,3 +150,85 @@ ALL_TOPICS: tuple[Topic, ...] = (
     HOST_EVENTS,
 )
 """Every topic of this release, in the order they are created."""
+
+
+KAFKA_MAX_TOPIC_NAME = 249
+"""Kafka's longest legal topic name, in characters (``kafka.common.internals.Topic``)."""
+
+DLQ_SUFFIX = ".dlq"
+"""Appended to a topic's name to name its dead-letter topic (:func:`instore_shared.kafka.dlq.dlq_topic`)."""
+
+MAX_PREFIX_LENGTH = KAFKA_MAX_TOPIC_NAME - max(
+    len(t.name) + (0 if t.name.endswith(DLQ_SUFFIX) else len(DLQ_SUFFIX)) for t in ALL_TOPICS
+)
+"""The longest ``KAFKA_TOPIC_PREFIX``: the longest registry name plus ``.dlq`` (any consumed topic may
+get a dead-letter topic) still fits Kafka's 249 characters."""
+
+_PREFIX = re.compile(r"[a-zA-Z0-9._-]*")
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` when it is a legal topic-name prefix, else :class:`ValueError` saying why.
+
+    Legal: only the characters Kafka allows in a topic name (``a-z A-Z 0-9 . _ -``) and at most
+    :data:`MAX_PREFIX_LENGTH` of them; ``""`` (no prefix) is legal. A prefix should end with a
+    separator (``dev.``), but that is a convention, not checked.
+    """
+    if not _PREFIX.fullmatch(prefix):
+        raise ValueError(f"a topic prefix may only hold the characters a-z A-Z 0-9 . _ - (got {prefix!r})")
+    if len(prefix) > MAX_PREFIX_LENGTH:
+        raise ValueError(
+            f"a topic prefix is at most {MAX_PREFIX_LENGTH} characters (the longest prefixed topic name, "
+            f"with {DLQ_SUFFIX}, must stay within Kafka's {KAFKA_MAX_TOPIC_NAME}); got {len(prefix)}"
+        )
+    return prefix
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """The Kafka names of one deployment: the registry's topics and the default consumer groups under ``prefix``.
+
+    Built from the settings (``BaseServiceSettings.topic_names()``) and passed to what publishes or
+    subscribes; ``TopicNames()`` is the unprefixed registry. Raises :class:`ValueError` for an
+    illegal prefix (:func:`check_prefix`).
+
+    >>> TopicNames("dev.").name(WEBHOOKS)
+    'dev.instore.webhooks.v1'
+    """
+
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        check_prefix(self.prefix)
+
+    def name(self, topic: Topic) -> str:
+        """``topic``'s name in this deployment."""
+        return self.prefix + topic.name
+
+    def topic(self, topic: Topic) -> Topic:
+        """``topic`` as it exists in this deployment (its name prefixed, the rest as registered)."""
+        return topic.named(self.prefix)
+
+    def all(self) -> tuple[Topic, ...]:
+        """:data:`ALL_TOPICS` in this deployment, in creation order."""
+        return tuple(t.named(self.prefix) for t in ALL_TOPICS)
+
+    def group(self, group: str) -> str:
+        """A default consumer group id in this deployment (an explicitly configured group stays as given:
+        that is the caller's choice, see ``BaseServiceSettings``)."""
+        return self.prefix + group
+
+    def resolve(self, registry_name: str) -> str:
+        """The name of the registry topic called ``registry_name`` (e.g. ``instore.webhooks.v1.dlq``) here.
+
+        Raises :class:`LookupError` naming the registry's topics when there is none of that name (a typo on
+        the command line, or a name that already carries the prefix).
+        """
+        for topic in ALL_TOPICS:
+            if topic.name == registry_name:
+                return self.name(topic)
+        bare = registry_name.removeprefix(self.prefix) if self.prefix else registry_name
+        if bare != registry_name and any(t.name == bare for t in ALL_TOPICS):
+            raise LookupError(f"give the registry name {bare!r}: the prefix {self.prefix!r} (KAFKA_TOPIC_PREFIX) is added")
+        known = ", ".join(t.name for t in ALL_TOPICS)
+        raise LookupError(f"no topic {registry_name!r} in the registry; one of: {known}")
