@@ -123,6 +123,41 @@ async def test_replay_count_counts_on(kafka: Kafka) -> None:
     assert dict(out)["dlq-replay-count"] == b"3"
 
 
+async def test_a_replay_ends_at_the_dead_letters_present_when_it_started(kafka: Kafka) -> None:
+    """A replayed message that is dead-lettered again (the cause persists) waits for the next run.
+
+    The letters name the dead-letter topic itself as their source: each replay writes a new
+    dead letter, as a consumer would while the cause is not fixed. Without the bound the
+    replay would chase its own output until ``max_messages``; with it, a long idle timeout
+    never comes into play.
+    """
+    _, dead = await _topics(kafka)
+    await _publish(kafka, dead, _letters(dead, 3))
+    group = f"replay-{uuid.uuid4()}"
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    report = await replay(kafka.bootstrap_servers, dead, idle_timeout=60, group_id=group, max_messages=50)
+
+    assert report.replayed == 3
+    assert loop.time() - started < 30  # ended at the snapshot, not by the 60 s idle timeout
+    assert len(await _read_all(kafka, dead)) == 6  # the 3 letters and their 3 re-dead-lettered copies
+    # the next run reads the copies (written after the first one started); they carry no
+    # dlq-* headers any more, so they are skipped rather than replayed again
+    second = await replay(kafka.bootstrap_servers, dead, idle_timeout=60, group_id=group, max_messages=50)
+    assert (second.replayed, second.skipped) == (0, 3)
+    assert {(e.partition, e.offset) for e in second.entries}.isdisjoint({(e.partition, e.offset) for e in report.entries})
+
+
+async def test_an_empty_dead_letter_topic_ends_without_waiting_for_the_idle_timeout(kafka: Kafka) -> None:
+    _, dead = await _topics(kafka)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    report = await replay(kafka.bootstrap_servers, dead, idle_timeout=60, group_id=f"replay-{uuid.uuid4()}")
+    assert (report.replayed, report.skipped) == (0, 0)
+    assert loop.time() - started < 30
+
+
 async def test_dry_run_publishes_and_commits_nothing(kafka: Kafka) -> None:
     source, dead = await _topics(kafka)
     await _publish(kafka, dead, _letters(source))

@@ -233,6 +233,17 @@ def _header(raw: Sequence[tuple[str, bytes]], name: str) -> str:
 _JOIN_TIMEOUT = 30.0
 
 
+async def _all_read(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:
+    """Whether the consumer's position on each partition it holds reached that partition's ``ends`` offset."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return False
+    for tp in assigned:
+        if await consumer.position(tp) < ends[tp]:
+            return False
+    return True
+
+
 async def replay(
     bootstrap_servers: str,
     dlq: str,
@@ -254,6 +265,12 @@ async def replay(
     ``acks=all`` producer; its DLQ offset is committed only after that send was
     acknowledged. A dead letter without ``dlq-source-topic`` is skipped (reported,
     committed past, not re-published).
+
+    Only the dead letters present when the partitions were assigned are replayed: each
+    partition is read up to its end offset of that moment. A dead letter written while the
+    replay runs — e.g. the consumer dead-lettering a replayed message again because the
+    cause persists — waits for the next run, so a replay always ends (it would otherwise
+    replay its own new dead letters for ever).
 
     Args:
         bootstrap_servers: Kafka bootstrap servers, comma-separated.
@@ -310,12 +327,19 @@ async def replay(
         join_deadline = loop.time() + _JOIN_TIMEOUT
         last_seen: float | None = None  # loop time of the last message (or of the assignment)
         handled = 0
+        # each partition's end offset when it was first assigned: the replay stops there
+        ends: dict[TopicPartition, int] = {}
         while max_messages is None or handled < max_messages:
             if last_seen is None:
                 if consumer.assignment():
                     last_seen = loop.time()
                 elif loop.time() > join_deadline:
                     raise TimeoutError(f"consumer group {group_id!r} got no partition of {dlq!r} in {_JOIN_TIMEOUT} s")
+            new = [tp for tp in consumer.assignment() if tp not in ends]
+            if new:
+                ends.update(await consumer.end_offsets(new))
+            if ends and await _all_read(consumer, ends):
+                break  # every dead letter present at the start was handled
             wait = 0.5 if last_seen is None else max(0.0, min(0.5, last_seen + idle_timeout - loop.time()))
             if last_seen is not None and wait <= 0:
                 break
@@ -323,11 +347,16 @@ async def replay(
             batches = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=limit)
             if not any(batches.values()):
                 continue
+            unbounded = [tp for tp in batches if tp not in ends]  # assigned within this getmany
+            if unbounded:
+                ends.update(await consumer.end_offsets(unbounded))  # before this replay wrote anything
             last_seen = loop.time()
             sends: list[asyncio.Future[Any]] = []
             commits: dict[TopicPartition, int] = {}
             for tp, messages in batches.items():
                 for msg in messages:
+                    if msg.offset >= ends.get(tp, msg.offset + 1):
+                        break  # written after the replay started: the next run's (not committed)
                     raw = list(msg.headers or ())
                     source = _header(raw, SOURCE_TOPIC)
                     reason = _header(raw, ERROR_REASON) or "unknown"
