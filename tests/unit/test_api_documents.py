@@ -152,6 +152,27 @@ def test_the_gateway_serves_the_committed_documents(gateway: TestClient[Any]) ->
     assert gateway.get("/asyncapi.json").json() == asyncapi_doc()
 
 
+def test_the_gateway_serves_its_deployment_s_topic_names_under_a_prefix() -> None:
+    with mock.patch.dict(os.environ, clear=True):
+        settings = GatewaySettings(instore_callback_api_key="document-generation-only", kafka_topic_prefix="dev.")
+    app = create_app(settings, Ports(cart_lookups=object(), events=object(), vault=InMemoryTokenVault()))  # type: ignore[arg-type]
+    with TestClient(app) as client:
+        served = client.get("/asyncapi.json").json()
+    plain = asyncapi_doc()
+    assert served.keys() == plain.keys() and served["channels"].keys() == plain["channels"].keys()
+    assert served["operations"].keys() == plain["operations"].keys()
+    for cid, channel in served["channels"].items():
+        assert channel["address"] == "dev." + plain["channels"][cid]["address"]
+        assert channel["bindings"]["kafka"]["topic"] == channel["address"]
+    groups = {
+        group
+        for op in served["operations"].values()
+        for group in op.get("bindings", {}).get("kafka", {}).get("groupId", {}).get("enum", [])
+    }
+    assert groups and all(g.startswith("dev.") for g in groups)
+    assert _errors(_asyncapi_validator(), served) == []
+
+
 # -- completeness: AsyncAPI -----------------------------------------------------------
 def _channel_of(doc: dict[str, Any], operation: dict[str, Any]) -> str:
     address: str = doc["channels"][operation["channel"]["$ref"].rsplit("/", 1)[1]]["address"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import re
 import time
@@ -412,7 +413,9 @@ async def return_cart(request: Request[Any, Any, State], cartId: CartRef) -> Res
     return await _cart_callback(request, CartKind.RETURN, cartId)
 
 
-_ASYNCAPI = asyncapi.document()
+@functools.cache
+def _asyncapi(prefix: str) -> dict[str, Any]:
+    return asyncapi.document(prefix=prefix)
 
 
 @get(
@@ -424,11 +427,12 @@ _ASYNCAPI = asyncapi.document()
     "Each Kafka service serves FastStream's view of its own subscribers at its /asyncapi.json.",
     sync_to_thread=False,
 )
-def asyncapi_document() -> dict[str, Any]:
+def asyncapi_document(state: State) -> dict[str, Any]:
     """The integration's AsyncAPI document (:mod:`instore_shared.kafka.asyncapi`): the whole system rather than
     the gateway's topics only, because the gateway is the one address a platform team is given, and a reader of
-    one topic wants to see its producer and its consumers in one place."""
-    return _ASYNCAPI
+    one topic wants to see its producer and its consumers in one place. Topic names and default consumer groups
+    carry this deployment's ``KAFKA_TOPIC_PREFIX``."""
+    return _asyncapi(state.topics.prefix)
 
 
 @get("/healthz", tags=["Operations"], summary="Liveness: the process is up")

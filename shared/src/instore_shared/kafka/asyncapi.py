@@ -165,8 +165,13 @@ def channel_id(topic: Topic) -> str:
     return topic.name.replace(".", "_")
 
 
-def document(version: str = "0.1.0") -> dict[str, Any]:
-    """The AsyncAPI 3.0 document (a JSON-able dict), deterministic (same input, same bytes)."""
+def document(version: str = "0.1.0", prefix: str = "") -> dict[str, Any]:
+    """The AsyncAPI 3.0 document (a JSON-able dict), deterministic (same input, same bytes).
+
+    ``prefix`` is the deployment's ``KAFKA_TOPIC_PREFIX``: channel addresses, Kafka topic bindings and
+    default consumer groups carry it, as the services use them; channel ids, titles and operation ids
+    keep the registry's names, so a document's structure is the same in every environment.
+    """
     structs = {t.name: payload_struct(t) for t in ALL_TOPICS}
     used = sorted({s for s in structs.values() if s is not None}, key=lambda s: s.__name__)
     payloads, schemas = msgspec.json.schema_components(used, ref_template="#/components/schemas/{name}")
@@ -203,13 +208,13 @@ def document(version: str = "0.1.0") -> dict[str, Any]:
         messages[cid] = message
         readers = sorted({o.by for o in OPERATIONS if o.topic == topic and o.action == "receive"})
         channels[cid] = {
-            "address": topic.name,
+            "address": prefix + topic.name,
             "title": topic.name,
             "description": topic.description + ("" if readers else " Not read by this integration: for downstream consumers."),
             "messages": {"message": {"$ref": f"#/components/messages/{cid}"}},
             "bindings": {
                 "kafka": {
-                    "topic": topic.name,
+                    "topic": prefix + topic.name,
                     **({"topicConfiguration": {"cleanup.policy": ["compact"]}} if topic.compacted else {}),
                     "bindingVersion": KAFKA_BINDING_VERSION,
                 }
@@ -229,7 +234,11 @@ def document(version: str = "0.1.0") -> dict[str, Any]:
         if op.group is not None:
             operation["bindings"] = {
                 "kafka": {
-                    "groupId": {"type": "string", "enum": [op.group], "description": "default consumer group (a setting)"},
+                    "groupId": {
+                        "type": "string",
+                        "enum": [prefix + op.group],
+                        "description": "default consumer group (a setting)",
+                    },
                     "bindingVersion": KAFKA_BINDING_VERSION,
                 }
             }
