@@ -32,8 +32,8 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from instore_devfakes.instore_samples import payment_webhook
 from instore_shared.commercetools import CommercetoolsClient
-from instore_shared.contract.instore_webhooks import payment_webhook
 from instore_shared.kafka.topics import PAYMENTS_COMPLETED
 from instore_shared.logging import configure_logging
 from instore_shared.settings import CommercetoolsSettings
