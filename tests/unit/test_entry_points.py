@@ -82,7 +82,11 @@ def test_instore_integration_help(command: list[str]) -> None:
         (["events"], "the following arguments are required: --topic"),
         (["events", "--topic", "instore.no-such.v1"], "no topic 'instore.no-such.v1' in the registry"),
         (["replay-dlq", "--topic", "instore.webhooks.v1"], "--topic must be a dead-letter topic"),
-        (["replay-dlq", "--topic", "instore.webhooks.v1.dlq", "--max", "-1"], "--max must be >= 0"),
+        (["replay-dlq", "--topic", "instore.webhooks.v1.dlq", "--max", "-1"], "--max must be >= 1"),
+        (["replay-dlq", "--topic", "instore.webhooks.v1.dlq", "--max", "0"], "--max must be >= 1"),
+        (["replay-dlq", "--topic", "instore.webhooks.v1.dlq", "--idle-timeout", "nan"], "--idle-timeout must be"),
+        (["events", "--topic", "instore.webhooks.v1", "--idle-timeout", "inf"], "--idle-timeout must be"),
+        (["events", "--topic", "instore.webhooks.v1", "--idle-timeout", "0"], "--idle-timeout must be"),
         (["events", "--topic", "instore.webhooks.v1", "--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
@@ -133,3 +137,5 @@ def test_instore_integration_exits_1_when_kafka_cannot_be_reached(command: list[
     assert result.returncode == 1
     assert "Kafka failed: KafkaConnectionError: Unable to bootstrap" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+    # said once, by the command: no reconnect warning or aiokafka connection error before it
+    assert not [line for line in result.stderr.splitlines() if line.startswith("{")], result.stderr

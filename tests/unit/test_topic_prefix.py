@@ -46,8 +46,14 @@ def test_registry_names_resolve_under_the_prefix_and_anything_else_is_refused_wi
     assert names.resolve("instore.webhooks.v1.dlq") == "dev.instore.webhooks.v1.dlq"
     with pytest.raises(LookupError, match=re.escape("commerce.payments.completed.v1")):
         names.resolve("instore.nothing.v1")
-    with pytest.raises(LookupError, match=re.escape("give the registry name 'instore.webhooks.v1'")):
-        names.resolve("dev.instore.webhooks.v1")
+    # the deployment's own name (as metrics labels and alerts show it) means the same topic
+    assert names.resolve("dev.instore.webhooks.v1") == "dev.instore.webhooks.v1"
+    assert names.registry_topic("dev.instore.webhooks.v1.dlq").name == "instore.webhooks.v1.dlq"
+    # another deployment's prefix is refused, naming this one's
+    with pytest.raises(LookupError, match=re.escape("KAFKA_TOPIC_PREFIX is 'dev.'")):
+        names.resolve("prod.instore.webhooks.v1")
+    with pytest.raises(LookupError):
+        TopicNames().resolve("dev.instore.webhooks.v1")
 
 
 @pytest.mark.parametrize("prefix", ["", "dev.", "tenant-42_eu.", LEGAL, "x" * MAX_PREFIX_LENGTH])

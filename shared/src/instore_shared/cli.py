@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -89,18 +90,42 @@ def _kafka_settings(prog: str) -> BaseServiceSettings:
     from instore_shared.settings import BaseServiceSettings, load_settings
 
     settings = load_settings(BaseServiceSettings, prog)
-    configure_logging(prog.replace(" ", "-"), "WARNING", json=settings.log_json, stream=sys.stderr)
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # its reconnect chatter; our own errors say it once
+    # ERROR: an unreachable broker is said once, by the command's own message (exit 1), not also by the
+    # reconnect warning and aiokafka's connection errors before it
+    configure_logging(prog.replace(" ", "-"), "ERROR", json=settings.log_json, stream=sys.stderr)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     return settings
 
 
+def _topic(parser: argparse.ArgumentParser, settings: BaseServiceSettings, name: str, dlq_only: bool = False) -> str:
+    """The deployment's name of topic ``name`` — a registry name, or the same with this deployment's
+    ``KAFKA_TOPIC_PREFIX`` (as alerts and metrics show it); a usage error (exit 2) otherwise, or when
+    ``dlq_only`` and it is not a dead-letter topic."""
+    names = settings.topic_names()
+    try:
+        topic = names.registry_topic(name)
+    except LookupError as exc:
+        parser.error(str(exc))
+    if dlq_only and not topic.name.endswith(DLQ_SUFFIX):
+        dead = ", ".join(t.name for t in ALL_TOPICS if t.name.endswith(DLQ_SUFFIX))
+        parser.error(f"--topic must be a dead-letter topic ({dead})")
+    return names.name(topic)
+
+
 def _check_topic(parser: argparse.ArgumentParser, name: str, dlq_only: bool = False) -> None:
-    """A usage error (exit 2) unless ``name`` is a registry name (a dead-letter topic's with ``dlq_only``)."""
+    """Before any setting is read: a usage error (exit 2) unless ``name`` ends with a registry name (it may
+    carry a prefix, checked by :func:`_topic` once the settings are read) — a dead-letter topic's with
+    ``dlq_only``."""
     if dlq_only and not name.endswith(DLQ_SUFFIX):
         dead = ", ".join(t.name for t in ALL_TOPICS if t.name.endswith(DLQ_SUFFIX))
         parser.error(f"--topic must be a dead-letter topic ({dead})")
-    if name not in {t.name for t in ALL_TOPICS}:
+    if not any(name.endswith(t.name) for t in ALL_TOPICS):
         parser.error(f"no topic {name!r} in the registry; one of: {', '.join(t.name for t in ALL_TOPICS)}")
+
+
+def _check_idle_timeout(parser: argparse.ArgumentParser, seconds: float) -> None:
+    if not (math.isfinite(seconds) and seconds > 0):
+        parser.error("--idle-timeout must be a number of seconds > 0")
 
 
 def _describe(exc: BaseException) -> str:
@@ -114,13 +139,12 @@ def _replay_dlq(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     from instore_shared.kafka.dlq import replay
 
     prog = f"{PROG} replay-dlq"
-    if args.max_messages is not None and args.max_messages < 0:
-        parser.error("--max must be >= 0")
-    if args.idle_timeout <= 0:
-        parser.error("--idle-timeout must be > 0")
+    if args.max_messages is not None and args.max_messages < 1:
+        parser.error("--max must be >= 1")
+    _check_idle_timeout(parser, args.idle_timeout)
     _check_topic(parser, args.topic, dlq_only=True)
     settings = _kafka_settings(prog)
-    topic = settings.topic_names().resolve(args.topic)
+    topic = _topic(parser, settings, args.topic, dlq_only=True)
     group = args.group or settings.topic_names().group(DEFAULT_REPLAY_GROUP)
     print(f"{prog}: {topic} in group {group}{' (dry run)' if args.dry_run else ''}", file=sys.stderr, flush=True)
     progress = Progress(prog, "dead letters")
@@ -164,13 +188,12 @@ def _events(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from instore_shared.kafka.events import show
 
     prog = f"{PROG} events"
-    if args.idle_timeout <= 0:
-        parser.error("--idle-timeout must be > 0")
+    _check_idle_timeout(parser, args.idle_timeout)
     if args.max_messages is not None and args.max_messages < 1:
         parser.error("--max must be >= 1")
     _check_topic(parser, args.topic)
     settings = _kafka_settings(prog)
-    topic = settings.topic_names().resolve(args.topic)
+    topic = _topic(parser, settings, args.topic)
     progress = Progress(prog, "messages")
     try:
         asyncio.run(

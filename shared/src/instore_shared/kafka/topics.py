@@ -218,17 +218,30 @@ class TopicNames:
         that is the caller's choice, see ``BaseServiceSettings``)."""
         return self.prefix + group
 
-    def resolve(self, registry_name: str) -> str:
-        """The name of the registry topic called ``registry_name`` (e.g. ``instore.webhooks.v1.dlq``) here.
+    def registry_topic(self, name: str) -> Topic:
+        """The registry topic ``name`` means here: its registry name (``instore.webhooks.v1.dlq``) or its name
+        in this deployment (``dev.instore.webhooks.v1.dlq`` under prefix ``dev.``, as metrics labels and alerts
+        show it). The registry name wins when both readings exist.
 
-        Raises :class:`LookupError` naming the registry's topics when there is none of that name (a typo on
-        the command line, or a name that already carries the prefix).
+        Raises :class:`LookupError` naming the registry's topics when there is none (a typo on the command
+        line, or another deployment's prefix).
         """
         for topic in ALL_TOPICS:
-            if topic.name == registry_name:
-                return self.name(topic)
-        bare = registry_name.removeprefix(self.prefix) if self.prefix else registry_name
-        if bare != registry_name and any(t.name == bare for t in ALL_TOPICS):
-            raise LookupError(f"give the registry name {bare!r}: the prefix {self.prefix!r} (KAFKA_TOPIC_PREFIX) is added")
+            if topic.name == name:
+                return topic
+        if self.prefix and name.startswith(self.prefix):
+            for topic in ALL_TOPICS:
+                if self.prefix + topic.name == name:
+                    return topic
         known = ", ".join(t.name for t in ALL_TOPICS)
-        raise LookupError(f"no topic {registry_name!r} in the registry; one of: {known}")
+        raise LookupError(
+            f"no topic {name!r} in the registry (KAFKA_TOPIC_PREFIX is {self.prefix!r}); one of: {known}"
+            + (f", each optionally with the prefix {self.prefix!r}" if self.prefix else "")
+        )
+
+    def resolve(self, name: str) -> str:
+        """The name in this deployment of the registry topic ``name`` means (:meth:`registry_topic`).
+
+        Raises :class:`LookupError` as :meth:`registry_topic`.
+        """
+        return self.name(self.registry_topic(name))
