@@ -64,7 +64,8 @@ FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --no-create-home --home-dir /app --shell /usr/sbin/nologin app
 
-COPY --from=build --chown=10001:10001 /app/.venv /app/.venv
+# Owned by root, run as 10001: the process cannot rewrite its own code, even without a read-only root.
+COPY --from=build /app/.venv /app/.venv
 
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -35,7 +35,7 @@ install: ## set up everything on a fresh machine: uv, Python deps, the commercet
 	@# stripe-mock (the official Stripe API mock) for the Stripe provider's tests, built with Go from the module proxy
 	@test -x .local/bin/stripe-mock || { command -v go >/dev/null \
 	  && GOBIN=$(CURDIR)/.local/bin GOFLAGS=-mod=mod go install github.com/stripe/stripe-mock@v0.203.0; } \
-	  || echo "install: could not build stripe-mock (needs Go 1.22+); the Stripe provider's tests need it"
+	  || echo "install: could not build stripe-mock (needs Go 1.24+); the Stripe provider's tests need it"
 	@# kustomize (Go module proxy) renders every overlay of deploy/k8s in tests/unit/test_k8s_overlays.py
 	@test "$$(.local/bin/kustomize version 2>/dev/null)" = "$(KUSTOMIZE_VERSION)" || { command -v go >/dev/null \
 	  && GOBIN=$(CURDIR)/.local/bin GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); } \
@@ -133,7 +133,8 @@ bench-refunds: ## refund-webhook-to-event latency: return items, Refunds, event 
 faults: ## the fault suite: crashes, broker outages, duplicates, a faulty Composable Commerce (ARGS="--n 25", ARGS=--short)
 	$(UV) run --frozen python -m faults $(ARGS)
 
-replay-dlq: ## re-publish dead letters to their source topic (make replay-dlq TOPIC=instore.webhooks.v1.dlq ARGS=--dry-run)
+replay-dlq: ## re-publish dead letters to their source topic (make replay-dlq TOPIC=instore.webhooks.v1.dlq ARGS=--dry-run); KAFKA_PORT or KAFKA_BOOTSTRAP_SERVERS
+	@KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-9092}} \
 	$(UV) run --frozen instore-integration replay-dlq --topic $(or $(TOPIC),instore.webhooks.v1.dlq) $(ARGS)
 
 events: ## print a topic's messages (make events TOPIC=commerce.refunds.completed.v1); KAFKA_PORT or KAFKA_BOOTSTRAP_SERVERS

@@ -141,6 +141,20 @@ def _memory_mi(quantity: str) -> int:
     return int(quantity[:-2])
 
 
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/prod"])
+def test_no_disruption_budget_forbids_every_eviction_at_the_minimum_replicas(overlay: str) -> None:
+    """At the autoscalers' minimum (the idle state) a node drain can still evict one pod of each service."""
+    objects = render(overlay)
+    minimum = {name: h["spec"]["minReplicas"] for name, h in _of_kind(objects, "HorizontalPodAutoscaler").items()}
+    minimum |= {name: s["spec"]["minReplicaCount"] for name, s in _of_kind(objects, "ScaledObject").items()}
+    budgets = _of_kind(objects, "PodDisruptionBudget")
+    assert set(budgets) == set(_of_kind(objects, "Deployment"))
+    for name, pdb in budgets.items():
+        spec = pdb["spec"]
+        allowed = spec["maxUnavailable"] if "maxUnavailable" in spec else minimum[name] - spec["minAvailable"]
+        assert allowed >= 1, f"{overlay} {name}: no eviction allowed at {minimum[name]} replica(s)"
+
+
 def test_prod_is_stricter_than_dev() -> None:
     dev, prod = render("overlays/dev"), render("overlays/prod")
     assert (
