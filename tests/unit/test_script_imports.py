@@ -44,3 +44,10 @@ def test_every_project_import_of_a_script_resolves(path: Path) -> None:
 
 def test_the_scripts_are_found() -> None:
     assert REPO / "scripts" / "compose_smoke.py" in FILES
+
+
+def test_no_two_test_files_share_a_name() -> None:
+    """pytest imports test modules by basename (no packages under tests/): a second file of the same
+    name stops the whole run at collection, which running one tier at a time does not show."""
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
