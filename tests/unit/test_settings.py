@@ -78,3 +78,21 @@ def test_trusted_proxies_are_addresses_or_networks() -> None:
     for bad in ("*", "ingress.local", "10.0.0.0/33"):  # "*" would let every client choose its address
         with pytest.raises(ValueError, match="GATEWAY_TRUSTED_PROXIES"):
             GatewaySettings(instore_callback_api_key=KEY, gateway_trusted_proxies=bad)
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:9092", "kafka-0:9092, kafka-1:9093", "[::1]:9092"])
+def test_bootstrap_servers_take_host_port_lists(value: str) -> None:
+    settings = GatewaySettings(instore_callback_api_key="k" * 32, kafka_bootstrap_servers=value)
+    assert settings.kafka_bootstrap_servers == value.replace(" ", "")
+
+
+@pytest.mark.parametrize("value", ["", "kafka", "a:b:c", "kafka:0", "kafka:65536", ":9092", "::1:9092", "kafka:9092,"])
+def test_bootstrap_servers_that_are_not_host_port_are_refused_at_start(
+    value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("INSTORE_CALLBACK_API_KEY", "k" * 32)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", value)
+    with pytest.raises(SystemExit) as exit_:
+        load_settings(GatewaySettings, "instore-gateway")
+    assert exit_.value.code == 2
+    assert "KAFKA_BOOTSTRAP_SERVERS" in capsys.readouterr().err

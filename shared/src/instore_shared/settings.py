@@ -112,6 +112,18 @@ class BaseServiceSettings(BaseSettings):
     def _legal_prefix(cls, value: str) -> str:
         return check_prefix(value)
 
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, value: str) -> str:
+        """Each comma-separated entry is ``host:port`` (IPv6 in brackets) with a port 1–65535: a typo fails at
+        start, naming the variable, instead of as a connection error deep in the Kafka client."""
+        entries = [e.strip() for e in value.split(",")]
+        for entry in entries:
+            host, sep, port = entry.rpartition(":")
+            if not (sep and host and port.isdigit() and 0 < int(port) < 65536) or (":" in host and not host.startswith("[")):
+                raise ValueError(f"{entry!r} is not host:port (comma-separated list, e.g. kafka-0:9092,kafka-1:9092)")
+        return ",".join(entries)
+
     @model_validator(mode="before")
     @classmethod
     def _prefix_default_groups(cls, data: Any) -> Any:
