@@ -67,7 +67,8 @@ async def _publish(kafka: Kafka, topic: str, letters: list[tuple[bytes, bytes | 
 
 async def _read_all(kafka: Kafka, topic: str) -> list[tuple[bytes, bytes | None, list[tuple[str, bytes]]]]:
     """Every message of ``topic`` (no consumer group): (value, key, headers)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    # earliest: the background reset assign() starts must not put the position at the end before seek_to_beginning
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]

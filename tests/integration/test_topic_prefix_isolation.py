@@ -96,16 +96,33 @@ async def envs(kafka: Kafka) -> AsyncIterator[dict[str, Env]]:
         yield out
 
 
-async def _messages(kafka: Kafka, topic: str) -> list[Any]:
-    """Every message on ``topic`` now (group-less, nothing committed); [] when it has none."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=None, enable_auto_commit=False)
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int] | None:
+    await consumer._client.force_metadata_update()
+    return consumer.partitions_for_topic(topic)  # type: ignore[no-any-return]
+
+
+async def _messages(kafka: Kafka, topic: str, must_exist: bool = True) -> list[Any]:
+    """Every message on ``topic`` now (group-less, nothing committed); [] when it has none.
+
+    The topic must exist (every topic here is created when the services start): a metadata answer
+    that does not list it yet is asked again, never read as "no messages" — that would let an
+    isolation check pass without looking.
+    """
+    # earliest: assign() starts an offset reset in the background with the consumer's default policy, which
+    # with "latest" could win over seek_to_beginning and put the position at the end (nothing read)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic) or set()
+        deadline = time.monotonic() + 20
+        while not (partitions := await _partitions(consumer, topic)):
+            if not must_exist:
+                return []
+            if time.monotonic() > deadline:
+                raise AssertionError(f"topic {topic} does not exist")
+            await asyncio.sleep(0.2)  # metadata polling interval, not a synchronisation by time
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return []
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
@@ -164,7 +181,7 @@ async def test_cart_lookups_stay_in_their_environment(envs: dict[str, Env], kafk
     for me, other in (("a", "b"), ("b", "a")):
         keys = {m.key for m in await _messages(kafka, envs[me].topics.name(CART_REQUESTS))}
         assert keys == {envs[me].cart.encode(), envs[other].cart.encode()}  # each lookup on its own environment's topic
-    unprefixed = {m.key for m in await _messages(kafka, CART_REQUESTS.name)}  # other tests' lookups, if any
+    unprefixed = {m.key for m in await _messages(kafka, CART_REQUESTS.name, must_exist=False)}  # other tests' lookups, if any
     assert not unprefixed & {envs["a"].cart.encode(), envs["b"].cart.encode()}
 
 
