@@ -147,7 +147,27 @@ if (shims) {
       });
       if (hit.count > 0) throw duplicate("orderNumber", draft.orderNumber);
     }
+    // The API orders an Active cart only, and turns it Ordered
+    // (https://docs.commercetools.com/api/projects/orders#create-order-from-cart); the mock leaves
+    // it Active and would order it again under another number.
+    const cartId = draft?.cart?.id;
+    const cart = cartId ? await storage.get(context.projectKey, "cart", cartId, {}) : null;
+    if (cart && cart.cartState !== "Active") {
+      throw new CommercetoolsError(
+        { code: "InvalidOperation", message: `Cart '${cart.id}' is ${cart.cartState}, only an Active cart can be ordered.` },
+        400,
+      );
+    }
     const order = await origOrderCreate(context, draft);
+    if (cart) {
+      const current = await storage.get(context.projectKey, "cart", cart.id, {});
+      if (current && current.cartState === "Active") {
+        current.cartState = "Ordered";
+        current.version += 1;
+        current.lastModifiedAt = new Date().toISOString();
+        await storage.add(context.projectKey, "cart", current);
+      }
+    }
     let changed = false;
     for (const f of ["paymentState", "orderState", "shipmentState"]) {
       if (draft?.[f] && order[f] !== draft[f]) {
@@ -251,6 +271,28 @@ if (shims) {
     return origCreate(context, draft);
   };
 }
+
+// --- query limits the mock 4.4.0 does not enforce ---------------------------
+// (always on: the reconciler pages through carts and orders; https://docs.commercetools.com/api/general-concepts#paging)
+// The API refuses `limit` above 500 and `offset` above 10,000 with 400 InvalidInput; the mock
+// answers any page, so a client paging by offset through a large project would pass here and
+// fail in production. Mirror the refusal for every query (GET on a collection).
+mock.app.addHook("preHandler", async (request) => {
+  if (request.method !== "GET" || !request.query) return;
+  const check = (name, max) => {
+    const raw = request.query[name];
+    if (raw === undefined) return;
+    const value = Number(Array.isArray(raw) ? raw[raw.length - 1] : raw);
+    if (!Number.isInteger(value) || value < 0 || value > max) {
+      throw new CommercetoolsError(
+        { code: "InvalidInput", message: `The ${name} must be an integer between 0 and ${max}, got ${raw}.` },
+        400,
+      );
+    }
+  };
+  check("limit", 500);
+  check("offset", 10000);
+});
 
 // The token endpoint only reads `scope` from the query string; real clients
 // send it in the form body. Mirror body.scope into the query so the issued

@@ -18,7 +18,7 @@ import contextlib
 import re
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -223,6 +223,31 @@ class CommercetoolsClient:
             except NotFound:
                 pass
         return await self.get_order_by_order_number(ref, expand)
+
+    async def query(
+        self,
+        path: str,
+        where: Sequence[str] = (),
+        *,
+        sort: str = "id asc",
+        limit: int = 100,
+        expand: tuple[str, ...] = (),
+    ) -> list[dict[str, Any]]:
+        """One page of a query endpoint (``GET /{path}?where=…&sort=…&limit=…&withTotal=false``): its ``results``.
+
+        ``path`` is relative to the project (``carts``, ``orders``, ``custom-objects/{container}``);
+        every ``where`` predicate must hold (https://docs.commercetools.com/api/predicates/query);
+        ``limit`` is 1–500 (the API's maximum). ``withTotal=false`` spares the API counting the whole
+        result set (https://docs.commercetools.com/api/general-concepts#paging). Raises
+        :class:`InvalidInput` for a predicate the API refuses.
+        """
+        params: dict[str, str | list[str]] = {"sort": sort, "limit": str(limit), "withTotal": "false"}
+        if where:
+            params["where"] = list(where)
+        if expand:
+            params["expand"] = list(expand)
+        results = (await self.request("GET", f"/{path}", params=params)).json().get("results")
+        return results if isinstance(results, list) else []
 
     async def get_custom_object(self, container: str, key: str) -> ApiResponse:
         """``GET /custom-objects/{container}/{key}`` (https://docs.commercetools.com/api/projects/custom-objects).

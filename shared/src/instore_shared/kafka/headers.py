@@ -51,3 +51,10 @@ TENDER = "tender"
 
 ACTION = "action"
 """A payment-extension request's action (path segment, e.g. ``payment``)."""
+
+ORIGIN = "origin"
+"""Who put a message on an InStore topic when it was not InStore through the gateway: ``reconciliation`` for
+the reconciler's synthetic payment triggers (absent on everything the gateway publishes)."""
+
+RECONCILIATION = "reconciliation"
+"""The :data:`ORIGIN` value of the reconciler's triggers."""
