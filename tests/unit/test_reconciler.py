@@ -51,7 +51,7 @@ def _order(order_id: str, cart_id: str | None, *payments: dict[str, Any], return
         "orderNumber": f"no-{order_id}",
         "totalPrice": {"currencyCode": "EUR", "centAmount": 2500},
         "paymentInfo": {"payments": [{"typeId": "payment", "id": p["id"], "obj": p} for p in payments]},
-        "returnInfo": [{"items": [{"id": f"ri-{i}", "lineItemId": "li-0", "quantity": 1}] for i in range(returns)}]
+        "returnInfo": [{"items": [{"id": f"ri-{i}", "lineItemId": "li-0", "quantity": 1} for i in range(returns)]}]
         if returns
         else [],
     }
