@@ -294,6 +294,45 @@ mock.app.addHook("preHandler", async (request) => {
   check("offset", 10000);
 });
 
+// --- sort on queries: the mock 4.4.0's services drop the `sort` parameter ------
+// (always on: the reconciler pages by `sort=id asc` + `where=id > "<last id>"`;
+// https://docs.commercetools.com/api/general-concepts#sorting). Its storage can sort, but the
+// query handlers never pass `sort` on, so results come in insertion order and id-ordered paging
+// skips records. Here: a query with `sort` is answered whole by the mock (limit/offset taken
+// off), then sorted and cut to the page the client asked for before it is serialised.
+const byPath = (row, path) => path.reduce((value, key) => (value == null ? undefined : value[key]), row);
+const compare = (a, b) => {
+  if (a == null) return b == null ? 0 : 1;
+  if (b == null) return -1;
+  if (typeof a === "number" && typeof b === "number") return a - b;
+  return String(a) < String(b) ? -1 : String(a) > String(b) ? 1 : 0;
+};
+mock.app.addHook("preHandler", async (request) => {
+  const sort = request.query?.sort;
+  if (request.method !== "GET" || sort === undefined) return;
+  const clauses = (Array.isArray(sort) ? sort : [sort]).map((clause) => {
+    const [field, direction] = String(clause).trim().split(/\s+/);
+    return { path: field.split("."), desc: (direction ?? "").toLowerCase() === "desc" };
+  });
+  const limit = request.query.limit === undefined ? 20 : Number(request.query.limit);
+  const offset = request.query.offset === undefined ? 0 : Number(request.query.offset);
+  request.ctMockPage = { clauses, limit, offset };
+  request.query = { ...request.query, limit: "1000000", offset: "0" };
+});
+mock.app.addHook("preSerialization", async (request, reply, payload) => {
+  const page = request.ctMockPage;
+  if (!page || !payload || !Array.isArray(payload.results)) return payload;
+  const rows = [...payload.results].sort((left, right) => {
+    for (const { path, desc } of page.clauses) {
+      const result = compare(byPath(left, path), byPath(right, path));
+      if (result !== 0) return desc ? -result : result;
+    }
+    return 0;
+  });
+  const results = rows.slice(page.offset, page.offset + page.limit);
+  return { ...payload, results, count: results.length, offset: page.offset, limit: page.limit, total: rows.length };
+});
+
 // The token endpoint only reads `scope` from the query string; real clients
 // send it in the form body. Mirror body.scope into the query so the issued
 // token reports the requested scope instead of "todo".
