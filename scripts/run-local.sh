@@ -8,6 +8,7 @@
 #                                                                     — skipped when INSTORE_AUTH_BASE_URL is set
 #   - cart-mapping (health on $CART_MAPPING_HTTP_PORT), order-finalization ($ORDER_FINALIZATION_HTTP_PORT),
 #     refund ($REFUND_HTTP_PORT), payment-extension ($PAYMENT_EXTENSION_HTTP_PORT) and the gateway ($GATEWAY_HTTP_PORT)
+#   - the reconciler, a run every $RECONCILER_INTERVAL_SECONDS s (10) with a grace of $RECONCILER_GRACE_SECONDS s (5)
 # then prints a curl for each callback. Ctrl-C stops every process it started.
 set -euo pipefail
 
@@ -29,6 +30,8 @@ export CTP_MOCK_PORT="${CTP_MOCK_PORT:-8989}"
 export DEVFAKES_HTTP_PORT="${DEVFAKES_HTTP_PORT:-8090}"
 export LOG_JSON="${LOG_JSON:-false}"
 export GATEWAY_ACCESS_LOG="${GATEWAY_ACCESS_LOG:-all}"  # a line per request while developing (default: errors only)
+export RECONCILER_INTERVAL_SECONDS="${RECONCILER_INTERVAL_SECONDS:-10}"  # production: a CronJob, one run each
+export RECONCILER_GRACE_SECONDS="${RECONCILER_GRACE_SECONDS:-5}"         # production default: 600
 
 if [[ -t 1 ]]; then say() { printf '\033[1m[run]\033[0m %s\n' "$*"; }; else say() { printf '[run] %s\n' "$*"; }; fi
 die() { printf '[run] error: %s\n' "$*" >&2; exit 1; }
@@ -179,6 +182,13 @@ done
 ready "$GATEWAY_HTTP_PORT" && ready "$CART_MAPPING_HTTP_PORT" && ready "$ORDER_FINALIZATION_HTTP_PORT" \
   && ready "$REFUND_HTTP_PORT" && ready "$PAYMENT_EXTENSION_HTTP_PORT" || die "the services did not become ready in 60 s"
 
+# The safety net for lost webhooks, every RECONCILER_INTERVAL_SECONDS (production: a CronJob), started once
+# the services (and so their topics) are up. Its findings go to stdout: a sale paid without its webhook
+# becomes an Order within grace + interval.
+say "reconciler: a run every ${RECONCILER_INTERVAL_SECONDS}s, grace ${RECONCILER_GRACE_SECONDS}s"
+"$PY" -m instore_order_finalization.reconciler &
+PIDS+=($!)
+
 GW="http://127.0.0.1:$GATEWAY_HTTP_PORT"
 # The development default key is printed so the curls paste as they are; a key of your own is not.
 if [[ "$INSTORE_CALLBACK_API_KEY" == local-dev-callback-key ]]; then KEY_SHOWN="$INSTORE_CALLBACK_API_KEY"
@@ -239,6 +249,10 @@ cat <<MSG
     e.g. curl -s $GW/metrics | grep ^instore_webhooks
   Traces (OpenTelemetry, OTLP/HTTP): $TRACES_SHOWN
   $HOST_PAGE_SHOWN
+
+  The reconciler runs every ${RECONCILER_INTERVAL_SECONDS}s (grace ${RECONCILER_GRACE_SECONDS}s): a sale paid in Composable Commerce whose
+  webhook never came is handed to order-finalization and printed ("instore-reconciler: handed unordered-cart ...").
+  The seeded demo-sale-cart is such a sale until you send its webhook: left alone, it becomes its Order this way.
 
   A simulated InStore day (sale, split tender, Order, return, refund) against this stack,
   from another terminal with the same environment:  make simulate

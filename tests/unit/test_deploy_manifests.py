@@ -23,6 +23,7 @@ from instore_cart_mapping.settings import CartMappingSettings
 from instore_devfakes.settings import DevFakesSettings
 from instore_gateway.session_settings import SessionSettings
 from instore_gateway.settings import GatewaySettings
+from instore_order_finalization.reconciler.settings import ReconcilerSettings
 from instore_order_finalization.settings import OrderFinalizationSettings
 from instore_payment_extension.settings import PaymentExtensionSettings
 from instore_refund.settings import RefundSettings
@@ -62,6 +63,7 @@ CART_MAPPING_VARS = _names(CartMappingSettings) | CTP_VARS
 ORDER_FINALIZATION_VARS = _names(OrderFinalizationSettings) | CTP_VARS
 REFUND_VARS = _names(RefundSettings) | CTP_VARS
 PAYMENT_EXTENSION_VARS = _names(PaymentExtensionSettings) | CTP_VARS
+RECONCILER_VARS = _names(ReconcilerSettings) | CTP_VARS
 # Composable Commerce scopes order-finalization and refund need (their API clients must have exactly these).
 ORDER_FINALIZATION_SCOPES = ("manage_orders", "view_orders", "view_payments", "manage_key_value_documents")
 REFUND_SCOPES = ("manage_orders", "view_orders", "manage_payments", "manage_key_value_documents")
@@ -497,7 +499,7 @@ def test_dev_fakes_are_not_deployed_to_kubernetes() -> None:
 
 
 def test_configmaps_hold_only_settings_fields_and_no_secrets() -> None:
-    every = GATEWAY_VARS | CART_MAPPING_VARS | ORDER_FINALIZATION_VARS | REFUND_VARS | PAYMENT_EXTENSION_VARS
+    every = GATEWAY_VARS | CART_MAPPING_VARS | ORDER_FINALIZATION_VARS | REFUND_VARS | PAYMENT_EXTENSION_VARS | RECONCILER_VARS
     for name, configmap in _of_kind(_resources(), "ConfigMap").items():
         keys = set(configmap.get("data", {}))
         assert not keys - every, f"{name}: {sorted(keys - every)}"
@@ -859,3 +861,37 @@ def test_the_manifests_scopes_are_what_the_services_ask_for() -> None:
 
     assert set(ORDER_FINALIZATION_SCOPES) == set(FINALIZATION_ASKS) and set(REFUND_SCOPES) == set(REFUND_ASKS)
     assert set(PAYMENT_EXTENSION_SCOPES) == set(PAYMENT_EXTENSION_ASKS)
+
+
+# -- the reconciler CronJob -------------------------------------------------------------------
+@pytest.mark.parametrize("rendered", ("base", "overlays/dev", "overlays/prod"))
+def test_the_reconciler_cronjob_runs_once_per_schedule_read_only_and_hardened(rendered: str) -> None:
+    from instore_order_finalization.reconciler.__main__ import SCOPES as RECONCILER_ASKS
+
+    docs = _resources(rendered)
+    (cronjob,) = _of_kind(docs, "CronJob").values()
+    spec = cronjob["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid" and spec["jobTemplate"]["spec"]["backoffLimit"] == 0
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    # the order-finalization image (its package holds the reconciler), one run per Job
+    assert container["image"] == _container(_deployments(rendered)["order-finalization"])["image"]
+    assert container["command"] == ["instore-reconciler", "--once"]
+    # it shares order-finalization's ConfigMap on purpose (one place for the currency, the Custom Field names,
+    # ORDER_CREATION and the project): what it gets is order-finalization's or its own settings
+    names = _container_env_names(container, rendered)
+    unknown = names - RECONCILER_VARS - ORDER_FINALIZATION_VARS
+    assert not unknown, f"{rendered}: no settings of the reconciler or order-finalization: {sorted(unknown)}"
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC_PREFIX", "CTP_PROJECT_KEY", "CTP_CLIENT_SECRET"} <= names
+    # envFrom order: its own ConfigMap last, so its read-only CTP_SCOPES wins over order-finalization's
+    refs = [s["configMapRef"]["name"] for s in container["envFrom"]]
+    assert refs[-1] == "instore-reconciler-config"
+    configmaps = _of_kind(docs, "ConfigMap")
+    own = configmaps["instore-reconciler-config"]["data"]
+    assert set(own) <= RECONCILER_VARS
+    project = configmaps["instore-order-finalization-config"]["data"]["CTP_PROJECT_KEY"]
+    _scopes_are(own["CTP_SCOPES"], project, tuple(RECONCILER_ASKS))
+    assert all(not scope.startswith("manage_") for scope in RECONCILER_ASKS)
+    assert pod["securityContext"]["runAsNonRoot"] and pod["restartPolicy"] == "Never"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
