@@ -21,7 +21,15 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+    push_to_gateway,
+    start_http_server,
+)
 
 from instore_order_finalization.reconciler.run import Finding, RunReport, reconcile
 from instore_order_finalization.reconciler.settings import ReconcilerSettings
@@ -52,6 +60,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self.runs = Counter("instore_reconciler_runs", "Reconciliation runs, by result.", ["result"], registry=self.registry)
         self.findings = Gauge(
             "instore_reconciler_last_run_findings",
