@@ -21,6 +21,7 @@ SETTINGS_CLASSES: list[tuple[str, str]] = [
     ("order-finalization", "instore_order_finalization.settings:OrderFinalizationSettings"),
     ("refund", "instore_refund.settings:RefundSettings"),
     ("payment-extension", "instore_payment_extension.settings:PaymentExtensionSettings"),
+    ("reconciler", "instore_order_finalization.reconciler.settings:ReconcilerSettings"),
     (
         "cart-mapping, order-finalization, refund and payment-extension: Composable Commerce API client",
         "instore_shared.settings:CommercetoolsSettings",

@@ -85,6 +85,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("payment-extension", "receive", PAYMENT_PROMPT_ANSWERS, "reads prompt answers (every partition, no group)"),
     Operation("payment-extension", "send", PAYMENT_EXTENSION_RESULTS, "announces each request's final result"),
     Operation("payment-extension", "send", PAYMENT_REQUESTS_DLQ, "parks a request it cannot process"),
+    Operation(
+        "reconciler", "send", WEBHOOKS, "hands a paid sale whose webhook was lost to order-finalization (origin: reconciliation)"
+    ),
     Operation("replay-dlq", "receive", WEBHOOKS_DLQ, "operator command: reads the dead letters to put them back"),
     Operation("replay-dlq", "send", WEBHOOKS, "operator command: re-publishes dead letters to their source topic"),
     Operation("replay-dlq", "receive", PAYMENT_REQUESTS_DLQ, "operator command: reads the dead letters to put them back"),
@@ -99,6 +102,7 @@ _PROCESSES = {
     "order-finalization": "turns paid sales into Orders",
     "refund": "records finalized refunds",
     "payment-extension": "runs InStore's Custom payment processor requests against the payment provider",
+    "reconciler": "the safety net for lost webhooks (CronJob `instore-reconciler`): finds paid sales without an Order",
     "replay-dlq": "the operator command `instore-integration replay-dlq` / `make replay-dlq`",
 }
 
@@ -116,8 +120,16 @@ _TOPIC_HEADERS: dict[str, dict[str, Any]] = {
         h.DEADLINE: {"type": "string", "description": "Unix time in ms after which nobody waits for the reply"},
     },
     WEBHOOKS.name: {
-        h.WEBHOOK_ID: {"type": "string", "description": "InStore's event id, else sha256:<hash of the body>"},
+        h.WEBHOOK_ID: {
+            "type": "string",
+            "description": "InStore's event id, else sha256:<hash of the body>; reconciler: reconciliation:<kind>:<cart>",
+        },
         h.RECEIVED_AT: {"type": "string", "format": "date-time", "description": "when the gateway received it (UTC)"},
+        h.ORIGIN: {
+            "type": "string",
+            "enum": [h.RECONCILIATION],
+            "description": "only on the reconciler's synthetic payment webhooks (absent on what the gateway stores)",
+        },
     },
     PAYMENT_REQUESTS.name: {
         h.REQUEST_ID: {"type": "string", "description": "InStore's requestId"},
