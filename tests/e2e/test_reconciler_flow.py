@@ -14,12 +14,15 @@ import asyncio
 import hashlib
 import hmac
 import json
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -29,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from instore_devfakes.instore_samples import payment_webhook
 from instore_shared.commercetools import CommercetoolsClient
 from instore_shared.settings import CommercetoolsSettings
-from tests.support.processes import CtMock, Kafka, Service, free_port, service_env, start_ct_mock, start_service
+from tests.support.processes import CtMock, Kafka, Service, free_port, service_env, start_ct_mock, start_service, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -275,3 +278,65 @@ def test_an_unreachable_commerce_api_is_exit_1_with_the_reason(stack: Stack) -> 
 def test_bad_settings_are_exit_2_naming_the_variable(stack: Stack) -> None:
     run = _reconcile(stack, RECONCILER_PAGE_SIZE="1000")
     assert run.returncode == 2 and "RECONCILER_PAGE_SIZE" in run.stderr
+
+
+def test_a_run_with_nothing_to_hand_needs_no_kafka(stack: Stack) -> None:
+    run = _reconcile(stack, KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}", RECONCILER_GRACE_SECONDS="3600")
+    assert run.returncode == 0, run.stderr
+    assert "handed" not in run.stdout
+
+
+def test_a_run_with_work_and_kafka_down_is_exit_1_and_hands_it_next_time(stack: Stack) -> None:
+    async def paid() -> dict[str, Any]:
+        return await _paid_sale(stack.mock)
+
+    cart = asyncio.run(paid())
+    down = _reconcile(stack, KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}")
+    assert down.returncode == 1 and '"reconcile.run_failed"' in down.stderr, down.stderr
+    assert "Traceback" not in down.stderr
+    assert asyncio.run(_orders_of(stack.mock, cart["id"])) == []
+    again = _reconcile(stack)
+    assert again.returncode == 0 and f"cart={cart['id']}" in again.stdout
+
+
+def test_the_loop_runs_every_interval_pushes_its_metrics_and_stops_on_sigterm(stack: Stack) -> None:
+    pushes: list[tuple[str, str]] = []
+
+    class Pushgateway(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # the push API: PUT /metrics/job/<job> with the text exposition
+            pushes.append((self.path, self.rfile.read(int(self.headers["Content-Length"])).decode()))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Pushgateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = service_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
+            "KAFKA_TOPIC_PREFIX": PREFIX,
+            **stack.mock.settings_env(),
+            "RECONCILER_INTERVAL_SECONDS": "0.5",
+            "RECONCILER_GRACE_SECONDS": "3600",
+            "RECONCILER_PUSHGATEWAY_URL": f"http://127.0.0.1:{server.server_port}",
+        }
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "instore_order_finalization.reconciler"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_until(lambda: len(pushes) >= 2, 60, "two runs pushed")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        server.shutdown()
+    path, body = pushes[0]
+    assert path == "/metrics/job/instore-reconciler"
+    assert 'instore_reconciler_runs_total{result="ok"} 1.0' in body
+    assert 'instore_reconciler_last_run_findings{action="handed",kind="unordered-cart"} 0.0' in body
+    assert "instore_reconciler_last_success_timestamp_seconds" in body
+    assert 'instore_reconciler_runs_total{result="ok"} 2.0' in pushes[1][1]

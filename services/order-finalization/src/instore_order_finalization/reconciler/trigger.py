@@ -43,7 +43,7 @@ def trigger_body(cart_id: str, reason: str) -> tuple[str, bytes]:
 class KafkaTrigger:
     """:class:`~instore_order_finalization.reconciler.run.Trigger` on an idempotent ``acks=all`` producer.
 
-    Use as an async context manager (starts and stops the producer). ``run_id`` goes into each
+    Use as an async context manager (stops the producer, if a hand-off started it). ``run_id`` goes into each
     message's ``correlation_id`` header, so the logs of order-finalization tie back to the run.
     """
 
@@ -53,16 +53,23 @@ class KafkaTrigger:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers, client_id=client_id, acks="all", enable_idempotence=True, **options
         )
+        self._started = False
 
     async def __aenter__(self) -> KafkaTrigger:
-        await self._producer.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._producer.stop()
+        if self._started:
+            await self._producer.stop()
 
     async def hand(self, cart_id: str, reason: str) -> None:
-        """Publish the trigger for ``cart_id`` and wait for Kafka's acknowledgement (raises the Kafka error)."""
+        """Publish the trigger for ``cart_id`` and wait for Kafka's acknowledgement (raises the Kafka error).
+
+        The producer connects on the first hand-off: a run with nothing to hand never needs Kafka.
+        """
+        if not self._started:
+            self._started = True  # stopped on exit even when starting failed half-way
+            await self._producer.start()
         webhook_id, body = trigger_body(cart_id, reason)
         received_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         headers = {
