@@ -3,8 +3,12 @@
 Exactly one Order and one ``commerce.payments.completed.v1`` event per Cart, however often
 its webhook comes, in whatever state the Order is now:
 
-- the Order: :func:`~instore_order_finalization.finalize.finalize` (deterministic order
-  number, looked up before it is created; Composable Commerce refuses a second Order);
+- the Order, by ``settings.order_creation``: ``integration`` —
+  :func:`~instore_order_finalization.finalize.finalize` (deterministic order number, looked
+  up before it is created; Composable Commerce refuses a second Order); ``instore`` —
+  :func:`~instore_order_finalization.finalize.await_instore_order` (InStore creates it: found
+  by number or by cart, waited for at most
+  ``settings.order_finalization_instore_order_wait_seconds``, never created here);
 - the event: :func:`instore_shared.announcements.announce_once` with the marker
   ``instore-integration-announcements/payments-completed.<order id>`` — a Custom Object
   claimed with ``version: 0`` before publishing and set ``published`` after Kafka acked.
@@ -17,7 +21,7 @@ cart (named by key instead of id, so on another partition) waits and finds the m
 published instead of racing for the claim. Across replicas, the claim decides.
 
 One deadline per webhook (``settings.order_finalization_retry_seconds``) covers every retry
-— reading, creating, claiming — so the handler ends well within the consumer's
+— reading, creating or waiting for InStore's Order, claiming — so the handler ends well within the consumer's
 ``max.poll.interval.ms`` (:func:`instore_shared.kafka.consumer.max_poll_interval_ms`).
 """
 
@@ -30,7 +34,7 @@ from functools import partial
 from typing import Protocol
 
 from instore_order_finalization.events import payments_completed
-from instore_order_finalization.finalize import OrderCommerce, Outcome, Result, finalize
+from instore_order_finalization.finalize import OrderCommerce, Outcome, Result, await_instore_order, finalize
 from instore_order_finalization.settings import OrderFinalizationSettings
 from instore_shared import announcements
 from instore_shared.announcements import MarkerStore, Verdict
@@ -115,9 +119,12 @@ async def _handle(
     after_order_created: Callable[[], None] | None,
     deadline: Deadline,
 ) -> Handled:
-    result = await retry_transient(
-        lambda: finalize(body, commerce, settings.instore_field_order_number, settings.instore_currency), deadline, "order"
-    )
+    field, currency = settings.instore_field_order_number, settings.instore_currency
+    if settings.order_creation == "instore":
+        wait = settings.order_finalization_instore_order_wait_seconds
+        result = await await_instore_order(body, commerce, field, currency, clock=clock, wait_seconds=wait, deadline=deadline)
+    else:
+        result = await retry_transient(lambda: finalize(body, commerce, field, currency), deadline, "order")
     log.info("webhook.processed", webhook_id=headers.get(h.WEBHOOK_ID), outcome=result.outcome.value)
     if result.order is None or result.cart is None:
         return Handled(result)

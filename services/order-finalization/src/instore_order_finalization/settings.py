@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
 
 from instore_shared.settings import BaseServiceSettings
 
@@ -39,6 +41,16 @@ class OrderFinalizationSettings(BaseServiceSettings):
     """One deadline per webhook for all its retries (backoff up to 15 s) while Composable Commerce is unavailable, then
     dead-lettered; 0: at once. max.poll.interval.ms = this + 120 s (≥ 300 s)."""
 
+    order_creation: Literal["integration", "instore"] = "integration"
+    """Who creates the Order of a paid cart: ``integration`` (order-finalization, from the cart, numbered by the cart's
+    order-number field or instore-<cart id>) or ``instore`` (InStore does; order-finalization only finds it, waiting
+    up to ORDER_FINALIZATION_INSTORE_ORDER_WAIT_SECONDS, and announces it). Assumed — the docs do not say who creates
+    it: see ../shared/reference/instore-contract.md §9."""
+
+    order_finalization_instore_order_wait_seconds: float = Field(default=30.0, ge=0, le=600)
+    """ORDER_CREATION=instore: how long a webhook of a paid cart waits for InStore's Order (polled every second) before
+    it is dead-lettered as instore-order-missing; at most ORDER_FINALIZATION_RETRY_SECONDS (the webhook's deadline)."""
+
     order_finalization_http_host: str = "127.0.0.1"
     """Address of the health endpoints (/healthz, /readyz)."""
 
@@ -47,3 +59,14 @@ class OrderFinalizationSettings(BaseServiceSettings):
 
     order_finalization_crash_after_order_created: bool = False
     """Crash-recovery tests only: exit right after an Order is created, before its event and offset commit."""
+
+    @model_validator(mode="after")
+    def _order_wait_within_the_deadline(self) -> Self:
+        # The wait draws on the webhook's one deadline (service.py), which sizes max.poll.interval.ms.
+        wait, deadline = self.order_finalization_instore_order_wait_seconds, self.order_finalization_retry_seconds
+        if self.order_creation == "instore" and wait > deadline:
+            raise ValueError(
+                f"ORDER_FINALIZATION_INSTORE_ORDER_WAIT_SECONDS ({wait:g}) must not exceed ORDER_FINALIZATION_RETRY_SECONDS "
+                f"({deadline:g}) with ORDER_CREATION=instore: the wait for InStore's Order is part of the webhook's deadline"
+            )
+        return self
