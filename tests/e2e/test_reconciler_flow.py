@@ -217,6 +217,12 @@ async def test_a_paid_cart_whose_webhook_never_came_becomes_one_order_and_one_ev
     assert len(orders) == 1 and orders[0]["orderNumber"] == f"instore-{cart['id']}"
     assert len(events) == 1 and events[0]["orderId"] == orders[0]["id"]
     assert events[0]["sourceWebhookId"] == f"reconciliation:unordered-cart:{cart['id']}"
+    processed = [
+        json.loads(line)
+        for line in stack.finalizer.process.output().splitlines()
+        if '"webhook.processed"' in line and cart["id"] in line
+    ]
+    assert [(p["origin"], p["outcome"]) for p in processed] == [("reconciliation", "order-created")]
     # The next run finds nothing more to do for this sale: the cart is Ordered, the event announced.
     again = _reconcile(stack)
     assert again.returncode == 0, again.stderr

@@ -125,7 +125,12 @@ async def _handle(
         result = await await_instore_order(body, commerce, field, currency, clock=clock, wait_seconds=wait, deadline=deadline)
     else:
         result = await retry_transient(lambda: finalize(body, commerce, field, currency), deadline, "order")
-    log.info("webhook.processed", webhook_id=headers.get(h.WEBHOOK_ID), outcome=result.outcome.value)
+    log.info(
+        "webhook.processed",
+        webhook_id=headers.get(h.WEBHOOK_ID),
+        outcome=result.outcome.value,
+        origin=headers.get(h.ORIGIN) or "instore",  # "reconciliation": the reconciler's trigger
+    )
     if result.order is None or result.cart is None:
         return Handled(result)
     if result.outcome is Outcome.ORDER_CREATED and after_order_created is not None:
