@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from instore_shared.settings import BaseServiceSettings
@@ -21,6 +23,15 @@ class RefundSettings(BaseServiceSettings):
 
     refund_concurrency: int = Field(default=4, ge=1, le=64)
     """Partitions processed at once (one consumer each; a partition's webhooks stay in order)."""
+
+    refund_mode: Literal["delegated", "instore-managed"] = "delegated"
+    """Who writes a refund to Composable Commerce. ``delegated``: InStore only notifies us, so we write
+    the return items on the original Orders, the Refund transactions on their Payments and the items'
+    ``Refunded`` payment state. ``instore-managed``: InStore writes the return and posts the refunds
+    itself, so we write nothing, verify that what we find matches the webhook (a mismatch is
+    dead-lettered as ``instore-managed-mismatch``) and only announce. Source: the InStore docs as
+    summarised in ../shared/reference/instore-contract.md §5 and §9; what is verified is assumed
+    (see docs/refunds-to-returns.md, Refund mode)."""
 
     instore_field_purchase_order_id: str = "purchaseOrderId"
     """Line item Custom Field naming the original Order (id, or orderNumber) of a returned line
