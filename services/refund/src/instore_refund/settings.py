@@ -25,13 +25,10 @@ class RefundSettings(BaseServiceSettings):
     """Partitions processed at once (one consumer each; a partition's webhooks stay in order)."""
 
     refund_mode: Literal["delegated", "instore-managed"] = "delegated"
-    """Who writes a refund to Composable Commerce. ``delegated``: InStore only notifies us, so we write
-    the return items on the original Orders, the Refund transactions on their Payments and the items'
-    ``Refunded`` payment state. ``instore-managed``: InStore writes the return and posts the refunds
-    itself, so we write nothing, verify that what we find matches the webhook (a mismatch is
-    dead-lettered as ``instore-managed-mismatch``) and only announce. Source: the InStore docs as
-    summarised in ../shared/reference/instore-contract.md §5 and §9; what is verified is assumed
-    (see docs/refunds-to-returns.md, Refund mode)."""
+    """Who writes refunds to Composable Commerce. delegated: InStore only notifies, we write the return items, Refund
+    transactions and their Refunded state. instore-managed: InStore writes them itself; we write nothing, verify they
+    match the webhook (mismatch: dead letter instore-managed-mismatch) and announce. Source:
+    ../shared/reference/instore-contract.md §5, §9; the verification is assumed (docs/refunds-to-returns.md)."""
 
     instore_field_purchase_order_id: str = "purchaseOrderId"
     """Line item Custom Field naming the original Order (id, or orderNumber) of a returned line
