@@ -12,7 +12,9 @@ Per refund webhook the transport only decodes and calls
 transactions and ``Refunded`` payment states, then for each original Order claim, publish
 ``commerce.refunds.completed.v1`` (keyed by the Order id) and mark the announcement in a
 Custom Object (:mod:`instore_shared.announcements`; never a field of the Order); then the
-offset is committed. A refused refund, or one whose Composable Commerce calls still fail at
+offset is committed. With ``REFUND_MODE=instore-managed`` InStore wrote the return and the
+refunds itself: the service function verifies them and writes nothing but the marker (a
+mismatch is dead-lettered as ``instore-managed-mismatch``). A refused refund, or one whose Composable Commerce calls still fail at
 its deadline, goes to ``instore.webhooks.v1.dlq`` with its bytes and a reason — nothing of
 it is written when the refusal comes from the checks before the first write; a failure
 after the return items were written leaves them, recognised by key when the dead letter is

@@ -1,4 +1,5 @@
-"""Build the ``commerce.refunds.completed.v1`` event of one original Order from what was recorded."""
+"""Build the ``commerce.refunds.completed.v1`` event of one original Order from what was recorded (or, in
+REFUND_MODE=instore-managed, verified) — the same fields in both modes."""
 
 from __future__ import annotations
 
@@ -31,40 +32,72 @@ def refunds_completed(
 ) -> contract.RefundsCompleted:
     """The event for ``order`` (read with its Payments expanded, after the writes).
 
-    ``items`` are this refund's return items on the Order; ``refunds`` the ``Refund``
-    transactions whose ``interactionId`` is one of this webhook's refund ids, on the
-    Order's Payments; amounts in minor units of the Order's currency (ISO 4217).
+    Delegated mode: ``items`` are this refund's return items on the Order (our keys
+    ``ret-<return cart line id>``); ``refunds`` the ``Refund`` transactions whose
+    ``interactionId`` is one of this webhook's refund ids, on the Order's Payments.
+    REFUND_MODE=instore-managed (``recorded.found`` set): both come from what verification
+    matched (:mod:`instore_refund.verify`) — per return line the return item InStore wrote
+    (its ``key``, or its ``id`` when it has none), per tender the Refund transaction found.
+    Amounts in integer minor units of the Order's currency (ISO 4217). The event id depends
+    only on the Order, the return cart, the refund ids and ``ret-<return cart line id>`` of the
+    lines — the same in both modes, so a replay (or a change of mode between deliveries) gets
+    the same id.
     """
-    lines = {return_item_key(line.line_id): line for line in recorded.lines_of(order["id"])}
-    items = [
-        contract.ReturnedItem(
-            return_item_key=item["key"],
-            return_line_item_id=lines[item["key"]].line_id,
-            line_item_id=item.get("lineItemId") or item.get("customLineItemId") or "",
-            custom_line_item=bool(item.get("customLineItemId")),
-            quantity=int(item["quantity"]),
-            comment=_short(item.get("comment")),
-        )
-        for info in order.get("returnInfo") or []
-        for item in info.get("items") or []
-        if item.get("key") in lines
-    ]
-    ours = {(r.payment_id, r.refund_id) for r in recorded.refunds}
-    refunds = [
-        contract.RefundedTender(
-            refund_id=t["interactionId"],
-            payment_id=payment_id,
-            transaction_id=t["id"],
-            amount=Amount(cent_amount=t["amount"]["centAmount"], currency_code=t["amount"]["currencyCode"]),
-        )
-        for payment_id, payment in payments_of(order).items()
-        for t in payment.get("transactions") or []
-        if t.get("type") == "Refund" and (payment_id, t.get("interactionId")) in ours
-    ]
+    if recorded.found is not None:
+        found = recorded.found[order["id"]]
+        items = [
+            contract.ReturnedItem(
+                return_item_key=str(item.get("key") or item.get("id") or ""),
+                return_line_item_id=line.line_id,
+                line_item_id=line.order_line_id,
+                custom_line_item=line.custom_line,
+                quantity=line.quantity,
+                comment=_short(line.comment),
+            )
+            for line, item in found.items
+        ]
+        refunds = [
+            contract.RefundedTender(
+                refund_id=tender.refund_id,
+                payment_id=payment_id,
+                transaction_id=str(t.get("id") or ""),
+                amount=Amount(cent_amount=tender.cent_amount, currency_code=tender.currency_code),
+            )
+            for tender, payment_id, t in found.refunds
+        ]
+        keys = [return_item_key(line.line_id) for line, _ in found.items]
+    else:
+        lines = {return_item_key(line.line_id): line for line in recorded.lines_of(order["id"])}
+        items = [
+            contract.ReturnedItem(
+                return_item_key=item["key"],
+                return_line_item_id=lines[item["key"]].line_id,
+                line_item_id=item.get("lineItemId") or item.get("customLineItemId") or "",
+                custom_line_item=bool(item.get("customLineItemId")),
+                quantity=int(item["quantity"]),
+                comment=_short(item.get("comment")),
+            )
+            for info in order.get("returnInfo") or []
+            for item in info.get("items") or []
+            if item.get("key") in lines
+        ]
+        ours = {(r.payment_id, r.refund_id) for r in recorded.refunds}
+        refunds = [
+            contract.RefundedTender(
+                refund_id=t["interactionId"],
+                payment_id=payment_id,
+                transaction_id=t["id"],
+                amount=Amount(cent_amount=t["amount"]["centAmount"], currency_code=t["amount"]["currencyCode"]),
+            )
+            for payment_id, payment in payments_of(order).items()
+            for t in payment.get("transactions") or []
+            if t.get("type") == "Refund" and (payment_id, t.get("interactionId")) in ours
+        ]
+        keys = [i.return_item_key for i in items]
     currency = (order.get("totalPrice") or {}).get("currencyCode") or (refunds[0].amount.currency_code if refunds else "")
     cart = recorded.return_cart
     return contract.RefundsCompleted(
-        event_id=contract.event_id(order["id"], cart["id"], [r.refund_id for r in refunds], [i.return_item_key for i in items]),
+        event_id=contract.event_id(order["id"], cart["id"], [r.refund_id for r in refunds], keys),
         order_id=order["id"],
         order_number=order.get("orderNumber"),
         return_cart_id=cart["id"],

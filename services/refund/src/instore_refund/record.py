@@ -98,7 +98,19 @@ class Outcome(enum.Enum):
 
     RECORDED = "recorded"
     ALREADY_RECORDED = "already-recorded"
+    VERIFIED = "verified"
+    """REFUND_MODE=instore-managed: what InStore wrote matches the webhook (nothing written by us)."""
     NOT_A_REFUND = "not-a-refund"
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What REFUND_MODE=instore-managed verification matched on one original Order: per return line
+    the return item found for it (``(line, return item JSON)``), per tender the Refund transaction
+    (``(tender, Payment id, transaction JSON)``)."""
+
+    items: list[tuple[ReturnLine, dict[str, Any]]] = field(default_factory=list)
+    refunds: list[tuple[TenderRefund, str, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -114,6 +126,9 @@ class Recorded:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The Orders by id as last read, after this refund's return items and Refunds were written
     (Payments expanded): what the events are made of, without reading them again."""
+    found: dict[str, Found] | None = None
+    """REFUND_MODE=instore-managed only: per Order id, what verification matched there (the event's
+    items and refunds come from it, not from our keys on the Order)."""
 
     def lines_of(self, order_id: str) -> list[ReturnLine]:
         """This refund's return lines on ``order_id``."""
@@ -301,9 +316,36 @@ async def record_refund(
     replicas the Orders' versions still stop a double return, but that loser keeps its
     return items — see docs/refunds-to-returns.md, Dead letters).
     """
+    request = await read_request(body, commerce, fields)
+    if request is None:
+        return Recorded(Outcome.NOT_A_REFUND)
+    async with locks.hold_all([line.order_ref for line in request.lines]) if locks else nullcontext():
+        return await _record(
+            commerce, request.cart, request.cart_ref, request.lines, request.refunds, max_conflicts, after_returns
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    """A refund webhook as checked against its return cart: the cart (and the reference the webhook gave),
+    the lines it covers (``order_ref`` as the line's Custom Field gives it: id or order number), the tenders."""
+
+    cart: dict[str, Any]
+    cart_ref: str
+    lines: list[ReturnLine]
+    refunds: list[TenderRefund]
+
+
+async def read_request(body: bytes, commerce: RefundCommerce, fields: LineFields) -> RefundRequest | None:
+    """Decode the webhook and read its return cart — the same in both refund modes; None for another kind of webhook.
+
+    Raises :class:`Refused` for a malformed webhook, an unknown return cart, lines without their
+    purchase pointers, too many tenders or lines, refunds beyond what the lines are worth or in
+    another currency than the cart's; lets ``TransientError`` through.
+    """
     webhook = parse_webhook(body)
     if webhook is None:
-        return Recorded(Outcome.NOT_A_REFUND)
+        return None
     cart_ref = webhook.return_cart_ref()
     if not cart_ref:
         raise Refused("no-return-cart-id", f"a {webhook.type} webhook without returnCartId")
@@ -317,8 +359,19 @@ async def record_refund(
     if len(named_lines) > MAX_LINES:
         raise Refused("too-large", f"{len(named_lines)} return lines in one webhook, at most {MAX_LINES}")
     check_refunds_against_return(cart, named_lines, refunds)
-    async with locks.hold_all([line.order_ref for line in named_lines]) if locks else nullcontext():
-        return await _record(commerce, cart, cart_ref, named_lines, refunds, max_conflicts, after_returns)
+    return RefundRequest(cart, cart_ref, named_lines, refunds)
+
+
+async def read_orders(
+    commerce: RefundCommerce, named_lines: list[ReturnLine]
+) -> tuple[list[ReturnLine], dict[str, dict[str, Any]]]:
+    """The original Orders the lines name (each read once, Payments expanded), by id, and the lines
+    with ``order_ref`` replaced by that id. Raises :class:`Refused` (``purchase-order-not-found``)."""
+    by_ref: dict[str, dict[str, Any]] = {}
+    for ref in dict.fromkeys(line.order_ref for line in named_lines):
+        by_ref[ref] = await _read(commerce, "order", ref)
+    lines = [replace(line, order_ref=by_ref[line.order_ref]["id"]) for line in named_lines]
+    return lines, {order["id"]: order for order in by_ref.values()}
 
 
 async def _record(
@@ -331,11 +384,7 @@ async def _record(
     after_returns: Callable[[], None] | None,
 ) -> Recorded:
     for _ in range(max_conflicts):
-        by_ref: dict[str, dict[str, Any]] = {}
-        for ref in dict.fromkeys(line.order_ref for line in named_lines):
-            by_ref[ref] = await _read(commerce, "order", ref)
-        lines = [replace(line, order_ref=by_ref[line.order_ref]["id"]) for line in named_lines]
-        orders = {order["id"]: order for order in by_ref.values()}
+        lines, orders = await read_orders(commerce, named_lines)
         payments = {pid: p for order in orders.values() for pid, p in payments_of(order).items()}
         order_of = {pid: order for order in orders.values() for pid in payments_of(order)}
         for refund in refunds:
@@ -405,12 +454,16 @@ async def mark_refunded(commerce: RefundCommerce, recorded: Recorded, order: dic
 
 
 __all__ = [
+    "Found",
     "LineFields",
     "Outcome",
     "Recorded",
     "RefundCommerce",
+    "RefundRequest",
     "current_order",
     "mark_refunded",
+    "read_orders",
+    "read_request",
     "record_refund",
     "return_item_key",
 ]

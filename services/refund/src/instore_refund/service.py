@@ -1,5 +1,6 @@
 """The per-webhook service function of the refund service: decode → record (under the recording
-locks) → per original Order: claim → publish → mark.
+locks) — or, with ``REFUND_MODE=instore-managed``, verify and write nothing — → per original
+Order: claim → publish → mark.
 
 - Recording (:func:`~instore_refund.record.record_refund`): return items, Refund
   transactions, then the return items ``Refunded`` — the contract's business effects
@@ -7,6 +8,10 @@ locks) → per original Order: claim → publish → mark.
   a process, refunds naming the same original Orders are recorded one after the other
   (``recording_locks``), so two returns overdrawing one Payment cannot both write their
   return items before one is refused.
+- ``REFUND_MODE=instore-managed`` (:func:`~instore_refund.verify.verify_refund`): InStore wrote
+  the return and the refunds itself (contract §5, §9); the same reads, then a check that they
+  match the webhook (a :class:`~instore_refund.verify.Mismatch` is dead-lettered); no Order or
+  Payment update — the announcement marker below is the only write.
 - Announcing, per original Order: :func:`instore_shared.announcements.announce_once` with the
   marker ``instore-integration-announcements/refunds-completed.<order id>.<event id>`` (one
   per Order and refund event; the event id is deterministic from what this refund recorded
@@ -29,6 +34,7 @@ from typing import Protocol
 from instore_refund.events import refunds_completed
 from instore_refund.record import LineFields, Outcome, Recorded, RefundCommerce, current_order, record_refund
 from instore_refund.settings import RefundSettings
+from instore_refund.verify import verify_refund
 from instore_shared import announcements
 from instore_shared.announcements import MarkerStore, Verdict
 from instore_shared.clock import Clock
@@ -121,9 +127,14 @@ async def _handle(
         settings.instore_field_purchase_line_item_id,
         settings.instore_field_return_comment,
     )
-    recorded = await retry_transient(
-        lambda: record_refund(body, commerce, fields, after_returns=after_returns, locks=recording_locks), deadline, "refund"
-    )
+    if settings.refund_mode == "instore-managed":  # InStore wrote the return and refunds: verify, write nothing
+        recorded = await retry_transient(lambda: verify_refund(body, commerce, fields), deadline, "refund")
+    else:
+        recorded = await retry_transient(
+            lambda: record_refund(body, commerce, fields, after_returns=after_returns, locks=recording_locks),
+            deadline,
+            "refund",
+        )
     handled = Handled(recorded)
     if recorded.outcome is Outcome.NOT_A_REFUND:
         return handled

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from instore_shared.settings import BaseServiceSettings
@@ -21,6 +23,12 @@ class RefundSettings(BaseServiceSettings):
 
     refund_concurrency: int = Field(default=4, ge=1, le=64)
     """Partitions processed at once (one consumer each; a partition's webhooks stay in order)."""
+
+    refund_mode: Literal["delegated", "instore-managed"] = "delegated"
+    """Who writes refunds to Composable Commerce. delegated: InStore only notifies, we write the return items, Refund
+    transactions and their Refunded state. instore-managed: InStore writes them itself; we write nothing, verify they
+    match the webhook (mismatch: dead letter instore-managed-mismatch) and announce. Source:
+    ../shared/reference/instore-contract.md §5, §9; the verification is assumed (docs/refunds-to-returns.md)."""
 
     instore_field_purchase_order_id: str = "purchaseOrderId"
     """Line item Custom Field naming the original Order (id, or orderNumber) of a returned line

@@ -1,0 +1,278 @@
+"""REFUND_MODE=instore-managed: InStore wrote the return and the refunds itself; the refund service
+verifies them against the webhook (pure functions of instore_refund.verify), writes nothing to
+Composable Commerce, announces refunds.completed once per Order, and dead-letters a mismatch."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from faststream.kafka import TestKafkaBroker
+
+from instore_devfakes.instore_samples import refund_webhook
+from instore_refund.app import create_broker
+from instore_refund.plan import ReturnLine, TenderRefund, return_item_key
+from instore_refund.service import handle_refund_webhook
+from instore_refund.settings import RefundSettings
+from instore_refund.verify import MISMATCH, Mismatch, verify
+from instore_shared.announcements import Verdict
+from instore_shared.contract import refunds_completed as contract
+from instore_shared.kafka.consumer import KeyedLocks
+from instore_shared.kafka.topics import REFUNDS_COMPLETED, WEBHOOKS
+from tests.fakes.clock import FakeClock
+from tests.fakes.commerce import InMemoryCommerce
+from tests.fakes.publisher import RecordingPublisher
+from tests.unit.test_refund_service import EUR, _collect, _order, _payment, _return_line, _world
+
+MANAGED = RefundSettings(refund_mode="instore-managed", refund_retry_seconds=120)
+
+
+def _refund_tx(
+    tx_id: str, cents: int, currency: str = EUR, state: str = "Success", interaction: str | None = None
+) -> dict[str, Any]:
+    t: dict[str, Any] = {"id": tx_id, "type": "Refund", "state": state, "amount": {"currencyCode": currency, "centAmount": cents}}
+    if interaction:
+        t["interactionId"] = interaction
+    return t
+
+
+def _return_item(line_item_id: str, qty: int, key: str | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": f"ri-{line_item_id}-{qty}",
+        "lineItemId": line_item_id,
+        "quantity": qty,
+        "shipmentState": "Returned",
+    }
+    if key:
+        item["key"] = key
+    return item
+
+
+def _orders(items: list[dict[str, Any]], transactions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Order-1 (2 × ol1, 1 × ol2) paid by p-card 5,000 EUR, with ``items`` as InStore's return items and
+    ``transactions`` added to p-card (expanded, as read); Order-2 paid by p-cash."""
+    card = _payment("p-card", 5000)
+    card["transactions"] += transactions
+    order = _order("order-1", "store-1-0001", [("ol1", 2), ("ol2", 1)], ["p-card"])
+    order["paymentInfo"]["payments"][0]["obj"] = card
+    if items:
+        order["returnInfo"] = [{"items": items}]
+    other = _order("order-2", "store-1-0002", [("ol9", 3)], ["p-cash"])
+    other["paymentInfo"]["payments"][0]["obj"] = _payment("p-cash", 1500, "CASH")
+    return {"order-1": order, "order-2": other}
+
+
+LINE = ReturnLine("r1", "order-1", "ol1", 2)
+TENDER = TenderRefund("rf-1", "p-card", 5000, EUR)
+
+
+def test_what_instore_wrote_matches() -> None:
+    orders = _orders([_return_item("ol1", 1), _return_item("ol1", 1, "instore-key")], [_refund_tx("t1", 5000)])
+    found = verify([LINE], [TENDER], orders)
+    assert [(line.line_id, item["key"]) for line, item in found["order-1"].items] == [("r1", "instore-key")]
+    assert [(tender.refund_id, pid, t["id"]) for tender, pid, t in found["order-1"].refunds] == [("rf-1", "p-card", "t1")]
+
+
+def _mismatch(lines: list[ReturnLine], tenders: list[TenderRefund], orders: dict[str, dict[str, Any]]) -> str:
+    with pytest.raises(Mismatch) as caught:
+        verify(lines, tenders, orders)
+    assert caught.value.reason == MISMATCH == "instore-managed-mismatch"
+    return str(caught.value)
+
+
+def test_a_missing_return_item_is_a_mismatch_naming_order_line_and_quantities() -> None:
+    message = _mismatch([LINE], [TENDER], _orders([_return_item("ol2", 2)], [_refund_tx("t1", 5000)]))
+    assert "order-1" in message and "ol1" in message and "2 returned" in message and "for 0 found" in message
+
+
+def test_too_small_a_returned_quantity_is_a_mismatch() -> None:
+    message = _mismatch([LINE], [TENDER], _orders([_return_item("ol1", 1)], [_refund_tx("t1", 5000)]))
+    assert "2 returned, return items for 1 found" in message
+
+
+def test_two_lines_of_one_purchase_line_need_their_sum() -> None:
+    lines = [ReturnLine("r1", "order-1", "ol1", 1), ReturnLine("r2", "order-1", "ol1", 1)]
+    assert "2 returned" in _mismatch(lines, [TENDER], _orders([_return_item("ol1", 1)], [_refund_tx("t1", 5000)]))
+
+
+def test_a_missing_refund_transaction_is_a_mismatch_naming_payment_refund_and_amount() -> None:
+    message = _mismatch([LINE], [TENDER], _orders([_return_item("ol1", 2)], []))
+    assert "payment p-card" in message and "refund rf-1" in message and "5000 EUR" in message
+
+
+@pytest.mark.parametrize(
+    "transaction",
+    [
+        _refund_tx("t1", 4999),  # wrong amount
+        _refund_tx("t1", 5000, "USD"),  # wrong currency
+        _refund_tx("t1", 5000, state="Failure"),
+        _refund_tx("t1", 5000, state="Pending"),
+        {**_refund_tx("t1", 5000), "type": "Charge"},
+    ],
+)
+def test_a_refund_not_found_by_amount_is_a_mismatch(transaction: dict[str, Any]) -> None:
+    assert "no Success Refund transaction of 5000 EUR" in _mismatch(
+        [LINE], [TENDER], _orders([_return_item("ol1", 2)], [transaction])
+    )
+
+
+@pytest.mark.parametrize(
+    ("transaction", "found"),
+    [
+        (_refund_tx("t1", 4999, interaction="rf-1"), "found Success 4999 EUR"),
+        (_refund_tx("t1", 5000, "USD", interaction="rf-1"), "found Success 5000 USD"),
+        (_refund_tx("t1", 5000, state="Failure", interaction="rf-1"), "found Failure 5000 EUR"),
+    ],
+)
+def test_the_transaction_naming_the_refund_id_must_be_exactly_it(transaction: dict[str, Any], found: str) -> None:
+    """Another Success Refund of the right amount does not stand in for the one that names the refund id."""
+    orders = _orders([_return_item("ol1", 2)], [transaction, _refund_tx("t2", 5000)])
+    message = _mismatch([LINE], [TENDER], orders)
+    assert "expected a Success Refund of 5000 EUR" in message and found in message and "transaction t1" in message
+
+
+def test_a_payment_not_of_the_returned_orders_is_a_mismatch() -> None:
+    orders = _orders([_return_item("ol1", 2)], [_refund_tx("t1", 5000)])
+    message = _mismatch([LINE], [TenderRefund("rf-1", "p-elsewhere", 5000, EUR)], orders)
+    assert "payment p-elsewhere is not a payment of the returned orders" in message
+
+
+def test_two_tenders_of_one_amount_on_one_payment_need_two_transactions() -> None:
+    tenders = [TenderRefund("rf-a", "p-card", 1000, EUR), TenderRefund("rf-b", "p-card", 1000, EUR)]
+    one = _orders([_return_item("ol1", 2)], [_refund_tx("t1", 1000)])
+    assert "refund rf-b" in _mismatch([LINE], tenders, one)
+    two = _orders([_return_item("ol1", 2)], [_refund_tx("t1", 1000), _refund_tx("t2", 1000)])
+    found = verify([LINE], tenders, two)["order-1"]
+    assert [(tender.refund_id, t["id"]) for tender, _, t in found.refunds] == [("rf-a", "t1"), ("rf-b", "t2")]
+
+
+def test_the_transaction_naming_a_refund_id_is_not_taken_by_amount_for_another_tender() -> None:
+    """rf-b names t1 by interactionId; rf-a (listed first, no interactionId anywhere) gets t2, not t1."""
+    tenders = [TenderRefund("rf-a", "p-card", 1000, EUR), TenderRefund("rf-b", "p-card", 1000, EUR)]
+    orders = _orders([_return_item("ol1", 2)], [_refund_tx("t1", 1000, interaction="rf-b"), _refund_tx("t2", 1000)])
+    found = verify([LINE], tenders, orders)["order-1"]
+    assert sorted((tender.refund_id, t["id"]) for tender, _, t in found.refunds) == [("rf-a", "t2"), ("rf-b", "t1")]
+
+
+# --- the service function with its ports ------------------------------------------------------------------
+
+
+def _instore_wrote(
+    commerce: InMemoryCommerce, order_id: str, items: list[dict[str, Any]], payment_id: str, *txs: dict[str, Any]
+) -> None:
+    """Play InStore: its return items on the Order and its Refund transactions on the Payment, written directly."""
+    order = commerce.order(order_id)
+    order["returnInfo"] = [*(order.get("returnInfo") or []), {"items": items}]
+    order["version"] += 1
+    commerce.add_order(order)
+    commerce.payments[payment_id]["transactions"] += list(txs)
+    commerce.payments[payment_id]["version"] += 1
+
+
+async def _handle(commerce: InMemoryCommerce, publisher: RecordingPublisher, body: bytes, ref: str = "t/0/0") -> Any:
+    return await handle_refund_webhook(
+        body,
+        {"webhook-id": json.loads(body)["id"]},
+        commerce=commerce,
+        publisher=publisher,
+        order_locks=KeyedLocks(),
+        recording_locks=KeyedLocks(),
+        clock=FakeClock(),
+        settings=MANAGED,
+        message_ref=ref,
+    )
+
+
+def _writes(commerce: InMemoryCommerce) -> list[tuple[str, str]]:
+    return [call for call in commerce.calls if call[0].startswith("update")]
+
+
+async def test_instore_managed_writes_nothing_announces_once_and_a_replay_announces_nothing_new() -> None:
+    commerce = _world(_return_line("r1", "order-1", "ol1", 2))
+    _instore_wrote(
+        commerce, "order-1", [_return_item("ol1", 2, "instore-ri-1")], "p-card", _refund_tx("tx-9", 4000, interaction="psp-77")
+    )
+    before = (commerce.order("order-1"), json.dumps(commerce.payments, sort_keys=True))
+    publisher = RecordingPublisher()
+    body = refund_webhook("ret-cart-1", [("rf-1", "p-card", 4000, EUR)], "evt-1")
+    handled = await _handle(commerce, publisher, body)
+    assert handled.recorded.outcome.value == "verified" and handled.announcements == {"order-1": Verdict.PUBLISHED}
+    assert _writes(commerce) == [] and commerce.updates == []
+    assert (commerce.order("order-1"), json.dumps(commerce.payments, sort_keys=True)) == before
+    assert [state for _, _, value in commerce.custom_object_writes for state in [value["state"]]] == ["claimed", "published"]
+    (message,) = publisher.events
+    event = json.loads(message.body)
+    assert (event["orderId"], event["orderNumber"], event["returnCartId"], event["sourceWebhookId"]) == (
+        "order-1",
+        "store-1-0001",
+        "ret-cart-1",
+        "evt-1",
+    )
+    assert event["items"] == [
+        {
+            "returnItemKey": "instore-ri-1",
+            "returnLineItemId": "r1",
+            "lineItemId": "ol1",
+            "customLineItem": False,
+            "quantity": 2,
+            "comment": "r1 too small",
+        }
+    ]
+    assert event["refunds"] == [
+        {"refundId": "rf-1", "paymentId": "p-card", "transactionId": "tx-9", "amount": {"centAmount": 4000, "currencyCode": EUR}}
+    ]
+    assert event["totalRefunded"] == {"centAmount": 4000, "currencyCode": EUR}
+    # the same id delegated mode gives the same refund: a mode switch between deliveries is no second event
+    assert event["eventId"] == contract.event_id("order-1", "ret-cart-1", ["rf-1"], [return_item_key("r1")])
+
+    again = await _handle(commerce, publisher, body, ref="t/3/9")
+    assert again.announcements == {"order-1": Verdict.ALREADY_PUBLISHED}
+    assert len(publisher.events) == 1 and _writes(commerce) == [] and len(commerce.custom_object_writes) == 2
+
+
+async def test_instore_managed_over_two_orders_one_event_each() -> None:
+    commerce = _world(_return_line("r1", "order-1", "ol1"), _return_line("r2", "store-1-0002", "ol9", 2))
+    _instore_wrote(commerce, "order-1", [_return_item("ol1", 1)], "p-card", _refund_tx("c1", 1999))
+    _instore_wrote(commerce, "order-2", [_return_item("ol9", 2)], "p-cash", _refund_tx("h1", 1000))
+    publisher = RecordingPublisher()
+    body = refund_webhook("ret-cart-1", [("rf-card", "p-card", 1999, EUR), ("rf-cash", "p-cash", 1000, EUR)], "evt-2")
+    handled = await _handle(commerce, publisher, body)
+    assert handled.announcements == {"order-1": Verdict.PUBLISHED, "order-2": Verdict.PUBLISHED} and _writes(commerce) == []
+    by_order = {json.loads(e.body)["orderId"]: json.loads(e.body) for e in publisher.events}
+    assert by_order["order-2"]["totalRefunded"] == {"centAmount": 1000, "currencyCode": EUR}
+    assert [r["transactionId"] for r in by_order["order-1"]["refunds"]] == ["c1"]
+    assert by_order["order-1"]["items"][0]["returnItemKey"] == "ri-ol1-1"  # InStore gave no key: the item's id
+
+
+async def test_instore_managed_a_mismatch_is_dead_lettered_with_its_reason_nothing_written_nothing_announced() -> None:
+    commerce = _world(_return_line("r1", "order-1", "ol1", 2))
+    _instore_wrote(commerce, "order-1", [_return_item("ol1", 2)], "p-card", _refund_tx("tx-9", 3999))
+    broker = create_broker(MANAGED, commerce)
+    events, dead = _collect(broker, REFUNDS_COMPLETED.name), _collect(broker, "instore.webhooks.v1.dlq")
+    async with TestKafkaBroker(broker) as br:
+        body = refund_webhook("ret-cart-1", [("rf-1", "p-card", 4000, EUR)], "evt-3")
+        await br.publish(body, WEBHOOKS.name, key=b"ret-cart-1", headers={"webhook-id": "evt-3"})
+    (letter,) = dead
+    assert letter.headers["dlq-error-reason"] == "instore-managed-mismatch"
+    assert "payment p-card, refund rf-1: no Success Refund transaction of 4000 EUR" in letter.headers["dlq-error-detail"]
+    assert letter.body == body and events == []
+    assert _writes(commerce) == [] and commerce.custom_object_writes == []
+
+
+async def test_delegated_mode_is_the_default_and_writes_as_before() -> None:
+    assert RefundSettings().refund_mode == "delegated"
+    commerce = _world(_return_line("r1", "order-1", "ol1", 2))
+    publisher = RecordingPublisher()
+    await handle_refund_webhook(
+        refund_webhook("ret-cart-1", [("rf-1", "p-card", 4000, EUR)], "evt-4"),
+        {},
+        commerce=commerce,
+        publisher=publisher,
+        order_locks=KeyedLocks(),
+        recording_locks=KeyedLocks(),
+        clock=FakeClock(),
+        settings=RefundSettings(),
+        message_ref="t/0/0",
+    )
+    assert [r for r, _, _ in commerce.updates] == ["orders", "payments", "orders"] and len(publisher.events) == 1
