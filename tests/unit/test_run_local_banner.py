@@ -51,6 +51,8 @@ def test_banner_expands(otel: dict[str, str]) -> None:
         "INSTORE_WEBHOOK_SECRET": "local-dev-webhook-secret",
         "HOST_PAGE_SHOWN": "",
         "SALE_PAYMENT_ID": "pay-1",
+        "RECONCILER_INTERVAL_SECONDS": "10",
+        "RECONCILER_GRACE_SECONDS": "5",
         **otel,
     }
     proc = subprocess.run(
@@ -65,6 +67,7 @@ def test_banner_expands(otel: dict[str, str]) -> None:
     assert proc.stderr == ""
     assert "The InStore integration stack is up." in proc.stdout
     assert "http://127.0.0.1:18080/metrics" in proc.stdout
+    assert "The reconciler runs every 10s (grace 5s)" in proc.stdout
     traces = next(line for line in proc.stdout.splitlines() if "Traces (OpenTelemetry" in line)
     if otel["OTEL_EXPORTER_OTLP_ENDPOINT"] == "":
         assert "off" in traces
