@@ -206,8 +206,8 @@ cat <<MSG
 
   The InStore integration stack is up.  Ctrl-C stops everything.
 
-  Sale cart callback:
-    curl -s -H "X-Api-Key: $KEY_SHOWN" $GW/instore/callbacks/carts/demo-sale-cart
+  Sale cart callback (demo-open-cart: a sale in progress, never paid):
+    curl -s -H "X-Api-Key: $KEY_SHOWN" $GW/instore/callbacks/carts/demo-open-cart
 
   Return cart callback:
     curl -s -H "X-Api-Key: $KEY_SHOWN" $GW/instore/callbacks/return-carts/demo-return-cart
@@ -220,7 +220,8 @@ cat <<MSG
     curl -s -H "X-Api-Key: $KEY_SHOWN" $GW/instore/callbacks/tokens/\$USER_KEY
 
   A signed payment webhook: the seeded sale cart (charged by card) becomes Order store-berlin-01-000002
-  and one event on commerce.payments.completed.v1:
+  and one event on commerce.payments.completed.v1 (unless the reconciler got there first, ~15 s after
+  the start: then the webhook finds that Order and its event and changes nothing):
     BODY='{"id":"evt-1","type":"payment.completed","cartId":"demo-sale-cart"}'
     SIG=\$(printf %s "\$BODY" | python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), sys.stdin.buffer.read(), hashlib.sha256).hexdigest())' "$WEBHOOK_SECRET_SHOWN")
     curl -s -X POST -H "X-Signature: \$SIG" -H 'Content-Type: application/json' --data-binary "\$BODY" $GW/instore/webhooks

@@ -102,9 +102,9 @@ async def _commerce(mock: CtMock) -> CommercetoolsClient:
 async def test_sale_cart_is_served_by_every_replica_exactly_as_commerce_has_it(stack: Stack) -> None:
     seed = stack.mock.seed
     async with await _commerce(stack.mock) as commerce:
-        direct = (await commerce.get_cart(seed["saleCartId"])).json()
+        direct = (await commerce.get_cart(seed["openCartId"])).json()
     for gateway in stack.gateways:
-        for ref in (seed["saleCartKey"], seed["saleCartId"]):
+        for ref in (seed["openCartKey"], seed["openCartId"]):
             response = _get(gateway, f"/instore/callbacks/carts/{ref}")
             assert response.status_code == 200, response.text
             assert response.headers["content-type"].startswith("application/json")
@@ -116,13 +116,13 @@ async def test_concurrent_lookups_on_both_replicas_each_get_their_own_cart(stack
     import asyncio
 
     seed = stack.mock.seed
-    wanted = {seed["saleCartKey"]: seed["saleCartId"], seed["returnCartKey"]: seed["returnCartId"]}
+    wanted = {seed["openCartKey"]: seed["openCartId"], seed["returnCartKey"]: seed["returnCartId"]}
     async with httpx.AsyncClient(headers={"X-Api-Key": API_KEY}, timeout=10) as client:
 
         async def ask(i: int) -> tuple[str, int, str]:
             key = list(wanted)[i % 2]
             gateway = stack.gateways[(i // 2) % 2]
-            kind = "carts" if key == seed["saleCartKey"] else "return-carts"
+            kind = "carts" if key == seed["openCartKey"] else "return-carts"
             response = await client.get(f"{gateway.url}/instore/callbacks/{kind}/{key}")
             return key, response.status_code, response.json().get("id", "")
 
@@ -141,7 +141,7 @@ async def test_return_cart_is_served(stack: Stack) -> None:
 def test_two_api_key_headers_are_refused_even_if_one_is_right(stack: Stack) -> None:
     for keys in ([API_KEY, "x"], ["x", API_KEY], [API_KEY, API_KEY]):
         response = httpx.get(
-            f"{stack.gateways[0].url}/instore/callbacks/carts/{stack.mock.seed['saleCartKey']}",
+            f"{stack.gateways[0].url}/instore/callbacks/carts/{stack.mock.seed['openCartKey']}",
             headers=[("X-Api-Key", k) for k in keys],
         )
         _assert_problem(response, 401, "unauthorized")
@@ -150,9 +150,9 @@ def test_two_api_key_headers_are_refused_even_if_one_is_right(stack: Stack) -> N
 @pytest.mark.parametrize(
     "path",
     [
-        "/instore%2Fcallbacks/carts/demo-sale-cart",
+        "/instore%2Fcallbacks/carts/demo-open-cart",
         "/instore/callbacks/carts/demo%2Fsale",
-        "//instore/callbacks/carts/demo-sale-cart",
+        "//instore/callbacks/carts/demo-open-cart",
         "/instore/callbacks/carts/..%2F..%2Fhealthz",
     ],
 )
@@ -165,7 +165,7 @@ def test_encoded_slashes_and_empty_segments_are_400(stack: Stack, path: str) -> 
     ("method", "path", "status", "slug"),
     [
         ("GET", "/nope", 404, "not-found"),
-        ("POST", "/instore/callbacks/carts/demo-sale-cart", 405, "method-not-allowed"),
+        ("POST", "/instore/callbacks/carts/demo-open-cart", 405, "method-not-allowed"),
     ],
 )
 def test_routing_errors_carry_a_correlation_id_too(stack: Stack, method: str, path: str, status: int, slug: str) -> None:
@@ -189,7 +189,7 @@ def test_unknown_cart_is_404(stack: Stack) -> None:
 @pytest.mark.parametrize("key", [None, "wrong-key", API_KEY + "x", ""])
 def test_missing_or_wrong_api_key_is_401(stack: Stack, key: str | None) -> None:
     _assert_problem(
-        _get(stack.gateways[0], f"/instore/callbacks/carts/{stack.mock.seed['saleCartKey']}", key), 401, "unauthorized"
+        _get(stack.gateways[0], f"/instore/callbacks/carts/{stack.mock.seed['openCartKey']}", key), 401, "unauthorized"
     )
 
 
@@ -311,7 +311,7 @@ async def test_return_of_more_than_was_bought_is_422(stack: Stack) -> None:
 
 
 def test_correlation_id_follows_the_lookup_through_kafka(stack: Stack) -> None:
-    response = _get(stack.gateways[1], f"/instore/callbacks/carts/{stack.mock.seed['saleCartKey']}")
+    response = _get(stack.gateways[1], f"/instore/callbacks/carts/{stack.mock.seed['openCartKey']}")
     cid = response.headers["x-correlation-id"]
     lines = [json.loads(line) for line in stack.cart_mapping.process.output().splitlines() if line.startswith("{")]
     answered = [line for line in lines if line.get("event") == "cart_lookup.answered" and line.get("correlation_id") == cid]
@@ -352,7 +352,7 @@ def test_unreachable_broker_is_503_and_not_ready() -> None:
     )
     try:
         _assert_problem(httpx.get(gateway.url + "/readyz"), 503, "not-ready")
-        response = _get(gateway, "/instore/callbacks/carts/demo-sale-cart")
+        response = _get(gateway, "/instore/callbacks/carts/demo-open-cart")
         _assert_problem(response, 503, "broker-unavailable")
         assert response.headers["retry-after"] == "5"
     finally:
@@ -363,7 +363,7 @@ def test_cart_mapping_down_is_504_and_a_restart_serves_again(stack: Stack, kafka
     """Last on purpose: stops cart-mapping (SIGTERM must end it cleanly), lookups time out,
     then a new cart-mapping process in the same consumer group serves the running gateways."""
     _assert_clean_stop(stack.cart_mapping, "cart_mapping.stopped")
-    path = f"/instore/callbacks/carts/{stack.mock.seed['saleCartKey']}"
+    path = f"/instore/callbacks/carts/{stack.mock.seed['openCartKey']}"
     _assert_problem(_get(stack.gateways[0], path), 504, "cart-lookup-timeout")
 
     port = free_port()

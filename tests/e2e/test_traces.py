@@ -144,7 +144,7 @@ class Lookup:
 @pytest.fixture(scope="module")
 def lookup(stack: Stack) -> Lookup:
     assert httpx.delete(stack.fakes.url + "/otlp/spans", timeout=5).status_code == 200  # nothing from the start-up
-    cart_key = stack.mock.seed["saleCartKey"]
+    cart_key = stack.mock.seed["openCartKey"]  # demo-sale-cart may be ordered by an earlier test (then 409)
     response = httpx.get(f"{stack.gateway.url}/instore/callbacks/carts/{cart_key}", headers={"X-Api-Key": API_KEY}, timeout=10)
     assert response.status_code == 200, response.text
 
@@ -234,7 +234,7 @@ def test_span_names_and_routes_carry_no_cart_id(lookup: Lookup) -> None:
     (OpenTelemetry's HTTP semantic conventions), not the path requested.
 
     Fails while the gateway keeps the Litestar OpenTelemetry plugin's default span details: the plugin wraps the app
-    before routing, so its span name and ``http.route`` are the raw path (``GET /instore/callbacks/carts/demo-sale-cart``).
+    before routing, so its span name and ``http.route`` are the raw path (``GET /instore/callbacks/carts/demo-open-cart``).
     """
     named = [s["name"] for s in lookup.spans if lookup.cart_key in s["name"]]
     assert named == [], f"span names with the cart key {lookup.cart_key!r}: {named}"

@@ -616,8 +616,18 @@ async function seedProject(baseUrl) {
     ]),
   );
 
+  // A sale in progress nobody pays or orders: for cart callbacks that must answer 200 however
+  // many tests (or a reconciler) have already ordered demo-sale-cart.
+  const openCart = await api(
+    "POST",
+    "/carts",
+    cartBase("demo-open-cart", { orderType: "sale", sequenceNumber: "000003" }, [{ sku: "SKU-MUG", quantity: 1 }]),
+  );
+
   return {
     projectKey,
+    openCartId: openCart.id,
+    openCartKey: openCart.key,
     saleLineItemIds,
     saleReturnCartId: saleReturnCart.id,
     saleReturnCartKey: saleReturnCart.key,
