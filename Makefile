@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 # kustomize renders deploy/k8s in the unit tests (tests/support/k8s.py names the same version)
 KUSTOMIZE_VERSION := v5.8.2
 
-.PHONY: help install run demo simulate token test lint test-unit test-contract test-integration test-e2e images compose-up compose-down compose-smoke kube-play bench bench-webhooks bench-orders bench-refunds bench-payment-extensions faults replay-dlq events settings-doc api-docs clean
+.PHONY: help install run demo simulate token test lint test-unit test-contract test-integration test-e2e images compose-up compose-down compose-smoke kube-play bench bench-webhooks bench-orders bench-refunds bench-payment-extensions bench-reconciler faults replay-dlq events settings-doc api-docs clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -129,6 +129,9 @@ bench-payment-extensions: ## payment-extension acknowledgement and request-to-ca
 
 bench-refunds: ## refund-webhook-to-event latency: return items, Refunds, event (ARGS="--help")
 	$(UV) run --frozen python -m bench.refund_flow $(ARGS)
+
+bench-reconciler: ## one reconciliation run over many carts and Orders: seconds, queries, records/s (ARGS="--help")
+	$(UV) run --frozen python -m bench.reconciler $(ARGS)
 
 faults: ## the fault suite: crashes, broker outages, duplicates, a faulty Composable Commerce (ARGS="--n 25", ARGS=--short)
 	$(UV) run --frozen python -m faults $(ARGS)
