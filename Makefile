@@ -112,7 +112,7 @@ compose-down: ## stop the compose stack and remove its containers and volumes
 compose-smoke: ## the compose stack from the built images, one signed sale → one Order, one event, torn down (after make images)
 	bash scripts/compose-smoke.sh
 
-kube-play: ## the Kubernetes Deployments of OVERLAY (default deploy/k8s/overlays/test) under podman kube play, checked (after make images)
+kube-play: ## the Kubernetes Deployments of OVERLAY (default deploy/k8s/overlays/test) under podman kube play, checked, then one run of each CronJob's pod (after make images)
 	bash scripts/kube-play.sh $(or $(OVERLAY),deploy/k8s/overlays/test)
 
 bench: ## cart-callback latency and throughput against a direct GET of the mock (ARGS="--help")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Kubernetes Deployments of a kustomize overlay started with `podman kube play` and checked
-# (commands, env, probes, read-only root filesystem, non-root user): see scripts/kube_play.py.
+# (commands, env, probes, read-only root filesystem, non-root user), then each CronJob's pod run
+# once and checked (exit code, command, user, its run's last log line): see scripts/kube_play.py.
 #
 #   bash scripts/kube-play.sh [OVERLAY]      default deploy/k8s/overlays/test
 #

@@ -1,4 +1,4 @@
-"""Start the Kubernetes Deployments of a kustomize overlay with ``podman kube play`` and prove they run.
+"""Start the Kubernetes Deployments of a kustomize overlay with ``podman kube play``, prove they run, run each CronJob's pod once.
 
 Run by scripts/kube-play.sh (which sets podman up and finds kustomize)::
 
@@ -7,8 +7,10 @@ Run by scripts/kube-play.sh (which sets podman up and finds kustomize)::
 What it does, in order:
 
 1. renders the overlay (``kustomize build``) and keeps what podman kube play runs — Deployments,
-   ConfigMaps, Secrets — listing what it leaves out; each Deployment gets one replica, its images are
-   the locally built ``localhost/instore-<service>:<tag>`` (never pulled).
+   ConfigMaps, Secrets — and the CronJobs, listing what it leaves out; each Deployment gets one
+   replica, each CronJob becomes the ``kind: Pod`` one of its Jobs would run (its ``jobTemplate``'s
+   pod template, ``restartPolicy: Never``; podman runs no CronJob nor Job, and the schedule is not
+   exercised); the images are the locally built ``localhost/instore-<service>:<tag>`` (never pulled).
 2. adapts what podman 4.3 cannot take as written, and nothing else: the pods share the host's network
    (``--network host``), where podman refuses ``containerPort`` entries, so they are dropped and the
    probes' named ports replaced by their numbers; a Secret is handed to podman as a podman secret
@@ -22,7 +24,13 @@ What it does, in order:
    when it gives none), with every variable of ``env`` and ``envFrom`` set, and each HTTP probe
    (startup, readiness, liveness) answers 200 within ``--timeout`` seconds. podman itself does not run
    the probes here (it would from systemd timers), so this script does, from the host.
-5. tears everything down (``podman kube down``, the dependencies, the podman secret).
+5. then, with the Deployments, Kafka, the mock and the dev fakes up, plays each CronJob's Pod (with the
+   same ConfigMaps and podman secret), waits up to ``--timeout`` seconds until its container exited,
+   and checks it: exit code 0, the manifest's command and args, the manifest's ``runAsUser`` (the
+   user podman ran it as: ``podman inspect``, the container is gone by then), the read-only root
+   filesystem, every variable of ``env`` and ``envFrom`` set, and the line :data:`FINISHED_LINES` names
+   for that CronJob in its log (``podman logs``): the run ended, not just the process.
+6. tears everything down (``podman kube down`` of each played file, the dependencies, the podman secret).
 
 Exit code 0 when every check held, 1 otherwise (each failure on stderr), 2 on bad usage.
 """
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import json
 import os
 import shutil
@@ -46,7 +55,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-PLAYED_KINDS = {"Deployment", "ConfigMap", "Secret"}
+PLAYED_KINDS = {"Deployment", "ConfigMap", "Secret", "CronJob"}
+# CronJob -> what its container logs when one run ended (the last line of a run, docs/reconciler.md);
+# a CronJob not named here fails step 5: say what proves its run.
+FINISHED_LINES = {"reconciler": '"reconcile.run_finished"'}
 LOOPBACK = {"127.0.0.1", "localhost"}
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +90,11 @@ def local_image(image: str, tag: str) -> str:
 
 
 def prepare(docs: list[dict[str, Any]], tag: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """What podman kube play gets (step 1 and 2 of the module doc), and the kinds/names left out."""
+    """What podman kube play gets (step 1 and 2 of the module doc), and the kinds/names left out.
+
+    Deployments, ConfigMaps and Secrets are kept in their order; each CronJob is replaced by its
+    :func:`job_pod` (``kind: Pod``), played after the Deployments.
+    """
     kept, left_out = [], []
     for doc in docs:
         if doc["kind"] not in PLAYED_KINDS:
@@ -86,16 +102,44 @@ def prepare(docs: list[dict[str, Any]], tag: str) -> tuple[list[dict[str, Any]],
             continue
         if doc["kind"] == "Deployment":
             doc["spec"]["replicas"] = 1
-            for container in doc["spec"]["template"]["spec"]["containers"]:
-                container["image"] = local_image(container["image"], tag)
-                container["imagePullPolicy"] = "Never"
-                ports = {p.get("name"): p["containerPort"] for p in container.pop("ports", [])}
-                for probe in PROBES:
-                    get = container.get(probe, {}).get("httpGet")
-                    if get and isinstance(get["port"], str):
-                        get["port"] = ports[get["port"]]
+            _adapt(doc["spec"]["template"]["spec"], tag)
+        if doc["kind"] == "CronJob":
+            doc = job_pod(doc, tag)
         kept.append(doc)
     return kept, left_out
+
+
+def job_pod(cronjob: dict[str, Any], tag: str) -> dict[str, Any]:
+    """The ``kind: Pod`` one Job of the CronJob runs: its ``jobTemplate``'s pod template, named ``<cronjob>-job``.
+
+    Labels and annotations are the template's, the namespace the CronJob's; ``restartPolicy: Never``
+    (one run, as a Job with ``backoffLimit: 0``); containers adapted as a Deployment's (:func:`_adapt`).
+    The CronJob is not changed. Job-level fields (``backoffLimit``, ``activeDeadlineSeconds``) and the
+    schedule have no Pod equivalent and are not exercised: the caller bounds the run itself.
+    """
+    template = copy.deepcopy(cronjob["spec"]["jobTemplate"]["spec"]["template"])
+    metadata: dict[str, Any] = {"name": f"{cronjob['metadata']['name']}-job"}
+    if "namespace" in cronjob["metadata"]:
+        metadata["namespace"] = cronjob["metadata"]["namespace"]
+    for key in ("labels", "annotations"):
+        if key in template.get("metadata", {}):
+            metadata[key] = template["metadata"][key]
+    spec = template["spec"]
+    spec["restartPolicy"] = "Never"
+    _adapt(spec, tag)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def _adapt(pod: dict[str, Any], tag: str) -> None:
+    """Step 2 for a pod spec, in place: local images never pulled, no ``containerPort``, probes by port number."""
+    for container in pod["containers"]:
+        container["image"] = local_image(container["image"], tag)
+        container["imagePullPolicy"] = "Never"
+        ports = {p.get("name"): p["containerPort"] for p in container.pop("ports", [])}
+        for probe in PROBES:
+            get = container.get(probe, {}).get("httpGet")
+            if get and isinstance(get["port"], str):
+                get["port"] = ports[get["port"]]
 
 
 def config_values(docs: list[dict[str, Any]]) -> dict[str, str]:
@@ -155,7 +199,7 @@ class Run:
         self.prefix = f"kube-play-{os.getpid()}"
         self.containers: list[str] = []
         self.secrets: list[str] = []
-        self.played: Path | None = None
+        self.played: list[Path] = []
 
     def dependency(self, name: str, image: str, env: dict[str, str]) -> str:
         container = f"{self.prefix}-{name}"
@@ -210,7 +254,8 @@ class Run:
         wait_for(f"the dev fakes on 127.0.0.1:{fakes}", self.timeout, lambda: http_ok(f"http://127.0.0.1:{fakes}/healthz"))
         print(f"kube-play: Kafka 127.0.0.1:{kafka}, mock 127.0.0.1:{mock}, dev fakes 127.0.0.1:{fakes} (host network)")
 
-    def play(self, docs: list[dict[str, Any]], workdir: Path) -> None:
+    def play(self, docs: list[dict[str, Any]], workdir: Path, name: str = "play") -> None:
+        """``podman kube play --network host`` of ``docs`` (written to ``<workdir>/<name>.yaml``), Secrets as podman secrets."""
         for doc in docs:
             if doc["kind"] == "Secret":
                 name = doc["metadata"]["name"]
@@ -221,13 +266,14 @@ class Run:
                 podman("secret", "create", name, str(file))
                 file.unlink()
                 self.secrets.append(name)
-        self.played = workdir / "play.yaml"
-        self.played.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] != "Secret"]), encoding="utf-8")
-        podman("kube", "play", "--network", "host", str(self.played))
+        played = workdir / f"{name}.yaml"
+        played.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] != "Secret"]), encoding="utf-8")
+        self.played.append(played)
+        podman("kube", "play", "--network", "host", str(played))
 
     def down(self) -> None:
-        if self.played is not None:
-            podman("kube", "down", str(self.played), check=False)
+        for played in reversed(self.played):
+            podman("kube", "down", str(played), check=False)
         for container in reversed(self.containers):
             podman("rm", "-f", "-t", "2", container, check=False)
         for name in self.secrets:
@@ -258,13 +304,7 @@ def check_deployment(
         if info["State"]["Status"] != "running":
             raise Failed(f"{ctr}: {info['State']['Status']}: {podman('logs', '--tail', '20', ctr, check=False).stderr}")
         security = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
-        # command and args: the manifest's, else the image's entry point
-        image = json.loads(podman("image", "inspect", container["image"]).stdout)[0]["Config"]
-        default_args = [] if "command" in container else image.get("Cmd") or []
-        want = container.get("command", image.get("Entrypoint") or []) + container.get("args", default_args)
-        running = [info["Path"], *info["Args"]]
-        if running != want:
-            raise Failed(f"{ctr}: runs {running}, the manifest says {want}")
+        running = _check_command(ctr, info, container)
         # read-only root filesystem, writable /tmp (the emptyDir)
         if security.get("readOnlyRootFilesystem"):
             if not info["HostConfig"]["ReadonlyRootfs"]:
@@ -280,16 +320,7 @@ def check_deployment(
             raise Failed(f"{ctr}: runs as root")
         if "runAsUser" in security and uid != str(security["runAsUser"]):
             raise Failed(f"{ctr}: runs as uid {uid}, the manifest says {security['runAsUser']}")
-        # every variable of env and envFrom
-        present = {item.split("=", 1)[0] for item in info["Config"]["Env"]}
-        wanted = {e["name"] for e in container.get("env", [])}
-        for source in container.get("envFrom", []):
-            if "configMapRef" in source:
-                wanted |= set(config[source["configMapRef"]["name"]])
-            if "secretRef" in source:
-                wanted |= set(secrets[source["secretRef"]["name"]])
-        if missing := wanted - present:
-            raise Failed(f"{ctr}: variables not set: {sorted(missing)}")
+        wanted = _check_env(ctr, info, container, config, secrets)
         # the HTTP probes answer 200 (host network: on 127.0.0.1)
         probes = []
         for probe in PROBES:
@@ -305,6 +336,77 @@ def check_deployment(
     return held
 
 
+def _check_command(ctr: str, info: dict[str, Any], container: dict[str, Any]) -> list[str]:
+    """The container runs (ran) the manifest's command and args, else the image's entry point; returns it."""
+    image = json.loads(podman("image", "inspect", container["image"]).stdout)[0]["Config"]
+    default_args = [] if "command" in container else image.get("Cmd") or []
+    want = container.get("command", image.get("Entrypoint") or []) + container.get("args", default_args)
+    running = [info["Path"], *info["Args"]]
+    if running != want:
+        raise Failed(f"{ctr}: runs {running}, the manifest says {want}")
+    return running
+
+
+def _check_env(
+    ctr: str, info: dict[str, Any], container: dict[str, Any], config: dict[str, Any], secrets: dict[str, dict[str, str]]
+) -> set[str]:
+    """Every variable of the container's ``env`` and ``envFrom`` is set in it; returns their names."""
+    present = {item.split("=", 1)[0] for item in info["Config"]["Env"]}
+    wanted = {e["name"] for e in container.get("env", [])}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            wanted |= set(config[source["configMapRef"]["name"]])
+        if "secretRef" in source:
+            wanted |= set(secrets[source["secretRef"]["name"]])
+    if missing := wanted - present:
+        raise Failed(f"{ctr}: variables not set: {sorted(missing)}")
+    return wanted
+
+
+def check_job_pod(
+    pod: dict[str, Any], cronjob: str, config: dict[str, Any], secrets: dict[str, dict[str, str]], timeout: float
+) -> list[str]:
+    """The checks of step 5 for one CronJob's played Pod; returns what held, raises :class:`Failed` otherwise."""
+    name = pod["metadata"]["name"]
+    if cronjob not in FINISHED_LINES:
+        raise Failed(f"CronJob {cronjob}: no log line is known to prove its run ended (FINISHED_LINES)")
+    held = []
+    for container in pod["spec"]["containers"]:
+        ctr = f"{name}-{container['name']}"
+
+        def state(ctr: str = ctr) -> dict[str, Any]:
+            info: dict[str, Any] = json.loads(podman("inspect", ctr).stdout)[0]
+            return info
+
+        wait_for(f"{ctr}: the run to end", timeout, lambda: state()["State"]["Status"] in {"exited", "stopped"})
+        info = state()
+        logs = podman("logs", ctr, check=False)
+        log = logs.stdout + logs.stderr
+        if info["State"]["ExitCode"] != 0:
+            tail = "\n".join(log.splitlines()[-20:])
+            raise Failed(f"{ctr}: exit code {info['State']['ExitCode']}:\n{tail}")
+        running = _check_command(ctr, info, container)
+        security = {**pod["spec"].get("securityContext", {}), **container.get("securityContext", {})}
+        # the user it ran as: what podman handed the runtime ("uid" or "uid:gid")
+        uid = str(info["Config"].get("User") or "0").split(":", 1)[0]
+        if security.get("runAsNonRoot") and uid in {"0", "root"}:
+            raise Failed(f"{ctr}: ran as root")
+        if "runAsUser" in security and uid != str(security["runAsUser"]):
+            raise Failed(f"{ctr}: ran as uid {uid}, the manifest says {security['runAsUser']}")
+        if security.get("readOnlyRootFilesystem") and not info["HostConfig"]["ReadonlyRootfs"]:
+            raise Failed(f"{ctr}: the root filesystem was writable")
+        wanted = _check_env(ctr, info, container, config, secrets)
+        finished = [line for line in log.splitlines() if FINISHED_LINES[cronjob] in line]
+        if not finished:
+            tail = "\n".join(log.splitlines()[-20:])
+            raise Failed(f"{ctr}: exit code 0 but no {FINISHED_LINES[cronjob]} line in its log:\n{tail}")
+        held.append(
+            f"{ctr}: ran `{' '.join(running)}` once as uid {uid}, read-only root: {info['HostConfig']['ReadonlyRootfs']}, "
+            f"{len(wanted)} variables set, exit code 0, logged {finished[-1].strip()}"
+        )
+    return held
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("overlay", type=Path, help="the kustomization to render, e.g. deploy/k8s/overlays/test")
@@ -316,18 +418,29 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(args.tag, args.timeout)
     workdir = Path(tempfile.mkdtemp(prefix="kube-play-"))
     try:
-        docs, left_out = prepare(render(args.kustomize, args.overlay), args.tag)
+        rendered = render(args.kustomize, args.overlay)
+        cronjobs = [d["metadata"]["name"] for d in rendered if d["kind"] == "CronJob"]
+        docs, left_out = prepare(rendered, args.tag)
         deployments = [d for d in docs if d["kind"] == "Deployment"]
+        job_pods = [d for d in docs if d["kind"] == "Pod"]
         if not deployments:
             raise Failed(f"{args.overlay} renders no Deployment")
         skipped = ", ".join(left_out) or "nothing"
-        print(f"kube-play: {args.overlay}: {len(deployments)} Deployments; left out (podman kube play runs none): {skipped}")
+        print(
+            f"kube-play: {args.overlay}: {len(deployments)} Deployments, {len(job_pods)} CronJobs "
+            f"(one run each, as a Pod); left out (podman kube play runs none): {skipped}"
+        )
         config = {d["metadata"]["name"]: (d.get("data") or {}) for d in docs if d["kind"] == "ConfigMap"}
         secrets = {d["metadata"]["name"]: secret_values(d) for d in docs if d["kind"] == "Secret"}
         run.dependencies(config_values(docs), {k: v for s in secrets.values() for k, v in s.items()})
-        run.play(docs, workdir)
+        run.play([d for d in docs if d["kind"] != "Pod"], workdir)
         for deployment in deployments:
             for line in check_deployment(deployment, config, secrets, args.timeout):
+                print(f"kube-play: OK {line}")
+        configmaps = [d for d in docs if d["kind"] == "ConfigMap"]
+        for cronjob, pod in zip(cronjobs, job_pods, strict=True):
+            run.play([*configmaps, pod], workdir, pod["metadata"]["name"])
+            for line in check_job_pod(pod, cronjob, config, secrets, args.timeout):
                 print(f"kube-play: OK {line}")
     except Failed as exc:
         print(f"kube-play: FAILED: {exc}", file=sys.stderr)
@@ -335,7 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         run.down()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"kube-play: every Deployment started and passed its checks in {time.monotonic() - started:.0f} s")
+    print(
+        f"kube-play: every Deployment started and every CronJob's run ended, all passed their checks "
+        f"in {time.monotonic() - started:.0f} s"
+    )
     return 0
 
 

@@ -864,7 +864,7 @@ def test_the_manifests_scopes_are_what_the_services_ask_for() -> None:
 
 
 # -- the reconciler CronJob -------------------------------------------------------------------
-@pytest.mark.parametrize("rendered", ("base", "overlays/dev", "overlays/prod"))
+@pytest.mark.parametrize("rendered", ("base", "overlays/dev", "overlays/prod", "overlays/test"))
 def test_the_reconciler_cronjob_runs_once_per_schedule_read_only_and_hardened(rendered: str) -> None:
     from instore_order_finalization.reconciler.__main__ import SCOPES as RECONCILER_ASKS
 

@@ -26,6 +26,7 @@ from instore_cart_mapping.app import create_broker as cart_mapping_broker
 from instore_cart_mapping.settings import CartMappingSettings
 from instore_gateway.settings import GatewaySettings
 from instore_order_finalization.app import create_broker as order_finalization_broker
+from instore_order_finalization.reconciler.settings import ReconcilerSettings
 from instore_order_finalization.settings import OrderFinalizationSettings
 from instore_payment_extension.app import create_broker as payment_extension_broker
 from instore_payment_extension.settings import PaymentExtensionSettings
@@ -33,6 +34,7 @@ from instore_refund.app import create_broker as refund_broker
 from instore_refund.settings import RefundSettings
 from instore_shared.kafka.dlq import DLQ_SUFFIX, dlq_topic
 from instore_shared.kafka.topics import ALL_TOPICS, CART_REPLIES
+from instore_shared.settings import CommercetoolsSettings
 from tests.support.k8s import K8S, KUSTOMIZE_VERSION, ROOT, render, validation_errors
 
 # Every kustomization an operator applies.
@@ -357,11 +359,10 @@ def test_network_policies_deny_by_default(env: str) -> None:
 
 
 # -- the test overlay: podman kube play ---------------------------------------------------------
-def _env_of(docs: list[dict[str, Any]], service: str) -> dict[str, str]:
-    """The environment the service's container gets: envFrom ConfigMaps, then env (values and secretKeyRefs)."""
+def _env_of(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+    """The environment the container gets: envFrom ConfigMaps, then env (values and secretKeyRefs)."""
     configmaps = _of_kind(docs, "ConfigMap")
     (secret,) = _of_kind(docs, "Secret").values()
-    (container,) = _containers(_of_kind(docs, "Deployment")[service])
     env: dict[str, str] = {}
     for source in container["envFrom"]:
         env |= configmaps[source["configMapRef"]["name"]]["data"]
@@ -386,7 +387,8 @@ SETTINGS: dict[str, type] = {
 
 def test_the_test_overlay_is_what_podman_kube_play_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     docs = render("overlays/test")
-    assert {d["kind"] for d in docs} == {"ConfigMap", "Secret", "Deployment"}
+    # scripts/kube_play.py plays the Deployments, then the CronJob's pod template once as a Pod
+    assert {d["kind"] for d in docs} == {"ConfigMap", "Secret", "Deployment", "CronJob"}
     (secret,) = _of_kind(docs, "Secret").values()
     for key, value in secret["stringData"].items():
         shown = value if "fake" in value else base64.urlsafe_b64decode(value).decode()
@@ -397,13 +399,27 @@ def test_the_test_overlay_is_what_podman_kube_play_runs(monkeypatch: pytest.Monk
         assert container["image"] == f"localhost/instore-{service}:ci"
         assert container["imagePullPolicy"] == "Never"
         # the pod's settings validate: the service would start with exactly this environment
-        env = _env_of(docs, service)
+        env = _env_of(docs, container)
         for name in list(env):
             monkeypatch.setenv(name, env[name])
         settings = SETTINGS[service]()
         assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
         for name in env:
             monkeypatch.delenv(name)
+    (cronjob,) = _of_kind(docs, "CronJob").values()
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "localhost/instore-order-finalization:ci"
+    assert container["imagePullPolicy"] == "Never"
+    # the reconciler's settings validate and point at the Kafka and the mock kube_play.py starts
+    env = _env_of(docs, container)
+    for name in list(env):
+        monkeypatch.setenv(name, env[name])
+    reconciler = ReconcilerSettings()
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == reconciler.kafka_bootstrap_servers == "127.0.0.1:9092"
+    assert reconciler.kafka_topic_prefix == "kube-test.", "it hands to the topic order-finalization's pod created"
+    assert env["CTP_API_URL"] == CommercetoolsSettings().api_url == "http://127.0.0.1:8989"
+    for name in env:
+        monkeypatch.delenv(name)
     common = _of_kind(docs, "ConfigMap")["instore-integration-common"]["data"]
     assert common["KAFKA_CREATE_TOPICS"] == "true", "no Strimzi in CI: the services create their topics"
     assert _of_kind(docs, "ConfigMap")["instore-gateway-config"]["data"]["TOKEN_VAULT_BACKEND"] == "memory"
