@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -346,3 +347,83 @@ def test_the_loop_runs_every_interval_pushes_its_metrics_and_stops_on_sigterm(st
     assert 'instore_reconciler_last_run_findings{action="handed",kind="unordered-cart"} 0.0' in body
     assert "instore_reconciler_last_success_timestamp_seconds" in body
     assert 'instore_reconciler_runs_total{result="ok"} 2.0' in pushes[1][1]
+
+
+def test_a_dry_run_pushes_nothing_to_the_pushgateway(stack: Stack) -> None:
+    pushes: list[str] = []
+
+    class Pushgateway(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            pushes.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Pushgateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run = _reconcile(stack, "--dry-run", RECONCILER_PUSHGATEWAY_URL=f"http://127.0.0.1:{server.server_port}")
+        real = _reconcile(
+            stack, RECONCILER_PUSHGATEWAY_URL=f"http://127.0.0.1:{server.server_port}", RECONCILER_GRACE_SECONDS="3600"
+        )
+    finally:
+        server.shutdown()
+    assert run.returncode == 0 and real.returncode == 0, run.stderr + real.stderr
+    assert pushes == ["/metrics/job/instore-reconciler"]  # the real run's only
+
+
+def test_a_metrics_port_in_use_is_exit_2_naming_the_variable(stack: Stack) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        run = subprocess.run(
+            [sys.executable, "-m", "instore_order_finalization.reconciler"],
+            env=service_env(
+                {
+                    **stack.mock.settings_env(),
+                    "RECONCILER_INTERVAL_SECONDS": "1",
+                    "RECONCILER_METRICS_PORT": str(taken.getsockname()[1]),
+                }
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert run.returncode == 2 and "RECONCILER_METRICS_PORT" in run.stderr and "Traceback" not in run.stderr
+
+
+async def test_a_cart_whose_payment_was_deleted_is_skipped_and_the_run_goes_on(stack: Stack) -> None:
+    dangling, fine = await _paid_sale(stack.mock), await _paid_sale(stack.mock)
+    async with _commerce(stack.mock) as c:
+        ref = dangling["paymentInfo"]["payments"][0]["id"]
+        payment = (await c.request("GET", f"/payments/{ref}")).json()
+        await c.request("DELETE", f"/payments/{ref}?version={payment['version']}")
+    run = _reconcile(stack, "--dry-run")
+    assert run.returncode == 0, run.stderr
+    assert f"cart={fine['id']}" in run.stdout and f"cart={dangling['id']}" not in run.stdout
+    assert '"reconcile.cart_unreadable"' in run.stderr
+
+
+async def test_a_paid_cart_whose_order_number_another_carts_order_holds_is_reported_and_nothing_is_announced(
+    stack: Stack,
+) -> None:
+    number = f"store-e2e-{uuid.uuid4().hex[:8]}"
+    first, second = await _paid_sale(stack.mock), await _paid_sale(stack.mock)
+    async with _commerce(stack.mock) as c:
+        for cart in (first, second):
+            current = (await c.get_cart(cart["id"])).json()
+            action = {"action": "setCustomField", "name": "orderNumber", "value": number}
+            await c.request("POST", f"/carts/{cart['id']}", json={"version": current["version"], "actions": [action]})
+        current = (await c.get_cart(first["id"])).json()
+        await c.create_order_from_cart(first["id"], current["version"], number, "Paid")  # InStore-style, no event
+    run = _reconcile(stack)
+    assert run.returncode == 0, run.stderr
+    line = next(line for line in run.stdout.splitlines() if f"cart={second['id']}" in line)
+    assert line.split()[1] == "reported" and "is taken by Order" in line
+    assert await _orders_of(stack.mock, second["id"]) == []
+    # the first cart's Order is announced (handed by its own cart), never under the second cart's id
+    events = await _events_for(stack.kafka, first["id"])
+    assert len(events) == 1 and await _events_for(stack.kafka, second["id"], timeout_s=3) == []

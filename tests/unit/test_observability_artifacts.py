@@ -504,8 +504,8 @@ ALLOWED_VALUES: dict[str, set[str]] = {
     "app_name": set(SERVICES),
     "status_code": {"5.."},
     "status": {"error", "nacked", "rejected", "429", "5..", "failed", "timed-out"},
-    "action": {"handed"},
-    "kind": {"refund-without-return"},
+    "action": {"handed", "reported"},
+    "kind": {"refund-without-return", "unordered-cart", "unannounced-order"},
     "outcome": {"504"},
     "path": {"/healthz", "/readyz", "/metrics"},
 }

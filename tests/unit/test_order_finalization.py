@@ -112,6 +112,45 @@ async def test_what_does_not_cover_the_total_is_left_waiting(payment: dict[str, 
     assert (await finalize(_webhook(), commerce, FIELD, "EUR")).outcome is Outcome.AWAITING_PAYMENT
 
 
+@pytest.mark.parametrize("given_back", ["Refund", "Chargeback"])
+async def test_a_sale_charged_then_given_back_is_not_paid(given_back: str) -> None:
+    voided = _payment("p1", 3499)
+    voided["transactions"].append({**voided["transactions"][0], "id": "t-back", "type": given_back})
+    commerce = _world(payments=[voided])
+    assert (await finalize(_webhook(), commerce, FIELD, "EUR")).outcome is Outcome.AWAITING_PAYMENT
+    assert commerce.orders_created == 0
+
+
+async def test_a_partly_refunded_charge_counts_what_it_kept() -> None:
+    partly = _payment("p1", 3499)
+    partly["transactions"].append(
+        {
+            **partly["transactions"][0],
+            "id": "t-r",
+            "type": "Refund",
+            "amount": {**partly["transactions"][0]["amount"], "centAmount": 500},
+        }
+    )
+    top_up = _payment("p2", 500, method="CASH")
+    assert (await finalize(_webhook(), _world(payments=[partly]), FIELD, "EUR")).outcome is Outcome.AWAITING_PAYMENT
+    assert (await finalize(_webhook(), _world(payments=[partly, top_up]), FIELD, "EUR")).outcome is Outcome.ORDER_CREATED
+
+
+@pytest.mark.parametrize("other_cart", [{"typeId": "cart", "id": "another-cart"}, None])
+async def test_an_order_number_taken_by_another_carts_order_is_a_dead_letter_not_this_sales_order(
+    other_cart: dict[str, str] | None,
+) -> None:
+    commerce = _world(payments=[_payment("p1", 3499)], custom_number="store-1-000042")
+    order = {"id": "o-other", "version": 1, "orderNumber": "store-1-000042", "orderState": "Open"}
+    if other_cart is not None:
+        order["cart"] = other_cart
+    commerce.add_order(order)
+    with pytest.raises(PermanentFailure) as refused:
+        await finalize(_webhook(), commerce, FIELD, "EUR")
+    assert refused.value.reason == "order-number-taken" and "o-other" in str(refused.value)
+    assert commerce.orders_created == 0
+
+
 async def test_a_conflict_rereads_the_cart_and_tries_again() -> None:
     commerce = _world(payments=[_payment("p1", 3499)])
     real = commerce.create_order_from_cart

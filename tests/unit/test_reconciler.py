@@ -7,6 +7,7 @@ Order becomes which finding, what is handed and what only reported, and that a d
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -18,14 +19,17 @@ from instore_order_finalization.reconciler.run import Finding, pages, reconcile
 from instore_order_finalization.reconciler.settings import ReconcilerSettings
 from instore_order_finalization.reconciler.trigger import trigger_body
 from instore_shared.announcements import CONTAINER
+from instore_shared.commercetools.client import ApiResponse
+from instore_shared.commercetools.errors import NotFound
 from tests.fakes.clock import FakeClock
 
+_SERIAL = itertools.count()
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 
 
 def _payment(cents: int, kind: str = "Charge", state: str = "Success", currency: str = "EUR") -> dict[str, Any]:
     return {
-        "id": f"pay-{kind}-{cents}-{state}",
+        "id": f"pay-{kind}-{cents}-{state}-{currency}-{next(_SERIAL)}",
         "amountPlanned": {"currencyCode": currency, "centAmount": cents},
         "transactions": [{"id": "t1", "type": kind, "state": state, "amount": {"currencyCode": currency, "centAmount": cents}}],
     }
@@ -61,12 +65,31 @@ def _order(order_id: str, cart_id: str | None, *payments: dict[str, Any], return
 
 
 class ScriptedCommerce:
-    """Answers queries from in-memory lists, paging by the ``id > "…"`` predicate the way the API does;
-    records every call. Only the paging predicate is evaluated: the others are recorded, not applied."""
+    """Answers queries from in-memory lists, paging by the ``id > "…"`` predicate the way the API does, and
+    ``id in (…)`` / ``key in (…)`` lookups; records every call. Carts and Orders are answered without their
+    Payments' ``obj`` (as the API does without ``expand``): the Payments are answered by the payments query.
+    Only the paging and ``in`` predicates are evaluated: the others are recorded, not applied."""
 
-    def __init__(self, carts: list[dict[str, Any]], orders: list[dict[str, Any]], markers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        carts: list[dict[str, Any]],
+        orders: list[dict[str, Any]],
+        markers: dict[str, str],
+        *,
+        deleted_payments: frozenset[str] = frozenset(),
+        deleted_carts: frozenset[str] = frozenset(),
+        orders_by_number: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.payments: dict[str, dict[str, Any]] = {}
+        for row in [*carts, *orders]:
+            for ref in (row.get("paymentInfo") or {}).get("payments") or []:
+                obj = ref.pop("obj", None)
+                if obj is not None and ref["id"] not in deleted_payments:
+                    self.payments[ref["id"]] = obj
         self.data = {"carts": sorted(carts, key=lambda r: r["id"]), "orders": sorted(orders, key=lambda r: r["id"])}
         self.markers = markers  # order id -> marker state
+        self.deleted_carts = deleted_carts
+        self.orders_by_number = orders_by_number or {}
         self.calls: list[tuple[str, list[str], str, int, tuple[str, ...]]] = []
 
     async def query(
@@ -81,10 +104,25 @@ class ScriptedCommerce:
                 for oid, state in self.markers.items()
                 if k == f"payments-completed.{oid}"
             ]
+        if path == "payments":
+            ids = re.findall(r'"([^"]+)"', where[0])
+            return [self.payments[i] for i in ids if i in self.payments][:limit]
         cursor = [m.group(1) for m in (re.fullmatch(r'id > "(.+)"', w) for w in where) if m]
         after = cursor[0] if cursor else None
         rows = [r for r in self.data[path] if after is None or r["id"] > after]
         return msgspec.json.decode(msgspec.json.encode(rows[:limit]))
+
+    async def get_cart(self, cart_id: str, expand: tuple[str, ...] = ()) -> ApiResponse:
+        self.calls.append(("get_cart", [cart_id], "", 0, ()))
+        if cart_id in self.deleted_carts:
+            raise NotFound(404, "ResourceNotFound", cart_id)
+        return ApiResponse(200, msgspec.json.encode({"id": cart_id, "version": 1}))
+
+    async def get_order_by_order_number(self, order_number: str, expand: tuple[str, ...] = ()) -> ApiResponse:
+        self.calls.append(("get_order_by_order_number", [order_number], "", 0, ()))
+        if order_number not in self.orders_by_number:
+            raise NotFound(404, "ResourceNotFound", order_number)
+        return ApiResponse(200, msgspec.json.encode(self.orders_by_number[order_number]))
 
 
 class RecordingTrigger:
@@ -128,8 +166,7 @@ async def test_a_paid_cart_is_handed_an_unpaid_or_empty_or_partly_paid_one_is_no
 async def test_the_predicates_name_the_window_the_environment_and_never_offsets() -> None:
     commerce = ScriptedCommerce([], [], {})
     report, _ = await _run(commerce, instore_currency="CHF", instore_field_location_id="storeLocation")
-    (carts_call, orders_call) = commerce.calls
-    assert carts_call[0] == "carts" and orders_call[0] == "orders"
+    carts_call, orders_call = (next(c for c in commerce.calls if c[0] == name) for name in ("carts", "orders"))
     # now 08:00Z, grace 600 s, lookback 24 h
     assert set(carts_call[1]) == {
         'cartState="Active"',
@@ -145,8 +182,8 @@ async def test_the_predicates_name_the_window_the_environment_and_never_offsets(
         'totalPrice(currencyCode="CHF")',
         "custom(fields(storeLocation is defined))",
     }
-    for call in commerce.calls:
-        assert call[2] == "id asc" and call[4] == ("paymentInfo.payments[*]",)
+    for call in (carts_call, orders_call):
+        assert call[2] == "id asc" and call[4] == ()  # no expand: Payments are read by id
     assert (report.window_from, report.window_to) == ("2027-01-14T08:00:00.000Z", "2027-01-15T07:50:00.000Z")
 
 
@@ -254,6 +291,61 @@ async def test_an_id_that_cannot_be_paged_after_is_refused() -> None:
             pass
 
 
+async def test_a_sale_charged_then_refunded_in_full_is_not_handed() -> None:
+    voided = _payment(2500)
+    voided["transactions"].append({**voided["transactions"][0], "id": "t-r", "type": "Refund"})
+    report, trigger = await _run(ScriptedCommerce([_cart("c-voided", 2500, voided)], [], {}))
+    assert trigger.handed == [] and report.findings == []
+
+
+async def test_a_dangling_payment_costs_its_cart_only() -> None:
+    gone = _payment(2500)
+    commerce = ScriptedCommerce(
+        [_cart("c-dangling", 2500, gone), _cart("c-fine", 2500, _payment(2500))], [], {}, deleted_payments=frozenset({gone["id"]})
+    )
+    report, trigger = await _run(commerce)
+    assert trigger.handed == [("c-fine", "unordered-cart")]
+    assert report.scanned["carts"] == 2
+
+
+async def test_a_paid_cart_whose_order_number_another_carts_order_holds_is_reported_not_handed() -> None:
+    cart = _cart("c-1", 2500, _payment(2500))
+    cart["custom"]["fields"]["orderNumber"] = "store-1-000042"
+    own = _cart("c-2", 2500, _payment(2500))
+    own["custom"]["fields"]["orderNumber"] = "store-1-000043"
+    taken = {"id": "o-9", "version": 1, "orderNumber": "store-1-000042", "cart": {"typeId": "cart", "id": "c-9"}}
+    mine = {"id": "o-2", "version": 1, "orderNumber": "store-1-000043", "cart": {"typeId": "cart", "id": "c-2"}}
+    commerce = ScriptedCommerce([cart, own], [], {}, orders_by_number={"store-1-000042": taken, "store-1-000043": mine})
+    report, trigger = await _run(commerce)
+    assert trigger.handed == [("c-2", "unordered-cart")]  # its own Order: order-finalization announces it
+    (reported,) = [f for f in report.findings if f.action == "reported"]
+    assert reported.cart_id == "c-1" and "o-9" in reported.detail and "c-9" in reported.detail
+
+
+async def test_an_unannounced_order_whose_cart_was_deleted_is_reported_not_handed() -> None:
+    commerce = ScriptedCommerce(
+        [],
+        [_order("o-1", "c-gone", _payment(2500)), _order("o-2", "c-here", _payment(2500))],
+        {},
+        deleted_carts=frozenset({"c-gone"}),
+    )
+    report, trigger = await _run(commerce)
+    assert trigger.handed == [("c-here", "unannounced-order")]
+    assert [(f.order_id, f.action) for f in report.findings] == [("o-1", "reported"), ("o-2", "handed")]
+    assert "deleted" in report.findings[0].detail
+
+
+async def test_lookups_by_id_and_key_are_batched_at_the_maximum_page_size() -> None:
+    orders = [_order(f"o-{i:03d}", f"c-{i:03d}", _payment(2500)) for i in range(120)]
+    commerce = ScriptedCommerce([], orders, {f"o-{i:03d}": "published" for i in range(120)})
+    report, trigger = await _run(commerce, reconciler_page_size=500)
+    marker_calls = [c for c in commerce.calls if c[0].startswith("custom-objects/")]
+    payment_calls = [c for c in commerce.calls if c[0] == "payments"]
+    assert [c[3] for c in marker_calls] == [50, 50, 20] and [c[3] for c in payment_calls] == [50, 50, 20]
+    assert all(len(c[1][0]) < 4000 for c in marker_calls + payment_calls)
+    assert trigger.handed == [] and report.pages["markers"] == 3
+
+
 def test_the_trigger_is_a_payment_webhook_order_finalization_reads() -> None:
     from instore_order_finalization.finalize import parse_webhook
 
@@ -271,6 +363,7 @@ def test_the_trigger_is_a_payment_webhook_order_finalization_reads() -> None:
         ("instore_field_location_id", "a) or (b"),
         ("instore_currency", 'EU"R'),
         ("reconciler_grace_seconds", -1),
+        ("reconciler_lookback_hours", 0.1),  # 360 s, not beyond the default grace of 600 s: an empty window
     ],
 )
 def test_settings_that_would_break_a_predicate_or_the_api_are_refused(name: str, value: Any) -> None:

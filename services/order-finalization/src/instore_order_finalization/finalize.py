@@ -271,9 +271,18 @@ async def _existing_order(commerce: OrderCommerce, cart: Cart, number: str, alwa
     only when the cart is not ``Active`` unless ``always_by_cart`` (``instore``: InStore may
     have used its own number, and may have ordered the cart after it was read)."""
     try:
-        return order_decoder.decode((await commerce.get_order_by_order_number(number)).content)
+        numbered = order_decoder.decode((await commerce.get_order_by_order_number(number)).content)
     except NotFound:
         pass
+    else:
+        if numbered.cart is None or numbered.cart.id != cart.id:
+            # Another cart's Order (two carts with one order-number field, or an imported Order): never this
+            # sale's — announcing it would tell downstream this cart was ordered, with the other's money.
+            other = numbered.cart.id if numbered.cart else "none (imported)"
+            raise PermanentFailure(
+                "order-number-taken", f"order number {number} is Order {numbered.id} of cart {other}, not of cart {cart.id}"
+            )
+        return numbered
     if cart.cartState == "Active" and not always_by_cart:
         return None  # Composable Commerce turns an ordered cart Ordered: no Order under another number
     by_cart = await commerce.find_order_by_cart(cart.id)

@@ -80,13 +80,21 @@ class Cart(msgspec.Struct, frozen=True):
     customLineItems: list[Any] = []
 
 
+class CartRef(msgspec.Struct, frozen=True):
+    """``Reference`` to the Cart an Order was created from."""
+
+    id: str
+
+
 class OrderRef(msgspec.Struct, frozen=True):
-    """An Order's identity (``id``, ``version``, ``orderNumber``) and ``orderState`` (read, never changed here)."""
+    """An Order's identity (``id``, ``version``, ``orderNumber``), the Cart it was created from (absent for an
+    imported Order) and ``orderState`` (read, never changed here)."""
 
     id: str
     version: int
     orderNumber: str | None = None
     orderState: str = "Open"
+    cart: CartRef | None = None
 
 
 cart_decoder = msgspec.json.Decoder(Cart)

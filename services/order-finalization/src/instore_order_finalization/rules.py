@@ -1,8 +1,9 @@
 """When a sale is paid, and what its Order is called — pure functions.
 
 Rules (../shared/reference/architecture.md principles 2–3; instore-contract.md §4):
-- the successful ``Charge`` transactions of the cart's Payments, in the cart's currency,
-  must cover ``totalPrice`` (split tender: several Payments add up);
+- the successful ``Charge`` transactions of the cart's Payments, in the cart's currency, net of
+  successful ``Refund``/``Chargeback`` ones, must cover ``totalPrice`` (split tender: several
+  Payments add up);
 - the ``orderNumber`` is the cart's order-number Custom Field when InStore set one, else
   derived from the cart id — never from time or randomness, so a retry cannot make a
   second Order.
@@ -43,19 +44,29 @@ def payments(cart: Cart) -> list[Payment]:
     return [ref.obj for ref in refs if ref.obj is not None]
 
 
-def coverage(cart: Cart) -> Coverage:
-    """Sum of successful ``Charge`` transactions in the cart's currency, against its ``totalPrice``.
+GIVEN_BACK = frozenset({"Refund", "Chargeback"})
+"""Transaction types that return charged money to the shopper (https://docs.commercetools.com/api/projects/payments#transactiontype)."""
 
-    Transactions in another currency do not count (InStore environments have one currency).
+
+def coverage(cart: Cart) -> Coverage:
+    """What the cart's successful ``Charge`` transactions keep, net of successful ``Refund`` and ``Chargeback``
+    transactions, in the cart's currency, against its ``totalPrice``.
+
+    A sale charged and then refunded in full (voided at the till before it was ordered) is not paid:
+    it must never become a ``Paid`` Order. Transactions in another currency do not count (InStore
+    environments have one currency).
     """
     currency = cart.totalPrice.currencyCode
-    charged = sum(
-        t.amount.centAmount
-        for p in payments(cart)
-        for t in p.transactions
-        if t.type == "Charge" and t.state == "Success" and t.amount.currencyCode == currency
-    )
-    return Coverage(currency=currency, total=cart.totalPrice.centAmount, charged=charged)
+    kept = 0
+    for p in payments(cart):
+        for t in p.transactions:
+            if t.state != "Success" or t.amount.currencyCode != currency:
+                continue
+            if t.type == "Charge":
+                kept += t.amount.centAmount
+            elif t.type in GIVEN_BACK:
+                kept -= t.amount.centAmount
+    return Coverage(currency=currency, total=cart.totalPrice.centAmount, charged=kept)
 
 
 def order_number(cart: Cart, order_number_field: str) -> str:

@@ -153,13 +153,18 @@ async def _loop(
             return 130 if interval == 0 else 0
         stopped.cancel()
         try:
-            metrics.record(run.result())
+            report = run.result()
             status = 0
         except Exception as exc:  # one failed run: said, counted; a loop goes on
-            metrics.runs.labels("failed").inc()
+            if not dry_run:
+                metrics.runs.labels("failed").inc()
             log.error("reconcile.run_failed", error=f"{type(exc).__name__}: {exc}")
             status = 1
-        _push(settings, metrics)
+        else:
+            if not dry_run:
+                metrics.record(report)
+        if not dry_run:  # a dry run's zeros would silence the alerts on what the real runs found
+            _push(settings, metrics)
         if interval == 0:
             return status
         try:
@@ -191,7 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("reconciler", settings.log_level, settings.log_json, stream=sys.stderr)
     metrics = Metrics()
     if settings.reconciler_metrics_port and settings.reconciler_interval_seconds and not args.once:
-        start_http_server(settings.reconciler_metrics_port, settings.reconciler_metrics_host, registry=metrics.registry)
+        try:
+            start_http_server(settings.reconciler_metrics_port, settings.reconciler_metrics_host, registry=metrics.registry)
+        except OSError as exc:
+            where = f"{settings.reconciler_metrics_host}:{settings.reconciler_metrics_port}"
+            print(f"{PROG}: RECONCILER_METRICS_PORT: cannot serve /metrics on {where}: {exc.strerror}", file=sys.stderr)
+            return 2
     try:
         return asyncio.run(_loop(settings, commerce_settings, args.dry_run, args.once, metrics))
     except KeyboardInterrupt:

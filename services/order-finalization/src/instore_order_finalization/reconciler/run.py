@@ -27,35 +27,47 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import msgspec
 
 from instore_order_finalization import rules
-from instore_order_finalization.model import Cart
+from instore_order_finalization.model import Cart, order_decoder
 from instore_order_finalization.reconciler.settings import ReconcilerSettings
 from instore_order_finalization.service import marker_key
 from instore_shared.announcements import CONTAINER
 from instore_shared.clock import Clock
+from instore_shared.commercetools.client import ApiResponse
+from instore_shared.commercetools.errors import NotFound
 from instore_shared.logging import get_logger
 
 log = get_logger(__name__)
 
-EXPAND_PAYMENTS = ("paymentInfo.payments[*]",)
 PROGRESS_EVERY_PAGES = 10
 """A progress line every this many pages of one query (a first page is always logged at debug)."""
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
+IN_BATCH = 50
+"""Ids (or marker keys) per ``in (…)`` predicate: ~3 KB of URL, well inside what HTTP servers take (a page of
+500 in one predicate is ~30 KB: refused with 431 by common servers)."""
 
 
 class QueryCommerce(Protocol):
-    """The read-only Composable Commerce port (``CommercetoolsClient.query`` implements it)."""
+    """The read-only Composable Commerce port (``CommercetoolsClient`` implements it)."""
 
     async def query(
         self, path: str, where: Sequence[str] = (), *, sort: str = "id asc", limit: int = 100, expand: tuple[str, ...] = ()
     ) -> list[dict[str, Any]]: ...
+
+    async def get_cart(self, cart_id: str, expand: tuple[str, ...] = ()) -> ApiResponse:
+        """Raises ``NotFound``."""
+        ...
+
+    async def get_order_by_order_number(self, order_number: str, expand: tuple[str, ...] = ()) -> ApiResponse:
+        """Raises ``NotFound``."""
+        ...
 
 
 class Trigger(Protocol):
@@ -104,7 +116,7 @@ class RunReport:
     dry_run: bool
     window_from: str
     window_to: str
-    pages: dict[str, int] = field(default_factory=lambda: {"carts": 0, "orders": 0, "markers": 0})
+    pages: dict[str, int] = field(default_factory=lambda: {"carts": 0, "orders": 0, "payments": 0, "markers": 0})
     scanned: dict[str, int] = field(default_factory=lambda: {"carts": 0, "orders": 0})
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
@@ -190,19 +202,25 @@ async def reconcile(
         f'lastModifiedAt <= "{until}"',
         *_instore(settings),
     ]
-    async for page in pages(commerce, "carts", cart_where, settings.reconciler_page_size, EXPAND_PAYMENTS):
+    async for page in pages(commerce, "carts", cart_where, settings.reconciler_page_size):
         _progress(report, "carts", len(page))
+        await _attach_payments(commerce, page, report)
         for raw in page:
             finding = _unordered(raw, settings, hand)
+            if finding is not None and finding.action == hand:
+                finding = await _check_order_number(commerce, raw, finding, settings)
             if finding is not None:
                 await found(finding)
 
     order_where = [f'createdAt >= "{since}"', f'createdAt <= "{until}"', *_instore(settings)]
-    async for page in pages(commerce, "orders", order_where, settings.reconciler_page_size, EXPAND_PAYMENTS):
+    async for page in pages(commerce, "orders", order_where, settings.reconciler_page_size):
         _progress(report, "orders", len(page))
+        await _attach_payments(commerce, page, report)
         published = await _published_markers(commerce, [str(o["id"]) for o in page], report)
         for order in page:
             for finding in _order_findings(order, published, settings.instore_currency, hand):
+                if finding.kind == "unannounced-order" and finding.action == hand:
+                    finding = await _check_cart_exists(commerce, finding)
                 await found(finding)
 
     report.seconds = clock.monotonic() - started
@@ -267,19 +285,73 @@ def _unordered(raw: dict[str, Any], settings: ReconcilerSettings, hand: str) -> 
     )
 
 
+def _batches(values: list[str]) -> list[list[str]]:
+    return [values[i : i + IN_BATCH] for i in range(0, len(values), IN_BATCH)]
+
+
 async def _published_markers(commerce: QueryCommerce, order_ids: list[str], report: RunReport) -> set[str]:
-    """The ids among ``order_ids`` whose payments-completed marker is ``published`` (one query per page)."""
+    """The ids among ``order_ids`` whose payments-completed marker is ``published`` (a query per :data:`IN_BATCH`)."""
     keys = {marker_key(order_id): order_id for order_id in order_ids if _ID.fullmatch(order_id)}
-    if not keys:
-        return set()
-    quoted = ", ".join(f'"{key}"' for key in keys)
-    markers = await commerce.query(f"custom-objects/{CONTAINER}", [f"key in ({quoted})"], sort="key asc", limit=len(keys))
-    report.pages["markers"] += 1
-    return {
-        keys[str(m.get("key"))]
-        for m in markers
-        if str(m.get("key")) in keys and isinstance(m.get("value"), dict) and m["value"].get("state") == "published"
-    }
+    published: set[str] = set()
+    for batch in _batches(list(keys)):
+        quoted = ", ".join(f'"{key}"' for key in batch)
+        markers = await commerce.query(f"custom-objects/{CONTAINER}", [f"key in ({quoted})"], sort="key asc", limit=len(batch))
+        report.pages["markers"] += 1
+        published |= {
+            keys[str(m.get("key"))]
+            for m in markers
+            if str(m.get("key")) in keys and isinstance(m.get("value"), dict) and m["value"].get("state") == "published"
+        }
+    return published
+
+
+async def _attach_payments(commerce: QueryCommerce, rows: list[dict[str, Any]], report: RunReport) -> None:
+    """Put each row's Payments into its ``paymentInfo.payments[*].obj``, read by id (a query per :data:`IN_BATCH`).
+
+    Not ``expand`` on the carts/Orders query: one dangling Payment reference must cost that cart its
+    judgement (no ``obj``: skipped, :func:`_unordered`), never the whole page.
+    """
+    refs = [ref for row in rows for ref in (row.get("paymentInfo") or {}).get("payments") or [] if isinstance(ref, dict)]
+    ids = sorted({str(ref.get("id")) for ref in refs if _ID.fullmatch(str(ref.get("id")))})
+    found: dict[str, dict[str, Any]] = {}
+    for batch in _batches(ids):
+        quoted = ", ".join(f'"{payment_id}"' for payment_id in batch)
+        for payment in await commerce.query("payments", [f"id in ({quoted})"], limit=len(batch)):
+            found[str(payment.get("id"))] = payment
+        report.pages["payments"] += 1
+    for ref in refs:
+        read = found.get(str(ref.get("id")))
+        if read is not None:
+            ref["obj"] = read
+
+
+async def _check_order_number(
+    commerce: QueryCommerce, raw: dict[str, Any], finding: Finding, settings: ReconcilerSettings
+) -> Finding:
+    """Hand an unordered paid cart only when its order number is free (or already its own Order's): a number
+    another cart's Order holds would be dead-lettered (``order-number-taken``) on every run — reported instead."""
+    cart = msgspec.convert(raw, Cart)
+    number = rules.order_number(cart, settings.instore_field_order_number)
+    try:
+        order = order_decoder.decode((await commerce.get_order_by_order_number(number)).content)
+    except NotFound:
+        return finding
+    if order.cart is not None and order.cart.id == cart.id:
+        return finding
+    other = order.cart.id if order.cart else "none (imported)"
+    detail = f"order number {number} is taken by Order {order.id} of cart {other}"
+    return replace(finding, action="reported", order_number=number, detail=detail)
+
+
+async def _check_cart_exists(commerce: QueryCommerce, finding: Finding) -> Finding:
+    """Hand an unannounced Order only when its cart still exists: order-finalization reads the cart first, and a
+    deleted one would be dead-lettered (``cart-not-found``) on every run — reported instead."""
+    assert finding.cart_id is not None
+    try:
+        await commerce.get_cart(finding.cart_id)
+    except NotFound:
+        return replace(finding, action="reported", detail="its cart was deleted: announce it by hand if it must be")
+    return finding
 
 
 def _money_of(payments: list[dict[str, Any]], kind: str, currency: str) -> int:

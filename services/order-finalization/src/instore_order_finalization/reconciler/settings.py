@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from instore_shared.settings import BaseServiceSettings
 
@@ -48,6 +48,19 @@ class ReconcilerSettings(BaseServiceSettings):
     """Cart/Order Custom Field with the InStore location id (ORDER_LOCATIONID_FIELD): a cart or Order without it
     is not InStore's and is never touched."""
 
+    instore_field_order_number: str = "orderNumber"
+    """Cart Custom Field holding InStore's order number (as order-finalization reads it): a paid cart whose number
+    another cart's Order already holds is reported, not handed."""
+
     order_creation: Literal["integration", "instore"] = "integration"
     """Who creates the Order (order-finalization's setting): with instore, a paid cart without an Order is
     reported (InStore's to create), not handed on."""
+
+    @model_validator(mode="after")
+    def _a_window(self) -> Self:
+        if self.reconciler_lookback_hours * 3600 <= self.reconciler_grace_seconds:
+            raise ValueError(
+                f"RECONCILER_LOOKBACK_HOURS ({self.reconciler_lookback_hours:g} h) must reach further back than "
+                f"RECONCILER_GRACE_SECONDS ({self.reconciler_grace_seconds:g} s): the window would be empty"
+            )
+        return self

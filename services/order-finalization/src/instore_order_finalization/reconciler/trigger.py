@@ -50,25 +50,30 @@ class KafkaTrigger:
     def __init__(self, bootstrap_servers: str, topic: str, client_id: str, run_id: str, options: dict[str, Any]) -> None:
         self._topic = topic
         self._run_id = run_id
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers, client_id=client_id, acks="all", enable_idempotence=True, **options
-        )
-        self._started = False
+        self._config: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            **options,
+        }
+        self._producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> KafkaTrigger:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._started:
+        if self._producer is not None:
             await self._producer.stop()
 
     async def hand(self, cart_id: str, reason: str) -> None:
         """Publish the trigger for ``cart_id`` and wait for Kafka's acknowledgement (raises the Kafka error).
 
-        The producer connects on the first hand-off: a run with nothing to hand never needs Kafka.
+        The producer is made and connected on the first hand-off: a run with nothing to hand never
+        touches Kafka (and leaves no unstarted producer behind).
         """
-        if not self._started:
-            self._started = True  # stopped on exit even when starting failed half-way
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(**self._config)  # stopped on exit even when starting failed half-way
             await self._producer.start()
         webhook_id, body = trigger_body(cart_id, reason)
         received_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
