@@ -253,7 +253,8 @@ cat <<MSG
 
   The reconciler runs every ${RECONCILER_INTERVAL_SECONDS}s (grace ${RECONCILER_GRACE_SECONDS}s): a sale paid in Composable Commerce whose
   webhook never came is handed to order-finalization and printed ("instore-reconciler: handed unordered-cart ...").
-  The seeded demo-sale-cart is such a sale until you send its webhook: left alone, it becomes its Order this way.
+  The seeded demo-sale-cart is such a sale until you send its webhook: left alone, it becomes its Order this way
+  (with ORDER_CREATION=instore the reconciler only reports it: InStore creates the Order).
 
   A simulated InStore day (sale, split tender, Order, return, refund) against this stack,
   from another terminal with the same environment:  make simulate
