@@ -5,7 +5,7 @@ and prepares, not timed, N InStore sales in the window — a third paid and unor
 unpaid, a third ordered (each Order without its announcement marker) — plus the seed's. Then it runs
 :func:`instore_order_finalization.reconciler.run.reconcile` against the mock through the real
 Composable Commerce client, once per page size, and prints per run: seconds, records scanned,
-queries made, records/s, findings by kind, and the process's peak RSS.
+calls made (queries and per-finding lookups), records/s, findings by kind, and the process's peak RSS.
 
 What it measures is the reconciler's side (paging, decoding, coverage, the marker query per page)
 plus the mock's query cost, which grows with the project (the mock filters in memory): a real
@@ -31,6 +31,7 @@ from instore_order_finalization.reconciler.run import reconcile
 from instore_order_finalization.reconciler.settings import ReconcilerSettings
 from instore_shared.clock import SystemClock
 from instore_shared.commercetools import CommercetoolsClient
+from instore_shared.commercetools.client import ApiResponse
 from instore_shared.logging import configure_logging
 from instore_shared.settings import CommercetoolsSettings
 from tests.support.processes import CtMock, start_ct_mock
@@ -95,6 +96,14 @@ class _Counting:
         self.queries += 1
         return await self.client.query(path, where, **kwargs)
 
+    async def get_cart(self, cart_id: str, expand: tuple[str, ...] = ()) -> ApiResponse:
+        self.queries += 1
+        return await self.client.get_cart(cart_id, expand)
+
+    async def get_order_by_order_number(self, order_number: str, expand: tuple[str, ...] = ()) -> ApiResponse:
+        self.queries += 1
+        return await self.client.get_order_by_order_number(order_number, expand)
+
 
 class _NoTrigger:
     async def hand(self, cart_id: str, reason: str) -> None:
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             r = asyncio.run(_run(mock, size, kinds))
             print(
                 f"page size {r['page_size']:>3}: {r['seconds']:.2f} s, {r['scanned']} carts+Orders scanned in {r['queries']} "
-                f"queries ({r['per_s']:.0f}/s), found {r['unordered']} unordered carts and {r['unannounced']} unannounced "
+                f"calls ({r['per_s']:.0f}/s), found {r['unordered']} unordered carts and {r['unannounced']} unannounced "
                 f"Orders; peak RSS {rss.memory_info().rss / 2**20:.0f} MiB"
             )
     finally:
