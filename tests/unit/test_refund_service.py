@@ -68,6 +68,10 @@ def _return_line(line_id: str, order_ref: str, order_line: str, qty: int = 1, ce
     }
 
 
+CART_CREATED_AT = "2026-12-04T10:00:00.000Z"
+"""The return cart's ``createdAt`` (Composable Commerce sets it; REFUND_MODE=instore-managed counts only later writes)."""
+
+
 def _world(*return_lines: dict[str, Any], cart_id: str = "ret-cart-1") -> InMemoryCommerce:
     """Order-1 (2 × ol1, 1 × ol2; card p-card 5,000) and Order-2 (3 × ol9; cash p-cash 1,500), and a return cart."""
     commerce = InMemoryCommerce()
@@ -80,6 +84,7 @@ def _world(*return_lines: dict[str, Any], cart_id: str = "ret-cart-1") -> InMemo
             "id": cart_id,
             "key": f"key-{cart_id}",
             "version": 2,
+            "createdAt": CART_CREATED_AT,
             "cartState": "Active",
             "totalPrice": {"currencyCode": EUR, "centAmount": 0},
             "custom": {"fields": {"locationId": "store-1", "workstationId": "pos-3", "userId": "colleague-42"}},

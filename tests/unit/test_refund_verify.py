@@ -1,10 +1,14 @@
 """REFUND_MODE=instore-managed: InStore wrote the return and the refunds itself; the refund service
-verifies them against the webhook (pure functions of instore_refund.verify), writes nothing to
-Composable Commerce, announces refunds.completed once per Order, and dead-letters a mismatch."""
+verifies them against the webhook (pure functions of instore_refund.verify) — counting only what was
+written since the return cart was created — writes nothing to Composable Commerce, announces
+refunds.completed once per Order, waits (fake clock) for InStore's writes that come after the
+webhook, and dead-letters a mismatch left at the end of that wait."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,31 +17,46 @@ from faststream.kafka import TestKafkaBroker
 from instore_devfakes.instore_samples import refund_webhook
 from instore_refund.app import create_broker
 from instore_refund.plan import ReturnLine, TenderRefund, return_item_key
+from instore_refund.record import LineFields
 from instore_refund.service import handle_refund_webhook
 from instore_refund.settings import RefundSettings
-from instore_refund.verify import MISMATCH, Mismatch, verify
+from instore_refund.verify import MISMATCH, Mismatch, instant, verify, verify_refund
 from instore_shared.announcements import Verdict
+from instore_shared.commercetools.errors import TransientError
 from instore_shared.contract import refunds_completed as contract
-from instore_shared.kafka.consumer import KeyedLocks
+from instore_shared.kafka.consumer import Deadline, KeyedLocks
 from instore_shared.kafka.topics import REFUNDS_COMPLETED, WEBHOOKS
 from tests.fakes.clock import FakeClock
 from tests.fakes.commerce import InMemoryCommerce
 from tests.fakes.publisher import RecordingPublisher
-from tests.unit.test_refund_service import EUR, _collect, _order, _payment, _return_line, _world
+from tests.unit.test_refund_service import CART_CREATED_AT, EUR, _collect, _order, _payment, _return_line, _world
 
 MANAGED = RefundSettings(refund_mode="instore-managed", refund_retry_seconds=120)
+SINCE = datetime(2026, 12, 4, 10, 0, 0, tzinfo=UTC)
+"""The return cart's createdAt (CART_CREATED_AT of the unit-test world)."""
+LATER = "2026-12-04T10:00:07.250Z"
+"""When InStore wrote this return (after its return cart)."""
+EARLIER = "2026-12-04T09:59:59.999Z"
+"""When InStore wrote an earlier return of the same Order (before this return cart)."""
 
 
 def _refund_tx(
-    tx_id: str, cents: int, currency: str = EUR, state: str = "Success", interaction: str | None = None
+    tx_id: str,
+    cents: int,
+    currency: str = EUR,
+    state: str = "Success",
+    interaction: str | None = None,
+    timestamp: str | None = LATER,
 ) -> dict[str, Any]:
     t: dict[str, Any] = {"id": tx_id, "type": "Refund", "state": state, "amount": {"currencyCode": currency, "centAmount": cents}}
     if interaction:
         t["interactionId"] = interaction
+    if timestamp:
+        t["timestamp"] = timestamp
     return t
 
 
-def _return_item(line_item_id: str, qty: int, key: str | None = None) -> dict[str, Any]:
+def _return_item(line_item_id: str, qty: int, key: str | None = None, created_at: str | None = LATER) -> dict[str, Any]:
     item: dict[str, Any] = {
         "id": f"ri-{line_item_id}-{qty}",
         "lineItemId": line_item_id,
@@ -46,6 +65,8 @@ def _return_item(line_item_id: str, qty: int, key: str | None = None) -> dict[st
     }
     if key:
         item["key"] = key
+    if created_at:
+        item["createdAt"] = created_at
     return item
 
 
@@ -69,14 +90,14 @@ TENDER = TenderRefund("rf-1", "p-card", 5000, EUR)
 
 def test_what_instore_wrote_matches() -> None:
     orders = _orders([_return_item("ol1", 1), _return_item("ol1", 1, "instore-key")], [_refund_tx("t1", 5000)])
-    found = verify([LINE], [TENDER], orders)
+    found = verify([LINE], [TENDER], orders, SINCE)
     assert [(line.line_id, item["key"]) for line, item in found["order-1"].items] == [("r1", "instore-key")]
     assert [(tender.refund_id, pid, t["id"]) for tender, pid, t in found["order-1"].refunds] == [("rf-1", "p-card", "t1")]
 
 
 def _mismatch(lines: list[ReturnLine], tenders: list[TenderRefund], orders: dict[str, dict[str, Any]]) -> str:
     with pytest.raises(Mismatch) as caught:
-        verify(lines, tenders, orders)
+        verify(lines, tenders, orders, SINCE)
     assert caught.value.reason == MISMATCH == "instore-managed-mismatch"
     return str(caught.value)
 
@@ -112,7 +133,7 @@ def test_a_missing_refund_transaction_is_a_mismatch_naming_payment_refund_and_am
     ],
 )
 def test_a_refund_not_found_by_amount_is_a_mismatch(transaction: dict[str, Any]) -> None:
-    assert "no Success Refund transaction of 5000 EUR" in _mismatch(
+    assert "no Success Refund transaction of 5000 EUR found with interactionId rf-1 or a timestamp since" in _mismatch(
         [LINE], [TENDER], _orders([_return_item("ol1", 2)], [transaction])
     )
 
@@ -143,7 +164,7 @@ def test_two_tenders_of_one_amount_on_one_payment_need_two_transactions() -> Non
     one = _orders([_return_item("ol1", 2)], [_refund_tx("t1", 1000)])
     assert "refund rf-b" in _mismatch([LINE], tenders, one)
     two = _orders([_return_item("ol1", 2)], [_refund_tx("t1", 1000), _refund_tx("t2", 1000)])
-    found = verify([LINE], tenders, two)["order-1"]
+    found = verify([LINE], tenders, two, SINCE)["order-1"]
     assert [(tender.refund_id, t["id"]) for tender, _, t in found.refunds] == [("rf-a", "t1"), ("rf-b", "t2")]
 
 
@@ -151,8 +172,74 @@ def test_the_transaction_naming_a_refund_id_is_not_taken_by_amount_for_another_t
     """rf-b names t1 by interactionId; rf-a (listed first, no interactionId anywhere) gets t2, not t1."""
     tenders = [TenderRefund("rf-a", "p-card", 1000, EUR), TenderRefund("rf-b", "p-card", 1000, EUR)]
     orders = _orders([_return_item("ol1", 2)], [_refund_tx("t1", 1000, interaction="rf-b"), _refund_tx("t2", 1000)])
-    found = verify([LINE], tenders, orders)["order-1"]
+    found = verify([LINE], tenders, orders, SINCE)["order-1"]
     assert sorted((tender.refund_id, t["id"]) for tender, _, t in found.refunds) == [("rf-a", "t2"), ("rf-b", "t1")]
+
+
+# --- only what was written since the return cart counts (an earlier return does not stand in) -----------
+
+
+def test_return_items_created_before_the_return_cart_do_not_count() -> None:
+    """An earlier return of the same line (its item created before this return cart) is not this return."""
+    earlier = _return_item("ol1", 2, "earlier-return", created_at=EARLIER)
+    message = _mismatch([LINE], [TENDER], _orders([earlier], [_refund_tx("t1", 5000)]))
+    assert "2 returned, return items for 0 found created since the return cart (2026-12-04T10:00:00.000Z" in message
+    assert "2 more in earlier return items, not counted" in message
+    # one written at the cart's very createdAt counts; so does one without offset (read as UTC)
+    at_once = _return_item("ol1", 2, "this-return", created_at="2026-12-04T10:00:00Z")
+    found = verify([LINE], [TENDER], _orders([earlier, at_once], [_refund_tx("t1", 5000)]), SINCE)
+    assert [item["key"] for _, item in found["order-1"].items] == ["this-return"]
+    no_offset = _return_item("ol1", 2, "no-offset", created_at="2026-12-04T10:00:01")
+    assert verify([LINE], [TENDER], _orders([no_offset], [_refund_tx("t1", 5000)]), SINCE)["order-1"].items
+
+
+@pytest.mark.parametrize("created_at", [None, "yesterday", "2026-12-04T09:59:59.999Z", "2026-12-04T10:59:59+01:00"])
+def test_a_return_item_without_a_createdat_since_the_cart_does_not_count(created_at: str | None) -> None:
+    item = {**_return_item("ol1", 2), "createdAt": created_at}
+    assert "return items for 0 found" in _mismatch([LINE], [TENDER], _orders([item], [_refund_tx("t1", 5000)]))
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [None, "2026-12-04T09:59:59.999Z", "not a time", "2026-12-04T10:30:00+01:00"],
+    ids=["no-timestamp", "before-the-cart", "unreadable", "before-the-cart-in-another-offset"],
+)
+def test_a_refund_found_by_amount_needs_a_timestamp_since_the_return_cart(timestamp: str | None) -> None:
+    transaction = _refund_tx("t-old", 5000, interaction="psp-earlier", timestamp=timestamp)
+    message = _mismatch([LINE], [TENDER], _orders([_return_item("ol1", 2)], [transaction]))
+    assert "no Success Refund transaction of 5000 EUR found with interactionId rf-1 or a timestamp since" in message
+
+
+def test_the_transaction_naming_the_refund_id_counts_whatever_its_timestamp() -> None:
+    """The first rule (interactionId = refund id) is exact: no timestamp needed, none too early."""
+    for timestamp in (None, EARLIER):
+        named = _refund_tx("t-named", 5000, interaction="rf-1", timestamp=timestamp)
+        found = verify([LINE], [TENDER], _orders([_return_item("ol1", 2)], [named]), SINCE)
+        assert [t["id"] for _, _, t in found["order-1"].refunds] == ["t-named"]
+
+
+def test_a_second_return_instore_never_wrote_is_not_verified_by_the_first_ones_writes() -> None:
+    """review16: the first return (1 of ol1, 25.00) was written before this second return cart; InStore's
+    writes for the second failed. The first one's return item and Refund do not make the second one verified."""
+    first_item = _return_item("ol1", 1, "first", created_at=EARLIER)
+    first_refund = _refund_tx("t-first", 2500, interaction="instore-1", timestamp=EARLIER)
+    second = ReturnLine("r2", "order-1", "ol1", 1)
+    tender = TenderRefund("rf-2", "p-card", 2500, EUR)
+    assert "1 returned, return items for 0 found" in _mismatch([second], [tender], _orders([first_item], [first_refund]))
+    # its own return item alone is not enough either: the Refund must be its own too
+    second_item = _return_item("ol1", 1, "second")
+    message = _mismatch([second], [tender], _orders([first_item, second_item], [first_refund]))
+    assert "payment p-card, refund rf-2: no Success Refund transaction of 2500 EUR" in message
+    second_refund = _refund_tx("t-second", 2500, interaction="instore-2")
+    found = verify([second], [tender], _orders([first_item, second_item], [first_refund, second_refund]), SINCE)
+    assert [
+        (item["key"], t["id"]) for (_, item), (_, _, t) in zip(found["order-1"].items, found["order-1"].refunds, strict=True)
+    ] == [("second", "t-second")]
+
+
+def test_instant_reads_composable_commerce_date_times_as_utc() -> None:
+    assert instant(CART_CREATED_AT) == SINCE == instant("2026-12-04T11:00:00+01:00") == instant("2026-12-04T10:00:00")
+    assert [instant(v) for v in (None, "", "soon", 1800000000)] == [None, None, None, None]
 
 
 # --- the service function with its ports ------------------------------------------------------------------
@@ -170,7 +257,14 @@ def _instore_wrote(
     commerce.payments[payment_id]["version"] += 1
 
 
-async def _handle(commerce: InMemoryCommerce, publisher: RecordingPublisher, body: bytes, ref: str = "t/0/0") -> Any:
+async def _handle(
+    commerce: InMemoryCommerce,
+    publisher: RecordingPublisher,
+    body: bytes,
+    ref: str = "t/0/0",
+    clock: FakeClock | None = None,
+    settings: RefundSettings = MANAGED,
+) -> Any:
     return await handle_refund_webhook(
         body,
         {"webhook-id": json.loads(body)["id"]},
@@ -178,8 +272,8 @@ async def _handle(commerce: InMemoryCommerce, publisher: RecordingPublisher, bod
         publisher=publisher,
         order_locks=KeyedLocks(),
         recording_locks=KeyedLocks(),
-        clock=FakeClock(),
-        settings=MANAGED,
+        clock=clock or FakeClock(),
+        settings=settings,
         message_ref=ref,
     )
 
@@ -248,7 +342,8 @@ async def test_instore_managed_over_two_orders_one_event_each() -> None:
 async def test_instore_managed_a_mismatch_is_dead_lettered_with_its_reason_nothing_written_nothing_announced() -> None:
     commerce = _world(_return_line("r1", "order-1", "ol1", 2))
     _instore_wrote(commerce, "order-1", [_return_item("ol1", 2)], "p-card", _refund_tx("tx-9", 3999))
-    broker = create_broker(MANAGED, commerce)
+    no_wait = RefundSettings(refund_mode="instore-managed", refund_instore_managed_wait_seconds=0)  # the real clock here
+    broker = create_broker(no_wait, commerce)
     events, dead = _collect(broker, REFUNDS_COMPLETED.name), _collect(broker, "instore.webhooks.v1.dlq")
     async with TestKafkaBroker(broker) as br:
         body = refund_webhook("ret-cart-1", [("rf-1", "p-card", 4000, EUR)], "evt-3")
@@ -276,3 +371,119 @@ async def test_delegated_mode_is_the_default_and_writes_as_before() -> None:
         message_ref="t/0/0",
     )
     assert [r for r, _, _ in commerce.updates] == ["orders", "payments", "orders"] and len(publisher.events) == 1
+
+
+# --- a webhook ahead of InStore's writes waits for them (fake clock: no real sleeping) ------------------
+
+
+class _InStoreLate(FakeClock):
+    """A fake clock on which ``at_sleep(n)`` runs right after the n-th sleep (1-based): InStore writing meanwhile."""
+
+    def __init__(self, **at: Callable[[], None]) -> None:
+        super().__init__()
+        self.at = {int(n.removeprefix("n")): write for n, write in at.items()}
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds)
+        if write := self.at.get(len(self.slept)):
+            write()
+
+
+def _late_world() -> tuple[InMemoryCommerce, Callable[[], None]]:
+    commerce = _world(_return_line("r1", "order-1", "ol1", 2))
+
+    def write() -> None:
+        _instore_wrote(commerce, "order-1", [_return_item("ol1", 2, "late")], "p-card", _refund_tx("tx-late", 4000))
+
+    return commerce, write
+
+
+BODY = refund_webhook("ret-cart-1", [("rf-1", "p-card", 4000, EUR)], "evt-late")
+
+
+async def test_instores_writes_three_polls_after_the_webhook_are_verified_and_announced_once() -> None:
+    commerce, write = _late_world()
+    clock, publisher = _InStoreLate(n3=write), RecordingPublisher()
+    handled = await _handle(commerce, publisher, BODY, clock=clock)
+    assert handled.recorded.outcome.value == "verified" and handled.announcements == {"order-1": Verdict.PUBLISHED}
+    assert clock.slept == [1.0, 1.0, 1.0]  # polled every second until the 3rd read found them
+    assert [c for c in commerce.calls if c[0] == "find_order"] == [("find_order", "order-1")] * 4
+    (event,) = [json.loads(e.body) for e in publisher.events]
+    assert [(i["returnItemKey"], i["quantity"]) for i in event["items"]] == [("late", 2)]
+    assert [r["transactionId"] for r in event["refunds"]] == ["tx-late"] and _writes(commerce) == []
+
+
+async def test_writes_that_never_come_are_a_mismatch_after_the_bounded_wait() -> None:
+    commerce, _ = _late_world()
+    clock, publisher = _InStoreLate(), RecordingPublisher()
+    with pytest.raises(Mismatch) as caught:
+        await _handle(commerce, publisher, BODY, clock=clock)
+    assert clock.monotonic() == 30.0 and clock.slept == [1.0] * 30  # REFUND_INSTORE_MANAGED_WAIT_SECONDS default
+    detail = caught.value.detail
+    assert detail.startswith("order order-1, line item ol1: 2 returned, return items for 0 found")
+    assert "still after waiting 30.0 s for InStore's writes" in detail and "REFUND_INSTORE_MANAGED_WAIT_SECONDS=30" in detail
+    assert publisher.events == [] and commerce.custom_object_writes == [] and _writes(commerce) == []
+
+
+async def test_writes_after_the_wait_are_too_late() -> None:
+    commerce, write = _late_world()
+    short = RefundSettings(refund_mode="instore-managed", refund_retry_seconds=120, refund_instore_managed_wait_seconds=2.5)
+    clock = _InStoreLate(n4=write)
+    with pytest.raises(Mismatch, match=r"after waiting 2\.5 s"):
+        await _handle(commerce, RecordingPublisher(), BODY, clock=clock, settings=short)
+    assert clock.slept == [1.0, 1.0, 0.5]
+
+
+async def test_the_wait_never_runs_past_the_webhooks_deadline() -> None:
+    commerce, write = _late_world()
+    clock = _InStoreLate(n9=write)
+    fields = LineFields("purchaseOrderId", "purchaseLineItemId", "returnComment")
+    with pytest.raises(Mismatch, match=r"after waiting 5\.0 s .*WAIT_SECONDS=30\)"):
+        await verify_refund(BODY, commerce, fields, clock=clock, wait_seconds=30, deadline=Deadline(5, clock))
+    assert clock.monotonic() == 5.0
+
+
+async def test_an_outage_while_waiting_is_retried_and_draws_on_the_same_deadline() -> None:
+    """Composable Commerce down from the 1st to the 2nd poll: retried with backoff; InStore's writes then count."""
+    commerce, write = _late_world()
+
+    def outage() -> None:
+        commerce.fail_with, commerce.fail_times = TransientError(503, "ServiceUnavailable", "down"), 3
+
+    clock = _InStoreLate(n1=outage, n2=write)
+    handled = await _handle(commerce, RecordingPublisher(), BODY, clock=clock)
+    assert handled.recorded.outcome.value == "verified" and len(clock.slept) >= 4  # 1 s poll, backoffs, found
+
+    # an outage that outlasts the deadline: the last TransientError, not a mismatch (commerce-unavailable)
+    commerce, _ = _late_world()
+    clock = _InStoreLate(n2=lambda: setattr(commerce, "fail_with", TransientError(503, "ServiceUnavailable", "down")))
+    tight = RefundSettings(refund_mode="instore-managed", refund_retry_seconds=10, refund_instore_managed_wait_seconds=10)
+    with pytest.raises(TransientError):
+        await _handle(commerce, RecordingPublisher(), BODY, clock=clock, settings=tight)
+    assert clock.monotonic() <= 10.0 + 1e-9
+
+
+async def test_a_return_cart_without_createdat_is_a_mismatch_at_once() -> None:
+    commerce, _ = _late_world()
+    cart = commerce.cart("ret-cart-1")
+    del cart["createdAt"]
+    commerce.add_cart(cart)
+    clock = _InStoreLate()
+    with pytest.raises(Mismatch, match="return cart ret-cart-1 has no createdAt"):
+        await _handle(commerce, RecordingPublisher(), BODY, clock=clock)
+    assert clock.slept == []
+
+
+def test_the_wait_must_fit_in_the_webhooks_deadline_in_instore_managed_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(
+        ValueError, match="REFUND_INSTORE_MANAGED_WAIT_SECONDS \\(30\\) must not exceed REFUND_RETRY_SECONDS \\(20\\)"
+    ):
+        RefundSettings(refund_mode="instore-managed", refund_retry_seconds=20)
+    RefundSettings(refund_retry_seconds=0)  # delegated mode never waits: no constraint
+    RefundSettings(refund_mode="instore-managed", refund_retry_seconds=20, refund_instore_managed_wait_seconds=20)
+    for bad in (-1, 601):
+        with pytest.raises(ValueError):
+            RefundSettings(refund_instore_managed_wait_seconds=bad)
+    monkeypatch.setenv("REFUND_MODE", "instore-managed")
+    monkeypatch.setenv("REFUND_INSTORE_MANAGED_WAIT_SECONDS", "7.5")
+    assert RefundSettings().refund_instore_managed_wait_seconds == 7.5

@@ -10,8 +10,10 @@ Order: claim → publish → mark.
   return items before one is refused.
 - ``REFUND_MODE=instore-managed`` (:func:`~instore_refund.verify.verify_refund`): InStore wrote
   the return and the refunds itself (contract §5, §9); the same reads, then a check that they
-  match the webhook (a :class:`~instore_refund.verify.Mismatch` is dead-lettered); no Order or
-  Payment update — the announcement marker below is the only write.
+  match the webhook — read again every second while they do not, for at most
+  ``settings.refund_instore_managed_wait_seconds`` within the deadline (InStore's writes may
+  come after its webhook); a :class:`~instore_refund.verify.Mismatch` left then is
+  dead-lettered. No Order or Payment update — the announcement marker below is the only write.
 - Announcing, per original Order: :func:`instore_shared.announcements.announce_once` with the
   marker ``instore-integration-announcements/refunds-completed.<order id>.<event id>`` (one
   per Order and refund event; the event id is deterministic from what this refund recorded
@@ -19,7 +21,7 @@ Order: claim → publish → mark.
   publishes nothing. Within a process, one announcer per Order (``order_locks``).
 
 One deadline per webhook (``settings.refund_retry_seconds``) covers every retry — the
-recording and every Order's announcement — so the handler ends well within the consumer's
+recording (or the wait for InStore's writes) and every Order's announcement — so the handler ends well within the consumer's
 ``max.poll.interval.ms`` (:func:`instore_shared.kafka.consumer.max_poll_interval_ms`).
 """
 
@@ -128,7 +130,8 @@ async def _handle(
         settings.instore_field_return_comment,
     )
     if settings.refund_mode == "instore-managed":  # InStore wrote the return and refunds: verify, write nothing
-        recorded = await retry_transient(lambda: verify_refund(body, commerce, fields), deadline, "refund")
+        wait = settings.refund_instore_managed_wait_seconds  # InStore's writes may come after its webhook
+        recorded = await verify_refund(body, commerce, fields, clock=clock, wait_seconds=wait, deadline=deadline)
     else:
         recorded = await retry_transient(
             lambda: record_refund(body, commerce, fields, after_returns=after_returns, locks=recording_locks),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from instore_shared.settings import BaseServiceSettings
 
@@ -29,6 +29,11 @@ class RefundSettings(BaseServiceSettings):
     transactions and their Refunded state. instore-managed: InStore writes them itself; we write nothing, verify they
     match the webhook (mismatch: dead letter instore-managed-mismatch) and announce. Source:
     ../shared/reference/instore-contract.md §5, §9; the verification is assumed (docs/refunds-to-returns.md)."""
+
+    refund_instore_managed_wait_seconds: float = Field(default=30.0, ge=0, le=600)
+    """REFUND_MODE=instore-managed: how long a webhook whose check fails waits for InStore's writes (read and checked
+    again every second) before it is dead-lettered as instore-managed-mismatch; at most REFUND_RETRY_SECONDS (the
+    webhook's deadline). 0: no wait."""
 
     instore_field_purchase_order_id: str = "purchaseOrderId"
     """Line item Custom Field naming the original Order (id, or orderNumber) of a returned line
@@ -61,3 +66,14 @@ class RefundSettings(BaseServiceSettings):
 
     refund_crash_after_returns_recorded: bool = False
     """Crash-recovery tests only: exit after the return items are written, before the refunds, event and commit."""
+
+    @model_validator(mode="after")
+    def _instore_wait_within_the_deadline(self) -> Self:
+        # The wait draws on the webhook's one deadline (service.py), which sizes max.poll.interval.ms.
+        wait, deadline = self.refund_instore_managed_wait_seconds, self.refund_retry_seconds
+        if self.refund_mode == "instore-managed" and wait > deadline:
+            raise ValueError(
+                f"REFUND_INSTORE_MANAGED_WAIT_SECONDS ({wait:g}) must not exceed REFUND_RETRY_SECONDS ({deadline:g}) with "
+                "REFUND_MODE=instore-managed: the wait for InStore's writes is part of the webhook's deadline"
+            )
+        return self
