@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 
 from instore_devfakes.instore_samples import payment_webhook
-from instore_order_finalization.finalize import Outcome, PermanentFailure, finalize
+from instore_order_finalization.finalize import Outcome, PermanentFailure, await_instore_order, finalize
 from instore_order_finalization.model import cart_decoder
 from instore_order_finalization.rules import order_number
 from instore_shared.commercetools.errors import ConcurrentModification
+from instore_shared.kafka.consumer import Deadline
 from tests.conftest import load_example
+from tests.fakes.clock import FakeClock
 from tests.fakes.commerce import InMemoryCommerce
 
 FIELD = "orderNumber"
@@ -149,6 +151,34 @@ async def test_an_order_number_taken_by_another_carts_order_is_a_dead_letter_not
         await finalize(_webhook(), commerce, FIELD, "EUR")
     assert refused.value.reason == "order-number-taken" and "o-other" in str(refused.value)
     assert commerce.orders_created == 0
+
+
+def _taken_number_world() -> tuple[InMemoryCommerce, dict[str, Any]]:
+    """Cart sale-1 carries order-number field N-1, which Order o-a of ANOTHER cart holds; sale-1 itself was
+    ordered (by InStore, or by hand) under its own number M-7."""
+    commerce = _world(payments=[_payment("p1", 3499)], custom_number="N-1")
+    commerce.add_order({"id": "o-a", "version": 1, "orderNumber": "N-1", "cart": {"typeId": "cart", "id": "cart-a"}})
+    cart = commerce.cart("sale-1")
+    own = {"id": "o-b", "version": 1, "orderNumber": "M-7", "cart": {"typeId": "cart", "id": cart["id"]}}
+    commerce.add_order(own)
+    cart["cartState"] = "Ordered"
+    commerce.add_cart(cart)
+    return commerce, own
+
+
+async def test_an_ordered_cart_whose_number_field_another_order_holds_finds_its_own_order() -> None:
+    commerce, own = _taken_number_world()
+    result = await finalize(_webhook(), commerce, FIELD, "EUR")
+    assert result.outcome is Outcome.ALREADY_ORDERED and result.order is not None and result.order.id == own["id"]
+
+
+async def test_instore_mode_a_cart_with_its_own_order_is_not_dead_lettered_for_a_taken_number() -> None:
+    commerce, own = _taken_number_world()
+    clock = FakeClock()
+    seen = await await_instore_order(
+        _webhook(), commerce, FIELD, "EUR", clock=clock, wait_seconds=5, deadline=Deadline(60, clock)
+    )
+    assert seen.outcome is Outcome.ALREADY_ORDERED and seen.order is not None and seen.order.id == own["id"]
 
 
 async def test_a_conflict_rereads_the_cart_and_tries_again() -> None:

@@ -36,8 +36,8 @@ SINCE = datetime(2026, 12, 4, 10, 0, 0, tzinfo=UTC)
 """The return cart's createdAt (CART_CREATED_AT of the unit-test world)."""
 LATER = "2026-12-04T10:00:07.250Z"
 """When InStore wrote this return (after its return cart)."""
-EARLIER = "2026-12-04T09:59:59.999Z"
-"""When InStore wrote an earlier return of the same Order (before this return cart)."""
+EARLIER = "2026-12-04T09:57:12.500Z"
+"""When InStore wrote an earlier return of the same Order (minutes before this return cart)."""
 
 
 def _refund_tx(
@@ -193,7 +193,7 @@ def test_return_items_created_before_the_return_cart_do_not_count() -> None:
     assert verify([LINE], [TENDER], _orders([no_offset], [_refund_tx("t1", 5000)]), SINCE)["order-1"].items
 
 
-@pytest.mark.parametrize("created_at", [None, "yesterday", "2026-12-04T09:59:59.999Z", "2026-12-04T10:59:59+01:00"])
+@pytest.mark.parametrize("created_at", [None, "yesterday", "2026-12-04T09:59:57.500Z", "2026-12-04T10:59:57+01:00"])
 def test_a_return_item_without_a_createdat_since_the_cart_does_not_count(created_at: str | None) -> None:
     item = {**_return_item("ol1", 2), "createdAt": created_at}
     assert "return items for 0 found" in _mismatch([LINE], [TENDER], _orders([item], [_refund_tx("t1", 5000)]))
@@ -201,7 +201,7 @@ def test_a_return_item_without_a_createdat_since_the_cart_does_not_count(created
 
 @pytest.mark.parametrize(
     "timestamp",
-    [None, "2026-12-04T09:59:59.999Z", "not a time", "2026-12-04T10:30:00+01:00"],
+    [None, "2026-12-04T09:59:57.500Z", "not a time", "2026-12-04T10:30:00+01:00"],
     ids=["no-timestamp", "before-the-cart", "unreadable", "before-the-cart-in-another-offset"],
 )
 def test_a_refund_found_by_amount_needs_a_timestamp_since_the_return_cart(timestamp: str | None) -> None:
@@ -487,3 +487,11 @@ def test_the_wait_must_fit_in_the_webhooks_deadline_in_instore_managed_mode(monk
     monkeypatch.setenv("REFUND_MODE", "instore-managed")
     monkeypatch.setenv("REFUND_INSTORE_MANAGED_WAIT_SECONDS", "7.5")
     assert RefundSettings().refund_instore_managed_wait_seconds == 7.5
+
+
+def test_a_refund_stamped_in_whole_seconds_within_the_clock_tolerance_counts() -> None:
+    """A writer truncating to seconds, or a clock a little behind: 10:00:00Z for a cart created 10:00:00.400Z."""
+    since = datetime(2026, 12, 4, 10, 0, 0, 400_000, tzinfo=UTC)
+    truncated = _refund_tx("t1", 5000, interaction="psp-1", timestamp="2026-12-04T10:00:00Z")
+    item = _return_item("ol1", 2, "this-return", created_at="2026-12-04T09:59:59Z")
+    assert verify([LINE], [TENDER], _orders([item], [truncated]), since)["order-1"].items

@@ -18,6 +18,7 @@ Errors that can never succeed raise :class:`PermanentFailure` for the caller to 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import re
 from dataclasses import dataclass
@@ -267,23 +268,27 @@ async def _read_cart(commerce: OrderCommerce, ref: str) -> Cart:
 
 
 async def _existing_order(commerce: OrderCommerce, cart: Cart, number: str, always_by_cart: bool = False) -> OrderRef | None:
-    """The Order numbered ``number``, else the Order created from ``cart`` — looked up by cart
-    only when the cart is not ``Active`` unless ``always_by_cart`` (``instore``: InStore may
-    have used its own number, and may have ordered the cart after it was read)."""
-    try:
+    """The Order created from ``cart``: the one numbered ``number`` when it was made from this cart, else the
+    one found by cart — looked up by cart only when the cart is not ``Active`` unless ``always_by_cart``
+    (``instore``: InStore may have used its own number, and may have ordered the cart after it was read).
+
+    Raises :class:`PermanentFailure` ``order-number-taken`` when ``number`` belongs to another cart's (or an
+    imported) Order and this cart has no Order of its own: announcing that Order would tell downstream this
+    sale was ordered, with the other's money, and a new Order cannot take the number.
+    """
+    numbered: OrderRef | None = None
+    with contextlib.suppress(NotFound):
         numbered = order_decoder.decode((await commerce.get_order_by_order_number(number)).content)
-    except NotFound:
-        pass
-    else:
-        if numbered.cart is None or numbered.cart.id != cart.id:
-            # Another cart's Order (two carts with one order-number field, or an imported Order): never this
-            # sale's — announcing it would tell downstream this cart was ordered, with the other's money.
-            other = numbered.cart.id if numbered.cart else "none (imported)"
-            raise PermanentFailure(
-                "order-number-taken", f"order number {number} is Order {numbered.id} of cart {other}, not of cart {cart.id}"
-            )
+    if numbered is not None and numbered.cart is not None and numbered.cart.id == cart.id:
         return numbered
-    if cart.cartState == "Active" and not always_by_cart:
-        return None  # Composable Commerce turns an ordered cart Ordered: no Order under another number
-    by_cart = await commerce.find_order_by_cart(cart.id)
-    return order_decoder.decode(by_cart.content) if by_cart is not None else None
+    if cart.cartState != "Active" or always_by_cart:
+        by_cart = await commerce.find_order_by_cart(cart.id)
+        if by_cart is not None:
+            return order_decoder.decode(by_cart.content)
+    # (an Active cart has no Order: Composable Commerce turns an ordered cart Ordered)
+    if numbered is not None:
+        other = numbered.cart.id if numbered.cart else "none (imported)"
+        raise PermanentFailure(
+            "order-number-taken", f"order number {number} is Order {numbered.id} of cart {other}, not of cart {cart.id}"
+        )
+    return None

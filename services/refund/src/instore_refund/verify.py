@@ -45,7 +45,7 @@ reads are :mod:`instore_refund.record`'s.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from instore_refund.plan import Refused, ReturnLine, TenderRefund
@@ -97,9 +97,14 @@ def _return_items(order: dict[str, Any]) -> list[dict[str, Any]]:
     return [item for info in order.get("returnInfo") or [] for item in info.get("items") or []]
 
 
+CLOCK_TOLERANCE = timedelta(seconds=2)
+"""Allowed for a writer's clock behind Composable Commerce's, or a timestamp cut to whole seconds: a valid refund
+stamped in the return cart's own second is not dead-lettered (an earlier return's writes are minutes older)."""
+
+
 def _at_or_after(value: Any, since: datetime) -> bool:
     at = instant(value)
-    return at is not None and at >= since
+    return at is not None and at >= since - CLOCK_TOLERANCE
 
 
 def verify_returns(
