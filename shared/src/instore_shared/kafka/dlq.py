@@ -82,6 +82,10 @@ MAX_DETAIL_CHARS = 500
 _SLUG = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
+_TOPIC_APPEAR_SECONDS = 5.0
+"""How long :func:`replay` waits for a topic to show up in the cluster's metadata before it is missing."""
+
+
 def dlq_topic(topic: str) -> str:
     """The dead-letter topic of ``topic``: ``topic + ".dlq"``.
 
@@ -319,8 +323,13 @@ async def replay(
     loop = asyncio.get_running_loop()
     try:
         await consumer.start()
-        if dlq not in await consumer.topics():
-            raise LookupError(f"topic {dlq!r} does not exist")
+        # A topic created a moment ago may not be in every broker's metadata yet (KRaft propagates it
+        # asynchronously): ask again for a few seconds before calling it missing.
+        appear_by = loop.time() + _TOPIC_APPEAR_SECONDS
+        while dlq not in await consumer.topics():
+            if loop.time() >= appear_by:
+                raise LookupError(f"topic {dlq!r} does not exist")
+            await asyncio.sleep(0.25)
         if producer is not None:
             await producer.start()
         consumer.subscribe([dlq])
