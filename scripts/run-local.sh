@@ -252,7 +252,9 @@ cat <<MSG
   $HOST_PAGE_SHOWN
 
   The reconciler runs every ${RECONCILER_INTERVAL_SECONDS}s (grace ${RECONCILER_GRACE_SECONDS}s): a sale paid in Composable Commerce whose
-  webhook never came is handed to order-finalization and printed ("instore-reconciler: handed unordered-cart ...").
+  webhook never came is handed to order-finalization and printed as a line "instore-reconciler: handed  unordered-cart
+  cart=<id> ..." (columns padded: grep -E 'handed +unordered-cart'). The seeded Order store-berlin-01-000001, whose
+  event was never announced, is handed the same way ("unannounced-order").
   The seeded demo-sale-cart is such a sale until you send its webhook: left alone, it becomes its Order this way
   (with ORDER_CREATION=instore the reconciler only reports it: InStore creates the Order).
 
